@@ -1,0 +1,44 @@
+"""lora-theory: the theory of LoRA fine-tuning as executable, measured checks.
+
+Public API (re-exported here; the code lives in one module per mathematical object):
+
+- instances: :func:`make_instance`, :func:`hard_instance`, :func:`norm_bounds`,
+  :class:`AttentionLoRAInstance` (``lora_theory.instance``)
+- the exact gradient: :func:`loss`, :func:`exact_gradients`, :func:`autograd_gradients`,
+  :func:`dense_terms`, :func:`lora_chain` (``lora_theory.exact``)
+- claims: :func:`all_claims`, :func:`get_claim`, :func:`run_checks` (``lora_theory.claims``)
+"""
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from ._validate import InvalidArgumentError
+from .claims import all_claims, get_claim, run_checks
+from .exact import autograd_gradients, default_block_size, dense_terms, exact_gradients, lora_chain, loss
+from .instance import AttentionLoRAInstance, hard_instance, make_instance, norm_bounds, score_range
+from .tolerances import TOLERANCES, max_rel_error
+
+try:
+    __version__ = version("lora-theory")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = sorted([
+    "AttentionLoRAInstance",
+    "InvalidArgumentError",
+    "TOLERANCES",
+    "all_claims",
+    "autograd_gradients",
+    "default_block_size",
+    "dense_terms",
+    "exact_gradients",
+    "get_claim",
+    "hard_instance",
+    "lora_chain",
+    "loss",
+    "make_instance",
+    "max_rel_error",
+    "norm_bounds",
+    "run_checks",
+    "score_range",
+])

@@ -1,0 +1,200 @@
+"""The ``lora-theory`` command line (typer). ``lora-theory --help`` lists the commands."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="LoRA theory as executable, measured checks.")
+console = Console()
+
+_VERDICT_STYLE = {"holds": "green", "fails": "red", "error": "magenta"}
+
+
+def _dtype(name: str):
+    import torch
+
+    table = {"float64": torch.float64, "float32": torch.float32}
+    if name not in table:
+        raise typer.BadParameter(f"expected one of {', '.join(table)}, got {name!r}", param_hint="--dtype")
+    return table[name]
+
+
+@app.command()
+def info(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """Versions, device and threads."""
+    import numpy
+    import torch
+
+    from . import __version__
+
+    facts = {
+        "lora_theory": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "cuda_available": torch.cuda.is_available(),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+    }
+    if as_json:
+        typer.echo(json.dumps(facts, indent=2))
+        return
+    t = Table(show_header=False)
+    for k, v in facts.items():
+        t.add_row(k, str(v))
+    console.print(t)
+
+
+@app.command()
+def grad(
+    L: int = typer.Option(256, "--L", help="Sequence length."),
+    d: int = typer.Option(8, "--d", help="Dimension."),
+    r: int = typer.Option(2, "--r", help="LoRA rank."),
+    adapt: str = typer.Option("qv", "--adapt", help="'qv' (partial) or 'qkv' (full)."),
+    attention: str = typer.Option("self", "--attention", help="'self' or 'cross'."),
+    bound: Optional[float] = typer.Option(None, "--bound", help="Gamma: rescale the Thm 3.1 / A.1 norms to this."),
+    beta: float = typer.Option(1.0, "--beta"),
+    seed: int = typer.Option(0, "--seed"),
+    dtype: str = typer.Option("float64", "--dtype", help="float64 or float32."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, ... (default cpu)."),
+    block_size: Optional[int] = typer.Option(None, "--block-size"),
+    no_autograd: bool = typer.Option(False, "--no-autograd", help="Skip the dense autograd reference (for large L)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Exact LoRA-attention gradients of one instance: norms, R, max error vs autograd, times."""
+    import torch
+
+    from . import autograd_gradients, exact_gradients, make_instance, max_rel_error, norm_bounds
+    from ._validate import InvalidArgumentError
+
+    try:
+        inst = make_instance(L, d, r, adapt=adapt, attention=attention, bound=bound, beta=beta, seed=seed, dtype=_dtype(dtype), device=device)
+        sync = torch.cuda.synchronize if inst.device.type == "cuda" else (lambda: None)
+        out: dict = {"instance": repr(inst), "norms": norm_bounds(inst)}
+        t0 = time.perf_counter()
+        g = exact_gradients(inst, block_size=block_size)
+        sync()
+        out["exact_seconds"] = time.perf_counter() - t0
+        if not no_autograd:
+            t0 = time.perf_counter()
+            ref = autograd_gradients(inst)
+            sync()
+            out["autograd_seconds"] = time.perf_counter() - t0
+            out["max_rel_err"] = {k: max_rel_error(g[k], ref[k]) for k in g}
+        out["grad_norms"] = {k: float(v.norm()) for k, v in g.items()}
+    except InvalidArgumentError as e:
+        raise typer.BadParameter(str(e)) from None
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    console.print(out["instance"])
+    t = Table("quantity", "value")
+    for k, v in out["norms"].items():
+        t.add_row(f"norm {k}", f"{v:.4g}")
+    for k, v in out.get("max_rel_err", {}).items():
+        t.add_row(f"rel err {k}", f"{v:.2e}")
+    t.add_row("exact (s)", f"{out['exact_seconds']:.4f}")
+    if "autograd_seconds" in out:
+        t.add_row("autograd (s)", f"{out['autograd_seconds']:.4f}")
+    console.print(t)
+
+
+def _print_checks(df, as_json: bool) -> None:
+    if as_json:
+        typer.echo(df.drop(columns=["error"]).to_json(orient="records", indent=2))
+        return
+    t = Table("id", "verdict", "measured", "s")
+    for row in df.itertuples():
+        t.add_row(row.id, f"[{_VERDICT_STYLE[row.verdict]}]{row.verdict}[/]", row.summary, f"{row.seconds:.1f}")
+    console.print(t)
+
+
+@app.command()
+def check(
+    claim: Optional[list[str]] = typer.Option(None, "--claim", help="Claim id (repeatable); default all."),
+    full: bool = typer.Option(False, "--full", help="Paper-scale configuration instead of the quick one."),
+    as_json: bool = typer.Option(False, "--json"),
+    list_only: bool = typer.Option(False, "--list", help="List the claims without running them."),
+) -> None:
+    """Run claim checks and print a table (exit code 1 if a claim fails or errors)."""
+    from .claims import all_claims, run_checks
+
+    if list_only:
+        t = Table("id", "statement", "reference")
+        for c in all_claims():
+            t.add_row(c.id, c.statement, c.reference)
+        console.print(t)
+        return
+    try:
+        with console.status("checking...") as status:
+            df = run_checks(claim, quick=not full, progress=lambda cid: status.update(f"checking {cid}"))
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--claim") from None
+    _print_checks(df, as_json)
+    raise typer.Exit(0 if (df.verdict == "holds").all() else 1)
+
+
+@app.command()
+def reproduce(
+    out: Path = typer.Option(Path("results"), "--out", help="Output folder for report.md, results.json, figures/."),
+    quick: bool = typer.Option(True, "--quick/--full", help="Minutes on 2 cores (default) or paper scale."),
+) -> None:
+    """Run every claim check and figure, and write OUT/report.md and OUT/results.json."""
+    from .report import reproduce as _reproduce
+
+    with console.status("reproducing...") as status:
+        df, report = _reproduce(out, quick=quick, progress=lambda msg: status.update(msg))
+    _print_checks(df, as_json=False)
+    console.print(f"report: {report}")
+    raise typer.Exit(0 if (df.verdict != "error").all() else 1)
+
+
+@app.command()
+def figures(
+    name: Optional[list[str]] = typer.Argument(None, help="Figure names (default: all)."),
+    out: Path = typer.Option(Path("figures"), "--out", help="Folder for NAME.png and NAME.csv."),
+    full: bool = typer.Option(False, "--full", help="Paper-scale sweeps."),
+    from_dir: Optional[Path] = typer.Option(None, "--from", help="Redraw from NAME.csv files in this folder without recomputing."),
+    list_only: bool = typer.Option(False, "--list"),
+) -> None:
+    """Regenerate figures (compute + plot), or redraw them from stored tables."""
+    import pandas as pd
+
+    from .figures import all_figures, get_figure, render
+
+    if list_only:
+        for spec in all_figures():
+            console.print(f"[bold]{spec.name}[/]: {spec.description} ({', '.join(spec.claims)})")
+        return
+    names = name or [s.name for s in all_figures()]
+    for n in names:
+        try:
+            get_figure(n)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="NAME") from None
+        data = None
+        if from_dir is not None:
+            csv = from_dir / f"{n}.csv"
+            if not csv.exists():
+                raise typer.BadParameter(f"expected {csv} to exist", param_hint="--from")
+            data = pd.read_csv(csv)
+        with console.status(f"figure {n}..."):
+            paths = render(n, out, quick=not full, data=data)
+        console.print(f"{n}: {paths['png']}")
+
+
+def main() -> None:  # console-script entry point
+    app()
+
+
+if __name__ == "__main__":
+    main()

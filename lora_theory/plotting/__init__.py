@@ -1,0 +1,1 @@
+"""Plotting: functions that take a study's DataFrame and return a matplotlib Figure."""

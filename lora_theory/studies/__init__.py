@@ -1,0 +1,1 @@
+"""Studies: sweeps that return tidy DataFrames (one row per measured point) for the figures."""

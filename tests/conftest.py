@@ -1,0 +1,23 @@
+"""Shared test setup: hypothesis profiles (``LORA_THEORY_PROFILE``), the gpu marker, threads."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lora_theory.strategies import register_profiles
+
+PROFILE = register_profiles()
+torch.set_num_threads(2)
+
+
+def pytest_report_header(config):
+    return f"hypothesis profile: {PROFILE} (set LORA_THEORY_PROFILE=dev|ci|thorough)"
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
