@@ -5,7 +5,7 @@ Public API (re-exported here; the code lives in one module per mathematical obje
 - instances: :func:`make_instance`, :func:`hard_instance`, :func:`norm_bounds`,
   :class:`AttentionLoRAInstance` (``lora_theory.instance``)
 - the exact gradient: :func:`loss`, :func:`exact_gradients`, :func:`autograd_gradients`,
-  :func:`dense_terms`, :func:`lora_chain` (``lora_theory.exact``)
+  :func:`weight_gradients`, :func:`dense_terms`, :func:`lora_chain` (``lora_theory.exact``)
 - claims: :func:`all_claims`, :func:`get_claim`, :func:`run_checks` (``lora_theory.claims``)
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from ._validate import InvalidArgumentError
 from .claims import all_claims, get_claim, run_checks
-from .exact import autograd_gradients, default_block_size, dense_terms, exact_gradients, lora_chain, loss
+from .exact import autograd_gradients, default_block_size, dense_terms, exact_gradients, lora_chain, loss, weight_gradients
 from .instance import AttentionLoRAInstance, hard_instance, make_instance, norm_bounds, score_range
 from .tolerances import TOLERANCES, max_rel_error
 
@@ -41,4 +41,5 @@ __all__ = sorted([
     "norm_bounds",
     "run_checks",
     "score_range",
+    "weight_gradients",
 ])

@@ -24,7 +24,7 @@ import torch
 from ._validate import InvalidArgumentError, check_choice, check_int
 from .instance import AttentionLoRAInstance
 
-__all__ = ["autograd_gradients", "default_block_size", "dense_terms", "exact_gradients", "loss", "lora_chain"]
+__all__ = ["autograd_gradients", "default_block_size", "dense_terms", "exact_gradients", "lora_chain", "loss", "weight_gradients"]
 
 _BLOCK_ELEMENTS = 1 << 22  # entries of one (block, L) piece: 16 MiB float32, 32 MiB float64
 _DENSE_TERMS_MAX_L = 4096  # dense_terms forms L x L matrices; refuse beyond this
@@ -139,11 +139,27 @@ def exact_gradients(inst: AttentionLoRAInstance, *, block_size: int | None = Non
     ``limits.grad_blocked``.
     """
     inst = _check_instance(inst)
-    need = tuple(m.upper() for m in inst.adapt)
-    _, dP = _blocked_pass(inst, _resolve_block(inst, block_size), need)
+    return lora_chain(inst, weight_gradients(inst, block_size=block_size))
+
+
+def weight_gradients(inst: AttentionLoRAInstance, *, block_size: int | None = None, names: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+    """G_mu = dL/dW_mu (d, d): G_Q = beta X_Q^T p K, G_K = beta X_K^T p^T Q, G_V = X_V^T f^T c.
+
+    Args:
+        inst: the instance.
+        block_size: query rows per block (default :func:`default_block_size`).
+        names: which of "q", "k", "v" (default: the adapted ones).
+
+    Returns:
+        ``{"q": (d, d), ...}``; the full fine-tuning gradient of each weight.
+
+    Reference: Hu et al. (2024), Lemma 3.1; claim ``limits.grad_closed_form``.
+    """
+    inst = _check_instance(inst)
+    names = inst.adapt if names is None else tuple(check_choice("names", n, ("q", "k", "v")) for n in names)
+    _, dP = _blocked_pass(inst, _resolve_block(inst, block_size), tuple(m.upper() for m in names))
     X = {"q": inst.Xq, "k": inst.Xk, "v": inst.Xv}
-    G = {mu: X[mu].T @ dP[mu.upper()] for mu in inst.adapt}  # (d, d) each
-    return lora_chain(inst, G)
+    return {mu: X[mu].T @ dP[mu.upper()] for mu in names}  # (d, d) each
 
 
 def dense_terms(inst: AttentionLoRAInstance) -> dict[str, torch.Tensor]:
