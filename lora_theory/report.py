@@ -41,12 +41,14 @@ def write_report(results: pd.DataFrame, figures: dict[str, dict], out: Path, *, 
         + (f"; fails: {', '.join(results.id[results.verdict == 'fails'])}" if (results.verdict == "fails").any() else "")
         + (f"; errors: {', '.join(results.id[results.verdict == 'error'])}" if (results.verdict == "error").any() else ""),
         "",
-        "| id | paper | statement | measured | verdict | figure | test |",
+        "| id | paper | statement | measured | verdict | figure | test, proof check |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in results.itertuples():
-        fig = f"[{row.figure}](figures/{row.figure}.png)" if row.figure and row.figure in figures else (row.figure or "")
-        lines.append(f"| `{row.id}` | {row.paper} | {_md_escape(row.statement)} | {_md_escape(row.summary)} | **{row.verdict}** | {fig} | {row.test or ''} |")
+        name = row.figure if isinstance(row.figure, str) else ""
+        fig = f"[{name}](figures/{name}.png)" if name in figures else name
+        checks = " ".join(f"`{x}`" for x in (row.test, row.proof) if isinstance(x, str) and x)
+        lines.append(f"| `{row.id}` | {row.paper} | {_md_escape(row.statement)} | {_md_escape(row.summary)} | **{row.verdict}** | {fig} | {checks} |")
     lines += ["", "Papers: " + "; ".join(f"`{k}`: {v}" for k, v in PAPERS.items()), "", "## Figures", ""]
     for name, info in figures.items():
         if "error" in info:

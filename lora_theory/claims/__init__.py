@@ -59,6 +59,7 @@ class Claim:
     check: Callable[[bool], Measurement] = field(repr=False)
     figure: str | None = None
     test: str | None = None
+    proof: str | None = None
 
     @property
     def paper(self) -> str:
@@ -69,8 +70,12 @@ _REGISTRY: dict[str, Claim] = {}
 _LOADED = False
 
 
-def claim(id: str, *, statement: str, reference: str, figure: str | None = None, test: str | None = None):
-    """Register the decorated ``check(quick: bool) -> Measurement`` under ``id``."""
+def claim(id: str, *, statement: str, reference: str, figure: str | None = None, test: str | None = None, proof: str | None = None):
+    """Register the decorated ``check(quick: bool) -> Measurement`` under ``id``.
+
+    ``figure`` names the registered figure that shows the claim, ``test`` the pytest node and
+    ``proof`` the symbolic check in proofs_checks/ (``"proofs_checks/file.py::function"``).
+    """
     paper = id.split(".", 1)[0]
     if paper not in PAPERS or "." not in id:
         raise InvalidArgumentError(f"id: expected '<paper>.<name>' with paper in {sorted(PAPERS)}, got {id!r}")
@@ -78,7 +83,7 @@ def claim(id: str, *, statement: str, reference: str, figure: str | None = None,
     def deco(fn: Callable[[bool], Measurement]) -> Callable[[bool], Measurement]:
         if id in _REGISTRY and _REGISTRY[id].check is not fn:
             raise InvalidArgumentError(f"id: claim {id!r} is registered twice")
-        _REGISTRY[id] = Claim(id, " ".join(statement.split()), reference, fn, figure, test)
+        _REGISTRY[id] = Claim(id, " ".join(statement.split()), reference, fn, figure, test, proof)
         return fn
 
     return deco
@@ -131,6 +136,7 @@ def run_check(c: Claim | str, *, quick: bool = True) -> dict[str, Any]:
         "figures": figures,
         "figure": c.figure,
         "test": c.test,
+        "proof": c.proof,
         "seconds": time.perf_counter() - t0,
         "error": error,
     }
@@ -144,4 +150,4 @@ def run_checks(ids: Iterable[str] | None = None, *, quick: bool = True, progress
         if progress is not None:
             progress(c.id)
         rows.append(run_check(c, quick=quick))
-    return pd.DataFrame(rows, columns=["id", "paper", "statement", "reference", "verdict", "summary", "figures", "figure", "test", "seconds", "error"])
+    return pd.DataFrame(rows, columns=["id", "paper", "statement", "reference", "verdict", "summary", "figures", "figure", "test", "proof", "seconds", "error"])

@@ -27,8 +27,8 @@ def _configs(quick: bool):
     "limits.lemma3.1",
     statement="dL/dS = p = f o q - diag(rho) f with f = softmax(S), c = f V - Y, q = c V^T, rho = rowsum(f o q) = rowsum(c o O).",
     reference="Hu et al. 2024, Lemma 3.1 (Parts I-III)",
-    figure=None,
     test="tests/test_exact.py::test_lemma31_score_gradient",
+    proof="proofs_checks/limits_lemma31.py::check_lemma31_score_gradient",
 )
 def _lemma31(quick: bool) -> Measurement:
     worst, worst_rho = 0.0, 0.0
@@ -50,6 +50,7 @@ def _lemma31(quick: bool) -> Measurement:
     statement="dL/dB_mu = (alpha/r) G_mu A_mu^T and dL/dA_mu = (alpha/r) B_mu^T G_mu with G_mu = dL/dW_mu.",
     reference="Hu et al. 2024, Lemma 3.2 (chain rule through W = W* + alpha/r B A)",
     test="tests/test_exact.py::test_lora_chain_matches_autograd",
+    proof="proofs_checks/limits_lemma31.py::check_lemma32_chain",
 )
 def _lemma32(quick: bool) -> Measurement:
     worst = 0.0
@@ -71,6 +72,7 @@ def _lemma32(quick: bool) -> Measurement:
     reference="Hu et al. 2024, Lemma 3.1-3.2, Sec. 3 (with the printed dimension slips corrected; see paper_notes)",
     figure="limits_grad_closed_form",
     test="tests/test_exact.py::test_exact_equals_autograd",
+    proof="proofs_checks/limits_lemma31.py::check_full_gradient",
 )
 def _closed_form(quick: bool) -> Measurement:
     worst, worst_big, Rmax = 0.0, 0.0, 0.0

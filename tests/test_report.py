@@ -1,0 +1,18 @@
+"""lora-theory reproduce end to end in a tiny configuration: report.md and results.json."""
+from __future__ import annotations
+
+import json
+
+from lora_theory.report import reproduce
+
+
+def test_reproduce_writes_report(tmp_path):
+    df, report = reproduce(tmp_path, quick=True, claims=["limits.lemma3.1", "limits.lemma3.2"], figures=["limits_grad_closed_form"])
+    assert list(df.verdict) == ["holds", "holds"]
+    text = report.read_text()
+    assert "| `limits.lemma3.1` |" in text and "**holds**" in text
+    assert "proofs_checks/limits_lemma31.py::check_lemma31_score_gradient" in text
+    assert "![limits_grad_closed_form](figures/limits_grad_closed_form.png)" in text
+    assert (tmp_path / "figures" / "limits_grad_closed_form.png").exists()
+    payload = json.loads((tmp_path / "results.json").read_text())
+    assert {c["id"] for c in payload["claims"]} == {"limits.lemma3.1", "limits.lemma3.2"}
