@@ -32,16 +32,10 @@ def _fmt_shape(shape: Sequence[int | str]) -> str:
 
 def check_int(name: str, value: object, *, low: int | None = None, high: int | None = None) -> int:
     """Return ``value`` as int, requiring ``low <= value <= high`` (bounds optional)."""
-    if isinstance(value, bool) or not isinstance(value, int | torch.SymInt):
-        try:
-            import numpy as np
+    import numpy as np
 
-            if isinstance(value, np.integer):
-                value = int(value)
-            else:
-                raise TypeError
-        except TypeError:
-            raise InvalidArgumentError(f"{name}: expected an integer, got {value!r} ({type(value).__name__})") from None
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise InvalidArgumentError(f"{name}: expected an integer, got {value!r} ({type(value).__name__})")
     value = int(value)
     if low is not None and value < low:
         raise InvalidArgumentError(f"{name}: expected an integer >= {low}, got {value}")
