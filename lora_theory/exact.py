@@ -26,7 +26,10 @@ from .instance import AttentionLoRAInstance
 
 __all__ = ["autograd_gradients", "default_block_size", "dense_terms", "exact_gradients", "lora_chain", "loss", "weight_gradients"]
 
-_BLOCK_ELEMENTS = 1 << 22  # entries of one (block, L) piece: 16 MiB float32, 32 MiB float64
+# Entries of one (block, L) piece: 2^18 (1 MiB float32) keeps the pieces cache-resident; on
+# 2 cores this ran 2-3x faster than 2^22-entry pieces at L = 2^12 .. 2^15 (benchmarks/README.md).
+_BLOCK_ELEMENTS = 1 << 18
+_MIN_BLOCK_ROWS = 16  # below this, per-block Python overhead dominates
 _DENSE_TERMS_MAX_L = 4096  # dense_terms forms L x L matrices; refuse beyond this
 
 
@@ -37,8 +40,12 @@ def _check_instance(inst: object) -> AttentionLoRAInstance:
 
 
 def default_block_size(L: int) -> int:
-    """Rows per block: 2^22 / L (at least 1, at most L), so one (block, L) piece is 2^22 entries."""
-    return max(1, min(L, _BLOCK_ELEMENTS // max(L, 1)))
+    """Rows per block: min(L, max(16, 2^18 / L)), so one (block, L) piece has about 2^18 entries.
+
+    Peak memory is then a few such pieces plus O(L d): about 1 MiB per piece in float32 for
+    every L up to 2^14, and 16 L entries beyond it (4 MiB per piece at L = 2^16).
+    """
+    return min(L, max(_MIN_BLOCK_ROWS, _BLOCK_ELEMENTS // max(L, 1)))
 
 
 def _resolve_block(inst: AttentionLoRAInstance, block_size: int | None) -> int:
@@ -130,7 +137,7 @@ def exact_gradients(inst: AttentionLoRAInstance, *, block_size: int | None = Non
 
     Args:
         inst: the instance; the computation runs on its device and in its dtype.
-        block_size: query rows per block; default :func:`default_block_size` (2^22 / L).
+        block_size: query rows per block; default :func:`default_block_size` (about 2^18 / L).
 
     Returns:
         ``{"A_q": (r, d), "B_q": (d, r), ...}`` for every adapted weight.

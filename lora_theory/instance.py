@@ -44,7 +44,7 @@ __all__ = [
 Adapt = Literal["qv", "qkv"]
 Attention = Literal["self", "cross", "general"]
 _NAMES = ("q", "k", "v")
-_ROW_BLOCK_ELEMENTS = 1 << 22  # rows per block * L for the R computation: 32 MiB in float64
+_ROW_BLOCK_ELEMENTS = 1 << 20  # rows per block * L for the R computation: 8 MiB in float64
 
 
 def parse_adapt(adapt: object) -> tuple[str, ...]:
@@ -198,7 +198,7 @@ def _max_abs(t: torch.Tensor) -> float:
 def score_range(inst: AttentionLoRAInstance, *, block_size: int | None = None) -> float:
     """R = max_{i,j} |beta (Q K^T)_{ij}|, computed in row blocks (never an L x L matrix).
 
-    Memory O(block_size * L + L d); the default block keeps each block at 2^22 entries.
+    Memory O(block_size * L + L d); the default block keeps each block at 2^20 entries.
     """
     Q, K, _ = inst.projections()
     L = inst.L

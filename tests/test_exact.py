@@ -93,9 +93,10 @@ def test_blocked_equals_unblocked(inst, block):
 
 def test_default_block_size_bounded():
     assert lt.default_block_size(1) == 1
-    assert lt.default_block_size(1024) == 1024
-    assert lt.default_block_size(1 << 16) * (1 << 16) <= 1 << 22
-    assert lt.default_block_size(1 << 30) == 1
+    assert lt.default_block_size(1024) == 256
+    assert lt.default_block_size(10) == 10
+    assert lt.default_block_size(1 << 16) * (1 << 16) <= 1 << 20  # 4 MiB float32 pieces at L = 2^16
+    assert lt.default_block_size(1 << 30) == 16
 
 
 def test_lemma31_score_gradient():
@@ -144,13 +145,10 @@ def test_row_shift_invariance(inst, shift):
 def test_alpha_b_factor_exchange(inst, t):
     """alpha -> t alpha, B -> B / t leaves W, the loss, G = dL/dW and dL/dA unchanged; dL/dB scales by t."""
     moved = inst.replace(alpha=inst.alpha * t, B={mu: b / t for mu, b in inst.B.items()})
-    G0, G1 = lt.weight_gradients(inst), lt.weight_gradients(moved)
-    for mu in G0:
-        assert max_rel_error(G1[mu], G0[mu]) <= 1e-10
+    rtol = tolerance(torch.float64)
+    _assert_close(lt.weight_gradients(moved), lt.weight_gradients(inst), rtol)
     g0, g1 = lt.exact_gradients(inst), lt.exact_gradients(moved)
-    for mu in inst.adapt:
-        assert max_rel_error(g1[f"A_{mu}"], g0[f"A_{mu}"]) <= 1e-10
-        assert max_rel_error(g1[f"B_{mu}"], t * g0[f"B_{mu}"]) <= 1e-10
+    _assert_close(g1, {k: (t * v if k.startswith("B_") else v) for k, v in g0.items()}, rtol)
 
 
 @given(inst=lts.instances(lora_init=True))
