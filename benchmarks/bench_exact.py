@@ -1,9 +1,8 @@
 """Benchmark: blocked exact_gradients vs dense autograd_gradients (time and peak memory per L).
 
 Claim ``limits.grad_blocked``. Each (method, L) runs in a fresh Python process: one warm-up
-call (which sets the memory high-water mark), then ``--repeats`` timed calls; the peak is
-the rise of ru_maxrss (CPU) or torch.cuda.max_memory_allocated (CUDA) over the baseline
-after the instance was built. Dense methods are skipped where one L x L matrix alone would
+call, during which the peak memory is measured (sampled RSS on CPU, the allocator's peak on
+CUDA; ``lora_theory._memory.PeakMemory``), then ``--repeats`` timed calls. Dense methods are skipped where one L x L matrix alone would
 exceed ``--dense-max-gib``.
 
 Usage:
@@ -19,7 +18,8 @@ import subprocess
 import sys
 
 SNIPPET = r"""
-import json, resource, statistics, time, torch
+import json, statistics, time, torch
+from lora_theory._memory import PeakMemory
 torch.set_num_threads({threads})
 import lora_theory as lt
 dev = {device!r}
@@ -29,16 +29,12 @@ sync = torch.cuda.synchronize if cuda else (lambda: None)
 fn = {{"blocked": lambda: lt.exact_gradients(inst),
        "autograd_sdpa": lambda: lt.autograd_gradients(inst, method="sdpa"),
        "autograd_dense": lambda: lt.autograd_gradients(inst, method="dense")}}[{method!r}]
-if cuda:
-    sync(); torch.cuda.reset_peak_memory_stats(); base = torch.cuda.memory_allocated()
-else:
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-fn(); sync()
-peak = (torch.cuda.max_memory_allocated() - base) if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+with PeakMemory(cuda=cuda) as pm:
+    fn(); sync()
 times = []
 for _ in range({repeats}):
     t0 = time.perf_counter(); fn(); sync(); times.append(time.perf_counter() - t0)
-print(json.dumps({{"seconds": statistics.median(times), "peak_bytes": peak}}))
+print(json.dumps({{"seconds": statistics.median(times), "peak_bytes": pm.peak_bytes}}))
 """
 
 
