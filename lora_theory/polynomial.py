@@ -135,23 +135,26 @@ def exp_polynomial(
 
 
 def degree_order(R: float, eps: float) -> float:
-    """max{B, log(1/eps) / log(log(1/eps) / B)} with B = 2R (the Aggarwal-Alman order).
+    """max{B, log(1/eps) / max(1, log(log(1/eps) / B))} with B = 2R (the Aggarwal-Alman order).
 
-    The second term is used where log(1/eps) / B > e (where its log is > 1); otherwise the
-    first term, B, dominates the order anyway.
+    The ``max(1, .)`` keeps the order continuous where log(1/eps) / B drops below e (there the
+    printed log(log(1/eps)/B) tends to 0 and the formula is only meant asymptotically); the
+    order is unchanged up to a constant.
     """
     R = check_positive("R", R, allow_zero=True)
     eps = check_positive("eps", eps)
+    if eps >= 1:
+        raise InvalidArgumentError(f"eps: expected a number in (0, 1), got {eps}")
     B = 2.0 * R
     q = math.log(1.0 / eps)
-    second = q / math.log(q / B) if B > 0 and q / B > math.e else (q if B == 0 else 0.0)
+    second = q / max(1.0, math.log(q / B)) if B > 0 else q
     return max(B, second, 1.0)
 
 
 #: The constant of :func:`degree_bound`: the largest ratio (minimal Chebyshev degree) /
-#: degree_order(R, eps) over R in [0.01, 16] x eps in [1e-12, 1e-1] (fitted by
+#: degree_order(R, eps) over the certified points of R in [0.01, 16] x eps in [1e-12, 1e-1] (fitted by
 #: ``lora_theory.phase.fit_degree_constant``; re-fit with ``python -m lora_theory.phase``).
-DEGREE_BOUND_C = 2.0
+DEGREE_BOUND_C = 1.5
 
 
 def degree_bound(R: float, eps: float, *, C: float | None = None) -> int:

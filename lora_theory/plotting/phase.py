@@ -1,0 +1,110 @@
+"""Plots for the polynomial method and the phase transition (claims ``limits.degree_bound``,
+``limits.thm3.1``, ``limits.thmA.1``, ``limits.thm4.1_regime``); each takes a DataFrame."""
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+__all__ = ["plot_degree_vs_range", "plot_gradient_error_vs_bound", "plot_phase_transition", "plot_runtime_scaling"]
+
+
+def plot_degree_vs_range(df: pd.DataFrame):
+    """Minimal degree vs R per eps (Chebyshev solid, Taylor dotted), with the fitted AA bound (dashed)."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (eps, g) in enumerate(df.groupby("eps")):
+        c = colors[i % len(colors)]
+        ch = g[g.method == "chebyshev"].sort_values("R")
+        ax.plot(ch.R, ch.degree, "o-", color=c, label=f"eps={eps:.0e} Chebyshev")
+        ax.plot(ch.R, ch.bound, "--", color=c, lw=0.9)
+        ta = g[g.method == "taylor"].sort_values("R")
+        if len(ta):
+            ax.plot(ta.R, ta.degree, ":", color=c, lw=1.2)
+        bad = ch[~ch.certified]
+        ax.plot(bad.R, bad.degree, "x", color="k", ms=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("score range R (fit e^s on [-R, R], sup relative error <= eps)")
+    ax.set_ylabel("degree g")
+    ax.set_title("limits.degree_bound: minimal degree vs R\n(solid: Chebyshev, dotted: Taylor, dashed: C max{2R, log(1/eps)/log(log(1/eps)/2R)}, x: not certified)", fontsize=8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_phase_transition(df: pd.DataFrame):
+    """Cost exponent log_L(flops) vs Gamma / sqrt(ln L), one panel per regime, one line per L."""
+    from ..phase import threshold_table
+
+    regimes = [r for r in ("log", "fixed") if r in set(df.regime)]
+    fig, axes = plt.subplots(1, len(regimes), figsize=(6.0 * len(regimes), 4.4), squeeze=False)
+    thr = threshold_table(df)
+    cmap = plt.get_cmap("viridis")
+    for ax, regime in zip(axes[0], regimes):
+        g = df[df.regime == regime]
+        Ls = sorted(g.L.unique())
+        for i, L in enumerate(Ls):
+            h = g[g.L == L].sort_values("x")
+            c = cmap(i / max(1, len(Ls) - 1))
+            ax.plot(h.x, h.approx_exponent, "-", color=c, label=f"L=2^{int(math.log2(L))} (d={int(h.d.iloc[0])})")
+            ax.axhline(h.exact_exponent.iloc[0], color=c, ls=":", lw=0.8)
+            xs = thr[(thr.regime == regime) & (thr.L == L)].x_star
+            if len(xs) and np.isfinite(xs.iloc[0]):
+                ax.plot([xs.iloc[0]], [h.exact_exponent.iloc[0]], "o", color=c, ms=5)
+        title = "d = Theta(log L): d = max(2, round(log2 L / 4))" if regime == "log" else f"fixed d = {int(g.d.iloc[0])}"
+        ax.set_title(f"limits.thm3.1 / limits.thm4.1_regime, {title}\neps = 1/L, beta = 1/d (R <= Gamma^2); dotted: exact, o: Gamma*", fontsize=8)
+        ax.set_xlabel("x = Gamma / sqrt(ln L)")
+        ax.set_ylabel("cost exponent log_L(flops)")
+        ax.set_ylim(1.0, 3.0)
+        ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def plot_gradient_error_vs_bound(df: pd.DataFrame):
+    """Relative gradient error at a fixed degree vs Gamma; random (solid) and hard (dashed) instances."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    agg = df.groupby(["kind", "L", "Gamma"], as_index=False).agg(rel_err=("rel_err", "median"), valid=("valid", "all"))
+    for i, L in enumerate(sorted(agg.L.unique())):
+        for kind, ls in (("random", "-"), ("hard", "--")):
+            g = agg[(agg.L == L) & (agg.kind == kind)].sort_values("Gamma")
+            if not len(g):
+                continue
+            ax.plot(g.Gamma, g.rel_err.clip(lower=1e-17), ls, marker="o", color=colors[i % len(colors)], label=f"{kind}, L={L}")
+            inv = g[~g.valid]
+            ax.plot(inv.Gamma, inv.rel_err.clip(lower=1e-17), "x", color="k", ms=7)
+    ax.set_yscale("log")
+    deg = int(df.degree.iloc[0])
+    d = int(df.d.iloc[0])
+    ax.set_xlabel("Gamma (max-entry norm bound)")
+    ax.set_ylabel("max gradient error / max |gradient|")
+    ax.set_title(f"limits.thm4.1_regime: error at fixed degree g={deg} (d={d}); x: flagged invalid (eps=1e-3 not certified)", fontsize=8)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def plot_runtime_scaling(df: pd.DataFrame):
+    """Wall time vs L (log-log) for exact and approximate gradients, with fitted exponents and L*."""
+    from ..phase import crossover, fit_loglog
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for method, m in (("exact", "s-"), ("approx", "o-")):
+        g = df[df.method == method].sort_values("L")
+        if len(g) >= 2:
+            ax.plot(g.L, g.seconds, m, label=f"{method}: slope {fit_loglog(df, method, L_min=int(g.L.min()) * 2 if len(g) > 3 else 0):.2f}")
+    Ls = crossover(df)
+    if np.isfinite(Ls):
+        ax.axvline(Ls, color="grey", ls=":", label=f"L* = {Ls:.0f}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    row = df.iloc[0]
+    ax.set_xlabel("L")
+    ax.set_ylabel("seconds (min of repeats)")
+    ax.set_title(f"limits.thm3.1: runtime, d=4, R<={df.R.max():.2f}, eps=1e-3, degree {int(row.degree)} (k={int(row.k)})", fontsize=8)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
