@@ -55,7 +55,8 @@ class ApproxInfo:
         valid: False when the requested eps could not be certified (only with on_invalid="flag").
         reason: why it is invalid ("" when valid).
         degree: g; rank: k (features per row); R: the score range bound the polynomial covers.
-        poly_rel_error: measured sup relative error of P on [-R, R] (delta).
+        poly_rel_error: delta, the entrywise relative error of U V^T vs exp(S): the measured sup
+            relative error of P on [-R, R] plus the rounding bound of the feature sum.
         min_normalizer: min_i D~_i / max_i D~_i (must be > 0).
         error_bound: {"A_q": ..., ...} a-priori absolute max-entry bound on each gradient's error.
         times: seconds per phase (features, forward, gradients, total).
@@ -218,12 +219,17 @@ def approx_gradients(
     if R_used == 0.0:
         R_used = 1e-12  # all scores are 0: any positive half-width works; avoids t = s / 0
     poly: ExpPolynomial = exp_polynomial(R_used, eps, method=method, degree=degree, max_degree=max_degree)
-    reasons = []
-    if poly.rel_error > eps:
-        reasons.append(f"degree {poly.degree} reaches sup relative error {poly.rel_error:.2e} > eps = {eps:.0e} on [-R, R], R = {R_used:.3g}")
-    if poly.rel_error >= 1:
-        reasons.append("P can be <= 0 on the score range (relative error >= 1)")
     Q, K, _ = inst.projections()
+    k_rank = math.comb(poly.degree + inst.d, inst.d)
+    # delta: the entrywise relative error of U V^T vs exp(S): the polynomial's own error plus the
+    # rounding of summing k monomial products in this dtype (see ExpPolynomial.feature_rounding).
+    delta = poly.rel_error + poly.feature_rounding(k_rank + poly.degree, torch.finfo(Q.dtype).eps)
+    reasons = []
+    if delta > eps:
+        reasons.append(f"degree {poly.degree} reaches sup relative error {delta:.2e} > eps = {eps:.0e} on [-R, R], R = {R_used:.3g}"
+                       f" (fit {poly.rel_error:.1e}, rounding {delta - poly.rel_error:.1e})")
+    if delta >= 1:
+        reasons.append("P can be <= 0 on the score range (relative error >= 1)")
     scale = math.sqrt(inst.beta / R_used)  # q' . k' = beta q . k / R = t in [-1, 1]
     U = polynomial_features(Q * scale, poly, "query")
     V = polynomial_features(K * scale, poly, "key")
@@ -236,10 +242,10 @@ def approx_gradients(
     dmin = float(D.min() / D.abs().max())
     if not dmin > 0:
         reasons.append(f"the approximate normalizer D~ is not positive (min D~ / max |D~| = {dmin:.2e})")
-    bound = _error_bound(inst, poly.rel_error, aux)
+    bound = _error_bound(inst, delta, aux)
     info = ApproxInfo(
         valid=not reasons, reason="; ".join(reasons), degree=poly.degree, rank=U.shape[1], R=R_used,
-        poly_rel_error=poly.rel_error, min_normalizer=dmin, error_bound=bound,
+        poly_rel_error=delta, min_normalizer=dmin, error_bound=bound,
         times={"features": t1 - t0, "gradients": t2 - t1, "total": time.perf_counter() - t0}, method=method,
     )
     if reasons and on_invalid == "raise":

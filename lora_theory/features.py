@@ -8,6 +8,10 @@ over all multi-indices alpha in N^d with |alpha| <= g: rank k = C(g + d, d). Sta
 U = phi(Q) (L, k) and V = psi(K) (L, k) give P(Q K^T) = U V^T entrywise, in O(L k) time and
 memory, without an L x L matrix.
 
+Conditioning: the sum over monomials adds terms of total size sum_j |a_j| (sum_i |q_i k_i|)^j, so
+the caller should scale q and k so that ||q|| ||k|| <= 1 (Cauchy-Schwarz), not merely
+|q . k| <= 1; ``approx_gradients`` scales by the range bound beta max||Q_i|| max||K_j||.
+
 Monomials are built degree by degree, each degree-j monomial as (its parent of degree j - 1)
 times one coordinate, so the work is one gather and one multiply per degree over all rows at
 once (no Python loop over rows).
@@ -57,7 +61,8 @@ def monomial_table(g: int, d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
                 parent.append(idx)
                 var.append(v)
                 deg.append(j)
-                mult.append(math.factorial(j) / float(np.prod([math.factorial(c) for c in counts])))
+                # exact integer arithmetic: np.prod would overflow int64 for factorials beyond 20!
+                mult.append(float(math.factorial(j) // math.prod(math.factorial(int(c)) for c in counts)))
                 nxt.append((len(parent) - 1, v, new))
         frontier = nxt
     return np.array(parent), np.array(var), np.array(deg), np.array(mult)

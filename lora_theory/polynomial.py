@@ -54,7 +54,19 @@ class ExpPolynomial:
 
     def __call__(self, s: np.ndarray | float) -> np.ndarray:
         """P(s) for scores s (NumPy array or float)."""
-        return np.polynomial.polynomial.polyval(np.asarray(s, dtype=np.float64) / self.R, self.coef)
+        s = np.asarray(s, dtype=np.float64)
+        t = s / self.R if self.R > 0 else np.zeros_like(s)  # R = 0: the interval is {0}, P is its constant term
+        return np.polynomial.polynomial.polyval(t, self.coef)
+
+    def feature_rounding(self, n_terms: int, unit_roundoff: float) -> float:
+        """Relative rounding error of summing P's monomial expansion in floating point.
+
+        The feature map evaluates P(t) as a sum of ``n_terms`` products whose absolute values add
+        up to at most sum_j |coef_j| (for ||q'|| ||k'|| <= 1), while P(t) ~ e^{R t} >= e^{-R}.
+        So the relative error of the sum is at most n_terms * u * sum_j |coef_j| * e^R: large
+        R makes the power basis lose every digit, and this term is what says so.
+        """
+        return n_terms * unit_roundoff * float(np.abs(self.coef).sum()) * math.exp(self.R)
 
     @property
     def certified(self) -> bool:

@@ -10,7 +10,7 @@ import itertools
 import torch
 
 from ..exact import autograd_gradients, dense_terms, exact_gradients, lora_chain
-from ..instance import make_instance, norm_bounds
+from ..instance import hard_instance, make_instance, norm_bounds
 from ..tolerances import max_rel_error, tolerance
 from . import Measurement, claim
 
@@ -116,3 +116,155 @@ def _blocked(quick: bool) -> Measurement:
     ok = worst <= tol and mem["peak_bytes"] < dense_bytes
     return Measurement(ok, {"max_rel_err": worst, "L": L, "peak_bytes": mem["peak_bytes"], "one_LxL_bytes": dense_bytes, "seconds": mem["seconds"]},
                        f"blocked vs dense: {worst:.1e}; peak {mem['peak_bytes'] / 2**20:.0f} MiB at L = {L} (one L x L float32: {dense_bytes / 2**20:.0f} MiB)")
+
+
+# -- the polynomial method and the phase transition (Thm 3.1, A.1, 4.1) -------------------------
+
+def _loglog_slope(Ls, ts) -> float:
+    import numpy as np
+
+    return float(np.polyfit(np.log(Ls), np.log(ts), 1)[0])
+
+
+def _bounded_regime(adapt: str, quick: bool) -> tuple[bool, dict, str]:
+    """Accuracy within the computed bound, and the time exponent, for R <= 2, d = 4, eps = 1e-3."""
+    import time
+
+    from ..approx import approx_gradients
+
+    worst_ratio, worst_rel, Rmax = 0.0, 0.0, 0.0
+    for seed, attention in enumerate(("self", "cross")):
+        inst = make_instance(1024 if quick else 4096, 4, 2, adapt=adapt, attention=attention, bound=2.0, beta=0.25, seed=seed)
+        ex = exact_gradients(inst)
+        g, info = approx_gradients(inst, eps=1e-3)
+        Rmax = max(Rmax, info.R)
+        for k in ex:
+            err = float((g[k] - ex[k]).abs().max())
+            worst_ratio = max(worst_ratio, err / info.error_bound[k])
+            worst_rel = max(worst_rel, err / float(ex[k].abs().max()))
+    Ls = [2**j for j in ((13, 14, 15, 16) if quick else (12, 13, 14, 15, 16, 17))]  # below 2^13 fixed overheads dominate
+    ts = []
+    for L in Ls:
+        inst = make_instance(L, 4, 2, adapt=adapt, bound=2.0, beta=0.25, seed=0)
+        approx_gradients(inst, eps=1e-3)
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            approx_gradients(inst, eps=1e-3)
+            best = min(best, time.perf_counter() - t0)
+        ts.append(best)
+    slope = _loglog_slope(Ls, ts)
+    ok = worst_ratio <= 1.0 and worst_rel <= 1e-2 and slope <= 1.15
+    figs = {"R_max": Rmax, "max_err_over_bound": worst_ratio, "max_rel_err": worst_rel, "time_exponent": slope, "Ls": Ls, "seconds": ts}
+    return ok, figs, f"R <= {Rmax:.2f}: rel err {worst_rel:.1e} (<= 1e-2), err/bound {worst_ratio:.1e} (<= 1); time exponent {slope:.2f} over L = 2^{Ls[0].bit_length() - 1}..2^{Ls[-1].bit_length() - 1} (<= 1.15)"
+
+
+@claim(
+    "limits.thm3.1",
+    statement="Partial adaptation (W_Q, W_V): when ||X_Q W_Q||_max, ||X_K W_K*||_max <= Gamma = o(sqrt(log L)) the LoRA gradient is approximable to eps in L^{1+o(1)} time. Measured: at R <= 2, d = 4, eps = 1e-3 the polynomial method's error is within its computed bound and <= 1e-2 relative, and its wall time grows like L^{<= 1.15}.",
+    reference="Hu et al. 2024, Thm 3.1; Alman & Song 2023/2024 (polynomial method, gradient chain)",
+    figure="runtime_scaling",
+    test="tests/test_approx.py::test_error_within_bound",
+    proof="proofs_checks/limits_polynomial.py::check_rowwise_kronecker",
+)
+def _thm31(quick: bool) -> Measurement:
+    ok, figs, summary = _bounded_regime("qv", quick)
+    return Measurement(ok, figs, summary)
+
+
+@claim(
+    "limits.thmA.1",
+    statement="Full adaptation (W_Q, W_K, W_V) under the four norm bounds of Remark 5.2: the same almost-linear approximation for all six gradients.",
+    reference="Hu et al. 2024, Thm A.1, Remark 5.2",
+    figure="runtime_scaling",
+    test="tests/test_approx.py::test_error_within_bound",
+    proof="proofs_checks/limits_polynomial.py::check_rowwise_kronecker",
+)
+def _thmA1(quick: bool) -> Measurement:
+    ok, figs, summary = _bounded_regime("qkv", quick)
+    return Measurement(ok, figs, summary)
+
+
+@claim(
+    "limits.degree_bound",
+    statement="The minimal degree of a polynomial with sup relative error eps for e^s on [-R, R] is Theta(max{2R, log(1/eps) / log(log(1/eps) / 2R)}) (Aggarwal-Alman). Measured: the constant C fitted on one grid bounds the degree on a held-out grid, and degree / order stays in a bounded band.",
+    reference="Aggarwal & Alman 2022, Thm 1.2; AS23 Lemma 3.2; Hu et al. 2024, Sec. 5",
+    figure="degree_vs_range",
+    test="tests/test_polynomial.py::test_degree_bound_holds_on_held_out_grid",
+    proof="proofs_checks/limits_polynomial.py::check_taylor_remainder",
+)
+def _degree_bound(quick: bool) -> Measurement:
+    from ..phase import degree_sweep, fit_degree_constant
+    from ..polynomial import degree_bound
+
+    train = degree_sweep(Rs=(0.1, 0.5, 1, 2, 4, 8), epss=(1e-2, 1e-4, 1e-6, 1e-8), methods=("chebyshev",))
+    C = fit_degree_constant(train)
+    held = degree_sweep(Rs=(0.05, 0.3, 0.7, 1.5, 3, 6), epss=(1e-3, 1e-5, 1e-7, 1e-9), methods=("chebyshev",))
+    held = held[held.certified]
+    ratio = held.degree / held.order
+    within = bool((held.degree <= [degree_bound(R, e, C=C) for R, e in zip(held.R, held.eps, strict=True)]).all())
+    lo, hi = float(ratio.min()), float(ratio.max())
+    ok = within and lo >= 0.3
+    return Measurement(ok, {"C_fitted": C, "held_out_ratio_min": lo, "held_out_ratio_max": hi, "held_out_points": len(held)},
+                       f"C = {C:.2f} (fitted); held-out degree / order in [{lo:.2f}, {hi:.2f}], all <= ceil(C order): {within}")
+
+
+@claim(
+    "limits.rank_count",
+    statement="The polynomial feature map has rank k = C(g + d, d) and phi(q) . psi(k) = P(q . k) exactly (multinomial theorem).",
+    reference="AS23 Lemma 3.1 (which quotes the looser C(2(g + d), 2g)); Hu et al. 2024, Sec. 5",
+    figure="phase_transition",
+    test="tests/test_features.py::test_features_reproduce_polynomial",
+    proof="proofs_checks/limits_polynomial.py::check_multinomial_identity",
+)
+def _rank_count(quick: bool) -> Measurement:
+    import math
+
+    import numpy as np
+
+    from ..features import polynomial_features
+
+    worst, bad_rank = 0.0, []
+    gen = torch.Generator().manual_seed(0)
+    for g, d in itertools.product(range(0, 7), range(1, 6)):
+        coef = np.linspace(1.0, 0.2, g + 1)
+        Q = torch.randn(9, d, generator=gen, dtype=torch.float64) / math.sqrt(d)
+        K = torch.randn(11, d, generator=gen, dtype=torch.float64) / math.sqrt(d)
+        U, V = polynomial_features(Q, coef, "query"), polynomial_features(K, coef, "key")
+        if U.shape[1] != math.comb(g + d, d):
+            bad_rank.append((g, d, U.shape[1]))
+        S = Q @ K.T
+        P = sum(c * S**j for j, c in enumerate(coef))
+        worst = max(worst, max_rel_error(U @ V.T, P))
+    tol = tolerance(torch.float64)
+    return Measurement(not bad_rank and worst <= tol, {"max_rel_err": worst, "rank_mismatches": bad_rank},
+                       f"k = C(g + d, d) for all g <= 6, d <= 5: {not bad_rank}; phi . psi vs P(q . k): {worst:.1e}")
+
+
+@claim(
+    "limits.thm4.1_regime",
+    statement="At Gamma ~ sqrt(log L) kappa no sub-quadratic algorithm exists (SETH). Measured on AS23 Lemma 4.7-shaped hard instances: at a fixed degree budget the gradient error explodes as Gamma grows past sqrt(ln L), and approx_gradients flags the instances it cannot certify.",
+    reference="Hu et al. 2024, Thm 4.1; AS23 Lemma 4.7",
+    figure="gradient_error_vs_bound",
+    test="tests/test_approx.py::test_hard_instances_past_threshold_flagged",
+)
+def _thm41(quick: bool) -> Measurement:
+    import math
+
+    from ..approx import ApproximationError, approx_gradients
+    from ..phase import gradient_error_sweep
+
+    L = 512 if quick else 2048
+    df = gradient_error_sweep(Ls=(L,), gammas=(0.25, 0.5, 1.0, 2.0, 3.0), kinds=("hard",), degree=8)
+    small = float(df[df.Gamma == 0.25].rel_err.max())
+    large = float(df[df.Gamma == 3.0].rel_err.max())
+    flagged = 0
+    for kappa in (1.5, 2.0):
+        inst = hard_instance(L, 4, 2, kappa=kappa)
+        try:
+            approx_gradients(inst, eps=1e-3, max_degree=24)
+        except ApproximationError:
+            flagged += 1
+    ok = large >= 1e3 * small and large >= 1e-3 and flagged == 2
+    return Measurement(ok, {"L": L, "rel_err_gamma_0.25": small, "rel_err_gamma_3": large, "sqrt_ln_L": math.sqrt(math.log(L)), "flagged_of_2": flagged},
+                       f"L = {L}, degree 8: rel err {small:.1e} at Gamma = 0.25 -> {large:.1e} at Gamma = 3 (sqrt(ln L) = {math.sqrt(math.log(L)):.2f}); kappa = 1.5, 2 flagged: {flagged}/2")

