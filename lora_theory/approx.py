@@ -10,8 +10,10 @@ K' = K sqrt(beta/R), P(t) ~ e^{R t} on [-1, 1]) and Dt = U (V^T 1), f~ = Dt^{-1}
              T2 = einsum(ia,ib,ie->abe; U~, c, Q)                                    -> G_K = beta X_K^T p~^T Q
     f~^T c = V (U~^T c)                                                             -> G_V = X_V^T f~^T c
 
-The row-wise Kronecker products (U (x) c) and (V (x) V_val) are formed in row chunks, so the
-largest intermediate is (chunk, k d) and no L x L matrix ever exists. Every step is O(L k d^2).
+Contracting in the order above, the row-wise Kronecker products are only ever formed between
+two (L, d) matrices ((V_val (x) K), (c (x) Q): (L, d^2)), and the k-sized contractions are
+plain matrix products (L, k) @ (k, d^2): the largest intermediate is (L, max(k, d^2)), no
+L x L matrix ever exists, and every step is O(L k d^2).
 
 Error bound (returned in ``info.error_bound``, absolute, max-entry, per gradient): if every
 entry satisfies |A~_ij / e^{S_ij} - 1| <= delta < 1, then sum_j |f~_ij - f_ij| <= eta =
@@ -39,8 +41,6 @@ from .instance import AttentionLoRAInstance
 from .polynomial import ExpPolynomial, exp_polynomial
 
 __all__ = ["ApproxInfo", "ApproximationError", "approx_gradients", "lowrank_gradients", "random_feature_gradients", "score_range_bound"]
-
-_CHUNK_ELEMENTS = 1 << 21  # rows per chunk * k * d in the Kronecker products: 16 MiB in float64
 
 
 class ApproximationError(ValueError):
@@ -89,11 +89,6 @@ def _sync(t: torch.Tensor) -> None:
         torch.cuda.synchronize(t.device)
 
 
-def _chunks(L: int, k: int, d: int):
-    b = max(1, min(L, _CHUNK_ELEMENTS // max(1, k * d)))
-    return [slice(i, min(i + b, L)) for i in range(0, L, b)]
-
-
 def lowrank_gradients(inst: AttentionLoRAInstance, U: torch.Tensor, V: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """The LoRA gradients with exp(beta Q K^T) replaced by U V^T (any positive factorization).
 
@@ -108,7 +103,8 @@ def lowrank_gradients(inst: AttentionLoRAInstance, U: torch.Tensor, V: torch.Ten
     """
     Q, K, Vv = inst.projections()  # (L, d) each; Vv are the values X_V W_V
     L, d = Q.shape
-    k = U.shape[1]
+    if U.shape != V.shape or U.shape[0] != L:
+        raise InvalidArgumentError(f"U, V: expected two ({L}, k) factors, got {tuple(U.shape)} and {tuple(V.shape)}")
     D = U @ V.sum(dim=0)  # (L,) D~ = U (V^T 1)
     Ut = U / D[:, None]  # (L, k) U~ = D~^{-1} U; D~ > 0 is checked by the caller
     O = Ut @ (V.T @ Vv)  # (L, d) O~ = D~^{-1} U (V^T V_val)
@@ -116,27 +112,21 @@ def lowrank_gradients(inst: AttentionLoRAInstance, U: torch.Tensor, V: torch.Ten
     rho = (c * O).sum(dim=1)  # (L,) rho_i = c_i . O~_i = rowsum(f~ o q)
     need = set(inst.adapt)
     G: dict[str, torch.Tensor] = {}
-    chunks = _chunks(L, k, d)
+
+    def pair(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+        return (X[:, :, None] * Y[:, None, :]).reshape(L, d * d)  # (L, d^2) row-wise Kronecker X (x) Y
+
     if "q" in need:
-        T = torch.zeros(k * d, d, dtype=Q.dtype, device=Q.device)  # (k d, d) T[(a,b), e] = sum_j V_ja Vv_jb K_je
-        for sl in chunks:
-            kron = (V[sl, :, None] * Vv[sl, None, :]).reshape(-1, k * d)  # (b, k d) row-wise Kronecker V (x) V_val
-            T += kron.T @ K[sl]
-        pK = torch.empty(L, d, dtype=Q.dtype, device=Q.device)
-        for sl in chunks:
-            kron = (Ut[sl, :, None] * c[sl, None, :]).reshape(-1, k * d)  # (b, k d) U~ (x) c
-            pK[sl] = kron @ T  # (b, d) D~^{-1} (f o q) K, already divided by D~
+        # T[a, (b, e)] = sum_j V_ja Vv_jb K_je: (k, L) @ (L, d^2); then
+        # (f~ o q) K [i, e] = sum_b c_ib sum_a U~_ia T[a, (b, e)]: (L, k) @ (k, d^2), contracted with c.
+        T = V.T @ pair(Vv, K)  # (k, d^2)
+        pK = torch.einsum("ib,ibe->ie", c, (Ut @ T).reshape(L, d, d))  # (L, d)
         pK -= rho[:, None] * (Ut @ (V.T @ K))  # - diag(rho) f~ K
         G["q"] = inst.beta * (inst.Xq.T @ pK)
     if "k" in need:
-        T2 = torch.zeros(k * d, d, dtype=Q.dtype, device=Q.device)  # (k d, d) T2[(a,b), e] = sum_i U~_ia c_ib Q_ie
-        for sl in chunks:
-            kron = (Ut[sl, :, None] * c[sl, None, :]).reshape(-1, k * d)
-            T2 += kron.T @ Q[sl]
-        pTQ = torch.empty(L, d, dtype=Q.dtype, device=Q.device)
-        for sl in chunks:
-            kron = (V[sl, :, None] * Vv[sl, None, :]).reshape(-1, k * d)  # (b, k d) V (x) V_val
-            pTQ[sl] = kron @ T2
+        # T2[a, (b, e)] = sum_i U~_ia c_ib Q_ie; p~^T Q [j, e] = sum_b Vv_jb sum_a V_ja T2[a, (b, e)].
+        T2 = Ut.T @ pair(c, Q)  # (k, d^2)
+        pTQ = torch.einsum("jb,jbe->je", Vv, (V @ T2).reshape(L, d, d))  # (L, d)
         pTQ -= V @ (Ut.T @ (rho[:, None] * Q))  # - f~^T diag(rho) Q
         G["k"] = inst.beta * (inst.Xk.T @ pTQ)
     if "v" in need:
