@@ -6,6 +6,10 @@ Public API (re-exported here; the code lives in one module per mathematical obje
   :class:`AttentionLoRAInstance` (``lora_theory.instance``)
 - the exact gradient: :func:`loss`, :func:`exact_gradients`, :func:`autograd_gradients`,
   :func:`weight_gradients`, :func:`dense_terms`, :func:`lora_chain` (``lora_theory.exact``)
+- the polynomial method: :func:`exp_polynomial`, :func:`degree_bound`,
+  :func:`polynomial_features`, :func:`approx_gradients`, :func:`random_feature_gradients`
+  (``lora_theory.polynomial``, ``lora_theory.features``, ``lora_theory.approx``); sweeps in
+  ``lora_theory.phase``
 - claims: :func:`all_claims`, :func:`get_claim`, :func:`run_checks` (``lora_theory.claims``)
 """
 from __future__ import annotations
@@ -13,9 +17,12 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from ._validate import InvalidArgumentError
+from .approx import ApproximationError, ApproxInfo, approx_gradients, random_feature_gradients, score_range_bound
 from .claims import all_claims, get_claim, run_checks
 from .exact import autograd_gradients, default_block_size, dense_terms, exact_gradients, lora_chain, loss, weight_gradients
+from .features import feature_rank, polynomial_features
 from .instance import AttentionLoRAInstance, hard_instance, make_instance, norm_bounds, score_range
+from .polynomial import ExpPolynomial, degree_bound, exp_polynomial
 from .tolerances import TOLERANCES, max_rel_error
 
 try:
@@ -24,7 +31,17 @@ except PackageNotFoundError:  # running from a source tree that was not installe
     __version__ = "0.0.0+unknown"
 
 __all__ = sorted([
+    "ApproxInfo",
+    "ApproximationError",
     "AttentionLoRAInstance",
+    "ExpPolynomial",
+    "approx_gradients",
+    "degree_bound",
+    "exp_polynomial",
+    "feature_rank",
+    "polynomial_features",
+    "random_feature_gradients",
+    "score_range_bound",
     "InvalidArgumentError",
     "TOLERANCES",
     "all_claims",

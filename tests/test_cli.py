@@ -53,3 +53,17 @@ def test_figures_list_and_render(tmp_path):
     res = runner.invoke(app, ["figures", "limits_grad_closed_form", "--out", str(tmp_path / "redraw"), "--from", str(tmp_path)])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "redraw" / "limits_grad_closed_form.png").exists()
+
+
+def test_sweep_norms_resumes(tmp_path):
+    out = tmp_path / "norms.csv"
+    args = ["sweep", "norms", "--L", "32", "--gamma", "0.5", "--gamma", "3", "--kind", "hard", "--out", str(out)]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert len(out.read_text().strip().splitlines()) == 3  # header + 2 points
+    res = runner.invoke(app, args[:-2] + ["--gamma", "1", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "2 points already" in res.output
+    assert len(out.read_text().strip().splitlines()) == 4  # only the new point was run and appended
+    res = runner.invoke(app, ["sweep", "norms", "--kind", "easy", "--out", str(out)])
+    assert res.exit_code != 0 and "easy" in res.output
