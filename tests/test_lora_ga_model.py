@@ -28,6 +28,8 @@ def _loss(model, batch):
 def test_estimate_gradients_is_the_batch_average():
     model, batches = _model(), _batches()
     G = estimate_gradients(model, batches, _loss, ["0", "2"], dtype=torch.float64)
+    assert all(p.grad is None for p in model.parameters())  # the per-layer gradients were freed
+    assert all(p.requires_grad for p in model.parameters())  # flags restored
     ref = {}
     for b in batches:
         model.zero_grad()
@@ -36,8 +38,6 @@ def test_estimate_gradients_is_the_batch_average():
             ref[name] = ref.get(name, 0) + model.get_submodule(name).weight.grad / len(batches)
     for name in ref:
         assert torch.allclose(G[name], ref[name], rtol=1e-12, atol=1e-15)
-    assert all(p.grad is None for p in model.parameters())  # the per-layer gradients were freed
-    assert all(p.requires_grad for p in model.parameters())  # flags restored
 
 
 def test_estimate_through_lora_wrapper_and_offload():
