@@ -241,6 +241,47 @@ def sweep_norms(
     console.print(t)
 
 
+audit_app = typer.Typer(no_args_is_help=True, help="Audit third-party implementations against the papers' theorems.")
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("lora-ga")
+def audit_lora_ga_cmd(
+    implementation: list[str] = typer.Option(["peft", "lora_theory"], "--implementation", help="'peft' and/or 'lora_theory'."),
+    r: int = typer.Option(8, "--r"),
+    alpha: float = typer.Option(16.0, "--alpha"),
+    batches: int = typer.Option(2, "--batches", help="Batches for the gradient estimate."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the per-layer table as CSV."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """LoRA-GA on MiniLM (q, v): alignment with G_2r, stable scale and output change, per direction and scale."""
+    from .audit import audit_lora_ga
+    from .models import _embed, load_minilm, teacher_student_task, token_batches
+
+    try:
+        import pandas as pd
+
+        model = load_minilm()
+        task = teacher_student_task(model)
+        data = token_batches(batches, 4, 16)
+        df = pd.concat([audit_lora_ga(impl, model, data, task.loss, _embed, ["query", "value"], r=r, alpha=alpha) for impl in implementation])
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    if out is not None:
+        df.to_csv(out, index=False)
+    cols = ["rel_residual", "multiple_over_zeta", "cosine", "eckart_young", "fwd_moment", "output_change"]
+    summary = df.groupby(["implementation", "direction", "scale"], as_index=False)[cols].median()
+    if as_json:
+        typer.echo(summary.to_json(orient="records", indent=2))
+        return
+    t = Table("impl", "direction", "scale", "residual to zeta G_2r", "s*/zeta", "cos(step, G)", "EY optimum", "E|eta B A x|^2/m", "output change")
+    for row in summary.itertuples():
+        t.add_row(row.implementation, row.direction, row.scale, f"{row.rel_residual:.2e}", f"{row.multiple_over_zeta:.3g}", f"{row.cosine:.4f}",
+                  f"{row.eckart_young:.4f}", f"{row.fwd_moment:.3g}", f"{row.output_change:.1e}")
+    console.print(t)
+    console.print("medians over layers; stable-scale prediction alpha^2/gamma^2 = " + f"{alpha**2 / 16**2:g}")
+
+
 def main() -> None:  # console-script entry point
     app()
 
