@@ -10,6 +10,10 @@ Public API (re-exported here; the code lives in one module per mathematical obje
   :func:`polynomial_features`, :func:`approx_gradients`, :func:`random_feature_gradients`
   (``lora_theory.polynomial``, ``lora_theory.features``, ``lora_theory.approx``); sweeps in
   ``lora_theory.phase``
+- LoRA-GA: :func:`lora_ga_init`, :func:`first_step_update`, :func:`alignment_report`,
+  :func:`stable_scale_report` (``lora_theory.lora_ga``); :func:`estimate_gradients`,
+  :func:`apply_lora_ga` for real models (``lora_theory.lora_ga_model``); :func:`audit_lora_ga`
+- LoRA layers for plain torch models: :func:`add_lora`, :class:`LoRALinear` (``lora_theory.lora_layer``)
 - claims: :func:`all_claims`, :func:`get_claim`, :func:`run_checks` (``lora_theory.claims``)
 """
 from __future__ import annotations
@@ -18,9 +22,13 @@ from importlib.metadata import PackageNotFoundError, version
 
 from ._validate import InvalidArgumentError
 from .approx import ApproximationError, ApproxInfo, approx_gradients, random_feature_gradients, score_range_bound
+from .audit import audit_lora_ga
 from .claims import all_claims, get_claim, run_checks
 from .exact import autograd_gradients, default_block_size, dense_terms, exact_gradients, lora_chain, loss, weight_gradients
 from .features import feature_rank, polynomial_features
+from .lora_ga import AlignmentReport, LoraGAInit, alignment_report, first_step_update, lora_ga_init, stable_scale_report
+from .lora_ga_model import apply_lora_ga, estimate_gradients
+from .lora_layer import LoRALinear, add_lora, lora_parameters, merge_lora
 from .instance import AttentionLoRAInstance, hard_instance, make_instance, norm_bounds, score_range
 from .polynomial import ExpPolynomial, degree_bound, exp_polynomial
 from .tolerances import TOLERANCES, max_rel_error
@@ -31,7 +39,20 @@ except PackageNotFoundError:  # running from a source tree that was not installe
     __version__ = "0.0.0+unknown"
 
 __all__ = sorted([
+    "AlignmentReport",
     "ApproxInfo",
+    "LoRALinear",
+    "LoraGAInit",
+    "add_lora",
+    "alignment_report",
+    "apply_lora_ga",
+    "audit_lora_ga",
+    "estimate_gradients",
+    "first_step_update",
+    "lora_ga_init",
+    "lora_parameters",
+    "merge_lora",
+    "stable_scale_report",
     "ApproximationError",
     "AttentionLoRAInstance",
     "ExpPolynomial",
