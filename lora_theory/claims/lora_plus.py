@@ -1,0 +1,104 @@
+"""Claims of Hayou et al. (2024), "LoRA+" (arXiv 2402.12354): ``lora_plus.*``.
+
+Each scaling check runs a width sweep of the toy model (eq. 2), fits the slope of log|delta_i|
+vs log n per step, and compares it with the exact exponent recursion for the same
+configuration (:func:`~lora_theory.lora_plus.gammas.predict_exponents`); tolerance 0.15 on a
+slope (finite-width fits over n = 2^6 .. 2^14 with fixed O(1) constants are within 0.05 where
+the dynamics stay bounded; exploding runs deviate more, see the notes).
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pandas as pd
+
+from ..lora_plus.gammas import predict_exponents
+from ..lora_plus.sweep import compare, fit_exponents, width_sweep
+from . import Measurement, claim
+
+SLOPE_TOL = 0.15
+
+
+def check_configs(configs, quick: bool, steps: int = 4) -> tuple[bool, pd.DataFrame]:
+    """Measured vs predicted slopes of delta1..3 for each (optimizer, init, a, b, steps_checked)."""
+    widths = tuple(2**k for k in (range(6, 13) if quick else range(6, 15)))
+    parts = []
+    for opt, init, a, b, upto in configs:
+        df = width_sweep(widths, steps, seeds=(0, 1, 2), optimizer=opt, init=init, a=float(Fraction(str(a))), b=float(Fraction(str(b))))
+        cmp = compare(fit_exponents(df), predict_exponents(opt, init, a, b, steps), tol=SLOPE_TOL)
+        cmp = cmp[cmp.step <= upto].assign(optimizer=opt, init=init, a=str(a), b=str(b))
+        parts.append(cmp)
+    table = pd.concat(parts, ignore_index=True)
+    return bool(table.ok.all()), table
+
+
+def _summary(table: pd.DataFrame) -> str:
+    finite = table[table.error < float("inf")]
+    bad = table[~table.ok]
+    s = f"{len(table)} (config, step, term) slopes; max |measured - predicted| {finite.error.max():.3f} (tol {SLOPE_TOL})"
+    if len(bad):
+        s += "; mismatches: " + ", ".join(f"{r.optimizer}/Init{r.init}/({r.a},{r.b}) {r.term}@{r.step}: {r.slope:.2f} vs {r.gamma_float:.2f}" for r in bad.head(4).itertuples())
+    return s
+
+
+@claim(
+    "lora_plus.prop1",
+    statement="GD with one learning rate eta = Theta(n^c) for A and B cannot learn features efficiently: the conditions force c = -1/2, and then Init[1] gives f_t = Theta(n^{-1/2}) (vanishing) while Init[2] gives gamma[f] = 1/2 (exploding).",
+    reference="Hayou et al. 2024, Prop. 1",
+    figure="lora_plus_exponents",
+    test="tests/test_lora_plus_toy.py::test_measured_slopes_match_predictions",
+    proof="proofs_checks/lora_plus.py::check_prop1",
+)
+def _prop1(quick: bool) -> Measurement:
+    ok, table = check_configs([("gd", 1, "-1/2", "-1/2", 4), ("gd", 2, "-1/2", "-1/2", 1)], quick)
+    return Measurement(ok, {"rows": len(table), "max_error": float(table.error[table.error < float("inf")].max())}, _summary(table))
+
+
+@claim(
+    "lora_plus.prop2",
+    statement="Toy model, GD: eta_A = Theta(n^{-1}), eta_B = Theta(1) makes delta1, delta2, delta3 all Theta(1) for t > 1 (efficient feature learning), for both inits.",
+    reference="Hayou et al. 2024, Prop. 2",
+    figure="lora_plus_exponents",
+    test="tests/test_lora_plus_toy.py::test_measured_slopes_match_predictions",
+    proof="proofs_checks/lora_plus.py::check_prop2",
+)
+def _prop2(quick: bool) -> Measurement:
+    ok, table = check_configs([("gd", 1, -1, 0, 4), ("gd", 2, -1, 0, 4)], quick)
+    return Measurement(ok, {"rows": len(table)}, _summary(table))
+
+
+@claim(
+    "lora_plus.thm1",
+    statement="Adam-type updates (SignSGD, Adam): eta_A = eta_B = Theta(n^c) is inefficient for every c; eta_A = Theta(n^{-1}), eta_B = Theta(1) is efficient: eta_B / eta_A = Theta(n).",
+    reference="Hayou et al. 2024, Thm 1",
+    figure="lora_plus_exponents",
+    test="tests/test_lora_plus_toy.py::test_measured_slopes_match_predictions",
+    proof="proofs_checks/lora_plus.py::check_thm1",
+)
+def _thm1(quick: bool) -> Measurement:
+    configs = [("signsgd", 1, -1, 0, 4), ("signsgd", 2, -1, 0, 4), ("adam", 1, -1, 0, 4), ("adam", 2, -1, 0, 4), ("signsgd", 1, -1, -1, 4), ("adam", 1, -1, -1, 4)]
+    ok, table = check_configs(configs, quick)
+    return Measurement(ok, {"rows": len(table)}, _summary(table))
+
+
+@claim(
+    "lora_plus.ratio",
+    statement="On the Fig. 2 toy network (d = 5, n = 100, r = 4, Y = sin(mean X), GD) the best test loss over an (eta_A, eta_B) grid sits at eta_B / eta_A >> 1, and beats the best equal-rate run.",
+    reference="Hayou et al. 2024, Fig. 2",
+    figure="lora_plus_heatmap",
+    test="tests/test_lora_plus_ratio.py::test_ratio_grid_small",
+)
+def _ratio(quick: bool) -> Measurement:
+    import numpy as np
+
+    from ..lora_plus.ratio import ratio_grid
+
+    grid = tuple(np.logspace(-3, 1.5, 7 if quick else 10))
+    df = ratio_grid(grid, grid, steps=100 if quick else 200)
+    best = df.loc[df.test_loss.idxmin()]
+    eq = df[np.isclose(df.eta_A, df.eta_B)]
+    best_eq = eq.loc[eq.test_loss.idxmin()]
+    ok = bool(best.ratio >= 8 and best.test_loss < best_eq.test_loss)
+    return Measurement(ok, {"best_eta_A": float(best.eta_A), "best_eta_B": float(best.eta_B), "best_ratio": float(best.ratio), "best_test_loss": float(best.test_loss),
+                            "best_equal_rate_test_loss": float(best_eq.test_loss), "gap": float(best_eq.test_loss / best.test_loss)},
+                       f"best test loss {best.test_loss:.4f} at eta_A = {best.eta_A:.3g}, eta_B = {best.eta_B:.3g} (ratio {best.ratio:.3g}); best equal rates {best_eq.test_loss:.4f} ({best_eq.test_loss / best.test_loss:.2f}x worse)")

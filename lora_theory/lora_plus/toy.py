@@ -1,0 +1,101 @@
+"""The LoRA+ toy model (eq. 2): f(x) = b a^T x (W* = 0), loss 1/2 (f - y)^2, simulated over widths.
+
+b (scalar, the output side "B") and a (n,) ("A"); x has Theta(1) coordinates. Per step,
+with U = f - y: dL/db = (a^T x) U, dL/da = b U x. The output change splits as
+Delta f_t = delta1 + delta2 + delta3 with
+
+    delta1 = b_{t-1} (a_t - a_{t-1})^T x        (a moves, b fixed)
+    delta2 = (b_t - b_{t-1}) a_{t-1}^T x        (b moves, a fixed)
+    delta3 = (b_t - b_{t-1}) (a_t - a_{t-1})^T x (both)
+
+(for GD these are -eta_a b^2 U ||x||^2, -eta_b (a^T x)^2 U and eta_a eta_b U^2 b (a^T x) ||x||^2).
+
+Optimizers: "gd", "signsgd" (sign of the gradient) and "adam" (beta1 = 0.9, beta2 = 0.999,
+bias-corrected, eps = 1e-12 so that its processed gradients are Theta(1) as in Thm 1). Inits:
+1 (b = 0, a ~ N(0, 1/n) rescaled so that a^T x = 1) and 2 (b = 1, a = 0). Constants are fixed
+to O(1) values so that a width sweep measures exponents, not noise: x is Rademacher
+(||x||^2 = n exactly), y = 1. Widths and seeds are simulated at once (batched tensors).
+
+Reference: Hayou et al. (2024), Sec. 3 (eq. 2, Prop. 1, Prop. 2) and Thm 1; claims
+``lora_plus.prop1``, ``lora_plus.prop2``, ``lora_plus.thm1``.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import torch
+
+from .._validate import InvalidArgumentError, check_choice, check_int, check_positive
+
+__all__ = ["simulate_toy"]
+
+
+def simulate_toy(
+    widths: Sequence[int],
+    steps: int,
+    *,
+    optimizer: str = "gd",
+    init: int = 1,
+    a: float = -1.0,
+    b: float = 0.0,
+    c_a: float = 0.1,
+    c_b: float = 0.1,
+    seeds: Sequence[int] = (0,),
+    y: float = 1.0,
+) -> pd.DataFrame:
+    """Run the toy model for every (width, seed) with eta_A = c_a n^a, eta_B = c_b n^b.
+
+    Returns:
+        Tidy DataFrame: n, seed, step (1..steps), delta1, delta2, delta3, df (= f_t - f_{t-1}),
+        f, b, aTx, loss, plus the configuration (optimizer, init, a, b).
+    """
+    check_choice("optimizer", optimizer, ("gd", "signsgd", "adam"))
+    if init not in (1, 2):
+        raise InvalidArgumentError(f"init: expected 1 (b = 0, a random) or 2 (b random, a = 0), got {init!r}")
+    steps = check_int("steps", steps, low=1)
+    c_a, c_b = check_positive("c_a", c_a), check_positive("c_b", c_b)
+    widths = [check_int("widths", n, low=1) for n in widths]
+    if not widths:
+        raise InvalidArgumentError("widths: expected at least one width, got none")
+    rows = []
+    f64 = torch.float64
+    for n in widths:
+        S = len(seeds)
+        gen = [torch.Generator().manual_seed(int(s) * 7919 + n) for s in seeds]
+        x = torch.stack([torch.randint(0, 2, (n,), generator=g).to(f64) * 2 - 1 for g in gen])  # (S, n) Rademacher
+        if init == 1:
+            A = torch.stack([torch.randn(n, generator=g, dtype=f64) for g in gen]) / n**0.5
+            A = A / (A * x).sum(1, keepdim=True)  # a^T x = 1 exactly: the O(1) constant is fixed
+            B = torch.zeros(S, dtype=f64)
+        else:
+            A = torch.zeros(S, n, dtype=f64)
+            B = torch.ones(S, dtype=f64)
+        eta_a, eta_b = c_a * n**a, c_b * n**b
+        mA, vA = torch.zeros_like(A), torch.zeros_like(A)
+        mB, vB = torch.zeros_like(B), torch.zeros_like(B)
+        for t in range(1, steps + 1):
+            s = (A * x).sum(1)  # (S,) a^T x
+            f = B * s
+            U = f - y
+            gA = (B * U)[:, None] * x  # (S, n) dL/da
+            gB = s * U  # (S,) dL/db
+            if optimizer == "gd":
+                dA, dB = -eta_a * gA, -eta_b * gB
+            elif optimizer == "signsgd":
+                dA, dB = -eta_a * torch.sign(gA), -eta_b * torch.sign(gB)
+            else:
+                b1, b2, eps = 0.9, 0.999, 1e-12  # eps far below the gradients: processed gradients Theta(1)
+                mA, vA = b1 * mA + (1 - b1) * gA, b2 * vA + (1 - b2) * gA**2
+                mB, vB = b1 * mB + (1 - b1) * gB, b2 * vB + (1 - b2) * gB**2
+                dA = -eta_a * (mA / (1 - b1**t)) / ((vA / (1 - b2**t)).sqrt() + eps)
+                dB = -eta_b * (mB / (1 - b1**t)) / ((vB / (1 - b2**t)).sqrt() + eps)
+            ds = (dA * x).sum(1)  # (S,) change of a^T x
+            d1, d2, d3 = B * ds, dB * s, dB * ds
+            A, B = A + dA, B + dB
+            f_new = B * (A * x).sum(1)
+            for i, seed in enumerate(seeds):
+                rows.append({"optimizer": optimizer, "init": init, "a": a, "b": b, "n": n, "seed": seed, "step": t,
+                             "delta1": float(d1[i]), "delta2": float(d2[i]), "delta3": float(d3[i]), "df": float(f_new[i] - f[i]),
+                             "f": float(f_new[i]), "b_t": float(B[i]), "aTx": float((A[i] * x[i]).sum()), "loss": 0.5 * float(f_new[i] - y) ** 2})
+    return pd.DataFrame(rows)
