@@ -5,8 +5,12 @@ Modules: ``toy`` (the eq. 2 toy model, simulated for GD / SignSGD / Adam and bot
 fitted slopes), ``optim`` (LoRA+ parameter groups, equal to PEFT's), ``ratio`` (the Fig. 2 toy
 network over a learning-rate grid), ``coord_check`` (mup-style coordinate checks of real models).
 """
+from .coord_check import coord_check
 from .gammas import predict_exponents
+from .optim import loraplus_param_groups, make_loraplus_optimizer
+from .ratio import ratio_grid
 from .sweep import fit_exponents, width_sweep
 from .toy import simulate_toy
 
-__all__ = sorted(["fit_exponents", "predict_exponents", "simulate_toy", "width_sweep"])
+__all__ = sorted(["coord_check", "fit_exponents", "loraplus_param_groups", "make_loraplus_optimizer", "predict_exponents", "ratio_grid",
+                  "simulate_toy", "width_sweep"])

@@ -18,12 +18,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["ratio_grid"]
+__all__ = ["ratio_grid", "toy_network"]
 
 
-def ratio_grid(eta_As: Sequence[float] = tuple(np.logspace(-3, 1.5, 10)), eta_Bs: Sequence[float] = tuple(np.logspace(-3, 1.5, 10)), *,
-               n: int = 100, d: int = 5, r: int = 4, n_train: int = 1000, n_test: int = 100, steps: int = 200, seed: int = 0) -> pd.DataFrame:
-    """Final train and test loss for every (eta_A, eta_B). Rows: eta_A, eta_B, ratio, train_loss, test_loss."""
+def toy_network(*, n: int = 100, d: int = 5, r: int = 4, n_train: int = 1000, n_test: int = 100, seed: int = 0):
+    """The fixed data and frozen network: (H_train, H_test, Y_train, Y_test, W* (n, n), W_out (n,), A0 (r, n)).
+
+    H = relu(X W_in^T) are the first layer's features (W_in is frozen, so they are fixed).
+    """
     gen = torch.Generator().manual_seed(seed)
     f64 = torch.float64
     X = torch.randn(n_train + n_test, d, generator=gen, dtype=f64)
@@ -31,12 +33,20 @@ def ratio_grid(eta_As: Sequence[float] = tuple(np.logspace(-3, 1.5, 10)), eta_Bs
     W_in = torch.randn(n, d, generator=gen, dtype=f64) * (2 / d) ** 0.5
     W = torch.randn(n, n, generator=gen, dtype=f64) * (2 / n) ** 0.5
     W_out = torch.randn(n, generator=gen, dtype=f64) / n**0.5
-    H = torch.relu(X @ W_in.T)  # (N, n) fixed features
-    Htr, Hte, Ytr, Yte = H[:n_train], H[n_train:], Y[:n_train], Y[n_train:]
+    A0 = torch.randn(r, n, generator=gen, dtype=f64) / n**0.5
+    H = torch.relu(X @ W_in.T)  # (N, n)
+    return H[:n_train], H[n_train:], Y[:n_train], Y[n_train:], W, W_out, A0
+
+
+def ratio_grid(eta_As: Sequence[float] = tuple(np.logspace(-3, 1.5, 10)), eta_Bs: Sequence[float] = tuple(np.logspace(-3, 1.5, 10)), *,
+               n: int = 100, d: int = 5, r: int = 4, n_train: int = 1000, n_test: int = 100, steps: int = 200, seed: int = 0) -> pd.DataFrame:
+    """Final train and test loss for every (eta_A, eta_B). Rows: eta_A, eta_B, ratio, train_loss, test_loss."""
+    Htr, Hte, Ytr, Yte, W, W_out, A0 = toy_network(n=n, d=d, r=r, n_train=n_train, n_test=n_test, seed=seed)
+    f64 = torch.float64
     ea = torch.tensor([a for a in eta_As for _ in eta_Bs], dtype=f64)  # (G,) grid flattened
     eb = torch.tensor([b for _ in eta_As for b in eta_Bs], dtype=f64)
     G = len(ea)
-    A = (torch.randn(r, n, generator=gen, dtype=f64) / n**0.5).expand(G, r, n).clone()  # same init for every grid point
+    A = A0.expand(G, r, n).clone()  # the same init for every grid point
     B = torch.zeros(G, n, r, dtype=f64)
 
     def forward(Hx, A, B):

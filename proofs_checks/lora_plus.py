@@ -1,0 +1,88 @@
+"""Symbolic checks for LoRA+ (claims ``lora_plus.prop1``, ``lora_plus.prop2``, ``lora_plus.thm1``).
+
+The exponent recursions are solved with symbolic learning-rate exponents (sympy, exact):
+
+1. :func:`check_prop1` (GD, one shared exponent c, Init[1]): at step 2, delta1 = 3c + 1 and
+   delta2 = c; efficiency (delta1 = delta2 = 0) has no solution; a Theta(1) update of the feature
+   a^T x (gamma = 2c + 1 = 0) forces c = -1/2, at which every delta is Theta(n^{-1/2})
+   (vanishing); with Init[2] the first step has delta1 = c + 1 = 1/2 at c = -1/2 (exploding).
+2. :func:`check_prop2` (GD, exponents c_a, c_b, Init[1]): delta1 = delta2 = 0 at t = 2 is the
+   linear system c_a + 2 c_b + 1 = 0, c_b = 0, with the unique solution c_b = 0, c_a = -1;
+   then delta3 = 0 too, and the recursion is stationary (all Theta(1) for t > 1).
+3. :func:`check_thm1` (SignSGD / Adam): delta1 = c_b + c_a + 1 and delta2 = c_b at t = 2; with
+   c_a = c_b = c efficiency needs 2c + 1 = 0 and c = 0 at once (no solution); efficiency forces
+   c_a + c_b = -1 and stability of B (delta2 = c_b = 0) gives c_b = 0, c_a = -1: eta_B / eta_A = n.
+Each check also evaluates ``predict_exponents`` at the solution and compares.
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+
+import sympy as sp
+
+from lora_theory.lora_plus.gammas import predict_exponents
+
+__all__ = ["check_prop1", "check_prop2", "check_thm1", "run_all"]
+
+
+def _pred(opt, init, a, b, step, term):
+    df = predict_exponents(opt, init, a, b, step)
+    return df[(df.step == step) & (df.term == term)].gamma.iloc[0]
+
+
+def check_prop1() -> dict:
+    c = sp.Symbol("c", real=True)
+    # GD, Init[1]: t = 1 moves only b (b0 = 0): gamma[b_1] = c (a^T x = Theta(1), U = Theta(1)).
+    # t = 2: gamma[Delta s] = c + gamma[b] + 1, delta1 = gamma[b] + gamma[Delta s] = 3c + 1.
+    g_b = c
+    d1 = g_b + (c + g_b + 1)  # = 3c + 1
+    d2 = c + 0  # gamma[Delta b] + gamma[a^T x]
+    assert sp.solve([sp.Eq(d1, 0), sp.Eq(d2, 0)], c) in ([], {})  # no shared c makes both Theta(1)
+    # the feature update of a, gamma[Delta s] = 2c + 1, is Theta(1) only at c = -1/2
+    (c_star,) = sp.solve(sp.Eq(2 * c + 1, 0), c)
+    assert c_star == sp.Rational(-1, 2)
+    assert d1.subs(c, c_star) == sp.Rational(-1, 2) and d2.subs(c, c_star) == sp.Rational(-1, 2)
+    assert _pred("gd", 1, "-1/2", "-1/2", 2, "delta1") == Fraction(-1, 2)
+    assert _pred("gd", 1, "-1/2", "-1/2", 2, "f") == Fraction(-1, 2)
+    # Init[2]: b0 = Theta(1), a0 = 0: delta1 at t = 1 is c + 1 = 1/2 at c = -1/2 (explodes)
+    assert _pred("gd", 2, "-1/2", "-1/2", 1, "delta1") == Fraction(1, 2)
+    return {"c": str(c_star), "init1_delta": "-1/2", "init2_delta1_t1": "1/2"}
+
+
+def check_prop2() -> dict:
+    ca, cb = sp.symbols("c_a c_b", real=True)
+    g_b = cb  # after step 1 (Init[1]): Delta b = Theta(n^{c_b})
+    d1 = g_b + (ca + g_b + 1)  # c_a + 2 c_b + 1
+    d2 = cb
+    sol = sp.solve([sp.Eq(d1, 0), sp.Eq(d2, 0)], [ca, cb], dict=True)
+    assert sol == [{ca: -1, cb: 0}], sol
+    d3 = cb + (ca + g_b + 1)
+    assert d3.subs(sol[0]) == 0
+    for t in (2, 3, 4):
+        for term in ("delta1", "delta2", "delta3"):
+            assert _pred("gd", 1, -1, 0, t, term) == 0
+    return {"solution": {"c_a": -1, "c_b": 0}}
+
+
+def check_thm1() -> dict:
+    ca, cb, c = sp.symbols("c_a c_b c", real=True)
+    d1 = cb + ca + 1  # gamma[B_{t-1}] (= c_b after one step) + gamma[Delta(A z)] (= c_a + 1)
+    d2 = cb
+    assert sp.solve([sp.Eq(d1.subs({ca: c, cb: c}), 0), sp.Eq(d2.subs(cb, c), 0)], c) in ([], {})
+    sol = sp.solve([sp.Eq(d1, 0), sp.Eq(d2, 0)], [ca, cb], dict=True)
+    assert sol == [{ca: -1, cb: 0}]
+    assert sp.simplify((cb - ca).subs(sol[0])) == 1  # log_n(eta_B / eta_A) = 1: ratio Theta(n)
+    for opt in ("signsgd", "adam"):
+        for t in (2, 3):
+            assert all(_pred(opt, 1, -1, 0, t, term) == 0 for term in ("delta1", "delta2", "delta3"))
+    return {"solution": {"c_a": -1, "c_b": 0}, "log_n_ratio": 1}
+
+
+def run_all() -> dict:
+    return {"prop1": check_prop1(), "prop2": check_prop2(), "thm1": check_thm1()}
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(run_all(), indent=2))
