@@ -227,11 +227,11 @@ def alignment_report(G: torch.Tensor, A: torch.Tensor, B: torch.Tensor, eta: flo
     Reference: Wang et al. (2024), Thm 3.1 and its Eckart-Young remark; claims
     ``lora_ga.thm3.1``, ``lora_ga.eckart_young``.
     """
-    G = check_matrix("G", G, (None, None)).double()
+    G = check_matrix("G", G, (None, None)).detach().double()
     m, n = G.shape
-    A = check_matrix("A", A, (None, n)).double()
+    A = check_matrix("A", A, (None, n)).detach().double()
     r = A.shape[0]
-    B = check_matrix("B", B, (m, r)).double()
+    B = check_matrix("B", B, (m, r)).detach().double()
     eta = check_positive("eta", eta)
     if 2 * r > min(m, n):
         raise InvalidArgumentError(f"A: expected 2r <= min(m, n) = {min(m, n)}, got r = {r}")
