@@ -62,3 +62,13 @@ def test_bad_input():
         simulate_toy([8], 2, c_a=0)
     with pytest.raises(ValueError, match="init"):
         predict_exponents("gd", 0, -1, 0, 2)
+
+
+def test_layer_first_steps():
+    """lora_plus.thm1_layer: the Sec. 4 layer follows the Thm 1 exponents at steps 1-2 (SignSGD/Adam, LoRA+ rates)."""
+    for opt, init in (("signsgd", 1), ("adam", 1), ("adam", 2)):
+        df = width_sweep(WIDTHS, 2, seeds=(0, 1), optimizer=opt, init=init, a=-1.0, b=0.0, model="layer")
+        cmp = compare(fit_exponents(df), predict_exponents(opt, init, -1, 0, 2), tol=0.15)
+        assert cmp.ok.all(), cmp[~cmp.ok].to_string()
+    with pytest.raises(ValueError, match="model"):
+        width_sweep(WIDTHS, 1, model="mlp")

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from .._validate import InvalidArgumentError
+from .layer import simulate_layer
 from .toy import simulate_toy
 
 __all__ = ["TERMS", "compare", "fit_exponents", "width_sweep"]
@@ -15,10 +16,17 @@ TERMS = ("delta1", "delta2", "delta3", "df", "b_t", "aTx", "f")
 
 
 def width_sweep(widths: Sequence[int] = tuple(2**k for k in range(6, 15)), steps: int = 5, seeds: Sequence[int] = (0, 1, 2), *,
-                optimizer: str = "gd", init: int = 1, a: float = -1.0, b: float = 0.0, c_a: float = 0.1, c_b: float = 0.1) -> pd.DataFrame:
-    """The toy model over widths and seeds (see :func:`~lora_theory.lora_plus.toy.simulate_toy`), one row per (n, seed, step)."""
+                optimizer: str = "gd", init: int = 1, a: float = -1.0, b: float = 0.0, c_a: float = 0.1, c_b: float = 0.1,
+                model: str = "toy") -> pd.DataFrame:
+    """The toy model (eq. 2, ``model="toy"``) or the Sec. 4 layer (``model="layer"``, SignSGD / Adam)
+    over widths and seeds, one row per (n, seed, step); see :mod:`~lora_theory.lora_plus.toy` and
+    :mod:`~lora_theory.lora_plus.layer`."""
     if any(n <= 0 for n in widths):
         raise InvalidArgumentError(f"widths: expected positive integers, got {list(widths)}")
+    if model == "layer":
+        return simulate_layer(widths, steps, optimizer=optimizer, init=init, a=a, b=b, c_a=c_a, c_b=c_b, seeds=seeds)
+    if model != "toy":
+        raise InvalidArgumentError(f"model: expected 'toy' or 'layer', got {model!r}")
     return simulate_toy(widths, steps, optimizer=optimizer, init=init, a=a, b=b, c_a=c_a, c_b=c_b, seeds=seeds)
 
 

@@ -13,20 +13,24 @@ def plot_exponents(df: pd.DataFrame):
     terms = ["delta1", "delta2", "delta3"]
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), sharex=True, sharey=True)
     d = df[np.isfinite(df.gamma_float) & np.isfinite(df.slope)]
-    cfgs = sorted(set(zip(d.optimizer, d.init, d.a, d.b, strict=True)))
+    if "model" not in d:
+        d = d.assign(model="toy")
+    d = d.assign(model=d.model.fillna("toy"))
+    cfgs = sorted(set(zip(d.optimizer, d.init, d.a, d.b, d.model, strict=True)))
     cmap = plt.get_cmap("tab10")
     for ax, term in zip(axes, terms, strict=True):
         g = d[d.term == term]
         for i, cfg in enumerate(cfgs):
-            h = g[(g.optimizer == cfg[0]) & (g.init == cfg[1]) & (g.a == cfg[2]) & (g.b == cfg[3])]
-            ax.plot(h.gamma_float, h.slope, "o", color=cmap(i % 10), alpha=0.8, label=f"{cfg[0]} Init[{cfg[1]}] a={cfg[2]} b={cfg[3]}")
+            h = g[(g.optimizer == cfg[0]) & (g.init == cfg[1]) & (g.a == cfg[2]) & (g.b == cfg[3]) & (g.model == cfg[4])]
+            ax.plot(h.gamma_float, h.slope, "o" if cfg[4] == "toy" else "^", color=cmap(i % 10), alpha=0.7 if cfg[4] == "toy" else 0.45,
+                    label=f"{cfg[4]}: {cfg[0]} Init[{cfg[1]}] a={cfg[2]} b={cfg[3]}")
         lim = [min(d.gamma_float.min(), d.slope.min()) - 0.3, max(d.gamma_float.max(), d.slope.max()) + 0.3]
         ax.plot(lim, lim, "k-", lw=0.7)
         ax.set_title(term, fontsize=9)
         ax.set_xlabel("predicted exponent (recursion)")
     axes[0].set_ylabel("measured slope d log|delta| / d log n")
     axes[0].legend(fontsize=6)
-    fig.suptitle("lora_plus.prop1 / prop2 / thm1: toy model, n = 2^6..2^14, steps 1-4 (eta = c n^exponent)", fontsize=9)
+    fig.suptitle("lora_plus.prop1 / prop2 / thm1 / thm1_layer: toy model (o) and Sec. 4 layer (^), n = 2^6..2^14, steps 1-4 (eta = 0.1 n^exponent)", fontsize=9)
     fig.tight_layout()
     return fig
 

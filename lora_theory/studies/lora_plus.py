@@ -14,10 +14,15 @@ EXPONENT_CONFIGS = [
 ]
 
 
+LAYER_CONFIGS = [("signsgd", 1, -1, 0, 4), ("signsgd", 2, -1, 0, 4), ("adam", 1, -1, 0, 4), ("adam", 2, -1, 0, 4), ("adam", 1, -1, -1, 4), ("adam", 1, 0, 0, 4)]
+
+
 def exponents_table(quick: bool) -> pd.DataFrame:
     from ..claims.lora_plus import check_configs
 
-    _, table = check_configs(EXPONENT_CONFIGS, quick)
+    _, toy = check_configs(EXPONENT_CONFIGS, quick)
+    _, layer = check_configs(LAYER_CONFIGS, quick, model="layer")
+    table = pd.concat([toy, layer], ignore_index=True)
     return table.assign(gamma=table.gamma.astype(str))
 
 
