@@ -142,7 +142,7 @@ def _bounded_regime(adapt: str, quick: bool) -> tuple[bool, dict, str]:
             err = float((g[k] - ex[k]).abs().max())
             worst_ratio = max(worst_ratio, err / info.error_bound[k])
             worst_rel = max(worst_rel, err / float(ex[k].abs().max()))
-    Ls = [2**j for j in ((13, 14, 15, 16) if quick else (12, 13, 14, 15, 16, 17))]  # below 2^13 fixed overheads dominate
+    Ls = [2**j for j in ((14, 15, 16, 17) if quick else (13, 14, 15, 16, 17, 18))]  # below 2^14 fixed overheads still bend the line
     ts = []
     for L in Ls:
         inst = make_instance(L, 4, 2, adapt=adapt, bound=2.0, beta=0.25, seed=0)
