@@ -29,7 +29,7 @@ from .lora_ga_model import apply_lora_ga, estimate_gradients
 from .lora_layer import add_lora, lora_parameters
 from .models import load_minilm, teacher_student_task, token_batches
 
-__all__ = ["DEFAULT_LRS", "convergence_experiment", "steps_to_target"]
+__all__ = ["DEFAULT_LRS", "convergence_experiment", "loraplus_ratio_sweep", "steps_to_target"]
 
 DEFAULT_LRS = {
     "full": (3e-5, 1e-4, 3e-4),
@@ -74,7 +74,7 @@ def _run(base, task, method: str, lr: float, *, steps: int, train, held_out, eva
         loss.backward()
         opt.step()
         if step % eval_every == 0 or step == steps:
-            rows.append({"method": method, "lr": lr, "step": step, "eval_loss": evaluate(), "train_loss": float(loss)})
+            rows.append({"method": method, "lr": lr, "step": step, "eval_loss": evaluate(), "train_loss": float(loss.detach())})
     return rows
 
 
@@ -139,3 +139,17 @@ def steps_to_target(df: pd.DataFrame, target: float | None = None, reference: st
     ref_steps = out.set_index("method").steps_to_target.get(reference, math.nan)
     out["speedup_vs_" + reference] = ref_steps / out.steps_to_target
     return out
+
+
+def loraplus_ratio_sweep(ratios: Sequence[float] = tuple(2.0**k for k in range(7)), *, lr: float = 1e-4, steps: int = 60, eval_every: int = 5,
+                         seed: int = 0) -> pd.DataFrame:
+    """LoRA+ on the MiniLM teacher-student task for eta_B / eta_A in ``ratios`` (2^0 .. 2^6) at a fixed eta_A = lr.
+
+    Returns:
+        Rows: ratio, step, eval_loss (and the method columns of :func:`convergence_experiment`).
+    """
+    parts = []
+    for ratio in ratios:
+        df = convergence_experiment(("lora_plus",), steps=steps, ratio=ratio, lrs={"lora_plus": (lr,)}, eval_every=eval_every, seed=seed)
+        parts.append(df.assign(ratio=ratio))
+    return pd.concat(parts, ignore_index=True)

@@ -72,3 +72,8 @@ def test_layer_first_steps():
         assert cmp.ok.all(), cmp[~cmp.ok].to_string()
     with pytest.raises(ValueError, match="model"):
         width_sweep(WIDTHS, 1, model="mlp")
+
+
+def test_exploding_run_does_not_raise():
+    df = simulate_toy([4096], 10, optimizer="gd", init=2, a=-0.5, b=-0.5)
+    assert len(df) == 10 and not df.loss.iloc[:2].isna().any()

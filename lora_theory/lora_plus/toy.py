@@ -94,8 +94,9 @@ def simulate_toy(
             d1, d2, d3 = B * ds, dB * s, dB * ds
             A, B = A + dA, B + dB
             f_new = B * (A * x).sum(1)
+            loss = 0.5 * (f_new - y) ** 2  # tensor arithmetic: an exploding run gives inf, not an OverflowError
             for i, seed in enumerate(seeds):
                 rows.append({"optimizer": optimizer, "init": init, "a": a, "b": b, "n": n, "seed": seed, "step": t,
                              "delta1": float(d1[i]), "delta2": float(d2[i]), "delta3": float(d3[i]), "df": float(f_new[i] - f[i]),
-                             "f": float(f_new[i]), "b_t": float(B[i]), "aTx": float((A[i] * x[i]).sum()), "loss": 0.5 * float(f_new[i] - y) ** 2})
+                             "f": float(f_new[i]), "b_t": float(B[i]), "aTx": float((A[i] * x[i]).sum()), "loss": float(loss[i])})
     return pd.DataFrame(rows)
