@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 
 import torch
@@ -38,7 +39,7 @@ from lora_theory.lora_ga_model import apply_lora_ga, estimate_gradients
 from lora_theory.lora_layer import add_lora
 G = estimate_gradients(model, batches, task.loss, ["query", "value"])
 add_lora(model, ["query", "value"], r=8, alpha=16, rslora=True, init="none")
-apply_lora_ga(model, G, svd="randomized")
+apply_lora_ga(model, G, svd="randomized", compute_dtype=torch.float32)  # randomized SVD in float32, as PEFT
 """
 
 PEFT = """
@@ -61,6 +62,7 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-model", action="store_true")
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -88,10 +90,14 @@ def main() -> None:
 
     if not args.skip_model:
         setup = MODEL_SETUP.format(batches=args.batches)
-        ours = peak_memory_bytes(setup, OURS, threads=args.threads)
-        peft = peak_memory_bytes(setup, PEFT, threads=args.threads)
-        out["model"] = {"lora_theory": ours, "peft": peft}
-        print(f"[2] MiniLM q,v r=8, {args.batches} batches of 8 x 32: lora_theory {ours['seconds']:.2f} s, {ours['peak_bytes'] / 2**20:.0f} MiB; "
+        runs = {"lora_theory": [], "peft": []}
+        for _ in range(args.repeats):  # alternate, fresh process each: RSS peaks vary by tens of MiB run to run
+            runs["lora_theory"].append(peak_memory_bytes(setup, OURS, threads=args.threads))
+            runs["peft"].append(peak_memory_bytes(setup, PEFT, threads=args.threads))
+        ours = {k: statistics.median(r[k] for r in runs["lora_theory"]) for k in ("seconds", "peak_bytes")}
+        peft = {k: statistics.median(r[k] for r in runs["peft"]) for k in ("seconds", "peak_bytes")}
+        out["model"] = {"lora_theory": ours, "peft": peft, "runs": runs}
+        print(f"[2] MiniLM q,v r=8, {args.batches} batches of 8 x 32, median of {args.repeats} fresh processes each: lora_theory {ours['seconds']:.2f} s, {ours['peak_bytes'] / 2**20:.0f} MiB; "
               f"PEFT {peft['seconds']:.2f} s, {peft['peak_bytes'] / 2**20:.0f} MiB; ratios time {ours['seconds'] / peft['seconds']:.2f}, "
               f"memory {ours['peak_bytes'] / max(1, peft['peak_bytes']):.2f}")
     if args.json:

@@ -99,7 +99,7 @@ def estimate_gradients(
             if name in acc:
                 acc[name] += g
             else:
-                acc[name] = g.clone()
+                acc[name] = g  # owned: p.grad is dropped below, so no copy is needed
             p.grad = None  # free this layer's gradient now: only the accumulators stay alive
 
         return hook
@@ -141,6 +141,7 @@ def apply_lora_ga(
     svd: str = "exact",
     seed: int | None = 0,
     adapter_name: str = "default",
+    compute_dtype: torch.dtype = torch.float64,
 ) -> dict[str, LoraGAInit]:
     """Initialize every LoRA layer of ``model`` whose gradient is in ``grads``; W0 -> W0 - eta B A.
 
@@ -148,6 +149,9 @@ def apply_lora_ga(
     ``lora.Linear`` layers (eta = their ``scaling[adapter_name]``; A, B written to
     ``lora_A[adapter].weight`` / ``lora_B[adapter].weight``). alpha is taken as eta * r (or
     eta * sqrt(r)) so that the init's eta equals the layer's.
+
+    ``compute_dtype`` is the dtype of the SVD and the init (float64 default; float32 matches PEFT's
+    precision and speed).
 
     Returns:
         {name: LoraGAInit} for the layers it initialized.
@@ -168,8 +172,11 @@ def apply_lora_ga(
             A_param, B_param = mod.lora_A[adapter_name].weight, mod.lora_B[adapter_name].weight
         else:
             continue
-        G = grads[clean].to(device=base.weight.device, dtype=torch.float64)
-        W0 = base.weight.detach().to(torch.float64)
+        # The SVD runs in compute_dtype (float64 by default: exact to ~1e-15 before the factors are
+        # rounded to the weight's dtype; float32 is what PEFT uses, faster, ~1e-6); the offset is float64.
+        work = compute_dtype
+        G = grads[clean].to(device=base.weight.device, dtype=work)
+        W0 = base.weight.detach().to(work)
         # eta = alpha / r with rslora=False: pass alpha = eta r so the init uses the layer's eta
         init = lora_ga_init(G, r, alpha=eta * r, rslora=False, direction=direction, scale=scale, gamma=gamma, svd=svd, seed=seed, W0=W0)
         A_param.copy_(init.A.to(A_param.dtype))
@@ -177,7 +184,7 @@ def apply_lora_ga(
         # The offset uses the factors as stored (in the adapter's dtype), so that W_res + eta B A
         # reproduces W0 up to one rounding of W_res in the weight's dtype.
         offset = eta * (B_param.to(torch.float64) @ A_param.to(torch.float64))
-        base.weight.copy_((W0 - offset).to(base.weight.dtype))
+        base.weight.copy_((base.weight.detach().to(torch.float64) - offset).to(base.weight.dtype))
         done[clean] = init
     if not done:
         raise InvalidArgumentError(f"grads: expected names of LoRA layers in the model, got {sorted(grads)[:8]}")
