@@ -47,3 +47,21 @@ def test_coord_check_records_every_module_and_step():
     assert (df[df.step == 0].z_b == 0).all() and (df[df.step == 2].z_b > 0).all()  # B = 0 at init, then learns
     with pytest.raises(ValueError, match="widths"):
         coord_check(factory, [0], steps=1)
+
+
+def test_coord_check_on_a_peft_model():
+    pytest.importorskip("peft")
+    from peft import LoraConfig, get_peft_model
+
+    def factory(n):
+        base = nn.Sequential(nn.Linear(4, n), nn.ReLU(), nn.Linear(n, 1))
+        model = get_peft_model(base, LoraConfig(r=2, lora_alpha=2, target_modules=["0"]))
+        x = torch.randn(8, 4)
+
+        def loss_fn(m):
+            return m(x).pow(2).mean()
+
+        return model, loss_fn, lambda m: torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.1)
+
+    df = coord_check(factory, [8, 16], steps=1)
+    assert len(df) == 2 * 2 and (df[df.step == 1].z_b > 0).all() and (df[df.step == 0].z_b == 0).all()
