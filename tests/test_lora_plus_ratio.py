@@ -1,7 +1,6 @@
 """Tests for the Fig. 2 ratio grid (lora_plus.ratio) and the coordinate check, at small size."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from torch import nn

@@ -12,5 +12,13 @@ from .ratio import ratio_grid
 from .sweep import fit_exponents, width_sweep
 from .toy import simulate_toy
 
-__all__ = sorted(["coord_check", "fit_exponents", "loraplus_param_groups", "make_loraplus_optimizer", "predict_exponents", "ratio_grid",
-                  "simulate_toy", "width_sweep"])
+__all__ = [
+    "coord_check",
+    "fit_exponents",
+    "loraplus_param_groups",
+    "make_loraplus_optimizer",
+    "predict_exponents",
+    "ratio_grid",
+    "simulate_toy",
+    "width_sweep",
+]

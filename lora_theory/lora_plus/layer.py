@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import pandas as pd
 import torch
 
+from ._update import Updater
 from .._validate import InvalidArgumentError, check_choice, check_int, check_positive
 
 __all__ = ["simulate_layer"]
@@ -59,21 +60,14 @@ def simulate_layer(widths: Sequence[int], steps: int, *, optimizer: str = "adam"
             A = torch.zeros(S, r, n, dtype=f64)
             B = torch.stack([torch.randn(n, r, generator=g, dtype=f64) for g in gens])
         eta_a, eta_b = c_a * n**a, c_b * n**b
-        mA, vA, mB, vB = (torch.zeros_like(A), torch.zeros_like(A), torch.zeros_like(B), torch.zeros_like(B))
+        upd_A, upd_B = Updater(optimizer, A), Updater(optimizer, B)
         for t in range(1, steps + 1):
             ZA = torch.einsum("srn,sn->sr", A, Z)  # (S, r)
             ZB = torch.einsum("snr,sr->sn", B, ZA)  # (S, n)
             dZ = ZB - Y  # (S, n) dL/dZbar
             gB = dZ[:, :, None] * ZA[:, None, :]  # (S, n, r)
             gA = torch.einsum("snr,sn->sr", B, dZ)[:, :, None] * Z[:, None, :]  # (S, r, n)
-            if optimizer == "signsgd":
-                dA, dB = -eta_a * torch.sign(gA), -eta_b * torch.sign(gB)
-            else:
-                b1, b2, eps = 0.9, 0.999, 1e-12  # eps far below the gradients: processed gradients Theta(1)
-                mA, vA = b1 * mA + (1 - b1) * gA, b2 * vA + (1 - b2) * gA**2
-                mB, vB = b1 * mB + (1 - b1) * gB, b2 * vB + (1 - b2) * gB**2
-                dA = -eta_a * (mA / (1 - b1**t)) / ((vA / (1 - b2**t)).sqrt() + eps)
-                dB = -eta_b * (mB / (1 - b1**t)) / ((vB / (1 - b2**t)).sqrt() + eps)
+            dA, dB = upd_A(gA, eta_a, t), upd_B(gB, eta_b, t)
             dZA = torch.einsum("srn,sn->sr", dA, Z)  # (S, r)
             d1 = torch.einsum("snr,sr->sn", B, dZA)
             d2 = torch.einsum("snr,sr->sn", dB, ZA)

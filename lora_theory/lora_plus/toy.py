@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import pandas as pd
 import torch
 
+from ._update import Updater
 from .._validate import InvalidArgumentError, check_choice, check_int, check_positive
 
 __all__ = ["simulate_toy"]
@@ -72,24 +73,14 @@ def simulate_toy(
             A = torch.zeros(S, n, dtype=f64)
             B = torch.ones(S, dtype=f64)
         eta_a, eta_b = c_a * n**a, c_b * n**b
-        mA, vA = torch.zeros_like(A), torch.zeros_like(A)
-        mB, vB = torch.zeros_like(B), torch.zeros_like(B)
+        upd_A, upd_B = Updater(optimizer, A), Updater(optimizer, B)
         for t in range(1, steps + 1):
             s = (A * x).sum(1)  # (S,) a^T x
             f = B * s
             U = f - y
             gA = (B * U)[:, None] * x  # (S, n) dL/da
             gB = s * U  # (S,) dL/db
-            if optimizer == "gd":
-                dA, dB = -eta_a * gA, -eta_b * gB
-            elif optimizer == "signsgd":
-                dA, dB = -eta_a * torch.sign(gA), -eta_b * torch.sign(gB)
-            else:
-                b1, b2, eps = 0.9, 0.999, 1e-12  # eps far below the gradients: processed gradients Theta(1)
-                mA, vA = b1 * mA + (1 - b1) * gA, b2 * vA + (1 - b2) * gA**2
-                mB, vB = b1 * mB + (1 - b1) * gB, b2 * vB + (1 - b2) * gB**2
-                dA = -eta_a * (mA / (1 - b1**t)) / ((vA / (1 - b2**t)).sqrt() + eps)
-                dB = -eta_b * (mB / (1 - b1**t)) / ((vB / (1 - b2**t)).sqrt() + eps)
+            dA, dB = upd_A(gA, eta_a, t), upd_B(gB, eta_b, t)
             ds = (dA * x).sum(1)  # (S,) change of a^T x
             d1, d2, d3 = B * ds, dB * s, dB * ds
             A, B = A + dA, B + dB
