@@ -241,6 +241,55 @@ def sweep_norms(
     console.print(t)
 
 
+@sweep_app.command("run")
+def sweep_run(
+    file: Path = typer.Argument(..., help="TOML sweep file: name, function = 'module:attr', [grid] axes."),
+    store: Path = typer.Option(Path("sweeps.sqlite"), "--store", help="SQLite results store (created if missing)."),
+    jobs: int = typer.Option(1, "--jobs", help="Worker processes."),
+    executor: str = typer.Option("process", "--executor", help="'process' or 'inprocess'."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Re-run points stored with an error."),
+) -> None:
+    """Run a sweep durably: finished points are skipped, each new one is committed as it finishes."""
+    from .sweeps import load_toml, run_sweep
+
+    try:
+        name, fn, points = load_toml(file)
+        counts = run_sweep(fn, points, store, name=name, jobs=jobs, executor=executor, retry_failed=retry_failed)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    console.print(counts)
+    raise typer.Exit(130 if counts.get("interrupted") else 0)
+
+
+@sweep_app.command("status")
+def sweep_status(store: Path = typer.Argument(..., help="SQLite results store.")) -> None:
+    """Points per sweep in a store: done and failed."""
+    from .sweeps import ResultStore
+
+    try:
+        with ResultStore(store, readonly=True) as st:
+            df = st.load()
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    t = Table("sweep", "points", "failed")
+    for name, g in df.groupby("_sweep") if len(df) else []:
+        t.add_row(str(name), str(len(g)), str(int(g._error.notna().sum())))
+    console.print(t)
+
+
+@sweep_app.command("export")
+def sweep_export(store: Path = typer.Argument(...), out: Path = typer.Argument(..., help="NAME.csv or NAME.parquet"),
+                 sweep: Optional[str] = typer.Option(None, "--sweep")) -> None:
+    """Export a store (or one sweep of it) as CSV or Parquet."""
+    from .sweeps import ResultStore
+
+    try:
+        with ResultStore(store, readonly=True) as st:
+            console.print(f"wrote {st.export(out, sweep)}")
+    except (ValueError, ImportError) as e:
+        raise typer.BadParameter(str(e)) from None
+
+
 audit_app = typer.Typer(no_args_is_help=True, help="Audit third-party implementations against the papers' theorems.")
 app.add_typer(audit_app, name="audit")
 

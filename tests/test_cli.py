@@ -67,3 +67,20 @@ def test_sweep_norms_resumes(tmp_path):
     assert len(out.read_text().strip().splitlines()) == 4  # only the new point was run and appended
     res = runner.invoke(app, ["sweep", "norms", "--kind", "easy", "--out", str(out)])
     assert res.exit_code != 0 and "easy" in res.output
+
+
+def test_sweep_run_status_export(tmp_path):
+    f = tmp_path / "s.toml"
+    f.write_text('name = "sq"\nfunction = "lora_theory.sweeps.points:sleepy_square"\n[grid]\nx = [1.0, 2.0, -1.0]\n')
+    store = tmp_path / "s.sqlite"
+    res = runner.invoke(app, ["sweep", "run", str(f), "--store", str(store), "--executor", "inprocess"])
+    assert res.exit_code == 0, res.output
+    assert "'done': 2" in res.output and "'failed': 1" in res.output
+    res = runner.invoke(app, ["sweep", "run", str(f), "--store", str(store), "--executor", "inprocess"])
+    assert "'skipped': 3" in res.output
+    res = runner.invoke(app, ["sweep", "status", str(store)])
+    assert res.exit_code == 0 and "sq" in res.output
+    res = runner.invoke(app, ["sweep", "export", str(store), str(tmp_path / "out.csv")])
+    assert res.exit_code == 0 and (tmp_path / "out.csv").exists()
+    res = runner.invoke(app, ["sweep", "status", str(tmp_path / "missing.sqlite")])
+    assert res.exit_code != 0 and "missing" in res.output
