@@ -147,12 +147,16 @@ def check(
 def reproduce(
     out: Path = typer.Option(Path("results"), "--out", help="Output folder for report.md, results.json, figures/."),
     quick: bool = typer.Option(True, "--quick/--full", help="Minutes on 2 cores (default) or paper scale."),
+    jobs: int = typer.Option(1, "--jobs", help="Worker processes for the claim checks."),
+    executor: str = typer.Option("inprocess", "--executor", help="'inprocess' or 'process' (a local process pool)."),
 ) -> None:
-    """Run every claim check and figure, and write OUT/report.md and OUT/results.json."""
+    """Run every claim check and figure, and write OUT/report.md and OUT/results.json (resumes from OUT/store.sqlite)."""
     from .report import reproduce as _reproduce
 
+    if executor not in ("inprocess", "process"):
+        raise typer.BadParameter(f"expected 'inprocess' or 'process', got {executor!r} (a Dask executor is not implemented yet)", param_hint="--executor")
     with console.status("reproducing...") as status:
-        df, report = _reproduce(out, quick=quick, progress=lambda msg: status.update(msg))
+        df, report = _reproduce(out, quick=quick, progress=lambda msg: status.update(msg), jobs=jobs, executor="process" if jobs > 1 else executor)
     _print_checks(df, as_json=False)
     console.print(f"report: {report}")
     raise typer.Exit(0 if (df.verdict != "error").all() else 1)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .claims import PAPERS, run_checks
+from .claims import PAPERS, run_check
 from .figures import all_figures, render
 
 __all__ = ["reproduce", "write_report"]
@@ -68,12 +68,47 @@ def write_report(results: pd.DataFrame, figures: dict[str, dict], out: Path, *, 
     return report
 
 
+def check_point(claim: str, quick: bool) -> dict:
+    """One claim check as a sweep point (module-level so worker processes can run it)."""
+    row = run_check(claim, quick=quick)
+    row["figures"] = json.loads(json.dumps(row["figures"], default=str))  # JSON-safe for the store
+    return {k: row[k] for k in ("verdict", "summary", "figures", "seconds", "error")}
+
+
 def reproduce(out: str | Path = "results", *, quick: bool = True, claims: list[str] | None = None,
-              figures: list[str] | None = None, progress: Callable[[str], None] | None = None) -> tuple[pd.DataFrame, Path]:
-    """Run every claim check and render every figure into ``out``; return (table, report path)."""
+              figures: list[str] | None = None, progress: Callable[[str], None] | None = None,
+              jobs: int = 1, executor: str = "inprocess") -> tuple[pd.DataFrame, Path]:
+    """Run every claim check and render every figure into ``out``; return (table, report path).
+
+    Claim checks run through the sweep engine into ``out/store.sqlite``: each finished check is
+    committed as it finishes, so an interrupted run resumes without redoing finished checks
+    (``jobs`` > 1 with ``executor="process"`` runs them in parallel).
+    """
+    from .claims import all_claims, get_claim
+    from .sweeps import ResultStore, run_sweep
+
     t0 = time.perf_counter()
     out = Path(out)
-    results = run_checks(claims, quick=quick, progress=(lambda cid: progress(f"check {cid}")) if progress else None)
+    out.mkdir(parents=True, exist_ok=True)
+    mode = "quick" if quick else "full"
+    ids = [c.id for c in all_claims()] if claims is None else [get_claim(i).id for i in claims]
+    if progress:
+        progress(f"checking {len(ids)} claims ({mode})")
+    store = out / "store.sqlite"
+    run_sweep(check_point, [{"claim": i, "quick": quick} for i in ids], store, name=f"claims-{mode}", jobs=jobs, executor=executor, progress=False)
+    with ResultStore(store, readonly=True) as st:
+        stored = st.load(f"claims-{mode}")
+    stored = stored[stored.claim.isin(ids)].drop_duplicates("claim", keep="last").set_index("claim")
+    rows = []
+    for i in ids:
+        c = get_claim(i)
+        r = stored.loc[i]
+        failed_point = isinstance(r["_error"], str)
+        rows.append({"id": c.id, "paper": c.paper, "statement": c.statement, "reference": c.reference,
+                     "verdict": "error" if failed_point else r["verdict"], "summary": r["_error"].splitlines()[-1] if failed_point else r["summary"],
+                     "figures": {} if failed_point else r["figures"], "figure": c.figure, "test": c.test, "proof": c.proof,
+                     "seconds": float(r["_seconds"]), "error": r["_error"] if failed_point else r.get("error")})
+    results = pd.DataFrame(rows)
     rendered: dict[str, dict] = {}
     for spec in all_figures():
         if figures is not None and spec.name not in figures:
@@ -85,5 +120,5 @@ def reproduce(out: str | Path = "results", *, quick: bool = True, claims: list[s
             rendered[spec.name] = {**paths, "description": spec.description, "claims": spec.claims}
         except Exception as e:  # a failing figure is reported in the report, the run goes on
             rendered[spec.name] = {"error": f"{type(e).__name__}: {e}", "description": spec.description, "claims": spec.claims}
-    report = write_report(results, rendered, out, mode="quick" if quick else "full", seconds=time.perf_counter() - t0)
+    report = write_report(results, rendered, out, mode=mode, seconds=time.perf_counter() - t0)
     return results, report

@@ -16,3 +16,16 @@ def test_reproduce_writes_report(tmp_path):
     assert (tmp_path / "figures" / "limits_grad_closed_form.png").exists()
     payload = json.loads((tmp_path / "results.json").read_text())
     assert {c["id"] for c in payload["claims"]} == {"limits.lemma3.1", "limits.lemma3.2"}
+
+
+def test_reproduce_resumes_from_its_store(tmp_path):
+    from lora_theory.sweeps import ResultStore
+
+    reproduce(tmp_path, quick=True, claims=["limits.lemma3.2"], figures=[])
+    with ResultStore(tmp_path / "store.sqlite") as st:
+        first = st.load()._finished.tolist()
+    df, _ = reproduce(tmp_path, quick=True, claims=["limits.lemma3.2", "limits.lemma3.1"], figures=[])
+    with ResultStore(tmp_path / "store.sqlite") as st:
+        stored = st.load()
+    assert len(stored) == 2 and stored._finished.iloc[0] == first[0]  # the finished check was not redone
+    assert list(df.verdict) == ["holds", "holds"]
