@@ -148,15 +148,16 @@ def reproduce(
     out: Path = typer.Option(Path("results"), "--out", help="Output folder for report.md, results.json, figures/."),
     quick: bool = typer.Option(True, "--quick/--full", help="Minutes on 2 cores (default) or paper scale."),
     jobs: int = typer.Option(1, "--jobs", help="Worker processes for the claim checks."),
-    executor: str = typer.Option("inprocess", "--executor", help="'inprocess' or 'process' (a local process pool)."),
+    executor: str = typer.Option("inprocess", "--executor", help="'inprocess', 'process', 'dask-local' or 'dask://HOST:PORT'."),
 ) -> None:
     """Run every claim check and figure, and write OUT/report.md and OUT/results.json (resumes from OUT/store.sqlite)."""
     from .report import reproduce as _reproduce
 
-    if executor not in ("inprocess", "process"):
-        raise typer.BadParameter(f"expected 'inprocess' or 'process', got {executor!r} (a Dask executor is not implemented yet)", param_hint="--executor")
+    if not (executor in ("inprocess", "process", "dask-local") or executor.startswith("dask://")):
+        raise typer.BadParameter(f"expected 'inprocess', 'process', 'dask-local' or 'dask://HOST:PORT', got {executor!r}", param_hint="--executor")
     with console.status("reproducing...") as status:
-        df, report = _reproduce(out, quick=quick, progress=lambda msg: status.update(msg), jobs=jobs, executor="process" if jobs > 1 else executor)
+        df, report = _reproduce(out, quick=quick, progress=lambda msg: status.update(msg), jobs=jobs,
+                                executor="process" if jobs > 1 and executor == "inprocess" else executor)
     _print_checks(df, as_json=False)
     console.print(f"report: {report}")
     raise typer.Exit(0 if (df.verdict != "error").all() else 1)
@@ -250,7 +251,7 @@ def sweep_run(
     file: Path = typer.Argument(..., help="TOML sweep file: name, function = 'module:attr', [grid] axes."),
     store: Path = typer.Option(Path("sweeps.sqlite"), "--store", help="SQLite results store (created if missing)."),
     jobs: int = typer.Option(1, "--jobs", help="Worker processes."),
-    executor: str = typer.Option("process", "--executor", help="'process' or 'inprocess'."),
+    executor: str = typer.Option("process", "--executor", help="'process', 'inprocess', 'dask-local' or 'dask://HOST:PORT'."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Re-run points stored with an error."),
 ) -> None:
     """Run a sweep durably: finished points are skipped, each new one is committed as it finishes."""

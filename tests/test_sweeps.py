@@ -147,3 +147,39 @@ def test_determinism(tmp_path):
     with ResultStore(tmp_path / "a.sqlite") as a, ResultStore(tmp_path / "b.sqlite") as b:
         cols = ["L", "gamma", "R", "rel_err", "valid", "k"]
         pd.testing.assert_frame_equal(a.load()[cols].sort_values("gamma").reset_index(drop=True), b.load()[cols].sort_values("gamma").reset_index(drop=True))
+
+
+def test_dask_local_cluster_equals_process_pool(tmp_path):
+    pytest.importorskip("distributed")
+    pts = grid(x=[0.5, 1.5, -2.0, 3.5])
+    a = run_sweep(sleepy_square, pts, tmp_path / "d.sqlite", name="sq", jobs=1, executor="dask-local", progress=False)
+    run_sweep(sleepy_square, pts, tmp_path / "p.sqlite", name="sq", jobs=2, progress=False)
+    assert a == {"total": 4, "skipped": 0, "done": 3, "failed": 1}
+    with ResultStore(tmp_path / "d.sqlite") as d, ResultStore(tmp_path / "p.sqlite") as p:
+        dd, pp = d.load().sort_values("x"), p.load().sort_values("x")
+    assert dd.y.fillna(-1).tolist() == pp.y.fillna(-1).tolist() and dd._hash.tolist() == pp._hash.tolist()
+    with pytest.raises(ValueError, match="executor"):
+        run_sweep(sleepy_square, pts, tmp_path / "x.sqlite", name="sq", executor="spark")
+
+
+def test_sigterm_stops_cleanly_and_resumes(tmp_path):
+    store = tmp_path / "t.sqlite"
+    script = _KILL_SCRIPT.replace('progress=False)', 'progress=False); print("COUNTS", counts)').replace("run_sweep(sleepy", "counts = run_sweep(sleepy")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(store)], stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        time.sleep(0.1)
+        try:
+            with sqlite3.connect(store) as c:
+                if c.execute("SELECT COUNT(*) FROM points").fetchone()[0] >= 3:
+                    break
+        except sqlite3.Error:
+            continue
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "'interrupted': 1" in out  # stopped cleanly, said so
+    with ResultStore(store) as st:
+        n = len(st.load())
+    assert 3 <= n < 40
+    counts = run_sweep(sleepy_square, grid(x=[float(i) for i in range(40)], delay=[0.05]), store, name="slow", executor="inprocess", progress=False)
+    assert counts["skipped"] == n and counts["done"] == 40 - n

@@ -33,7 +33,21 @@ def _call(fn: Callable[..., dict], params: dict[str, Any]) -> tuple[dict | None,
         return None, traceback.format_exc(), time.perf_counter() - t0
 
 
-class _Stop(Exception):
+def _dask_client(executor: str, jobs: int):
+    """A distributed.Client: a LocalCluster of ``jobs`` worker processes, or a scheduler address."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as e:  # optional dependency
+        raise ImportError("the Dask executor needs 'dask[distributed]': pip install 'lora-theory[sweeps]'") from e
+    if executor == "dask-local":
+        cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1")
+        client = Client(cluster)
+        client._lora_theory_cluster = cluster
+        return client
+    return Client(executor.removeprefix("dask://"))
+
+
+class _Stop(BaseException):  # not an Exception: _call must not record it as a failed point
     pass
 
 
@@ -47,13 +61,16 @@ def run_sweep(fn: Callable[..., dict], points: Sequence[dict[str, Any]], store: 
         store: a :class:`ResultStore` or a path to one.
         name: the sweep's name (part of every point's hash).
         jobs: worker processes for ``executor="process"``.
-        executor: "process" (default) or "inprocess" (debugging).
+        executor: "process" (default), "inprocess" (debugging), "dask-local" (a Dask LocalCluster
+            with ``jobs`` workers) or "dask://HOST:PORT" (a running Dask scheduler). Results always
+            come back to this process, which alone writes the store.
         retry_failed: also re-run points stored with an error.
 
     Returns:
         {"total", "skipped", "done", "failed"} counts for this run.
     """
-    check_choice("executor", executor, ("process", "inprocess"))
+    if not (executor in ("process", "inprocess", "dask-local") or executor.startswith("dask://")):
+        check_choice("executor", executor, ("process", "inprocess", "dask-local", "dask://HOST:PORT"))
     jobs = check_int("jobs", jobs, low=1)
     own = not isinstance(store, ResultStore)
     st = ResultStore(store) if own else store
@@ -82,6 +99,15 @@ def run_sweep(fn: Callable[..., dict], points: Sequence[dict[str, Any]], store: 
             if executor == "inprocess":
                 for h, p in todo:
                     store_one(h, p, _call(fn, p))
+            elif executor.startswith("dask"):
+                client = _dask_client(executor, jobs)
+                pool = client
+                futs = {client.submit(_call, fn, p, key=f"{name}-{h}", pure=False): (h, p) for h, p in todo}
+                from distributed import as_completed as dask_as_completed
+
+                for fut in dask_as_completed(list(futs)):
+                    h, p = futs[fut]
+                    store_one(h, p, fut.result())
             else:
                 pool = cf.ProcessPoolExecutor(max_workers=jobs)
                 futs = {pool.submit(_call, fn, p): (h, p) for h, p in todo}
@@ -91,8 +117,13 @@ def run_sweep(fn: Callable[..., dict], points: Sequence[dict[str, Any]], store: 
     except (KeyboardInterrupt, _Stop):
         counts["interrupted"] = 1
     finally:
-        if pool is not None:
+        if pool is not None and hasattr(pool, "shutdown") and not hasattr(pool, "scheduler_info"):
             pool.shutdown(wait=False, cancel_futures=True)
+        elif pool is not None:  # a Dask client: close it (and the LocalCluster we started)
+            cluster = getattr(pool, "_lora_theory_cluster", None)
+            pool.close()
+            if cluster is not None:
+                cluster.close()
         if old is not None:
             signal.signal(signal.SIGTERM, old)
         if own:
