@@ -168,7 +168,7 @@ def figures(
     name: Optional[list[str]] = typer.Argument(None, help="Figure names (default: all)."),
     out: Path = typer.Option(Path("figures"), "--out", help="Folder for NAME.png and NAME.csv."),
     full: bool = typer.Option(False, "--full", help="Paper-scale sweeps."),
-    from_dir: Optional[Path] = typer.Option(None, "--from", help="Redraw from NAME.csv files in this folder without recomputing."),
+    from_dir: Optional[Path] = typer.Option(None, "--from", help="Redraw without recomputing: a folder of NAME.csv files or a reproduce store (OUT/store.sqlite)."),
     list_only: bool = typer.Option(False, "--list"),
 ) -> None:
     """Regenerate figures (compute + plot), or redraw them from stored tables."""
@@ -187,7 +187,17 @@ def figures(
         except ValueError as e:
             raise typer.BadParameter(str(e), param_hint="NAME") from None
         data = None
-        if from_dir is not None:
+        if from_dir is not None and from_dir.is_file():  # a reproduce store: redraw from its tables
+            from .report import stored_figure_tables
+
+            try:
+                tables = stored_figure_tables(from_dir)
+            except ValueError as e:
+                raise typer.BadParameter(str(e), param_hint="--from") from None
+            if n not in tables:
+                raise typer.BadParameter(f"expected a stored table for {n!r} in {from_dir}, found {sorted(tables)}", param_hint="--from")
+            data = tables[n]
+        elif from_dir is not None:
             csv = from_dir / f"{n}.csv"
             if not csv.exists():
                 raise typer.BadParameter(f"expected {csv} to exist", param_hint="--from")

@@ -68,6 +68,59 @@ def write_report(results: pd.DataFrame, figures: dict[str, dict], out: Path, *, 
     return report
 
 
+def figure_point(figure: str, quick: bool) -> dict:
+    """One figure's study as a sweep point: its tidy table, stored as JSON (redrawn without recomputing)."""
+    from .figures import get_figure
+
+    return {"table": get_figure(figure).compute(quick).to_json(orient="split", double_precision=15)}
+
+
+def stored_figure_tables(store: str | Path, mode: str | None = None) -> dict[str, pd.DataFrame]:
+    """{figure name: table} from a reproduce store (``mode`` "quick" / "full"; default: whatever is there, full first)."""
+    from io import StringIO
+
+    from .sweeps import ResultStore
+
+    tables: dict[str, pd.DataFrame] = {}
+    with ResultStore(store, readonly=True) as st:
+        df = st.load()
+    if not len(df) or "figure" not in df:
+        return tables
+    df = df[df._sweep.str.startswith("figures-") & df._error.isna()]
+    if mode is not None:
+        df = df[df._sweep == f"figures-{mode}"]
+    for row in df.sort_values("_sweep", ascending=False).itertuples():  # "figures-quick" after "figures-full": full wins
+        if row.figure not in tables:
+            tables[row.figure] = pd.read_json(StringIO(row.table), orient="split")
+    return tables
+
+
+def _render_figures(out: Path, store: Path, mode: str, quick: bool, names: list[str] | None, jobs: int, executor: str,
+                    progress: Callable[[str], None] | None) -> dict[str, dict]:
+    from .sweeps import ResultStore, run_sweep
+
+    specs = [s for s in all_figures() if names is None or s.name in names]
+    if progress:
+        progress(f"computing {len(specs)} figures ({mode})")
+    run_sweep(figure_point, [{"figure": s.name, "quick": quick} for s in specs], store, name=f"figures-{mode}", jobs=jobs, executor=executor, progress=False)
+    tables = stored_figure_tables(store, mode)
+    with ResultStore(store, readonly=True) as st:
+        errors = st.load(f"figures-{mode}")
+    rendered: dict[str, dict] = {}
+    for spec in specs:
+        try:
+            if spec.name not in tables:
+                err = errors[errors.figure == spec.name]._error
+                raise RuntimeError(err.iloc[-1].strip().splitlines()[-1] if len(err) and isinstance(err.iloc[-1], str) else "no stored table")
+            if progress:
+                progress(f"figure {spec.name}")
+            paths = render(spec.name, out / "figures", data=tables[spec.name])
+            rendered[spec.name] = {**paths, "description": spec.description, "claims": spec.claims}
+        except Exception as e:  # a failing figure is reported in the report, the run goes on
+            rendered[spec.name] = {"error": f"{type(e).__name__}: {e}", "description": spec.description, "claims": spec.claims}
+    return rendered
+
+
 def check_point(claim: str, quick: bool) -> dict:
     """One claim check as a sweep point (module-level so worker processes can run it)."""
     row = run_check(claim, quick=quick)
@@ -80,9 +133,10 @@ def reproduce(out: str | Path = "results", *, quick: bool = True, claims: list[s
               jobs: int = 1, executor: str = "inprocess") -> tuple[pd.DataFrame, Path]:
     """Run every claim check and render every figure into ``out``; return (table, report path).
 
-    Claim checks run through the sweep engine into ``out/store.sqlite``: each finished check is
-    committed as it finishes, so an interrupted run resumes without redoing finished checks
-    (``jobs`` > 1 with ``executor="process"`` runs them in parallel).
+    Claim checks and figure studies run through the sweep engine into ``out/store.sqlite``: each
+    finished check and each figure's table is committed as it finishes, so an interrupted run
+    resumes without redoing them (``jobs`` > 1 with a process or Dask executor runs them in
+    parallel), and ``lora-theory figures --from OUT/store.sqlite`` redraws without recomputing.
     """
     from .claims import all_claims, get_claim
     from .sweeps import ResultStore, run_sweep
@@ -109,16 +163,6 @@ def reproduce(out: str | Path = "results", *, quick: bool = True, claims: list[s
                      "figures": {} if failed_point else r["figures"], "figure": c.figure, "test": c.test, "proof": c.proof,
                      "seconds": float(r["_seconds"]), "error": r["_error"] if failed_point else r.get("error")})
     results = pd.DataFrame(rows)
-    rendered: dict[str, dict] = {}
-    for spec in all_figures():
-        if figures is not None and spec.name not in figures:
-            continue
-        if progress:
-            progress(f"figure {spec.name}")
-        try:
-            paths = render(spec.name, out / "figures", quick=quick)
-            rendered[spec.name] = {**paths, "description": spec.description, "claims": spec.claims}
-        except Exception as e:  # a failing figure is reported in the report, the run goes on
-            rendered[spec.name] = {"error": f"{type(e).__name__}: {e}", "description": spec.description, "claims": spec.claims}
+    rendered = _render_figures(out, store, mode, quick, figures, jobs, executor, progress)
     report = write_report(results, rendered, out, mode=mode, seconds=time.perf_counter() - t0)
     return results, report

@@ -29,3 +29,20 @@ def test_reproduce_resumes_from_its_store(tmp_path):
         stored = st.load()
     assert len(stored) == 2 and stored._finished.iloc[0] == first[0]  # the finished check was not redone
     assert list(df.verdict) == ["holds", "holds"]
+
+
+def test_figures_go_through_the_store_and_redraw_from_it(tmp_path):
+    from typer.testing import CliRunner
+
+    from lora_theory.cli import app
+    from lora_theory.sweeps import ResultStore
+
+    reproduce(tmp_path, quick=True, claims=["limits.lemma3.2"], figures=["degree_vs_range"])
+    with ResultStore(tmp_path / "store.sqlite") as st:
+        figs = st.load("figures-quick")
+    assert list(figs.figure) == ["degree_vs_range"] and figs._error.isna().all()
+    res = CliRunner().invoke(app, ["figures", "degree_vs_range", "--from", str(tmp_path / "store.sqlite"), "--out", str(tmp_path / "redrawn")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "redrawn" / "degree_vs_range.png").stat().st_size > 1000
+    res = CliRunner().invoke(app, ["figures", "phase_transition", "--from", str(tmp_path / "store.sqlite"), "--out", str(tmp_path / "x")])
+    assert res.exit_code != 0 and "phase_transition" in res.output

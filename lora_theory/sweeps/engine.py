@@ -84,17 +84,19 @@ def run_sweep(fn: Callable[..., dict], points: Sequence[dict[str, Any]], store: 
 
     old = signal.signal(signal.SIGTERM, on_term) if hasattr(signal, "SIGTERM") else None
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("failed {task.fields[failed]}"),
-                   TimeElapsedColumn(), TimeRemainingColumn(), disable=not progress)
+                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(), disable=not progress)
+    started = time.perf_counter()
     pool = None
     try:
         with bar:
-            task = bar.add_task(name, total=len(todo), failed=0)
+            task = bar.add_task(name, total=len(todo), failed=0, rate="")
 
             def store_one(h, p, res):
                 metrics, err, secs = res
                 st.record(name, h, p, metrics, error=err, seconds=secs)
                 counts["failed" if err else "done"] += 1
-                bar.update(task, advance=1, failed=counts["failed"])
+                n = counts["failed"] + counts["done"]
+                bar.update(task, advance=1, failed=counts["failed"], rate=f"{n / max(time.perf_counter() - started, 1e-9):.2f} pts/s")
 
             if executor == "inprocess":
                 for h, p in todo:
