@@ -142,21 +142,31 @@ def _bounded_regime(adapt: str, quick: bool) -> tuple[bool, dict, str]:
             err = float((g[k] - ex[k]).abs().max())
             worst_ratio = max(worst_ratio, err / info.error_bound[k])
             worst_rel = max(worst_rel, err / float(ex[k].abs().max()))
-    Ls = [2**j for j in ((14, 15, 16, 17) if quick else (13, 14, 15, 16, 17, 18))]  # below 2^14 fixed overheads still bend the line
+    # the benchmark target's range (issue: "fitted time exponent over L = 2^11 .. 2^16 <= 1.15"); over
+    # 2^14..2^17 the single-thread CPU-time exponent is ~1.15 (the (L, k) features leave the cache)
+    Ls = [2**j for j in range(11, 17)]
+    # CPU seconds of this process on one thread (time.process_time), not wall time: the exponent is a
+    # property of the algorithm and must not change when other work shares the cores (a parallel
+    # reproduce measured a wall-time exponent of 1.24 for the same code that measures ~1.0 alone).
     ts = []
-    for L in Ls:
-        inst = make_instance(L, 4, 2, adapt=adapt, bound=2.0, beta=0.25, seed=0)
-        approx_gradients(inst, eps=1e-3)
-        best = float("inf")
-        for _ in range(3):
-            t0 = time.perf_counter()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for L in Ls:
+            inst = make_instance(L, 4, 2, adapt=adapt, bound=2.0, beta=0.25, seed=0)
             approx_gradients(inst, eps=1e-3)
-            best = min(best, time.perf_counter() - t0)
-        ts.append(best)
+            best = float("inf")
+            for _ in range(3):
+                t0 = time.process_time()
+                approx_gradients(inst, eps=1e-3)
+                best = min(best, time.process_time() - t0)
+            ts.append(best)
+    finally:
+        torch.set_num_threads(threads)
     slope = _loglog_slope(Ls, ts)
     ok = worst_ratio <= 1.0 and worst_rel <= 1e-2 and slope <= 1.15
-    figs = {"R_max": Rmax, "max_err_over_bound": worst_ratio, "max_rel_err": worst_rel, "time_exponent": slope, "Ls": Ls, "seconds": ts}
-    return ok, figs, f"R <= {Rmax:.2f}: rel err {worst_rel:.1e} (<= 1e-2), err/bound {worst_ratio:.1e} (<= 1); time exponent {slope:.2f} over L = 2^{Ls[0].bit_length() - 1}..2^{Ls[-1].bit_length() - 1} (<= 1.15)"
+    figs = {"R_max": Rmax, "max_err_over_bound": worst_ratio, "max_rel_err": worst_rel, "time_exponent": slope, "Ls": Ls, "cpu_seconds": ts}
+    return ok, figs, f"R <= {Rmax:.2f}: rel err {worst_rel:.1e} (<= 1e-2), err/bound {worst_ratio:.1e} (<= 1); CPU-time exponent {slope:.2f} over L = 2^{Ls[0].bit_length() - 1}..2^{Ls[-1].bit_length() - 1} (<= 1.15)"
 
 
 @claim(

@@ -33,6 +33,18 @@ def _call(fn: Callable[..., dict], params: dict[str, Any]) -> tuple[dict | None,
         return None, traceback.format_exc(), time.perf_counter() - t0
 
 
+def _worker_init(jobs: int) -> None:
+    """Share the cores between workers: torch threads = cores // jobs (else 2 workers x 2 threads oversubscribe 2 cores)."""
+    import os
+
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))
+    except ImportError:  # torch is a dependency, but the engine itself does not need it
+        pass
+
+
 def _dask_client(executor: str, jobs: int):
     """A distributed.Client: a LocalCluster of ``jobs`` worker processes, or a scheduler address."""
     try:
@@ -111,7 +123,7 @@ def run_sweep(fn: Callable[..., dict], points: Sequence[dict[str, Any]], store: 
                     h, p = futs[fut]
                     store_one(h, p, fut.result())
             else:
-                pool = cf.ProcessPoolExecutor(max_workers=jobs)
+                pool = cf.ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init, initargs=(jobs,))
                 futs = {pool.submit(_call, fn, p): (h, p) for h, p in todo}
                 for fut in cf.as_completed(futs):
                     h, p = futs[fut]
