@@ -3,14 +3,16 @@
 Width n on both sides: Z in R^n (Rademacher, Theta(1) coordinates), A (r, n), B (n, r),
 Z_A = A Z (r,), Z_B = B Z_A (n,), W* = 0 (it does not move), alpha / r = 1, one sample with a
 +-1 target Y (n,) and loss 1/2 ||Z_B - Y||^2. Gradients dL/dB = dZbar (x) Z_A and
-dL/dA = (B^T dZbar) (x) Z; the optimizers are the Adam-type ones Thm 1 covers: "signsgd" and
-"adam" (processed gradients with Theta(1) entries). Per step the output change splits as
+dL/dA = (B^T dZbar) (x) Z; optimizers: the Adam-type ones Thm 1 covers, "signsgd" and "adam"
+(processed gradients with Theta(1) entries), and plain "gd" (which the paper analyses only in the
+toy model: here B^T dZbar sums n coordinates, so GD's exponents differ from the toy's and
+:func:`~lora_theory.lora_plus.gammas.predict_exponents` makes no layer-GD prediction). Per step the output change splits as
 
     Delta Z_B = B_{t-1} Delta Z_A (delta1) + Delta B Z_A^{t-1} (delta2) + Delta B Delta Z_A (delta3),
 
 and each vector is summarised by its root-mean-square coordinate (so Theta(1) means O(1) per
 coordinate, as in Def. 3). Columns match :func:`~lora_theory.lora_plus.toy.simulate_toy`
-(``b_t`` = RMS entry of B, ``aTx`` = RMS of Z_A, ``f`` = RMS of Z_B), so the same slope fits and
+(``b_t`` = RMS entry of B, ``aTx`` = ``Z_A`` = RMS of Z_A, ``f`` = ``Z_B`` = RMS of Z_B), so the same slope fits and
 the same Thm 1 recursion apply. Inits: 1 (B = 0, A ~ N(0, 1/n)), 2 (B ~ N(0, 1), A = 0).
 
 Reference: Hayou et al. (2024), Sec. 4, Thm 1; claim ``lora_plus.thm1``.
@@ -34,18 +36,27 @@ def _rms(v: torch.Tensor) -> torch.Tensor:
 
 def simulate_layer(widths: Sequence[int], steps: int, *, optimizer: str = "adam", init: int = 1, a: float = -1.0, b: float = 0.0,
                    c_a: float = 0.1, c_b: float = 0.1, r: int = 4, seeds: Sequence[int] = (0,)) -> pd.DataFrame:
-    """Run the Sec. 4 layer for every (width, seed) with eta_A = c_a n^a, eta_B = c_b n^b (seeds batched).
+    """Z_B = B A Z trained on 1/2 ||Z_B - Y||^2 with eta_A = c_a n^a, eta_B = c_b n^b, every (n, seed) (seeds batched).
+
+    Args:
+        widths: integers > r. steps: >= 1. optimizer: "gd", "signsgd" or "adam".
+        init: 1 (B = 0, A ~ N(0, 1/n)) or 2 (B ~ N(0, 1), A = 0). a, b: exponents of eta_A, eta_B.
+        c_a, c_b: the O(1) constants (> 0). r: the rank. seeds: non-empty, batched.
 
     Returns:
-        Tidy DataFrame: n, seed, step, delta1, delta2, delta3, df, b_t, aTx, f, loss and the configuration.
+        Tidy DataFrame, one row per (n, seed, step): RMS coordinates of delta1, delta2, delta3 and
+        df (= Z_B^t - Z_B^{t-1}), b_t (RMS entry of B), aTx = Z_A and f = Z_B (RMS coordinates),
+        loss, and the configuration (model = "layer", optimizer, init, a, b).
     """
-    check_choice("optimizer", optimizer, ("signsgd", "adam"))
+    check_choice("optimizer", optimizer, ("gd", "signsgd", "adam"))
     if init not in (1, 2):
         raise InvalidArgumentError(f"init: expected 1 or 2, got {init!r}")
     steps, r = check_int("steps", steps, low=1), check_int("r", r, low=1)
     c_a, c_b = check_positive("c_a", c_a), check_positive("c_b", c_b)
-    if not widths or any(int(n) <= r for n in widths):
+    if not widths or any(check_int("widths", n) <= r for n in widths):
         raise InvalidArgumentError(f"widths: expected integers > r = {r}, got {list(widths)}")
+    if len(seeds) == 0:
+        raise InvalidArgumentError("seeds: expected at least one seed, got none")
     f64 = torch.float64
     rows = []
     for n in widths:
@@ -74,8 +85,9 @@ def simulate_layer(widths: Sequence[int], steps: int, *, optimizer: str = "adam"
             d3 = torch.einsum("snr,sr->sn", dB, dZA)
             A, B = A + dA, B + dB
             ZB_new = torch.einsum("snr,sr->sn", B, torch.einsum("srn,sn->sr", A, Z))
+            za_new = _rms(torch.einsum("srn,sn->sr", A, Z))
             vals = {"delta1": _rms(d1), "delta2": _rms(d2), "delta3": _rms(d3), "df": _rms(ZB_new - ZB), "b_t": _rms(B),
-                    "aTx": _rms(torch.einsum("srn,sn->sr", A, Z)), "f": _rms(ZB_new), "loss": 0.5 * (ZB_new - Y).pow(2).sum(1)}
+                    "aTx": za_new, "Z_A": za_new, "f": _rms(ZB_new), "Z_B": _rms(ZB_new), "loss": 0.5 * (ZB_new - Y).pow(2).sum(1)}
             for i, seed in enumerate(seeds):
                 rows.append({"model": "layer", "optimizer": optimizer, "init": init, "a": a, "b": b, "n": n, "seed": seed, "step": t,
                              **{k: float(v[i]) for k, v in vals.items()}})

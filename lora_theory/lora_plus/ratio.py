@@ -18,11 +18,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .._validate import InvalidArgumentError, check_int, check_positive
+
 __all__ = ["ratio_grid", "toy_network"]
 
 
 def toy_network(*, n: int = 100, d: int = 5, r: int = 4, n_train: int = 1000, n_test: int = 100, seed: int = 0):
-    """The fixed data and frozen network: (H_train, H_test, Y_train, Y_test, W* (n, n), W_out (n,), A0 (r, n)).
+    """H = relu(X W_in^T), Y = sin(mean(X)): data and frozen network (H_train, H_test, Y_train, Y_test, W* (n, n), W_out (n,), A0 (r, n)).
 
     H = relu(X W_in^T) are the first layer's features (W_in is frozen, so they are fixed).
     """
@@ -40,7 +42,23 @@ def toy_network(*, n: int = 100, d: int = 5, r: int = 4, n_train: int = 1000, n_
 
 def ratio_grid(eta_As: Sequence[float] = tuple(np.logspace(-3, 1.5, 10)), eta_Bs: Sequence[float] = tuple(np.logspace(-3, 1.5, 10)), *,
                n: int = 100, d: int = 5, r: int = 4, n_train: int = 1000, n_test: int = 100, steps: int = 200, seed: int = 0) -> pd.DataFrame:
-    """Final train and test loss for every (eta_A, eta_B). Rows: eta_A, eta_B, ratio, train_loss, test_loss."""
+    """L(eta_A, eta_B) = 1/2 mean_test (f(x) - y)^2 after ``steps`` full-batch GD steps on A, B, for every grid point.
+
+    Args:
+        eta_As, eta_Bs: positive learning rates of A (r, n) and B (n, r); the grid is their product.
+        n, d, r, n_train, n_test: sizes of :func:`toy_network`. steps: GD steps. seed: data and network.
+
+    Returns:
+        Tidy DataFrame, one row per grid point: eta_A, eta_B, ratio (= eta_B / eta_A), train_loss,
+        test_loss (inf where the run diverged).
+    """
+    for name, etas in (("eta_As", eta_As), ("eta_Bs", eta_Bs)):
+        if len(etas) == 0:
+            raise InvalidArgumentError(f"{name}: expected at least one learning rate, got none")
+        for e in etas:
+            check_positive(name, e)
+    for name, v in (("n", n), ("d", d), ("r", r), ("n_train", n_train), ("n_test", n_test), ("steps", steps)):
+        check_int(name, v, low=1)
     Htr, Hte, Ytr, Yte, W, W_out, A0 = toy_network(n=n, d=d, r=r, n_train=n_train, n_test=n_test, seed=seed)
     f64 = torch.float64
     ea = torch.tensor([a for a in eta_As for _ in eta_Bs], dtype=f64)  # (G,) grid flattened

@@ -45,11 +45,20 @@ def simulate_toy(
     seeds: Sequence[int] = (0,),
     y: float = 1.0,
 ) -> pd.DataFrame:
-    """Run the toy model for every (width, seed) with eta_A = c_a n^a, eta_B = c_b n^b.
+    """f_t = b_t a_t^T x under GD / SignSGD / Adam on 1/2 (f - y)^2, eta_A = c_a n^a, eta_B = c_b n^b, every (n, seed).
 
     Returns:
-        Tidy DataFrame: n, seed, step (1..steps), delta1, delta2, delta3, df (= f_t - f_{t-1}),
-        f, b, aTx, loss, plus the configuration (optimizer, init, a, b).
+    Args:
+        widths: positive widths n. steps: >= 1. optimizer: "gd", "signsgd" or "adam".
+        init: 1 (b = 0, a^T x = 1) or 2 (b = 1, a = 0). a, b: exponents of eta_A, eta_B.
+        c_a, c_b: the O(1) constants of the learning rates (> 0). seeds: non-empty, batched.
+        y: the target.
+
+    Returns:
+        Tidy DataFrame, one row per (n, seed, step), step = 1..steps: delta1, delta2, delta3,
+        df (= f_t - f_{t-1} = delta1 + delta2 + delta3), f, b_t, aTx (= a_t^T x), Z_A (= a_t^T x,
+        the adapter's feature), Z_B (= f_t, its output), loss (1/2 (f_t - y)^2), plus the
+        configuration (optimizer, init, a, b).
     """
     check_choice("optimizer", optimizer, ("gd", "signsgd", "adam"))
     if init not in (1, 2):
@@ -59,6 +68,8 @@ def simulate_toy(
     widths = [check_int("widths", n, low=1) for n in widths]
     if not widths:
         raise InvalidArgumentError("widths: expected at least one width, got none")
+    if len(seeds) == 0:
+        raise InvalidArgumentError("seeds: expected at least one seed, got none")
     rows = []
     f64 = torch.float64
     for n in widths:
@@ -84,10 +95,12 @@ def simulate_toy(
             ds = (dA * x).sum(1)  # (S,) change of a^T x
             d1, d2, d3 = B * ds, dB * s, dB * ds
             A, B = A + dA, B + dB
-            f_new = B * (A * x).sum(1)
+            s_new = (A * x).sum(1)  # (S,) a_t^T x
+            f_new = B * s_new
             loss = 0.5 * (f_new - y) ** 2  # tensor arithmetic: an exploding run gives inf, not an OverflowError
             for i, seed in enumerate(seeds):
                 rows.append({"optimizer": optimizer, "init": init, "a": a, "b": b, "n": n, "seed": seed, "step": t,
                              "delta1": float(d1[i]), "delta2": float(d2[i]), "delta3": float(d3[i]), "df": float(f_new[i] - f[i]),
-                             "f": float(f_new[i]), "b_t": float(B[i]), "aTx": float((A[i] * x[i]).sum()), "loss": float(loss[i])})
+                             "f": float(f_new[i]), "b_t": float(B[i]), "aTx": float(s_new[i]), "Z_A": float(s_new[i]), "Z_B": float(f_new[i]),
+                             "loss": float(loss[i])})
     return pd.DataFrame(rows)
