@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 import lora_theory as lt
-from lora_theory.approx import approx_gradients, random_feature_gradients
+from lora_theory.approx import approx_gradients
+from lora_theory.random_features import random_feature_gradients
 
 
 def timed(fn, repeats: int, device: str) -> float:

@@ -8,7 +8,8 @@ Public API (re-exported here; the code lives in one module per mathematical obje
   :func:`weight_gradients`, :func:`dense_terms`, :func:`lora_chain` (``lora_theory.exact``)
 - the polynomial method: :func:`exp_polynomial`, :func:`degree_bound`,
   :func:`polynomial_features`, :func:`approx_gradients`, :func:`random_feature_gradients`
-  (``lora_theory.polynomial``, ``lora_theory.features``, ``lora_theory.approx``); sweeps in
+  (``lora_theory.polynomial``, ``lora_theory.features``, ``lora_theory.approx``,
+  ``lora_theory.random_features``); sweeps in
   ``lora_theory.phase``
 - LoRA-GA: :func:`lora_ga_init`, :func:`first_step_update`, :func:`alignment_report`,
   :func:`stable_scale_report` (``lora_theory.lora_ga``); :func:`estimate_gradients`,
@@ -24,7 +25,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from ._validate import InvalidArgumentError
-from .approx import ApproximationError, ApproxInfo, approx_gradients, random_feature_gradients, score_range_bound
+from .approx import ApproximationError, ApproxInfo, approx_gradients, score_range_bound
 from .audit import audit_lora_ga
 from .claims import all_claims, get_claim, run_checks
 from .exact import autograd_gradients, default_block_size, dense_terms, exact_gradients, lora_chain, loss, weight_gradients
@@ -36,6 +37,7 @@ from .lora_plus import (coord_check, fit_exponents, loraplus_param_groups, make_
                         width_sweep)
 from .instance import AttentionLoRAInstance, hard_instance, make_instance, norm_bounds, score_range
 from .polynomial import ExpPolynomial, degree_bound, exp_polynomial
+from .random_features import random_feature_gradients
 from .tolerances import TOLERANCES, max_rel_error
 
 try:

@@ -40,7 +40,9 @@ from .features import polynomial_features
 from .instance import AttentionLoRAInstance
 from .polynomial import ExpPolynomial, exp_polynomial
 
-__all__ = ["ApproxInfo", "ApproximationError", "approx_gradients", "lowrank_gradients", "random_feature_gradients", "score_range_bound"]
+__all__ = ["ApproxInfo", "ApproximationError", "approx_gradients", "lowrank_gradients", "score_range_bound"]
+
+# The Performer FAVOR+ peer lives in lora_theory.random_features (it reuses lowrank_gradients).
 
 
 class ApproximationError(ValueError):
@@ -232,6 +234,9 @@ def approx_gradients(
     dmin = float(D.min() / D.abs().max())
     if not dmin > 0:
         reasons.append(f"the approximate normalizer D~ is not positive (min D~ / max |D~| = {dmin:.2e})")
+    bad = [k for k, v in grads.items() if not bool(torch.isfinite(v).all())]
+    if bad:  # a safety net: certified inputs never get here, but a forced degree or an overflow can
+        reasons.append(f"non-finite gradients {bad}")
     bound = _error_bound(inst, delta, aux)
     info = ApproxInfo(
         valid=not reasons, reason="; ".join(reasons), degree=poly.degree, rank=U.shape[1], R=R_used,
@@ -241,51 +246,4 @@ def approx_gradients(
     if reasons and on_invalid == "raise":
         raise ApproximationError("approx_gradients: cannot certify the approximation: " + "; ".join(reasons)
                                  + ". Raise max_degree or eps, reduce the norms (bound), or pass on_invalid='flag'.")
-    return grads, info
-
-
-def random_feature_gradients(inst: AttentionLoRAInstance, m: int, seed: int = 0, *, orthogonal: bool = True) -> tuple[dict[str, torch.Tensor], ApproxInfo]:
-    """LoRA gradients with Performer FAVOR+ positive random features in place of exp(S).
-
-    phi(x) = m^{-1/2} exp(w^T x - ||x||^2 / 2), w ~ N(0, I_d) (orthogonal blocks when
-    ``orthogonal``), x = sqrt(beta) q or sqrt(beta) k: E[phi(q) . phi(k)] = exp(beta q . k).
-    Same chain and interface as :func:`approx_gradients` (its error bound is not available:
-    the estimate is unbiased but random, ``info.error_bound`` is empty).
-
-    Reference: Choromanski et al. (2021), "Rethinking Attention with Performers", Lemma 1.
-    """
-    inst = _check_instance(inst)
-    m = check_int("m", m, low=1)
-    seed = check_int("seed", seed, low=0)
-    t0 = time.perf_counter()
-    Q, K, _ = inst.projections()
-    d = inst.d
-    gen = torch.Generator().manual_seed(seed)
-    if orthogonal:
-        blocks = []
-        for _ in range(math.ceil(m / d)):
-            G = torch.randn(d, d, generator=gen, dtype=torch.float64)
-            Qo, _ = torch.linalg.qr(G)  # orthonormal rows, then rescale to chi(d)-distributed norms
-            norms = torch.randn(d, d, generator=gen, dtype=torch.float64).norm(dim=1)
-            blocks.append(Qo * norms[:, None])
-        W = torch.cat(blocks)[:m]
-    else:
-        W = torch.randn(m, d, generator=gen, dtype=torch.float64)
-    W = W.to(dtype=Q.dtype, device=Q.device)  # (m, d)
-    sb = math.sqrt(inst.beta)
-    Xq, Xk = Q * sb, K * sb
-    lq = Xq @ W.T - 0.5 * (Xq * Xq).sum(dim=1, keepdim=True)  # (L, m) log phi(q) + log sqrt(m)
-    lk = Xk @ W.T - 0.5 * (Xk * Xk).sum(dim=1, keepdim=True)
-    # Stabilizing shifts: a per-row constant on the query side and one global constant on the key
-    # side multiply U V^T by c_i and c: both cancel in D~^{-1} U V^T, and keep exp from overflowing.
-    U = torch.exp(lq - lq.amax(dim=1, keepdim=True))
-    V = torch.exp(lk - lk.max())
-    t1 = time.perf_counter()
-    grads, G, aux = lowrank_gradients(inst, U, V)
-    t2 = time.perf_counter()
-    D = aux["D"]
-    dmin = float(D.min() / D.abs().max())
-    info = ApproxInfo(valid=dmin > 0, reason="" if dmin > 0 else "D~ not positive", degree=0, rank=m,
-                      R=score_range_bound(inst), poly_rel_error=float("nan"), min_normalizer=dmin,
-                      times={"features": t1 - t0, "gradients": t2 - t1, "total": t2 - t0}, method="random_features")
     return grads, info

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import lora_theory as lt
 from lora_theory import strategies as lts
 from lora_theory.tolerances import tolerance
-from lora_theory.approx import ApproximationError, approx_gradients, random_feature_gradients, score_range_bound
+from lora_theory.approx import ApproximationError, approx_gradients, score_range_bound
 
 
 @given(inst=lts.instances(max_d=4, bound=st.sampled_from((0.3, 0.7, 1.2))), eps=st.sampled_from((1e-3, 1e-6)), method=st.sampled_from(("chebyshev", "taylor")))
@@ -82,23 +82,10 @@ def test_never_forms_L_by_L():
     assert mem["peak_bytes"] < 256 * 2**20, mem
 
 
-def test_random_features_peer_is_worse_at_equal_rank():
-    inst = lt.make_instance(512, 4, 2, adapt="qkv", bound=1.0, beta=0.25, seed=2)
-    ex = lt.exact_gradients(inst)
-    g, info = approx_gradients(inst, eps=1e-3)
-    grf, rinfo = random_feature_gradients(inst, info.rank, seed=0)
-    assert rinfo.rank == info.rank and rinfo.valid
-    poly = max(lt.max_rel_error(g[k], ex[k]) for k in ex)
-    rf = max(lt.max_rel_error(grf[k], ex[k]) for k in ex)
-    assert poly < rf
-
-
 def test_bad_input():
     inst = lt.make_instance(8, 3, 1)
     for kwargs, match in [({"eps": 0.0}, "eps"), ({"eps": 2.0}, "eps"), ({"method": "remez"}, "method"), ({"on_invalid": "ignore"}, "on_invalid"), ({"degree": -1}, "degree")]:
         with pytest.raises(ValueError, match=match):
             approx_gradients(inst, **kwargs)
-    with pytest.raises(ValueError, match="m"):
-        random_feature_gradients(inst, 0)
     with pytest.raises(ValueError, match="inst"):
         approx_gradients(None)
