@@ -4,11 +4,15 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lora_theory.lora_plus import fit_exponents, predict_exponents, simulate_toy, width_sweep
 from lora_theory.lora_plus.sweep import compare
+from lora_theory.tolerances import tolerance
+
+RTOL = tolerance(torch.float64)
 
 WIDTHS = tuple(2**k for k in range(6, 12))
 BOUNDED = [("gd", 1, -1, 0), ("gd", 2, -1, 0), ("gd", 1, "-1/2", "-1/2"), ("signsgd", 1, -1, 0), ("signsgd", 2, -1, 0),
@@ -42,10 +46,10 @@ def test_gd_deltas_match_closed_forms():
     prev = {"b": 1.0, "s": 0.0}
     for row in df.itertuples():
         U = prev["b"] * prev["s"] - 1.0
-        assert math.isclose(row.delta1, -eta_a * prev["b"] ** 2 * U * n, rel_tol=1e-12, abs_tol=1e-15)
-        assert math.isclose(row.delta2, -eta_b * prev["s"] ** 2 * U, rel_tol=1e-12, abs_tol=1e-15)
-        assert math.isclose(row.delta3, eta_a * eta_b * U**2 * prev["b"] * prev["s"] * n, rel_tol=1e-12, abs_tol=1e-15)
-        assert math.isclose(row.df, row.delta1 + row.delta2 + row.delta3, rel_tol=1e-12, abs_tol=1e-15)
+        assert math.isclose(row.delta1, -eta_a * prev["b"] ** 2 * U * n, rel_tol=RTOL, abs_tol=1e-15)
+        assert math.isclose(row.delta2, -eta_b * prev["s"] ** 2 * U, rel_tol=RTOL, abs_tol=1e-15)
+        assert math.isclose(row.delta3, eta_a * eta_b * U**2 * prev["b"] * prev["s"] * n, rel_tol=RTOL, abs_tol=1e-15)
+        assert math.isclose(row.df, row.delta1 + row.delta2 + row.delta3, rel_tol=RTOL, abs_tol=1e-15)
         prev = {"b": row.b_t, "s": row.aTx}
 
 

@@ -8,6 +8,7 @@ their explosion onset (later, finite widths lag behind the recursion; see paper_
 """
 from __future__ import annotations
 
+import functools
 from fractions import Fraction
 
 import pandas as pd
@@ -26,6 +27,14 @@ THM1_CONFIGS = [("signsgd", 1, -1, 0, 4), ("signsgd", 2, -1, 0, 4), ("adam", 1, 
 THM1_LAYER_CONFIGS = [("signsgd", 1, -1, 0, 2), ("signsgd", 2, -1, 0, 2), ("adam", 1, -1, 0, 2), ("adam", 2, -1, 0, 2), ("adam", 1, -1, -1, 2), ("adam", 1, 0, 0, 2)]
 
 
+@functools.lru_cache(maxsize=128)
+def _fitted(opt: str, init: int, a: str, b: str, steps: int, quick: bool, model: str) -> pd.DataFrame:
+    """Fitted slopes of one configuration (cached: the claims, the figure and the tests share sweeps; callers do not mutate)."""
+    widths = tuple(2**k for k in (range(6, 13) if quick else range(6, 15)))
+    df = width_sweep(widths, steps, seeds=(0, 1, 2), optimizer=opt, init=init, a=float(Fraction(a)), b=float(Fraction(b)), model=model)
+    return fit_exponents(df)
+
+
 def check_configs(configs, quick: bool, steps: int = 4, model: str = "toy", predict_with=None) -> tuple[bool, pd.DataFrame]:
     """ok = all |slope_measured - gamma_predicted| <= SLOPE_TOL over the delta terms of every configuration.
 
@@ -39,12 +48,11 @@ def check_configs(configs, quick: bool, steps: int = 4, model: str = "toy", pred
     Returns:
         (ok, table): one row per (configuration, step, term) with slope, gamma, error, ok.
     """
-    widths = tuple(2**k for k in (range(6, 13) if quick else range(6, 15)))
     parts = []
     for opt, init, a, b, upto in configs:
-        df = width_sweep(widths, steps, seeds=(0, 1, 2), optimizer=opt, init=init, a=float(Fraction(str(a))), b=float(Fraction(str(b))), model=model)
+        fitted = _fitted(opt, init, str(a), str(b), steps, bool(quick), model)
         p_opt, p_init, p_a, p_b = (opt, init, a, b) if predict_with is None else predict_with((opt, init, a, b))
-        cmp = compare(fit_exponents(df), predict_exponents(p_opt, p_init, p_a, p_b, steps), tol=SLOPE_TOL)
+        cmp = compare(fitted, predict_exponents(p_opt, p_init, p_a, p_b, steps), tol=SLOPE_TOL)
         cmp = cmp[cmp.step <= upto].assign(optimizer=opt, init=init, a=str(a), b=str(b), model=model)
         parts.append(cmp)
     table = pd.concat(parts, ignore_index=True)
