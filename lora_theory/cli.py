@@ -149,6 +149,8 @@ def reproduce(
     quick: bool = typer.Option(True, "--quick/--full", help="Minutes on 2 cores (default) or paper scale."),
     jobs: int = typer.Option(1, "--jobs", help="Worker processes for the claim checks."),
     executor: str = typer.Option("inprocess", "--executor", help="'inprocess', 'process', 'dask-local' or 'dask://HOST:PORT'."),
+    claim: Optional[list[str]] = typer.Option(None, "--claim", help="Only these claim ids (repeatable; default: all)."),
+    figure: Optional[list[str]] = typer.Option(None, "--figure", help="Only these figures (repeatable; default: all)."),
 ) -> None:
     """Run every claim check and figure, and write OUT/report.md and OUT/results.json (resumes from OUT/store.sqlite)."""
     from .report import reproduce as _reproduce
@@ -156,8 +158,14 @@ def reproduce(
     if not (executor in ("inprocess", "process", "dask-local") or executor.startswith("dask://")):
         raise typer.BadParameter(f"expected 'inprocess', 'process', 'dask-local' or 'dask://HOST:PORT', got {executor!r}", param_hint="--executor")
     with console.status("reproducing...") as status:
-        df, report = _reproduce(out, quick=quick, progress=lambda msg: status.update(msg), jobs=jobs,
-                                executor="process" if jobs > 1 and executor == "inprocess" else executor)
+        try:
+            df, report = _reproduce(out, quick=quick, progress=lambda msg: status.update(msg), jobs=jobs, claims=claim or None, figures=figure or None,
+                                    executor="process" if jobs > 1 and executor == "inprocess" else executor)
+        except ValueError as e:  # an unknown claim or figure, bad --jobs, a foreign OUT/store.sqlite
+            raise typer.BadParameter(str(e)) from None
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what finished is in the store
+            console.print(f"interrupted: finished checks and figures are in {out / 'store.sqlite'}; run the same command again to resume")
+            raise typer.Exit(130) from None
     _print_checks(df, as_json=False)
     console.print(f"report: {report}")
     raise typer.Exit(0 if (df.verdict != "error").all() else 1)
@@ -268,8 +276,8 @@ def sweep_run(
     from .sweeps import load_toml, run_sweep
 
     try:
-        name, fn, points = load_toml(file)
-        counts = run_sweep(fn, points, store, name=name, jobs=jobs, executor=executor, retry_failed=retry_failed)
+        spec = load_toml(file)
+        counts = run_sweep(spec.fn, spec.points, store, name=spec.name, jobs=jobs, executor=executor, seed=spec.seed, retry_failed=retry_failed)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     console.print(counts)
@@ -283,12 +291,12 @@ def sweep_status(store: Path = typer.Argument(..., help="SQLite results store.")
 
     try:
         with ResultStore(store, readonly=True) as st:
-            df = st.load()
+            df = st.sweeps()
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
-    t = Table("sweep", "points", "failed")
-    for name, g in df.groupby("_sweep") if len(df) else []:
-        t.add_row(str(name), str(len(g)), str(int(g._error.notna().sum())))
+    t = Table("sweep", "points", "failed", "compute s", "last finished (UTC)")
+    for r in df.itertuples():
+        t.add_row(str(r.sweep), str(r.points), str(int(r.failed)), f"{r.seconds:.1f}", time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.last)))
     console.print(t)
 
 

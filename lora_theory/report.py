@@ -97,12 +97,17 @@ def stored_figure_tables(store: str | Path, mode: str | None = None) -> dict[str
 
 def _render_figures(out: Path, store: Path, mode: str, quick: bool, names: list[str] | None, jobs: int, executor: str,
                     progress: Callable[[str], None] | None) -> dict[str, dict]:
+    from .figures import get_figure
     from .sweeps import ResultStore, run_sweep
 
     specs = [s for s in all_figures() if names is None or s.name in names]
+    for n in names or []:
+        get_figure(n)  # an unknown name is an error, not silently skipped
     if progress:
         progress(f"computing {len(specs)} figures ({mode})")
-    run_sweep(figure_point, [{"figure": s.name, "quick": quick} for s in specs], store, name=f"figures-{mode}", jobs=jobs, executor=executor, progress=False)
+    if run_sweep(figure_point, [{"figure": s.name, "quick": quick} for s in specs], store, name=f"figures-{mode}", jobs=jobs, executor=executor,
+                 progress=False).get("interrupted"):
+        raise KeyboardInterrupt  # Ctrl-C / SIGTERM: finished tables are stored, a re-run resumes
     tables = stored_figure_tables(store, mode)
     with ResultStore(store, readonly=True) as st:
         errors = st.load(f"figures-{mode}")
@@ -149,7 +154,9 @@ def reproduce(out: str | Path = "results", *, quick: bool = True, claims: list[s
     if progress:
         progress(f"checking {len(ids)} claims ({mode})")
     store = out / "store.sqlite"
-    run_sweep(check_point, [{"claim": i, "quick": quick} for i in ids], store, name=f"claims-{mode}", jobs=jobs, executor=executor, progress=False)
+    if run_sweep(check_point, [{"claim": i, "quick": quick} for i in ids], store, name=f"claims-{mode}", jobs=jobs, executor=executor,
+                 progress=False).get("interrupted"):
+        raise KeyboardInterrupt  # Ctrl-C / SIGTERM: finished checks are stored, a re-run resumes
     with ResultStore(store, readonly=True) as st:
         stored = st.load(f"claims-{mode}")
     stored = stored[stored.claim.isin(ids)].drop_duplicates("claim", keep="last").set_index("claim")

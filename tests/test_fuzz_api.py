@@ -37,7 +37,7 @@ def _call(fn, *args, **kwargs):
 @settings(max_examples=60, deadline=None)
 @given(L=junk, d=junk, r=junk, adapt=junk, attention=junk, bound=junk, beta=junk, alpha=junk, seed=junk)
 def test_make_instance_fuzz(L, d, r, adapt, attention, bound, beta, alpha, seed):
-    kwargs = {k: v for k, v in dict(adapt=adapt, attention=attention, bound=bound, beta=beta, alpha=alpha, seed=seed).items() if v is not None}
+    kwargs = {k: v for k, v in {"adapt": adapt, "attention": attention, "bound": bound, "beta": beta, "alpha": alpha, "seed": seed}.items() if v is not None}
     inst = _call(lt.make_instance, L, d, r, **kwargs)
     if inst is not None and inst.L <= 64 and inst.d <= 16:
         _call(lt.exact_gradients, inst, block_size=3)
@@ -58,7 +58,7 @@ def test_gradient_functions_fuzz(block, eps, degree, method):
 @given(shape=st.tuples(st.integers(0, 12), st.integers(0, 12)), r=junk, direction=junk, scale=junk, alpha=junk, fill=st.sampled_from([0.0, 1.0, math.nan, math.inf, None]))
 def test_lora_ga_init_fuzz(shape, r, direction, scale, alpha, fill):
     G = torch.randn(*shape, dtype=torch.float64) if fill is None else torch.full(shape, fill, dtype=torch.float64)
-    kwargs = {k: v for k, v in dict(direction=direction, scale=scale).items() if v is not None}
+    kwargs = {k: v for k, v in {"direction": direction, "scale": scale}.items() if v is not None}
     init = _call(lt.lora_ga_init, G, r, alpha=alpha if alpha is not None else 1.0, **kwargs)
     if init is not None:
         _call(lt.alignment_report, G, init.A, init.B, init.eta)

@@ -1,6 +1,8 @@
-"""Durable, resumable sweeps: a SQLite results store, grids with content hashes, and an engine."""
-from .engine import run_sweep
-from .grid import grid, load_toml, point_hash
+"""Durable, resumable sweeps: grids with content hashes, a SQLite results store, executors
+(in-process, local process pool, Dask distributed) and the engine that ties them together."""
+from .engine import SweepInterrupted, run_sweep
+from .executors import make_executor
+from .grid import SweepSpec, grid, load_toml, point_hash
 from .store import ResultStore, StoreError
 
-__all__ = ["ResultStore", "StoreError", "grid", "load_toml", "point_hash", "run_sweep"]
+__all__ = ["ResultStore", "StoreError", "SweepInterrupted", "SweepSpec", "grid", "load_toml", "make_executor", "point_hash", "run_sweep"]

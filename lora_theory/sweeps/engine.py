@@ -1,5 +1,5 @@
-"""Run a sweep durably: skip finished points, run the rest in-process or in a process pool,
-record every result from the coordinating process, show progress, stop cleanly on Ctrl-C / SIGTERM.
+"""Run a sweep durably: skip finished points, run the rest on an executor, record every result from
+the coordinating process as it arrives, show progress, stop cleanly on Ctrl-C / SIGTERM.
 
 ``run_sweep(fn, points, store, name=...)``: ``fn(**params) -> dict`` of metrics (a module-level
 function, so that worker processes can import it). A point that raises is stored with its
@@ -7,139 +7,126 @@ traceback and is retried only with ``retry_failed=True``.
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
+import pickle
 import signal
+import threading
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from .._validate import check_choice, check_int
-from .grid import point_hash
+from .._validate import InvalidArgumentError, check_int
+from .executors import make_executor
+from .grid import check_point, point_hash
 from .store import ResultStore
 
-__all__ = ["run_sweep"]
+__all__ = ["SweepInterrupted", "run_sweep"]
 
 
-def _call(fn: Callable[..., dict], params: dict[str, Any]) -> tuple[dict | None, str | None, float]:
-    t0 = time.perf_counter()
-    try:
-        out = fn(**params)
-        return {k: (float(v) if isinstance(v, int | float) else v) for k, v in dict(out).items()}, None, time.perf_counter() - t0
-    except Exception:  # recorded with the point; the sweep goes on
-        return None, traceback.format_exc(), time.perf_counter() - t0
+class SweepInterrupted(BaseException):
+    """Raised in the coordinator by SIGTERM (a BaseException, like KeyboardInterrupt: never recorded as a failed point)."""
 
 
-def _worker_init(jobs: int) -> None:
-    """Share the cores between workers: torch threads = cores // jobs (else 2 workers x 2 threads oversubscribe 2 cores)."""
-    import os
-
-    try:
-        import torch
-
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))
-    except ImportError:  # torch is a dependency, but the engine itself does not need it
-        pass
-
-
-def _dask_client(executor: str, jobs: int):
-    """A distributed.Client: a LocalCluster of ``jobs`` worker processes, or a scheduler address."""
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError as e:  # optional dependency
-        raise ImportError("the Dask executor needs 'dask[distributed]': pip install 'lora-theory[sweeps]'") from e
-    if executor == "dask-local":
-        cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1")
-        client = Client(cluster)
-        client._lora_theory_cluster = cluster
-        return client
-    return Client(executor.removeprefix("dask://"))
-
-
-class _Stop(BaseException):  # not an Exception: _call must not record it as a failed point
-    pass
+def _on_sigterm(signum, frame):  # SIGTERM behaves like Ctrl-C: stop cleanly, keep what is stored
+    raise SweepInterrupted()
 
 
 def run_sweep(fn: Callable[..., dict], points: Sequence[dict[str, Any]], store: ResultStore | str | Path, *, name: str,
-              jobs: int = 1, executor: str = "process", retry_failed: bool = False, progress: bool = True) -> dict[str, int]:
-    """Run the unfinished points of a sweep and store each result as it finishes.
+              jobs: int = 1, executor: str | None = None, seed: int | None = 0, retry_failed: bool = False,
+              progress: bool = True) -> dict[str, int]:
+    """Run the points of sweep ``name`` that ``store`` does not hold yet; commit each as it finishes.
+
+    A point's identity is ``point_hash(name, params, seed)`` (with the toolkit version), so a
+    re-run (the default behaviour is resume) skips every stored point, and a changed seed or
+    toolkit version recomputes. Results are written only by this (the coordinating) process.
 
     Args:
-        fn: ``fn(**params) -> dict`` of metrics (picklable for the process executor).
-        points: parameter dicts (e.g. from :func:`~lora_theory.sweeps.grid.grid`).
-        store: a :class:`ResultStore` or a path to one.
+        fn: ``fn(**params) -> dict`` of JSON-able metrics (numbers, strings, lists; numpy/torch
+            scalars are converted). Must be picklable (module-level) for process and Dask executors.
+        points: parameter dicts of JSON values (e.g. from :func:`~lora_theory.sweeps.grid.grid`).
+        store: a :class:`ResultStore` or a path to one (created if missing).
         name: the sweep's name (part of every point's hash).
-        jobs: worker processes for ``executor="process"``.
-        executor: "process" (default), "inprocess" (debugging), "dask-local" (a Dask LocalCluster
-            with ``jobs`` workers) or "dask://HOST:PORT" (a running Dask scheduler). Results always
-            come back to this process, which alone writes the store.
+        jobs: workers for "process" and "dask-local".
+        executor: "process" (a local process pool; the default when ``jobs > 1``), "inprocess"
+            (the default when ``jobs == 1``; debugging), "dask-local" (a Dask LocalCluster of
+            ``jobs`` workers on 127.0.0.1) or "dask://HOST:PORT" (a running Dask scheduler).
+        seed: sweep seed; before each point the global RNGs (random, numpy, torch) are seeded from
+            (seed, point hash), so stored metrics are identical across runs, executors and resumes.
+            ``None`` leaves the RNGs alone.
         retry_failed: also re-run points stored with an error.
+        progress: show a progress bar (points done, failed, rate, ETA).
 
     Returns:
-        {"total", "skipped", "done", "failed"} counts for this run.
+        {"total" (distinct points), "skipped" (already stored), "done", "failed"} counts for this run, plus "interrupted": 1 when
+        Ctrl-C or SIGTERM stopped it (everything finished before that is stored).
+
+    Raises:
+        InvalidArgumentError: bad arguments or points. StoreError: a foreign or corrupt store.
     """
-    if not (executor in ("process", "inprocess", "dask-local") or executor.startswith("dask://")):
-        check_choice("executor", executor, ("process", "inprocess", "dask-local", "dask://HOST:PORT"))
+    if not isinstance(name, str) or not name:
+        raise InvalidArgumentError(f"name: expected a non-empty string, got {name!r}")
+    if not callable(fn):
+        raise InvalidArgumentError(f"fn: expected a callable fn(**params) -> dict, got {type(fn).__name__}")
     jobs = check_int("jobs", jobs, low=1)
+    if seed is not None:
+        seed = check_int("seed", seed, low=0)
+    if isinstance(points, dict | str) or not isinstance(points, Sequence):
+        raise InvalidArgumentError(f"points: expected a list of parameter dicts, got {type(points).__name__}")
+    points = [check_point(p, i) for i, p in enumerate(points)]
+    executor = ("inprocess" if jobs == 1 else "process") if executor is None else executor
+    if executor != "inprocess":
+        try:
+            pickle.dumps(fn)
+        except (pickle.PicklingError, AttributeError, TypeError) as e:  # lambdas, closures, locally defined functions
+            raise InvalidArgumentError(f"fn: expected a picklable (module-level) function for executor {executor!r}, got {fn!r} ({e})") from None
+
     own = not isinstance(store, ResultStore)
     st = ResultStore(store) if own else store
-    finished = st.done(name, include_failed=not retry_failed)
-    todo = [(point_hash(name, p), p) for p in points]
-    todo = [(h, p) for h, p in todo if h not in finished]
-    counts = {"total": len(points), "skipped": len(points) - len(todo), "done": 0, "failed": 0}
-
-    def on_term(signum, frame):  # SIGTERM behaves like Ctrl-C: stop cleanly, keep what is stored
-        raise _Stop()
-
-    old = signal.signal(signal.SIGTERM, on_term) if hasattr(signal, "SIGTERM") else None
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("failed {task.fields[failed]}"),
-                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(), disable=not progress)
-    started = time.perf_counter()
-    pool = None
     try:
-        with bar:
-            task = bar.add_task(name, total=len(todo), failed=0, rate="")
-
-            def store_one(h, p, res):
-                metrics, err, secs = res
-                st.record(name, h, p, metrics, error=err, seconds=secs)
-                counts["failed" if err else "done"] += 1
-                n = counts["failed"] + counts["done"]
-                bar.update(task, advance=1, failed=counts["failed"], rate=f"{n / max(time.perf_counter() - started, 1e-9):.2f} pts/s")
-
-            if executor == "inprocess":
-                for h, p in todo:
-                    store_one(h, p, _call(fn, p))
-            elif executor.startswith("dask"):
-                client = _dask_client(executor, jobs)
-                pool = client
-                futs = {client.submit(_call, fn, p, key=f"{name}-{h}", pure=False): (h, p) for h, p in todo}
-                from distributed import as_completed as dask_as_completed
-
-                for fut in dask_as_completed(list(futs)):
-                    h, p = futs[fut]
-                    store_one(h, p, fut.result())
-            else:
-                pool = cf.ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init, initargs=(jobs,))
-                futs = {pool.submit(_call, fn, p): (h, p) for h, p in todo}
-                for fut in cf.as_completed(futs):
-                    h, p = futs[fut]
-                    store_one(h, p, fut.result())
-    except (KeyboardInterrupt, _Stop):
-        counts["interrupted"] = 1
+        finished = st.done(name, include_failed=not retry_failed)
+        hashes = [point_hash(name, p, seed) for p in points]
+        todo: dict[str, dict[str, Any]] = {}
+        for h, p in zip(hashes, points, strict=True):
+            if h not in finished:
+                todo.setdefault(h, p)  # a point listed twice runs (and is stored) once
+        total = len(set(hashes))
+        counts = {"total": total, "skipped": total - len(todo), "done": 0, "failed": 0}
+        if todo:
+            _run(fn, todo, st, name, seed, jobs, executor, counts, progress)
     finally:
-        if pool is not None and hasattr(pool, "shutdown") and not hasattr(pool, "scheduler_info"):
-            pool.shutdown(wait=False, cancel_futures=True)
-        elif pool is not None:  # a Dask client: close it (and the LocalCluster we started)
-            cluster = getattr(pool, "_lora_theory_cluster", None)
-            pool.close()
-            if cluster is not None:
-                cluster.close()
-        if old is not None:
-            signal.signal(signal.SIGTERM, old)
         if own:
             st.close()
     return counts
+
+
+def _run(fn, todo, st, name, seed, jobs, executor, counts, progress) -> None:
+    in_main = threading.current_thread() is threading.main_thread()  # signal handlers can only be set there
+    old = signal.signal(signal.SIGTERM, _on_sigterm) if in_main and hasattr(signal, "SIGTERM") else None
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("failed {task.fields[failed]}"),
+                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), disable=not progress)
+    started = time.perf_counter()
+    ex = None
+    cancel = True  # unless the loop completes: stop workers at once on Ctrl-C, SIGTERM or an error
+    try:
+        ex = make_executor(executor, jobs)
+        with bar:
+            task = bar.add_task(name, total=len(todo), failed=0, rate="")
+            for h, out in ex.run(fn, todo.items(), seed):
+                st.record(name, h, todo[h], out.metrics, error=out.error, seconds=out.seconds, seed=seed)
+                counts["failed" if out.error else "done"] += 1
+                n = counts["failed"] + counts["done"]
+                bar.update(task, advance=1, failed=counts["failed"], rate=f"{n / max(time.perf_counter() - started, 1e-9):.2f} pts/s")
+        cancel = False
+    except (KeyboardInterrupt, SweepInterrupted):
+        counts["interrupted"] = 1
+    finally:
+        try:
+            if ex is not None:
+                ex.close(cancel=cancel)
+        except (KeyboardInterrupt, SweepInterrupted):  # a second Ctrl-C while stopping: the store is consistent anyway
+            counts["interrupted"] = 1
+        finally:
+            if old is not None:
+                signal.signal(signal.SIGTERM, old)

@@ -10,39 +10,92 @@ import hashlib
 import importlib
 import itertools
 import json
-import tomllib
+import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+import tomllib
 
 from .._validate import InvalidArgumentError
 
-__all__ = ["grid", "load_toml", "point_hash"]
+__all__ = ["SweepSpec", "check_point", "grid", "load_toml", "point_hash"]
 
 
 def grid(**axes: Sequence[Any]) -> list[dict[str, Any]]:
-    """[{axis: value, ...}] over the cartesian product of the axes (in the order given)."""
+    """[{axis: value, ...}] over the cartesian product of the axes (in the order given; last axis fastest).
+
+    Args:
+        axes: name -> non-empty list of JSON values (numbers, strings, bools, None, lists).
+
+    Returns:
+        prod(len(axis)) parameter dicts.
+    """
     for k, v in axes.items():
         if isinstance(v, str | bytes) or not isinstance(v, Sequence) or len(v) == 0:
             raise InvalidArgumentError(f"{k}: expected a non-empty list of values, got {v!r}")
     names = list(axes)
+    for k in names:
+        if not k.isidentifier():
+            raise InvalidArgumentError(f"axes: expected identifiers as axis names, got {k!r}")
+        _check_value(k, list(axes[k]))
     return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(axes[n] for n in names))]
 
 
-def point_hash(sweep: str, params: Mapping[str, Any]) -> str:
-    """sha256 of the canonical JSON of (sweep, params, lora-theory version)."""
+def _check_value(where: str, v: Any) -> None:
+    if isinstance(v, bool | int | str) or v is None:
+        return
+    if isinstance(v, float):
+        if not math.isfinite(v):  # NaN != NaN: such a point could never be recognised as finished
+            raise InvalidArgumentError(f"{where}: expected a finite number, got {v!r}")
+        return
+    if isinstance(v, list | tuple):
+        for i, x in enumerate(v):
+            _check_value(f"{where}[{i}]", x)
+        return
+    raise InvalidArgumentError(f"{where}: expected a JSON value (number, string, bool, None or a list of them), got {type(v).__name__} {v!r:.60}")
+
+
+def check_point(params: object, index: int | None = None) -> dict[str, Any]:
+    """Validate one parameter point: a dict of str -> JSON values (what the hash and the store hold)."""
+    where = "points" if index is None else f"points[{index}]"
+    if not isinstance(params, Mapping):
+        raise InvalidArgumentError(f"{where}: expected a dict of parameters, got {type(params).__name__} {params!r:.60}")
+    for k, v in params.items():
+        if not isinstance(k, str) or not k.isidentifier():
+            raise InvalidArgumentError(f"{where}: expected parameter names that are identifiers, got {k!r}")
+        _check_value(f"{where}[{k!r}]", v)
+    return dict(params)
+
+
+def point_hash(sweep: str, params: Mapping[str, Any], seed: int | None = None) -> str:
+    """sha256 of the canonical JSON of (sweep, params, seed, lora-theory version).
+
+    Tuples hash like lists (JSON has no tuples); ``1`` and ``1.0`` are different points.
+    """
     from .. import __version__
 
-    blob = json.dumps({"sweep": sweep, "params": params, "version": __version__}, sort_keys=True, default=str)
+    check_point(params)
+    blob = json.dumps({"sweep": sweep, "params": params, "seed": seed, "version": __version__}, sort_keys=True, allow_nan=False)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def load_toml(path: str | Path) -> tuple[str, Callable[..., dict], list[dict[str, Any]]]:
-    """Read ``name = ...``, ``function = "module:attr"`` and a ``[grid]`` table of axes.
+class SweepSpec(NamedTuple):
+    """A sweep read from a TOML file: its name, point function, points and seed."""
+
+    name: str
+    fn: Callable[..., dict]
+    points: list[dict[str, Any]]
+    seed: int | None
+
+
+def load_toml(path: str | Path) -> SweepSpec:
+    """Read ``name``, ``function = "module:attr"``, an optional ``seed`` (default 0) and a ``[grid]`` table of axes.
 
     Example file::
 
         name = "norms"
+        seed = 0
         function = "lora_theory.sweeps.points:approx_error"
         [grid]
         L = [256, 1024]
@@ -61,4 +114,11 @@ def load_toml(path: str | Path) -> tuple[str, Callable[..., dict], list[dict[str
         fn = getattr(importlib.import_module(mod), attr)
     except (ImportError, AttributeError) as e:
         raise InvalidArgumentError(f"function: expected 'module:attr' of an importable function, got {spec['function']!r} ({e})") from None
-    return str(spec["name"]), fn, grid(**spec["grid"])
+    if not callable(fn):
+        raise InvalidArgumentError(f"function: expected a callable, got {spec['function']!r} ({type(fn).__name__})")
+    if not isinstance(spec["grid"], dict):
+        raise InvalidArgumentError(f"grid: expected a [grid] table of axes, got {spec['grid']!r:.60}")
+    seed = spec.get("seed", 0)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise InvalidArgumentError(f"seed: expected an integer, got {seed!r}")
+    return SweepSpec(str(spec["name"]), fn, grid(**spec["grid"]), seed)

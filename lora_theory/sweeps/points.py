@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-__all__ = ["approx_error", "sleepy_square"]
+__all__ = ["approx_error", "cpu_bound", "noisy_mean", "sleepy_square"]
 
 
 def approx_error(L: int, gamma: float, d: int = 4, degree: int = 8, kind: str = "random", seed: int = 0) -> dict:
@@ -21,3 +21,19 @@ def sleepy_square(x: float, delay: float = 0.0) -> dict:
     if x < 0:
         raise ValueError(f"x: expected >= 0, got {x}")
     return {"y": x * x}
+
+
+def noisy_mean(n: int, scale: float = 1.0) -> dict:
+    """scale * mean of n draws from torch's global RNG (seeded per point by run_sweep): a determinism probe."""
+    import torch
+
+    x = scale * torch.randn(n, dtype=torch.float64)
+    return {"mean": float(x.mean()), "first": float(x[0])}
+
+
+def cpu_bound(i: int, work: int = 2_000_000) -> dict:
+    """Pure-Python arithmetic (holds the GIL: processes help, threads would not); the pool benchmark's point."""
+    s = 0
+    for k in range(work):
+        s += (k * i) % 7
+    return {"s": s}
