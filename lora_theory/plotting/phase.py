@@ -8,7 +8,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-__all__ = ["plot_degree_vs_range", "plot_gradient_error_vs_bound", "plot_phase_transition", "plot_runtime_scaling"]
+#: the smallest L of the runtime fits (the issue's range is 2^11 .. 2^16)
+FIT_L_MIN = 1 << 11
+
+__all__ = ["FIT_L_MIN", "plot_degree_vs_range", "plot_gradient_error_vs_bound", "plot_phase_transition", "plot_runtime_scaling"]
 
 
 def plot_degree_vs_range(df: pd.DataFrame):
@@ -39,7 +42,8 @@ def plot_phase_transition(df: pd.DataFrame):
     from ..phase import threshold_table
 
     regimes = [r for r in ("log", "fixed") if r in set(df.regime)]
-    fig, axes = plt.subplots(1, len(regimes), figsize=(6.0 * len(regimes), 4.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(regimes) + 1, figsize=(5.6 * len(regimes) + 4.4, 4.4), squeeze=False,
+                             gridspec_kw={"width_ratios": [1.0] * len(regimes) + [0.75]})
     thr = threshold_table(df)
     cmap = plt.get_cmap("viridis")
     for ax, regime in zip(axes[0], regimes):
@@ -59,6 +63,16 @@ def plot_phase_transition(df: pd.DataFrame):
         ax.set_ylabel("cost exponent log_L(flops)")
         ax.set_ylim(1.0, 3.0)
         ax.legend(fontsize=6, ncol=2)
+    ax = axes[0][-1]  # the estimated threshold x* = Gamma* / sqrt(ln L) per L, both regimes
+    for regime, m in (("log", "o-"), ("fixed", "s--")):
+        t = thr[thr.regime == regime].sort_values("L")
+        if len(t):
+            ax.plot(t.L, t.x_star, m, label="d = max(2, round(log2 L / 4))" if regime == "log" else f"fixed d = {int(t.d.iloc[0])}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("L")
+    ax.set_ylabel("x* = Gamma* / sqrt(ln L)")
+    ax.set_title("estimated threshold: approx cost = exact cost\n(cost model: counted multiply-adds, eps = 1/L)", fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -69,6 +83,8 @@ def plot_gradient_error_vs_bound(df: pd.DataFrame):
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     agg = df.groupby(["kind", "L", "Gamma"], as_index=False).agg(rel_err=("rel_err", "median"), valid=("valid", "all"))
     for i, L in enumerate(sorted(agg.L.unique())):
+        # the Thm 4.1 scale: hardness sets in at Gamma ~ sqrt(log L) kappa
+        ax.axvline(math.sqrt(math.log(L)), color=colors[i % len(colors)], ls=":", lw=0.9)
         for kind, ls in (("random", "-"), ("hard", "--")):
             g = agg[(agg.L == L) & (agg.kind == kind)].sort_values("Gamma")
             if not len(g):
@@ -81,7 +97,8 @@ def plot_gradient_error_vs_bound(df: pd.DataFrame):
     d = int(df.d.iloc[0])
     ax.set_xlabel("Gamma (max-entry norm bound)")
     ax.set_ylabel("max gradient error / max |gradient|")
-    ax.set_title(f"limits.thm4.1_regime: error at fixed degree g={deg} (d={d}); x: flagged invalid (eps=1e-3 not certified)", fontsize=8)
+    ax.set_title(f"limits.thm4.1_regime: error at fixed degree g={deg} (d={d}); solid: random, dashed: AS23 hard instances\n"
+                 "x: flagged invalid (eps=1e-3 not certified); dotted verticals: Gamma = sqrt(ln L)", fontsize=8)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     return fig
@@ -95,7 +112,9 @@ def plot_runtime_scaling(df: pd.DataFrame):
     for method, m in (("exact", "s-"), ("approx", "o-")):
         g = df[df.method == method].sort_values("L")
         if len(g) >= 2:
-            ax.plot(g.L, g.seconds, m, label=f"{method}: slope {fit_loglog(df, method, L_min=int(g.L.min()) * 2 if len(g) > 3 else 0):.2f}")
+            # fit over L >= 2^11 (the benchmark's range) when there are >= 3 such points; else all of them
+            L_min = FIT_L_MIN if (g.L >= FIT_L_MIN).sum() >= 3 else 0
+            ax.plot(g.L, g.seconds, m, label=f"{method}: slope {fit_loglog(df, method, L_min=L_min):.2f} (L >= {max(L_min, int(g.L.min()))})")
     Ls = crossover(df)
     if np.isfinite(Ls):
         below = Ls <= df.L.min()  # approx already faster at the smallest L measured
@@ -104,8 +123,12 @@ def plot_runtime_scaling(df: pd.DataFrame):
     ax.set_yscale("log")
     row = df.iloc[0]
     ax.set_xlabel("L")
-    ax.set_ylabel("seconds (min of repeats)")
-    ax.set_title(f"limits.thm3.1: runtime, d=4, R<={df.R.max():.2f}, eps=1e-3, degree {int(row.degree)} (k={int(row.k)})", fontsize=8)
+    clock = row["clock"] if "clock" in df else "wall"
+    threads = f", {int(row['threads'])} thread(s)" if "threads" in df else ""
+    ax.set_ylabel(f"seconds, {'CPU time' if clock == 'cpu' else 'wall time'}{threads} (min of repeats)")
+    dev = row["device"] if "device" in df else "cpu"
+    ax.set_title(f"limits.thm3.1: runtime, d=4, R<={df.R.max():.2f}, eps=1e-3, degree {int(df.degree.min())}..{int(df.degree.max())} "
+                 f"(k<={int(df.k.max())}), float64, {dev}", fontsize=8)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
