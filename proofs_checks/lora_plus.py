@@ -5,7 +5,8 @@ The exponent recursions are solved with symbolic learning-rate exponents (sympy,
 1. :func:`check_prop1` (GD, one shared exponent c, Init[1]): at step 2, delta1 = 3c + 1 and
    delta2 = c; efficiency (delta1 = delta2 = 0) has no solution; a Theta(1) update of the feature
    a^T x (gamma = 2c + 1 = 0) forces c = -1/2, at which every delta is Theta(n^{-1/2})
-   (vanishing); with Init[2] the first step has delta1 = c + 1 = 1/2 at c = -1/2 (exploding).
+   (vanishing); with Init[2], delta1 = c + 1 and delta2 = 3c + 2 at t = 2 (again no shared
+   solution), B's update 2c + 1 = 0 forces c = -1/2, and then gamma[f_1] = 1/2 (exploding).
 2. :func:`check_prop2` (GD, exponents c_a, c_b, Init[1]): delta1 = delta2 = 0 at t = 2 is the
    linear system c_a + 2 c_b + 1 = 0, c_b = 0, with the unique solution c_b = 0, c_a = -1;
    then delta3 = 0 too, and the recursion is stationary (all Theta(1) for t > 1).
@@ -44,9 +45,19 @@ def check_prop1() -> dict:
     assert d1.subs(c, c_star) == sp.Rational(-1, 2) and d2.subs(c, c_star) == sp.Rational(-1, 2)
     assert _pred("gd", 1, "-1/2", "-1/2", 2, "delta1") == Fraction(-1, 2)
     assert _pred("gd", 1, "-1/2", "-1/2", 2, "f") == Fraction(-1, 2)
-    # Init[2]: b0 = Theta(1), a0 = 0: delta1 at t = 1 is c + 1 = 1/2 at c = -1/2 (explodes)
-    assert _pred("gd", 2, "-1/2", "-1/2", 1, "delta1") == Fraction(1, 2)
-    return {"c": str(c_star), "init1_delta": "-1/2", "init2_delta1_t1": "1/2"}
+    # Init[2]: b0 = Theta(1), a0 = 0 (U = Theta(1) while f is bounded). t = 1: only a moves,
+    # gamma[s_1] = gamma[Delta s] = c + 1 (= delta1). t = 2: gamma[Delta b] = c + gamma[s_1] = 2c + 1,
+    # delta1 = c + 1, delta2 = gamma[Delta b] + gamma[s_1] = 3c + 2.
+    s1 = c + 1
+    d1_2, d2_2, db = c + 1, (c + s1) + s1, c + s1
+    assert sp.solve([sp.Eq(d1_2, 0), sp.Eq(d2_2, 0)], c) in ([], {})  # no shared c: inefficient
+    (c_b_learns,) = sp.solve(sp.Eq(db, 0), c)  # B's own update Theta(1) forces c = -1/2 here too
+    assert c_b_learns == sp.Rational(-1, 2)
+    g_f1 = 0 + s1.subs(c, c_b_learns)  # f_1 = b_0 (a_1^T x): gamma = 1/2 > 0, the output explodes
+    assert g_f1 == sp.Rational(1, 2)
+    assert _pred("gd", 2, "-1/2", "-1/2", 1, "delta1") == Fraction(1, 2) and _pred("gd", 2, "-1/2", "-1/2", 1, "f") == Fraction(1, 2)
+    assert _pred("gd", 2, "-1/2", "-1/2", 2, "f") > Fraction(1, 2)  # and U = f - y feeds it back: it keeps growing
+    return {"c": str(c_star), "init1_delta": "-1/2", "init2_c": str(c_b_learns), "init2_gamma_f1": str(g_f1)}
 
 
 def check_prop2() -> dict:

@@ -8,7 +8,8 @@ from proofs_checks import lora_plus as pc
 
 
 def test_prop1():
-    assert pc.check_prop1()["c"] == "-1/2"
+    out = pc.check_prop1()
+    assert out["c"] == "-1/2" and out["init2_c"] == "-1/2" and out["init2_gamma_f1"] == "1/2"
 
 
 def test_prop2():
