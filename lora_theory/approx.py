@@ -59,7 +59,10 @@ class ApproxInfo:
         degree: g; rank: k (features per row); R: the score range bound the polynomial covers.
         poly_rel_error: delta, the entrywise relative error of U V^T vs exp(S): the measured sup
             relative error of P on [-R, R] plus the rounding bound of the feature sum.
-        min_normalizer: min_i D~_i / max_i D~_i (must be > 0).
+        min_normalizer: min_i D~_i, the approximate softmax normalizer D~ = U (V^T 1) ~ sum_j e^{S_ij}
+            (must be > 0; for exact scores it is >= L e^{-R}, and D~_i >= (1 - delta) L e^{-R}).
+            For the random-feature peer D~ carries per-row stabilizing factors, so only its sign
+            is meaningful there.
         error_bound: {"A_q": ..., ...} a-priori absolute max-entry bound on each gradient's error.
         times: seconds per phase (features, forward, gradients, total).
         method: "chebyshev", "taylor" or "random_features".
@@ -231,9 +234,9 @@ def approx_gradients(
     _sync(U)
     t2 = time.perf_counter()
     D = aux["D"]
-    dmin = float(D.min() / D.abs().max())
+    dmin = float(D.min())
     if not dmin > 0:
-        reasons.append(f"the approximate normalizer D~ is not positive (min D~ / max |D~| = {dmin:.2e})")
+        reasons.append(f"the approximate normalizer D~ is not positive (min D~ = {dmin:.2e}, max |D~| = {float(D.abs().max()):.2e})")
     bad = [k for k, v in grads.items() if not bool(torch.isfinite(v).all())]
     if bad:  # a safety net: certified inputs never get here, but a forced degree or an overflow can
         reasons.append(f"non-finite gradients {bad}")

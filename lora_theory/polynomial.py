@@ -94,6 +94,12 @@ def _fit(R: float, g: int, method: str) -> tuple[tuple[float, ...], float]:
             coef[0] = 1.0
         else:
             cheb = C.chebinterpolate(lambda t: np.exp(R * t), g)
+            # Power basis in t = s / R, not in s: the feature map then works on q, k scaled into the
+            # unit ball, every monomial is <= 1 and the feature sum's rounding is bounded by
+            # n u sum_j |coef_j| (ExpPolynomial.feature_rounding); in s the monomials would range
+            # over R^j and the coefficients over R^-j, the same products but scaled far apart. The
+            # Chebyshev -> power conversion can lose digits at high degree, which is why the error
+            # below is measured on these converted coefficients (the ones actually used).
             coef = C.cheb2poly(cheb)
     else:  # Taylor of e^s at 0, written in t = s / R: coef_j = R^j / j!
         coef = np.array([R**j / math.factorial(j) for j in range(g + 1)])

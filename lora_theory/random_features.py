@@ -127,8 +127,8 @@ def random_feature_gradients(
     _sync(U)
     t2 = time.perf_counter()
     D = aux["D"]
-    dmin = float(D.min() / D.abs().max())
-    reason = "" if dmin > 0 else f"the approximate normalizer D~ underflowed (min D~ / max D~ = {dmin:.2e})"
+    dmin = float(D.min())  # only its sign is meaningful: U carries a per-row factor (the shift above)
+    reason = "" if dmin > 0 else f"the approximate normalizer D~ underflowed (min D~ = {dmin:.2e}, max D~ = {float(D.max()):.2e})"
     bad = [k for k, v in grads.items() if not bool(torch.isfinite(v).all())]
     if bad and not reason:  # e.g. a subnormal D~ in float32: D~^{-1} U overflows although D~ > 0
         reason = f"non-finite gradients {bad} (min D~ = {float(D.min()):.2e} is too close to underflow in {D.dtype})"

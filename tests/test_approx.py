@@ -115,3 +115,10 @@ def test_never_forms_L_by_L_cuda():
     with PeakMemory(cuda=True) as pm:
         _, info = approx_gradients(inst, eps=1e-3)
     assert info.valid and pm.peak_bytes < 2**30, pm.peak_bytes
+
+
+@given(inst=lts.instances(max_d=4, bound=st.sampled_from((0.3, 1.0, 2.0))))
+def test_normalizer_lower_bound(inst):
+    """D~_i = sum_j P(t_ij) >= (1 - delta) sum_j e^{S_ij} >= (1 - delta) L e^{-R}: info.min_normalizer obeys it."""
+    _, info = approx_gradients(inst, eps=1e-3)
+    assert info.min_normalizer >= (1 - info.poly_rel_error) * inst.L * math.exp(-info.R) * (1 - 1e-12)
