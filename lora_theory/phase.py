@@ -118,13 +118,21 @@ def threshold_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def gradient_error_sweep(Ls=(256, 1024, 4096), gammas=(0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0), *, d: int = 4, degree: int = 8,
-                         kinds=("random", "hard"), seeds=(0,), adapt: str = "qv") -> pd.DataFrame:
+                         kinds=("random", "hard"), seeds=(0,), adapt: str = "qv", peer: bool = False, peer_seeds: int = 3) -> pd.DataFrame:
     """Max relative error (over the gradients) of approx_gradients at a fixed degree vs Gamma.
 
     Random instances: ``make_instance(L, d, 2, bound=Gamma)`` (beta = 1/d); hard instances:
     ``hard_instance(L, d, 2, bound=Gamma)`` (beta = 1; scores up to Gamma^2 ceil(d/2)).
-    Rows: kind, L, d, Gamma, x (= Gamma / sqrt(ln L)), seed, R, degree, k, poly_rel_error, valid, rel_err.
+    With ``peer``, each point also gets a row for FAVOR+ random features at the same feature
+    count k = C(degree + d, d) (median error over ``peer_seeds`` seeds; claim
+    ``limits.poly_vs_random_features``).
+
+    Rows: method ("polynomial" | "favor+"), kind, L, d, Gamma, x (= Gamma / sqrt(ln L)), seed, R,
+    degree, k, poly_rel_error, valid, rel_err (max over gradients of max|err| / max over gradients
+    of max|grad|).
     """
+    from .random_features import random_feature_gradients
+
     rows = []
     for kind, L, gamma, seed in itertools.product(kinds, Ls, gammas, seeds):
         if kind == "random":
@@ -132,12 +140,20 @@ def gradient_error_sweep(Ls=(256, 1024, 4096), gammas=(0.25, 0.5, 1.0, 1.5, 2.0,
         else:
             inst = hard_instance(L, d, 2, bound=gamma, adapt=adapt, seed=seed)
         ex = exact_gradients(inst)
-        g, info = approx_gradients(inst, degree=degree, on_invalid="flag")
         scale = max(float(v.abs().max()) for v in ex.values())  # relative to the gradient set's scale
-        err = max(float((g[k] - ex[k]).abs().max()) for k in ex) / scale
-        rows.append({"kind": kind, "L": L, "d": d, "Gamma": gamma, "x": gamma / math.sqrt(math.log(L)), "seed": seed,
-                     "R": norm_bounds(inst)["R"], "degree": info.degree, "k": info.rank, "poly_rel_error": info.poly_rel_error,
-                     "valid": info.valid, "rel_err": err if math.isfinite(err) else math.inf})
+
+        def rel(g):
+            err = max(float((g[k] - ex[k]).abs().max()) for k in ex) / scale
+            return err if math.isfinite(err) else math.inf
+
+        g, info = approx_gradients(inst, degree=degree, on_invalid="flag")
+        base = {"kind": kind, "L": L, "d": d, "Gamma": gamma, "x": gamma / math.sqrt(math.log(L)), "seed": seed,
+                "R": norm_bounds(inst)["R"], "degree": info.degree, "k": info.rank}
+        rows.append({"method": "polynomial", **base, "poly_rel_error": info.poly_rel_error, "valid": info.valid, "rel_err": rel(g)})
+        if peer:
+            runs = [random_feature_gradients(inst, info.rank, seed=s, on_invalid="flag") for s in range(peer_seeds)]
+            rows.append({"method": "favor+", **base, "poly_rel_error": math.nan, "valid": all(i.valid for _, i in runs),
+                         "rel_err": statistics.median(rel(gr) for gr, _ in runs)})
     return pd.DataFrame(rows)
 
 

@@ -78,28 +78,36 @@ def plot_phase_transition(df: pd.DataFrame):
 
 
 def plot_gradient_error_vs_bound(df: pd.DataFrame):
-    """Relative gradient error at a fixed degree vs Gamma; random (solid) and hard (dashed) instances."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    """Relative gradient error at a fixed degree vs Gamma; random (solid) and hard (dashed) instances,
+    FAVOR+ at the same feature count (dash-dot, where the table has ``method == "favor+"`` rows)."""
+    fig, ax = plt.subplots(figsize=(6.8, 4.6))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    agg = df.groupby(["kind", "L", "Gamma"], as_index=False).agg(rel_err=("rel_err", "median"), valid=("valid", "all"))
+    df = df.assign(method=df["method"] if "method" in df else "polynomial")
+    agg = df.groupby(["method", "kind", "L", "Gamma"], as_index=False).agg(rel_err=("rel_err", "median"), valid=("valid", "all"))
     for i, L in enumerate(sorted(agg.L.unique())):
         # the Thm 4.1 scale: hardness sets in at Gamma ~ sqrt(log L) kappa
         ax.axvline(math.sqrt(math.log(L)), color=colors[i % len(colors)], ls=":", lw=0.9)
-        for kind, ls in (("random", "-"), ("hard", "--")):
-            g = agg[(agg.L == L) & (agg.kind == kind)].sort_values("Gamma")
+        for method, kind, ls, mk in (("polynomial", "random", "-", "o"), ("polynomial", "hard", "--", "o"), ("favor+", "random", "-.", "^"), ("favor+", "hard", (0, (1, 3)), "^")):
+            g = agg[(agg.L == L) & (agg.kind == kind) & (agg.method == method)].sort_values("Gamma")
             if not len(g):
                 continue
-            ax.plot(g.Gamma, g.rel_err.clip(lower=1e-17), ls, marker="o", color=colors[i % len(colors)], label=f"{kind}, L={L}")
-            inv = g[~g.valid]
-            ax.plot(inv.Gamma, inv.rel_err.clip(lower=1e-17), "x", color="k", ms=7)
+            label = f"{kind}, L={L}" if method == "polynomial" else f"FAVOR+ {kind}, L={L}"
+            ax.plot(g.Gamma, g.rel_err.clip(lower=1e-17), ls=ls, marker=mk, ms=4 if method == "favor+" else 5, color=colors[i % len(colors)],
+                    alpha=0.6 if method == "favor+" else 1.0, label=label)
+            if method == "polynomial":
+                inv = g[~g.valid]
+                ax.plot(inv.Gamma, inv.rel_err.clip(lower=1e-17), "x", color="k", ms=7)
     ax.set_yscale("log")
     deg = int(df.degree.iloc[0])
     d = int(df.d.iloc[0])
+    k = int(df.k.iloc[0])
     ax.set_xlabel("Gamma (max-entry norm bound)")
     ax.set_ylabel("max gradient error / max |gradient|")
-    ax.set_title(f"limits.thm4.1_regime: error at fixed degree g={deg} (d={d}); solid: random, dashed: AS23 hard instances\n"
+    peer = " / limits.poly_vs_random_features" if (df.method == "favor+").any() else ""
+    ax.set_title(f"limits.thm4.1_regime{peer}: error at fixed degree g={deg} (d={d}, k={k})\n"
+                 "solid: random, dashed: AS23 hard instances; triangles: FAVOR+ with the same k (median of seeds)\n"
                  "x: flagged invalid (eps=1e-3 not certified); dotted verticals: Gamma = sqrt(ln L)", fontsize=8)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     return fig
 
