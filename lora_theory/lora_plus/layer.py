@@ -24,8 +24,8 @@ from collections.abc import Sequence
 import pandas as pd
 import torch
 
-from ._update import Updater
 from .._validate import InvalidArgumentError, check_choice, check_int, check_positive
+from ._update import Updater, one_thread
 
 __all__ = ["simulate_layer"]
 
@@ -34,6 +34,7 @@ def _rms(v: torch.Tensor) -> torch.Tensor:
     return v.pow(2).mean(dim=tuple(range(1, v.dim()))).sqrt()  # per seed
 
 
+@one_thread()  # tiny tensors: see _update.one_thread
 def simulate_layer(widths: Sequence[int], steps: int, *, optimizer: str = "adam", init: int = 1, a: float = -1.0, b: float = 0.0,
                    c_a: float = 0.1, c_b: float = 0.1, r: int = 4, seeds: Sequence[int] = (0,)) -> pd.DataFrame:
     """Z_B = B A Z trained on 1/2 ||Z_B - Y||^2 with eta_A = c_a n^a, eta_B = c_b n^b, every (n, seed) (seeds batched).

@@ -21,17 +21,20 @@ Reference: Hayou et al. (2024), Sec. 3 (eq. 2, Prop. 1, Prop. 2) and Thm 1; clai
 """
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 
 import pandas as pd
 import torch
 
-from ._update import Updater
 from .._validate import InvalidArgumentError, check_choice, check_int, check_positive
+from ._update import Updater, one_thread
 
 __all__ = ["simulate_toy"]
 
 
+@one_thread()  # tiny tensors: see _update.one_thread
 def simulate_toy(
     widths: Sequence[int],
     steps: int,
@@ -65,6 +68,10 @@ def simulate_toy(
         raise InvalidArgumentError(f"init: expected 1 (b = 0, a random) or 2 (b random, a = 0), got {init!r}")
     steps = check_int("steps", steps, low=1)
     c_a, c_b = check_positive("c_a", c_a), check_positive("c_b", c_b)
+    for name, v in (("a", a), ("b", b)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+            raise InvalidArgumentError(f"{name}: expected a finite real exponent, got {v!r}")
+    a, b = float(a), float(b)  # numpy integers: n ** np.int64(-1) raises
     widths = [check_int("widths", n, low=1) for n in widths]
     if not widths:
         raise InvalidArgumentError("widths: expected at least one width, got none")
