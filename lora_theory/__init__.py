@@ -15,7 +15,7 @@ Public API (re-exported here; the code lives in one module per mathematical obje
   :func:`stable_scale_report` (``lora_theory.lora_ga``); :func:`estimate_gradients`,
   :func:`apply_lora_ga` for real models (``lora_theory.lora_ga_model``); :func:`audit_lora_ga`
 - LoRA layers for plain torch models: :func:`add_lora`, :class:`LoRALinear` (``lora_theory.lora_layer``)
-- LoRA+: :func:`simulate_toy`, :func:`predict_exponents`, :func:`width_sweep`,
+- LoRA+: :func:`simulate_toy`, :func:`simulate_layer`, :func:`predict_exponents`, :func:`width_sweep`,
   :func:`fit_exponents`, :func:`coord_check`, :func:`loraplus_param_groups`,
   :func:`make_loraplus_optimizer`, :func:`ratio_grid` (``lora_theory.lora_plus``)
 - claims: :func:`all_claims`, :func:`get_claim`, :func:`run_checks` (``lora_theory.claims``)
@@ -33,8 +33,8 @@ from .features import feature_rank, polynomial_features
 from .lora_ga import AlignmentReport, LoraGAInit, alignment_report, first_step_update, lora_ga_init, stable_scale_report
 from .lora_ga_model import apply_lora_ga, estimate_gradients
 from .lora_layer import LoRALinear, add_lora, lora_parameters, merge_lora
-from .lora_plus import (coord_check, fit_exponents, loraplus_param_groups, make_loraplus_optimizer, predict_exponents, ratio_grid, simulate_toy,
-                        width_sweep)
+from .lora_plus import (coord_check, fit_exponents, loraplus_param_groups, make_loraplus_optimizer, predict_exponents, ratio_grid, simulate_layer,
+                        simulate_toy, width_sweep)
 from .instance import AttentionLoRAInstance, hard_instance, make_instance, norm_bounds, score_range
 from .polynomial import ExpPolynomial, degree_bound, exp_polynomial
 from .random_features import random_feature_gradients
@@ -91,6 +91,7 @@ __all__ = [
     "run_checks",
     "score_range",
     "score_range_bound",
+    "simulate_layer",
     "simulate_toy",
     "stable_scale_report",
     "weight_gradients",
