@@ -45,7 +45,8 @@ def default_block_size(L: int) -> int:
     Peak memory is then a few such pieces plus O(L d): about 1 MiB per piece in float32 for
     every L up to 2^14, and 16 L entries beyond it (4 MiB per piece at L = 2^16).
     """
-    return min(L, max(_MIN_BLOCK_ROWS, _BLOCK_ELEMENTS // max(L, 1)))
+    L = check_int("L", L, low=1)
+    return min(L, max(_MIN_BLOCK_ROWS, _BLOCK_ELEMENTS // L))
 
 
 def _resolve_block(inst: AttentionLoRAInstance, block_size: int | None) -> int:

@@ -28,7 +28,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ._validate import InvalidArgumentError, check_choice, check_int, check_matrix
+from ._validate import InvalidArgumentError, check_choice, check_finite, check_int, check_matrix
 from .polynomial import ExpPolynomial
 
 __all__ = ["feature_rank", "monomial_table", "polynomial_features"]
@@ -89,6 +89,7 @@ def polynomial_features(
     Reference: Alman & Song (2023), Lemma 3.1; claim ``limits.rank_count``.
     """
     check_matrix("Z", Z, (None, None))
+    check_finite("Z", Z)
     check_choice("side", side, ("query", "key"))
     coef = poly.coef if isinstance(poly, ExpPolynomial) else poly
     coef = torch.as_tensor(np.asarray(coef.cpu() if isinstance(coef, torch.Tensor) else coef, dtype=np.float64))

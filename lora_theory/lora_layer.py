@@ -118,7 +118,15 @@ def add_lora(model: nn.Module, target_modules: Iterable[str] | str, r: int, alph
     Raises:
         ValueError: if no ``nn.Linear`` matches.
     """
-    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    gen = torch.Generator().manual_seed(check_int("seed", seed, low=0)) if seed is not None else None
+    if not isinstance(target_modules, str):
+        try:
+            names = list(target_modules)
+        except TypeError:  # not iterable (a number, a 0-d tensor)
+            names = None
+        if names is None or not all(isinstance(t, str) for t in names):
+            raise InvalidArgumentError(f"target_modules: expected a regex string or a list of module names, got {target_modules!r}")
+        target_modules = names
     targets = [(name, mod) for name, mod in model.named_modules() if isinstance(mod, nn.Linear) and _matches(name, target_modules)]
     if not targets:
         linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]

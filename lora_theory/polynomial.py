@@ -66,7 +66,8 @@ class ExpPolynomial:
         So the relative error of the sum is at most n_terms * u * sum_j |coef_j| * e^R: large
         R makes the power basis lose every digit, and this term is what says so.
         """
-        return n_terms * unit_roundoff * float(np.abs(self.coef).sum()) * math.exp(self.R)
+        with np.errstate(over="ignore"):  # e^R overflows past R ~ 709.8: the bound is then inf (no digit left), as it should say
+            return n_terms * unit_roundoff * float(np.abs(self.coef).sum()) * float(np.exp(self.R))
 
     @property
     def certified(self) -> bool:

@@ -6,7 +6,11 @@ of the gradient.
 """
 from __future__ import annotations
 
+import math
+
 import torch
+
+from ._validate import InvalidArgumentError
 
 __all__ = ["TOLERANCES", "max_rel_error", "tolerance"]
 
@@ -27,11 +31,16 @@ def tolerance(dtype: torch.dtype) -> float:
 
 
 def max_rel_error(a: torch.Tensor, b: torch.Tensor) -> float:
-    """``max|a - b| / max|b|`` (0 when both are zero; inf when only ``b`` is zero)."""
+    """``max|a - b| / max|b|`` (0 when both are zero; inf when only ``b`` is zero or any entry is NaN/inf)."""
+    for name, t in (("a", a), ("b", b)):
+        if not isinstance(t, torch.Tensor):
+            raise InvalidArgumentError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
     if a.shape != b.shape:
         raise ValueError(f"a: expected shape {tuple(b.shape)} (the shape of b), got {tuple(a.shape)}")
     num = (a.double() - b.double()).abs().max().item() if a.numel() else 0.0
     den = b.double().abs().max().item() if b.numel() else 0.0
+    if not (math.isfinite(num) and math.isfinite(den)):  # NaN/inf entries: an unbounded error (NaN would compare False silently)
+        return float("inf")
     if den == 0.0:
         return 0.0 if num == 0.0 else float("inf")
     return num / den

@@ -1,64 +1,188 @@
-"""Fuzz the public API with random and malformed arguments: every call returns a result or raises
-a ValueError naming the problem (never an IndexError, a torch RuntimeError, NaN output or a hang)."""
+"""Fuzz the public API with random and malformed arguments: every call returns a finite result or
+raises a ValueError (InvalidArgumentError and its subclasses) with a message; never an IndexError,
+a TypeError or RuntimeError from torch internals, a NaN/inf output, or a hang (10 s alarm per call)."""
 from __future__ import annotations
 
+import dataclasses
 import math
+import signal
 
+import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from torch import nn
 
 import lora_theory as lt
 
+#: junk for any argument: wrong types, wrong ranges, non-finite numbers, wrong tensors and dtypes
 junk = st.one_of(st.none(), st.booleans(), st.integers(-5, 70), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=4),
-                 st.sampled_from([torch.zeros(3), torch.ones(2, 2), [1, 2], (), "qv", "self", torch.float16, torch.int64]))
+                 st.sampled_from([torch.zeros(3), torch.ones(2, 2), torch.tensor(math.nan), [1, 2], (), {}, "qv", "self", "kv", torch.float16,
+                                  torch.int64, object()]))
+#: junk tensors: wrong shapes, dtypes, non-finite entries, empty dimensions
+junk_tensors = st.one_of(
+    st.tuples(st.integers(0, 6), st.integers(0, 6), st.sampled_from([torch.float64, torch.float32, torch.float16, torch.int64, torch.bool]),
+              st.sampled_from([0.0, 1.0, math.nan, math.inf, None])).map(
+        lambda a: (torch.randn(a[0], a[1], dtype=torch.float64) if a[3] is None else torch.full((a[0], a[1]), a[3], dtype=torch.float64)).to(a[2])),
+    st.sampled_from([torch.zeros(3), torch.zeros(2, 2, 2), torch.tensor(1.0), [[1.0, 2.0]], None, "A"]),
+)
+FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def _finite(out) -> None:
+class _Hang(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise _Hang("call took more than 10 s")
+
+
+def _finite(out, where: str = "result") -> None:
     if isinstance(out, torch.Tensor):
-        assert bool(torch.isfinite(out).all())
+        assert out.is_floating_point() is False or bool(torch.isfinite(out).all()), f"{where}: non-finite tensor"
     elif isinstance(out, dict):
-        for v in out.values():
-            _finite(v)
+        for k, v in out.items():
+            _finite(v, f"{where}[{k!r}]")
+    elif isinstance(out, list | tuple):
+        for i, v in enumerate(out):
+            _finite(v, f"{where}[{i}]")
     elif isinstance(out, float):
-        assert math.isfinite(out)
+        assert math.isfinite(out), f"{where}: {out}"
 
 
-def _call(fn, *args, **kwargs):
+def _call(fn, *args, check_finite: bool = True, **kwargs):
+    """fn(*args, **kwargs): a finite result, or None after a ValueError that says something."""
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(10)
     try:
         out = fn(*args, **kwargs)
     except ValueError as e:  # documented: InvalidArgumentError and its subclasses
-        assert str(e)
+        assert str(e), f"{fn.__name__}: empty error message"
         return None
-    _finite(out)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    if check_finite:
+        _finite(out, fn.__name__)
     return out
 
 
-@settings(max_examples=60, deadline=None)
-@given(L=junk, d=junk, r=junk, adapt=junk, attention=junk, bound=junk, beta=junk, alpha=junk, seed=junk)
-def test_make_instance_fuzz(L, d, r, adapt, attention, bound, beta, alpha, seed):
-    kwargs = {k: v for k, v in {"adapt": adapt, "attention": attention, "bound": bound, "beta": beta, "alpha": alpha, "seed": seed}.items() if v is not None}
+def _some(d: dict) -> dict:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+@FUZZ
+@given(L=junk, d=junk, r=junk, adapt=junk, attention=junk, bound=junk, beta=junk, alpha=junk, seed=junk, dtype=junk)
+def test_make_instance_fuzz(L, d, r, adapt, attention, bound, beta, alpha, seed, dtype):
+    kwargs = _some({"adapt": adapt, "attention": attention, "bound": bound, "beta": beta, "alpha": alpha, "seed": seed, "dtype": dtype})
     inst = _call(lt.make_instance, L, d, r, **kwargs)
     if inst is not None and inst.L <= 64 and inst.d <= 16:
-        _call(lt.exact_gradients, inst, block_size=3)
-        _call(lt.norm_bounds, inst)
+        for fn in (lt.exact_gradients, lt.loss, lt.score_range):
+            _call(fn, inst, block_size=3)
+        for fn in (lt.norm_bounds, lt.score_range_bound, lt.dense_terms):
+            _call(fn, inst)
 
 
-@settings(max_examples=40, deadline=None)
-@given(block=junk, eps=junk, degree=junk, method=junk)
-def test_gradient_functions_fuzz(block, eps, degree, method):
+@FUZZ
+@given(L=junk, d=junk, r=junk, kappa=junk, bound=junk, adapt=junk, seed=junk)
+def test_hard_instance_fuzz(L, d, r, kappa, bound, adapt, seed):
+    inst = _call(lt.hard_instance, L, d, r, **_some({"kappa": kappa, "bound": bound, "adapt": adapt, "seed": seed}))
+    if inst is not None and inst.L <= 64 and inst.d <= 16:
+        _call(lt.exact_gradients, inst)
+
+
+_FIELDS = ("Xq", "Xk", "Xv", "Y", "Wq", "Wk", "Wv")
+
+
+@FUZZ
+@given(field=st.sampled_from(_FIELDS + ("A", "B")), bad=junk_tensors, attention=st.sampled_from(["self", "cross", "general"]))
+def test_malformed_instances_fuzz(field, bad, attention):
+    """Replace one tensor of a valid instance by junk: the constructor must refuse it or the result must be finite."""
+    inst = lt.make_instance(6, 3, 2, adapt="qv", attention="cross", bound=1.0)
+    fields = {f.name: getattr(inst, f.name) for f in dataclasses.fields(inst)}
+    fields["attention"] = attention
+    if attention == "self":
+        fields["Xk"] = fields["Xv"] = fields["Xq"]
+    fields[field] = {**getattr(inst, field), "q": bad} if field in ("A", "B") else bad
+    made = _call(lambda **kw: lt.AttentionLoRAInstance(**kw), **fields)
+    if made is not None:
+        _call(lt.exact_gradients, made)
+        _call(lt.norm_bounds, made)
+
+
+@FUZZ
+@given(block=junk, eps=junk, degree=junk, method=junk, R=junk)
+def test_gradient_functions_fuzz(block, eps, degree, method, R):
     inst = lt.make_instance(12, 3, 1, bound=1.0)
     _call(lt.exact_gradients, inst, block_size=block)
-    _call(lt.approx_gradients, inst, eps=eps if eps is not None else 1e-3, degree=degree if isinstance(degree, int) and not isinstance(degree, bool) and 0 <= degree <= 8 else None,
-          method=method if method is not None else "chebyshev", on_invalid="flag")
-    _call(lt.exp_polynomial, eps if eps is not None else 1.0, 1e-3)
+    _call(lt.loss, inst, block_size=block)
+    _call(lt.weight_gradients, inst, block_size=block)
+    _call(lt.autograd_gradients, inst, **_some({"method": method}))
+    small_degree = degree if isinstance(degree, int) and not isinstance(degree, bool) and degree <= 10 else None
+    _call(lt.approx_gradients, inst, **_some({"eps": eps, "method": method, "R": R}), degree=small_degree, on_invalid="flag")
+    _call(lt.exp_polynomial, R if R is not None else 1.0, eps if eps is not None else 1e-3, degree=small_degree)
+    _call(lt.degree_bound, R, eps)
+    _call(lt.default_block_size, block)
+
+
+@FUZZ
+@given(Z=junk_tensors, R=st.sampled_from([0.5, 2.0]), side=junk, g=junk, d=junk)
+def test_features_fuzz(Z, R, side, g, d):
+    poly = lt.exp_polynomial(R, 1e-2)
+    _call(lt.polynomial_features, Z, poly, **_some({"side": side}))
+    _call(lt.feature_rank, g, d)
+
+
+@FUZZ
+@given(a=junk_tensors, b=junk_tensors)
+def test_max_rel_error_fuzz(a, b):
+    out = _call(lt.max_rel_error, a, b, check_finite=False)  # inf is documented (b = 0, or NaN/inf entries); NaN is not
+    assert out is None or (isinstance(out, float) and not math.isnan(out) and out >= 0)
 
 
 @settings(max_examples=40, deadline=None)
-@given(shape=st.tuples(st.integers(0, 12), st.integers(0, 12)), r=junk, direction=junk, scale=junk, alpha=junk, fill=st.sampled_from([0.0, 1.0, math.nan, math.inf, None]))
-def test_lora_ga_init_fuzz(shape, r, direction, scale, alpha, fill):
+@given(shape=st.tuples(st.integers(0, 12), st.integers(0, 12)), r=junk, direction=junk, scale=junk, alpha=junk, lr=junk,
+       fill=st.sampled_from([0.0, 1.0, math.nan, math.inf, None]))
+def test_lora_ga_init_fuzz(shape, r, direction, scale, alpha, lr, fill):
     G = torch.randn(*shape, dtype=torch.float64) if fill is None else torch.full(shape, fill, dtype=torch.float64)
-    kwargs = {k: v for k, v in {"direction": direction, "scale": scale}.items() if v is not None}
-    init = _call(lt.lora_ga_init, G, r, alpha=alpha if alpha is not None else 1.0, **kwargs)
+    init = _call(lt.lora_ga_init, G, r, alpha=alpha if alpha is not None else 1.0, **_some({"direction": direction, "scale": scale}))
     if init is not None:
         _call(lt.alignment_report, G, init.A, init.B, init.eta)
+        _call(lt.first_step_update, G, init, lr)
+
+
+@FUZZ
+@given(r=junk, alpha=junk, init=junk, target=junk, seed=junk, n=st.integers(0, 5))
+def test_lora_layer_fuzz(r, alpha, init, target, seed, n):
+    base = nn.Linear(n, 3)
+    layer = _call(lt.LoRALinear, base, r, alpha, **_some({"init": init}), check_finite=False)
+    if layer is not None:
+        _call(layer, torch.randn(2, n), check_finite=True)
+        _call(layer, torch.randn(2, n + 1), check_finite=True)  # wrong input width
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    out = _call(lt.add_lora, model, target, r, alpha, **_some({"init": init, "seed": seed}), check_finite=False)
+    if out is not None:
+        _call(out, torch.randn(3, 4))
+        _call(lt.merge_lora, out, check_finite=False)
+
+
+@FUZZ
+@given(lr=junk, ratio=junk)
+def test_loraplus_fuzz(lr, ratio):
+    model = lt.add_lora(nn.Sequential(nn.Linear(4, 4)), "0", 2, 4.0)
+    _call(lt.loraplus_param_groups, model, lr, ratio, check_finite=False)
+
+
+@FUZZ
+@given(optimizer=junk, init=junk, a=junk, b=junk, steps=junk)
+def test_lora_plus_toy_fuzz(optimizer, init, a, b, steps):
+    _call(lt.predict_exponents, optimizer, init, a, b, steps, check_finite=False)
+    small = steps if isinstance(steps, int) and not isinstance(steps, bool) and steps <= 5 else 2
+    _call(lt.simulate_toy, [4, 8], small, **_some({"optimizer": optimizer, "init": init, "a": a, "b": b}), check_finite=False)
+
+
+@pytest.mark.parametrize("m", [0, -1, 1.5, "x", None])
+def test_random_feature_gradients_bad_m(m):
+    inst = lt.make_instance(8, 3, 1, bound=1.0)
+    with pytest.raises(ValueError, match="m"):
+        lt.random_feature_gradients(inst, m)

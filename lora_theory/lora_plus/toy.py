@@ -28,13 +28,12 @@ from collections.abc import Sequence
 import pandas as pd
 import torch
 
+from ._update import Updater
 from .._validate import InvalidArgumentError, check_choice, check_int, check_positive
-from ._update import Updater, one_thread
 
 __all__ = ["simulate_toy"]
 
 
-@one_thread()  # tiny tensors: see _update.one_thread
 def simulate_toy(
     widths: Sequence[int],
     steps: int,
@@ -90,7 +89,8 @@ def simulate_toy(
         else:
             A = torch.zeros(S, n, dtype=f64)
             B = torch.ones(S, dtype=f64)
-        eta_a, eta_b = c_a * n**a, c_b * n**b
+        # n**e as a float64 tensor power: a huge exponent gives inf (an exploding run), not an OverflowError
+        eta_a, eta_b = (c * float(torch.tensor(float(n), dtype=f64) ** e) for c, e in ((c_a, a), (c_b, b)))
         upd_A, upd_B = Updater(optimizer, A), Updater(optimizer, B)
         for t in range(1, steps + 1):
             s = (A * x).sum(1)  # (S,) a^T x
