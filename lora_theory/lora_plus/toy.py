@@ -28,12 +28,13 @@ from collections.abc import Sequence
 import pandas as pd
 import torch
 
-from ._update import Updater
 from .._validate import InvalidArgumentError, check_choice, check_int, check_positive
+from ._update import Updater, one_thread
 
 __all__ = ["simulate_toy"]
 
 
+@one_thread()  # tiny tensors: see _update.one_thread
 def simulate_toy(
     widths: Sequence[int],
     steps: int,
