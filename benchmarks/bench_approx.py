@@ -11,7 +11,7 @@ adaptation, R <= 2, eps = 1e-3, float64 unless --dtype):
    random features (target: >= 10x lower), median over seeds.
 
 Usage:
-    python benchmarks/bench_approx.py [--quick] [--device cuda] [--json out.json]
+    python benchmarks/bench_approx.py [--quick] [--device cuda] [--threads 1 --clock cpu] [--json out.json]
 """
 from __future__ import annotations
 
@@ -28,16 +28,22 @@ from lora_theory.approx import approx_gradients
 from lora_theory.random_features import random_feature_gradients
 
 
-def timed(fn, repeats: int, device: str) -> float:
+CLOCK = "wall"  # set from --clock: "wall" (perf_counter) or "cpu" (process CPU time: robust to other work on shared cores)
+
+
+def timed(fn, repeats: int, device: str, warmup: bool = True) -> float:
+    """min over ``repeats`` of the chosen clock; CUDA is synchronised; wall time on a GPU."""
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    fn()
-    sync()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+    tick = time.process_time if CLOCK == "cpu" and not device.startswith("cuda") else time.perf_counter
+    if warmup:
         fn()
         sync()
-        ts.append(time.perf_counter() - t0)
+    ts = []
+    for _ in range(repeats):
+        t0 = tick()
+        fn()
+        sync()
+        ts.append(tick() - t0)
     return min(ts)
 
 
@@ -54,9 +60,13 @@ def main() -> None:
     ap.add_argument("--dtype", default="float64")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="wall: perf_counter; cpu: this process's CPU time (use with --threads 1 when the cores are shared)")
     ap.add_argument("--quick", action="store_true", help="L = 2^13 for part 1, 2^11..2^14 for part 2")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    global CLOCK
+    CLOCK = args.clock
     torch.set_num_threads(args.threads)
     out: dict = {"args": vars(args)}
 
@@ -67,9 +77,10 @@ def main() -> None:
     ex = lt.exact_gradients(inst)
     errs = {k: lt.max_rel_error(g[k], ex[k]) for k in ex}
     ta = timed(lambda: approx_gradients(inst, eps=args.eps), 3, args.device)
-    te = timed(lambda: lt.exact_gradients(inst), 1, args.device)
+    te = timed(lambda: lt.exact_gradients(inst), 1, args.device, warmup=False)  # ran once above
     out["part1"] = {"L": L, "R_true": lt.norm_bounds(inst)["R"], "R_bound": info.R, "degree": info.degree, "k": info.rank,
                     "approx_s": ta, "exact_s": te, "speedup": te / ta, "rel_err": errs}
+    print(f"clock: {CLOCK if args.device == 'cpu' else 'wall'}, threads {args.threads}, device {args.device}")
     print(f"[1] L={L} d={args.d} {args.dtype} R={out['part1']['R_true']:.2f} (bound {info.R:.2f}) degree={info.degree} k={info.rank}")
     print(f"    approx {ta:.3f} s, exact {te:.2f} s: {te / ta:.1f}x faster; max rel err {max(errs.values()):.1e} "
           f"({', '.join(f'{k} {v:.1e}' for k, v in errs.items())})")
@@ -80,7 +91,7 @@ def main() -> None:
     for L in Ls:
         inst = instance(L, args)
         ta_L.append(timed(lambda: approx_gradients(inst, eps=args.eps), 3, args.device))
-        te_L.append(timed(lambda: lt.exact_gradients(inst), 1, args.device) if L <= (1 << 14) else float("nan"))
+        te_L.append(timed(lambda: lt.exact_gradients(inst), 1, args.device, warmup=L < (1 << 14)) if L <= (1 << 14) else float("nan"))
     sa = float(np.polyfit(np.log(Ls), np.log(ta_L), 1)[0])
     ok = [i for i, t in enumerate(te_L) if np.isfinite(t)]
     se = float(np.polyfit(np.log([Ls[i] for i in ok]), np.log([te_L[i] for i in ok]), 1)[0])
