@@ -11,6 +11,9 @@
    remainder formula (sympy's series) and numerically against ``exp_polynomial(method="taylor")``.
 4. :func:`check_rowwise_kronecker`: (U1 V1^T) o (U2 V2^T) = (U1 (x) U2)(V1 (x) V2)^T with
    row-wise Kronecker products, exactly, for symbolic matrices.
+5. :func:`check_normalizer_perturbation`: entrywise relative error delta of exp becomes at most
+   2 delta / (1 - delta) in each row of the softmax (l1), the first step of the computed error
+   bound of ``approx_gradients`` (claims ``limits.thm3.1``, ``limits.thmA.1``).
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import math
 
 import sympy as sp
 
-__all__ = ["check_multinomial_identity", "check_rank_count", "check_rowwise_kronecker", "check_taylor_remainder", "run_all"]
+__all__ = ["check_multinomial_identity", "check_normalizer_perturbation", "check_rank_count", "check_rowwise_kronecker", "check_taylor_remainder", "run_all"]
 
 
 def _monomials(d: int, g: int):
@@ -92,6 +95,41 @@ def check_rowwise_kronecker(L: int = 2, k1: int = 2, k2: int = 2) -> dict:
     return {"L": L, "k1": k1, "k2": k2}
 
 
+def check_normalizer_perturbation(L: int = 3) -> dict:
+    """The first step of ``approx_gradients``' error bound, exactly: with a~_j = a_j (1 + delta_j),
+
+        f~_j - f_j = f_j (delta_j - dbar) / (1 + dbar),   dbar = sum_j f_j delta_j,
+
+    where f = a / sum(a), f~ = a~ / sum(a~). Hence |delta_j| <= delta < 1 gives |delta_j - dbar| <= 2 delta
+    and 1 + dbar >= 1 - delta, so sum_j |f~_j - f_j| <= 2 delta / (1 - delta) (the ``eta`` of
+    ``lora_theory.approx._error_bound``). The identity is checked symbolically; the bound on a
+    grid of extreme sign patterns (delta_j = +-delta) and weights, where the sum reaches about
+    half of it (sum_j f_j |delta_j - dbar| <= delta (1 + |dbar|) is the sharp form; the factor 2
+    is the slack the computed bound keeps).
+    """
+    a = sp.symbols(f"a0:{L}", positive=True)
+    dl = sp.symbols(f"d0:{L}", real=True)
+    S = sum(a)
+    f = [ai / S for ai in a]
+    at = [ai * (1 + di) for ai, di in zip(a, dl, strict=True)]
+    St = sum(at)
+    dbar = sum(fi * di for fi, di in zip(f, dl, strict=True))
+    for j in range(L):
+        lhs = at[j] / St - f[j]
+        rhs = f[j] * (dl[j] - dbar) / (1 + dbar)
+        assert sp.simplify(lhs - rhs) == 0, f"perturbation identity fails at j = {j}"
+    worst = 0.0
+    for delta in (0.01, 0.1, 0.5, 0.9):
+        for signs in itertools.product((-1, 1), repeat=L):
+            for w in ((1,) * L, tuple(10**i for i in range(L)), (100,) + (1,) * (L - 1)):  # softmax weights a_j
+                sub = {**{ai: wi for ai, wi in zip(a, w, strict=True)}, **{di: s * delta for di, s in zip(dl, signs, strict=True)}}
+                total = float(sum(abs((at[j] / St - f[j]).subs(sub)) for j in range(L)))
+                bound = 2 * delta / (1 - delta)
+                assert total <= bound * (1 + 1e-12), (delta, signs, w, total, bound)
+                worst = max(worst, total / bound)
+    return {"L": L, "max_sum_over_bound": worst}
+
+
 def run_all() -> dict:
     return {
         "multinomial": check_multinomial_identity(),
@@ -99,6 +137,7 @@ def run_all() -> dict:
         "rank_count": check_rank_count(),
         "taylor": check_taylor_remainder(),
         "kronecker": check_rowwise_kronecker(L=3, k1=2, k2=3),
+        "normalizer": check_normalizer_perturbation(),
     }
 
 

@@ -29,3 +29,9 @@ def test_wrong_multinomial_weights_are_caught():
     lhs = (q0 * k0 + q1 * k1) ** 2
     wrong = (q0 * k0) ** 2 + (q1 * k1) ** 2 + q0 * q1 * k0 * k1  # should be 2 q0 q1 k0 k1
     assert sp.expand(lhs - wrong) != 0
+
+
+def test_normalizer_perturbation():
+    """limits.thm3.1: the softmax row error bound 2 delta / (1 - delta) behind info.error_bound."""
+    out = pc.check_normalizer_perturbation(L=3)
+    assert 0 < out["max_sum_over_bound"] <= 1.0
