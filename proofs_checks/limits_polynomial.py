@@ -104,8 +104,9 @@ def check_normalizer_perturbation(L: int = 3) -> dict:
     and 1 + dbar >= 1 - delta, so sum_j |f~_j - f_j| <= 2 delta / (1 - delta) (the ``eta`` of
     ``lora_theory.approx._error_bound``). The identity is checked symbolically; the bound on a
     grid of extreme sign patterns (delta_j = +-delta) and weights, where the sum reaches about
-    half of it (sum_j f_j |delta_j - dbar| <= delta (1 + |dbar|) is the sharp form; the factor 2
-    is the slack the computed bound keeps).
+    half of it (sum_j f_j |delta_j - dbar| is the mean absolute deviation of values in
+    [-delta, delta], at most delta, so delta / (1 - delta) is the sharp form; the factor 2 is slack
+    the computed bound keeps).
     """
     a = sp.symbols(f"a0:{L}", positive=True)
     dl = sp.symbols(f"d0:{L}", real=True)
