@@ -17,7 +17,7 @@ L x L matrix ever exists, and every step is O(L k d^2).
 
 Error bound (returned in ``info.error_bound``, absolute, max-entry, per gradient): if every
 entry satisfies |A~_ij / e^{S_ij} - 1| <= delta < 1, then sum_j |f~_ij - f_ij| <= eta =
-2 delta / (1 - delta) for every row, and the bound propagates through O, c, p and the three
+delta / (1 - delta) for every row (proofs_checks/limits_polynomial.py::check_normalizer_perturbation), and the bound propagates through O, c, p and the three
 weight gradients with the max-entry norms of X, V, K, Q and the row norms of c (see
 ``_error_bound``).
 
@@ -142,7 +142,9 @@ def lowrank_gradients(inst: AttentionLoRAInstance, U: torch.Tensor, V: torch.Ten
 def _error_bound(inst: AttentionLoRAInstance, delta: float, aux: dict[str, torch.Tensor]) -> dict[str, float]:
     """A-priori max-entry bounds on |grad~ - grad| given the entrywise relative error delta of exp.
 
-    Row-wise: sum_j |f~_ij - f_ij| <= eta = 2 delta / (1 - delta). With v = ||V_val||_max and
+    Row-wise: sum_j |f~_ij - f_ij| <= eta = delta / (1 - delta): f~_ij - f_ij = f_ij (delta_ij - dbar_i) /
+    (1 + dbar_i) with dbar_i = sum_j f_ij delta_ij, and the f-mean absolute deviation of values in
+    [-delta, delta] is at most delta (proofs_checks/limits_polynomial.py::check_normalizer_perturbation). With v = ||V_val||_max and
     c~ the approximate residual: |O~_i - O_i|_inf <= eta v; ||c_i||_1 <= ||c~_i||_1 + d eta v;
     sum_j |p~_ij - p_ij| <= e_i = 2 eta v ||c~_i||_1 + eta v (2 d v + ||c_i||_1). Then
     |dG_Q| <= beta ||K||_max sum_i |X_Q,ia| e_i; |dG_K| <= beta ||Q||_max ||X_K||_max sum_i e_i;
@@ -153,7 +155,7 @@ def _error_bound(inst: AttentionLoRAInstance, delta: float, aux: dict[str, torch
         return {f"{p}_{mu}": math.inf for mu in inst.adapt for p in "AB"}
     Q, K, Vv = inst.projections()
     d = inst.d
-    eta = 2 * delta / (1 - delta)
+    eta = delta / (1 - delta)
     v = float(Vv.abs().max())
     c = aux["c"]
     c1 = c.abs().sum(dim=1)  # (L,) ||c~_i||_1

@@ -12,7 +12,7 @@
 4. :func:`check_rowwise_kronecker`: (U1 V1^T) o (U2 V2^T) = (U1 (x) U2)(V1 (x) V2)^T with
    row-wise Kronecker products, exactly, for symbolic matrices.
 5. :func:`check_normalizer_perturbation`: entrywise relative error delta of exp becomes at most
-   2 delta / (1 - delta) in each row of the softmax (l1), the first step of the computed error
+   delta / (1 - delta) in each row of the softmax (l1), the first step of the computed error
    bound of ``approx_gradients`` (claims ``limits.thm3.1``, ``limits.thmA.1``).
 """
 from __future__ import annotations
@@ -101,12 +101,11 @@ def check_normalizer_perturbation(L: int = 3) -> dict:
         f~_j - f_j = f_j (delta_j - dbar) / (1 + dbar),   dbar = sum_j f_j delta_j,
 
     where f = a / sum(a), f~ = a~ / sum(a~). Hence |delta_j| <= delta < 1 gives |delta_j - dbar| <= 2 delta
-    and 1 + dbar >= 1 - delta, so sum_j |f~_j - f_j| <= 2 delta / (1 - delta) (the ``eta`` of
-    ``lora_theory.approx._error_bound``). The identity is checked symbolically; the bound on a
-    grid of extreme sign patterns (delta_j = +-delta) and weights, where the sum reaches about
-    half of it (sum_j f_j |delta_j - dbar| is the mean absolute deviation of values in
-    [-delta, delta], at most delta, so delta / (1 - delta) is the sharp form; the factor 2 is slack
-    the computed bound keeps).
+    and 1 + dbar >= 1 - delta; sum_j f_j |delta_j - dbar| is the mean absolute deviation (under f)
+    of values in [-delta, delta], at most their standard deviation, at most delta. So
+    sum_j |f~_j - f_j| <= delta / (1 - delta), the ``eta`` of ``lora_theory.approx._error_bound``.
+    The identity is checked symbolically; the bound on a grid of extreme sign patterns
+    (delta_j = +-delta) and weights, where it is nearly attained.
     """
     a = sp.symbols(f"a0:{L}", positive=True)
     dl = sp.symbols(f"d0:{L}", real=True)
@@ -125,7 +124,7 @@ def check_normalizer_perturbation(L: int = 3) -> dict:
             for w in ((1,) * L, tuple(10**i for i in range(L)), (100,) + (1,) * (L - 1)):  # softmax weights a_j
                 sub = {**{ai: wi for ai, wi in zip(a, w, strict=True)}, **{di: s * delta for di, s in zip(dl, signs, strict=True)}}
                 total = float(sum(abs((at[j] / St - f[j]).subs(sub)) for j in range(L)))
-                bound = 2 * delta / (1 - delta)
+                bound = delta / (1 - delta)
                 assert total <= bound * (1 + 1e-12), (delta, signs, w, total, bound)
                 worst = max(worst, total / bound)
     return {"L": L, "max_sum_over_bound": worst}

@@ -32,6 +32,6 @@ def test_wrong_multinomial_weights_are_caught():
 
 
 def test_normalizer_perturbation():
-    """limits.thm3.1: the softmax row error bound 2 delta / (1 - delta) behind info.error_bound."""
+    """limits.thm3.1: the softmax row error bound delta / (1 - delta) behind info.error_bound."""
     out = pc.check_normalizer_perturbation(L=3)
     assert 0 < out["max_sum_over_bound"] <= 1.0

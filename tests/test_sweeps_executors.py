@@ -34,7 +34,7 @@ def test_bad_points_become_recorded_errors(fn, match):
     assert out.metrics is None and match in out.error and out.seconds >= 0
 
 
-def test_seeding_is_per_point_and_restores_the_callers_rngs():
+def test_seeding_is_per_point_and_restores_the_callers_rngs(tmp_path):
     torch.manual_seed(5)
     random.seed(5)
     np.random.seed(5)
@@ -42,7 +42,8 @@ def test_seeding_is_per_point_and_restores_the_callers_rngs():
     torch.manual_seed(5)
     random.seed(5)
     np.random.seed(5)
-    a = call_point(noisy_mean, {"n": 4}, "key-a", 0)
+    a = call_point(noisy_mean, {"n": 4}, "key-a", 0, restore=True)
+    run_sweep(noisy_mean, grid(n=[2, 3]), tmp_path / "s.sqlite", name="noise", executor="inprocess", progress=False)
     assert (torch.rand(1).item(), random.random(), np.random.rand()) == expect  # the caller's streams are untouched
     b, c = call_point(noisy_mean, {"n": 4}, "key-a", 0), call_point(noisy_mean, {"n": 4}, "key-b", 0)
     assert b.metrics == a.metrics and c.metrics != a.metrics

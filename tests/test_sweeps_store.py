@@ -44,6 +44,10 @@ def test_wal_and_full_sync(tmp_path):
     with ResultStore(tmp_path / "s.sqlite") as st:
         assert st.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert st.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    with ResultStore(tmp_path / "s.sqlite", synchronous="NORMAL") as st:
+        assert st.conn.execute("PRAGMA synchronous").fetchone()[0] == 1
+    with pytest.raises(ValueError, match="synchronous: expected one of 'FULL', 'NORMAL'"):
+        ResultStore(tmp_path / "s.sqlite", synchronous="OFF")
 
 
 def test_concurrent_reader_while_a_sweep_writes(tmp_path):

@@ -17,7 +17,6 @@ from ..lora_plus.gammas import predict_exponents
 from ..lora_plus.sweep import SLOPE_TOL, compare, fit_exponents, width_sweep
 from . import Measurement, claim
 
-
 # (optimizer, init, a, b, last step checked); eta_A = 0.1 n^a, eta_B = 0.1 n^b. Exploding runs are
 # checked up to their explosion onset (beyond it U = f - y cancels at small widths; see the notes).
 PROP1_CONFIGS = [("gd", 1, "-1/2", "-1/2", 4), ("gd", 2, "-1/2", "-1/2", 1), ("gd", 1, -1, -1, 4), ("gd", 2, -1, -1, 4), ("gd", 1, 0, 0, 2)]
