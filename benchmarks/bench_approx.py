@@ -24,9 +24,8 @@ import numpy as np
 import torch
 
 import lora_theory as lt
-from lora_theory.approx import approx_gradients
-from lora_theory.random_features import random_feature_gradients
-
+from lora_theory.limits.approx import approx_gradients
+from lora_theory.limits.random_features import random_feature_gradients
 
 CLOCK = "wall"  # set from --clock: "wall" (perf_counter) or "cpu" (process CPU time: robust to other work on shared cores)
 

@@ -22,11 +22,12 @@ import time
 import torch
 
 from lora_theory._memory import peak_memory_bytes
-from lora_theory.lora_ga import alignment_report, lora_ga_init
+from lora_theory.lora_ga.init import alignment_report, lora_ga_init
 
 MODEL_SETUP = """
 import torch
-from lora_theory.models import load_minilm, teacher_student_task, token_batches
+from lora_theory.lora.pretrained import load_minilm, token_batches
+from lora_theory.finetune.tasks import teacher_student_task
 model = load_minilm()
 task = teacher_student_task(model)
 batches = token_batches({batches}, 8, 32)
@@ -35,8 +36,8 @@ for b in batches:
 """
 
 OURS = """
-from lora_theory.lora_ga_model import apply_lora_ga, estimate_gradients
-from lora_theory.lora_layer import add_lora
+from lora_theory.lora_ga.model import apply_lora_ga, estimate_gradients
+from lora_theory.lora.layer import add_lora
 G = estimate_gradients(model, batches, task.loss, ["query", "value"])
 add_lora(model, ["query", "value"], r=8, alpha=16, rslora=True, init="none")
 apply_lora_ga(model, G, svd="randomized", compute_dtype=torch.float32)  # randomized SVD in float32, as PEFT

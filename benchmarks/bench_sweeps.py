@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from lora_theory.sweeps import ResultStore, grid, run_sweep
-from lora_theory.sweeps.points import cpu_bound, sleepy_square
+from tests.sweeps.probes import cpu_bound, sleepy_square
 
 
 def _timed(fn, *args, **kwargs) -> float:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -32,7 +33,6 @@ def _fmt_shape(shape: Sequence[int | str]) -> str:
 
 def check_int(name: str, value: object, *, low: int | None = None, high: int | None = None) -> int:
     """Return ``value`` as int, requiring ``low <= value <= high`` (bounds optional)."""
-    import numpy as np
 
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
         raise InvalidArgumentError(f"{name}: expected an integer, got {value!r} ({type(value).__name__})")

@@ -33,7 +33,7 @@ def info(as_json: bool = typer.Option(False, "--json", help="Print JSON instead 
     import numpy
     import torch
 
-    from . import __version__
+    from ._version import __version__
 
     facts = {
         "lora_theory": __version__,
@@ -182,7 +182,7 @@ def figures(
     """Regenerate figures (compute + plot), or redraw them from stored tables."""
     import pandas as pd
 
-    from .figures import all_figures, get_figure, render
+    from .studies import all_figures, get_figure, render
 
     if list_only:
         for spec in all_figures():
@@ -227,41 +227,34 @@ def sweep_norms(
     degree: int = typer.Option(8, "--degree", help="Fixed polynomial degree budget."),
     seeds: int = typer.Option(1, "--seeds"),
     adapt: str = typer.Option("qv", "--adapt"),
-    out: Path = typer.Option(Path("norms_sweep.csv"), "--out", help="CSV; finished points are appended as they finish and skipped on a re-run."),
+    store: Path = typer.Option(Path("norms.sqlite"), "--store", help="SQLite results store: each finished point is committed; a re-run skips them."),
+    jobs: int = typer.Option(1, "--jobs", help="Worker processes."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Also export the sweep's table (CSV or Parquet)."),
 ) -> None:
-    """Gradient error of the polynomial method at a fixed degree vs Gamma (limits.thm4.1_regime)."""
-    import itertools
-
-    import pandas as pd
-
-    from .phase import gradient_error_sweep
+    """Gradient error of the polynomial method at a fixed degree vs Gamma (limits.thm4.1_regime), through the sweep engine."""
+    from .limits.norm_sweeps import approx_error
+    from .sweeps import ResultStore, grid, run_sweep
 
     for k in kind:
         if k not in ("random", "hard"):
             raise typer.BadParameter(f"expected 'random' or 'hard', got {k!r}", param_hint="--kind")
-    done = set()
-    if out.exists():
-        prev = pd.read_csv(out)
-        done = {(r.kind, int(r.L), float(r.Gamma), int(r.seed)) for r in prev.itertuples()}
-    points = [p for p in itertools.product(kind, L, gamma, range(seeds)) if (p[0], p[1], float(p[2]), p[3]) not in done]
-    console.print(f"{len(done)} points already in {out}; {len(points)} to run")
-    from rich.progress import track
-
-    for k, Li, g, seed in track(points, description="sweeping"):
-        try:
-            row = gradient_error_sweep(Ls=(Li,), gammas=(g,), kinds=(k,), seeds=(seed,), d=d, degree=degree, adapt=adapt)
-        except ValueError as e:
-            raise typer.BadParameter(str(e)) from None
-        header = not out.exists()
-        with open(out, "a") as fh:  # one finished point per append, flushed to disk before the next starts
-            row.to_csv(fh, header=header, index=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-    df = pd.read_csv(out)
+    if seeds < 1:
+        raise typer.BadParameter(f"expected an integer >= 1, got {seeds}", param_hint="--seeds")
+    points = grid(kind=list(kind), L=list(L), gamma=[float(g) for g in gamma], seed=list(range(seeds)), d=[d], degree=[degree], adapt=[adapt])
+    try:
+        counts = run_sweep(approx_error, points, store, name="norms", jobs=jobs, executor="process" if jobs > 1 else "inprocess")
+        with ResultStore(store, readonly=True) as st:
+            df = st.load("norms")
+            if out is not None:
+                console.print(f"wrote {st.export(out, 'norms')}")
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
     t = Table("kind", "L", "Gamma", "R", "valid", "rel err")
-    for r in df.sort_values(["kind", "L", "Gamma"]).itertuples():
-        t.add_row(r.kind, str(r.L), f"{r.Gamma:g}", f"{r.R:.3g}", str(r.valid), f"{r.rel_err:.2e}")
+    for r in df.sort_values(["kind", "L", "gamma"]).itertuples():
+        t.add_row(str(r.kind), str(r.L), f"{r.gamma:g}", f"{r.R:.3g}", str(r.valid), f"{r.rel_err:.2e}")
     console.print(t)
+    console.print(counts)
+    raise typer.Exit(130 if counts.get("interrupted") else 0)
 
 
 @sweep_app.command("run")
@@ -327,8 +320,9 @@ def audit_lora_ga_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """LoRA-GA on MiniLM (q, v): alignment with G_2r, stable scale and output change, per direction and scale."""
-    from .audit import audit_lora_ga
-    from .models import _embed, load_minilm, teacher_student_task, token_batches
+    from .finetune.tasks import teacher_student_task
+    from .lora.pretrained import embed, load_minilm, token_batches
+    from .lora_ga.audit import audit_lora_ga
 
     try:
         import pandas as pd
@@ -336,7 +330,7 @@ def audit_lora_ga_cmd(
         model = load_minilm()
         task = teacher_student_task(model)
         data = token_batches(batches, 4, 16)
-        df = pd.concat([audit_lora_ga(impl, model, data, task.loss, _embed, ["query", "value"], r=r, alpha=alpha) for impl in implementation])
+        df = pd.concat([audit_lora_ga(impl, model, data, task.loss, embed, ["query", "value"], r=r, alpha=alpha) for impl in implementation])
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     if out is not None:

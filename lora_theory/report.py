@@ -10,12 +10,16 @@ import json
 import platform
 import time
 from collections.abc import Callable
+from io import StringIO
 from pathlib import Path
 
 import pandas as pd
+import torch
 
-from .claims import PAPERS, run_check
-from .figures import all_figures, render
+from ._version import __version__
+from .claims import PAPERS, all_claims, get_claim, run_check
+from .studies import all_figures, get_figure, render
+from .sweeps import ResultStore, run_sweep
 
 __all__ = ["reproduce", "write_report"]
 
@@ -26,9 +30,7 @@ def _md_escape(s: object) -> str:
 
 def write_report(results: pd.DataFrame, figures: dict[str, dict], out: Path, *, mode: str, seconds: float) -> Path:
     """Write report.md and results.json from the checks table and the rendered figures."""
-    import torch
 
-    from . import __version__
 
     out.mkdir(parents=True, exist_ok=True)
     lines = [
@@ -70,16 +72,13 @@ def write_report(results: pd.DataFrame, figures: dict[str, dict], out: Path, *, 
 
 def figure_point(figure: str, quick: bool) -> dict:
     """One figure's study as a sweep point: its tidy table, stored as JSON (redrawn without recomputing)."""
-    from .figures import get_figure
 
     return {"table": get_figure(figure).compute(quick).to_json(orient="split", double_precision=15)}
 
 
 def stored_figure_tables(store: str | Path, mode: str | None = None) -> dict[str, pd.DataFrame]:
     """{figure name: table} from a reproduce store (``mode`` "quick" / "full"; default: whatever is there, full first)."""
-    from io import StringIO
 
-    from .sweeps import ResultStore
 
     tables: dict[str, pd.DataFrame] = {}
     with ResultStore(store, readonly=True) as st:
@@ -97,8 +96,6 @@ def stored_figure_tables(store: str | Path, mode: str | None = None) -> dict[str
 
 def _render_figures(out: Path, store: Path, mode: str, quick: bool, names: list[str] | None, jobs: int, executor: str,
                     progress: Callable[[str], None] | None) -> dict[str, dict]:
-    from .figures import get_figure
-    from .sweeps import ResultStore, run_sweep
 
     specs = [s for s in all_figures() if names is None or s.name in names]
     for n in names or []:
@@ -143,8 +140,6 @@ def reproduce(out: str | Path = "results", *, quick: bool = True, claims: list[s
     resumes without redoing them (``jobs`` > 1 with a process or Dask executor runs them in
     parallel), and ``lora-theory figures --from OUT/store.sqlite`` redraws without recomputing.
     """
-    from .claims import all_claims, get_claim
-    from .sweeps import ResultStore, run_sweep
 
     t0 = time.perf_counter()
     out = Path(out)

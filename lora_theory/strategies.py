@@ -19,7 +19,7 @@ import torch
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from .instance import AttentionLoRAInstance, make_instance
+from .limits.instance import AttentionLoRAInstance, make_instance
 
 __all__ = ["adapts", "attentions", "bounds", "dtypes", "instances", "register_profiles", "sizes"]
 

@@ -63,7 +63,7 @@ def check_rank_count(max_d: int = 6, max_g: int = 6) -> dict:
 
 def check_taylor_remainder(g_max: int = 12, Rs=(0.5, 1.0, 2.0, 4.0)) -> dict:
     """Lagrange remainder of e^s, and the relative bound e^{2R} R^{g+1}/(g+1)! on [-R, R]."""
-    from lora_theory.polynomial import exp_polynomial
+    from lora_theory.limits.polynomial import exp_polynomial
 
     s = sp.Symbol("s")
     for g in range(g_max + 1):
@@ -103,7 +103,7 @@ def check_normalizer_perturbation(L: int = 3) -> dict:
     where f = a / sum(a), f~ = a~ / sum(a~). Hence |delta_j| <= delta < 1 gives |delta_j - dbar| <= 2 delta
     and 1 + dbar >= 1 - delta; sum_j f_j |delta_j - dbar| is the mean absolute deviation (under f)
     of values in [-delta, delta], at most their standard deviation, at most delta. So
-    sum_j |f~_j - f_j| <= delta / (1 - delta), the ``eta`` of ``lora_theory.approx._error_bound``.
+    sum_j |f~_j - f_j| <= delta / (1 - delta), the ``eta`` of ``lora_theory.limits.approx._error_bound``.
     The identity is checked symbolically; the bound on a grid of extreme sign patterns
     (delta_j = +-delta) and weights, where it is nearly attained.
     """

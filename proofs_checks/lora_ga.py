@@ -49,7 +49,7 @@ def cayley_orthogonal(k: int, seed: int) -> sp.Matrix:
 
 
 def _split(r: int, direction: str):
-    from lora_theory.lora_ga import split_indices
+    from lora_theory.lora_ga.init import split_indices
 
     return split_indices(r, direction, seed=0)
 

@@ -21,7 +21,7 @@ from fractions import Fraction
 
 import sympy as sp
 
-from lora_theory.lora_plus.gammas import predict_exponents
+from lora_theory.lora_plus.exponents import predict_exponents
 
 __all__ = ["check_prop1", "check_prop2", "check_thm1", "run_all"]
 

@@ -16,7 +16,6 @@ Example:
 """
 from __future__ import annotations
 
-import importlib
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -25,6 +24,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from .._registry import LazyRegistry
 from .._validate import InvalidArgumentError
 
 __all__ = ["CLAIM_MODULES", "Claim", "Measurement", "all_claims", "claim", "get_claim", "run_check", "run_checks"]
@@ -66,8 +66,8 @@ class Claim:
         return self.id.split(".", 1)[0]
 
 
-_REGISTRY: dict[str, Claim] = {}
-_LOADED = False
+#: every registered claim, filled lazily from CLAIM_MODULES
+_REGISTRY: LazyRegistry[Claim] = LazyRegistry("claim", CLAIM_MODULES)
 
 
 def claim(id: str, *, statement: str, reference: str, figure: str | None = None, test: str | None = None, proof: str | None = None):
@@ -81,39 +81,20 @@ def claim(id: str, *, statement: str, reference: str, figure: str | None = None,
         raise InvalidArgumentError(f"id: expected '<paper>.<name>' with paper in {sorted(PAPERS)}, got {id!r}")
 
     def deco(fn: Callable[[bool], Measurement]) -> Callable[[bool], Measurement]:
-        if id in _REGISTRY and _REGISTRY[id].check is not fn:
-            raise InvalidArgumentError(f"id: claim {id!r} is registered twice")
-        _REGISTRY[id] = Claim(id, " ".join(statement.split()), reference, fn, figure, test, proof)
+        _REGISTRY.add(id, Claim(id, " ".join(statement.split()), reference, fn, figure, test, proof), same=lambda a, b: a.check is b.check)
         return fn
 
     return deco
 
 
-def _load() -> None:
-    global _LOADED
-    if _LOADED:
-        return
-    for name in CLAIM_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:  # a real import error inside an existing claim module
-                raise
-    _LOADED = True
-
-
 def all_claims() -> list[Claim]:
     """Every registered claim, sorted by id."""
-    _load()
-    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+    return _REGISTRY.all()
 
 
 def get_claim(id: str) -> Claim:
-    """The claim registered under ``id``; a ValueError lists the known ids otherwise."""
-    _load()
-    if id not in _REGISTRY:
-        raise InvalidArgumentError(f"claim: expected one of {', '.join(sorted(_REGISTRY))}, got {id!r}")
-    return _REGISTRY[id]
+    """The claim registered under ``id``; an InvalidArgumentError lists the known ids otherwise."""
+    return _REGISTRY.get(id)
 
 
 def run_check(c: Claim | str, *, quick: bool = True) -> dict[str, Any]:

@@ -6,11 +6,22 @@ it measured; the tolerances come from :data:`lora_theory.tolerances.TOLERANCES`.
 from __future__ import annotations
 
 import itertools
+import math
+import statistics
+import time
 
+import numpy as np
 import torch
 
-from ..exact import autograd_gradients, dense_terms, exact_gradients, lora_chain
-from ..instance import hard_instance, make_instance, norm_bounds
+from .._memory import peak_memory_bytes
+from .._threads import torch_threads
+from ..limits.approx import ApproximationError, approx_gradients
+from ..limits.exact import autograd_gradients, dense_terms, exact_gradients, lora_chain
+from ..limits.features import polynomial_features
+from ..limits.instance import hard_instance, make_instance, norm_bounds
+from ..limits.norm_sweeps import degree_sweep, fit_degree_constant, gradient_error_sweep
+from ..limits.polynomial import degree_bound
+from ..limits.random_features import random_feature_gradients
 from ..tolerances import max_rel_error, tolerance
 from . import Measurement, claim
 
@@ -27,7 +38,7 @@ def _configs(quick: bool):
     "limits.lemma3.1",
     statement="dL/dS = p = f o q - diag(rho) f with f = softmax(S), c = f V - Y, q = c V^T, rho = rowsum(f o q) = rowsum(c o O).",
     reference="Hu et al. 2024, Lemma 3.1 (Parts I-III)",
-    test="tests/test_exact.py::test_lemma31_score_gradient",
+    test="tests/limits/test_exact.py::test_lemma31_score_gradient",
     proof="proofs_checks/limits_lemma31.py::check_lemma31_score_gradient",
 )
 def _lemma31(quick: bool) -> Measurement:
@@ -49,7 +60,7 @@ def _lemma31(quick: bool) -> Measurement:
     "limits.lemma3.2",
     statement="dL/dB_mu = (alpha/r) G_mu A_mu^T and dL/dA_mu = (alpha/r) B_mu^T G_mu with G_mu = dL/dW_mu.",
     reference="Hu et al. 2024, Lemma 3.2 (chain rule through W = W* + alpha/r B A)",
-    test="tests/test_exact.py::test_lora_chain_matches_autograd",
+    test="tests/limits/test_exact.py::test_lora_chain_matches_autograd",
     proof="proofs_checks/limits_lemma31.py::check_lemma32_chain",
 )
 def _lemma32(quick: bool) -> Measurement:
@@ -71,7 +82,7 @@ def _lemma32(quick: bool) -> Measurement:
     statement="The closed form (f, c, q, p; G_Q = beta X_Q^T p K, G_K = beta X_K^T p^T Q, G_V = X_V^T f^T c) equals autograd for all six gradients, partial and full adaptation, self and cross attention, beta != 1, including score ranges of 1e3.",
     reference="Hu et al. 2024, Lemma 3.1-3.2, Sec. 3 (with the printed dimension slips corrected; see paper_notes)",
     figure="limits_grad_closed_form",
-    test="tests/test_exact.py::test_exact_equals_autograd",
+    test="tests/limits/test_exact.py::test_exact_equals_autograd",
     proof="proofs_checks/limits_lemma31.py::check_full_gradient",
 )
 def _closed_form(quick: bool) -> Measurement:
@@ -95,10 +106,9 @@ def _closed_form(quick: bool) -> Measurement:
     statement="Row-blocked evaluation with a log-sum-exp shift gives the same gradients as one dense block, with peak memory O(block L + L d) instead of O(L^2).",
     reference="Hu et al. 2024, Sec. 3 (exact cost Theta(L^2 d)); streaming softmax as in FlashAttention",
     figure="limits_grad_closed_form",
-    test="tests/test_exact.py::test_blocked_equals_unblocked",
+    test="tests/limits/test_exact.py::test_blocked_equals_unblocked",
 )
 def _blocked(quick: bool) -> Measurement:
-    from .._memory import peak_memory_bytes
 
     worst = 0.0
     for inst in _configs(quick):
@@ -121,16 +131,13 @@ def _blocked(quick: bool) -> Measurement:
 # -- the polynomial method and the phase transition (Thm 3.1, A.1, 4.1) -------------------------
 
 def _loglog_slope(Ls, ts) -> float:
-    import numpy as np
 
     return float(np.polyfit(np.log(Ls), np.log(ts), 1)[0])
 
 
 def _bounded_regime(adapt: str, quick: bool) -> tuple[bool, dict, str]:
     """Accuracy within the computed bound, and the time exponent, for R <= 2, d = 4, eps = 1e-3."""
-    import time
 
-    from ..approx import approx_gradients
 
     worst_ratio, worst_rel, Rmax = 0.0, 0.0, 0.0
     for seed, attention in enumerate(("self", "cross")):
@@ -149,9 +156,7 @@ def _bounded_regime(adapt: str, quick: bool) -> tuple[bool, dict, str]:
     # property of the algorithm and must not change when other work shares the cores (a parallel
     # reproduce measured a wall-time exponent of 1.24 for the same code that measures ~1.0 alone).
     ts = []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         for L in Ls:
             inst = make_instance(L, 4, 2, adapt=adapt, bound=2.0, beta=0.25, seed=0)
             approx_gradients(inst, eps=1e-3)
@@ -161,8 +166,6 @@ def _bounded_regime(adapt: str, quick: bool) -> tuple[bool, dict, str]:
                 approx_gradients(inst, eps=1e-3)
                 best = min(best, time.process_time() - t0)
             ts.append(best)
-    finally:
-        torch.set_num_threads(threads)
     slope = _loglog_slope(Ls, ts)
     ok = worst_ratio <= 1.0 and worst_rel <= 1e-2 and slope <= 1.15
     figs = {"R_max": Rmax, "max_err_over_bound": worst_ratio, "max_rel_err": worst_rel, "time_exponent": slope, "Ls": Ls, "cpu_seconds": ts}
@@ -174,7 +177,7 @@ def _bounded_regime(adapt: str, quick: bool) -> tuple[bool, dict, str]:
     statement="Partial adaptation (W_Q, W_V): when ||X_Q W_Q||_max, ||X_K W_K*||_max <= Gamma = o(sqrt(log L)) the LoRA gradient is approximable to eps in L^{1+o(1)} time. Measured: at R <= 2, d = 4, eps = 1e-3 the polynomial method's error is within its computed bound and <= 1e-2 relative, and its wall time grows like L^{<= 1.15}.",
     reference="Hu et al. 2024, Thm 3.1; Alman & Song 2023/2024 (polynomial method, gradient chain)",
     figure="runtime_scaling",
-    test="tests/test_approx.py::test_error_within_bound",
+    test="tests/limits/test_approx.py::test_error_within_bound",
     proof="proofs_checks/limits_polynomial.py::check_rowwise_kronecker",
 )
 def _thm31(quick: bool) -> Measurement:
@@ -187,7 +190,7 @@ def _thm31(quick: bool) -> Measurement:
     statement="Full adaptation (W_Q, W_K, W_V) under the four norm bounds of Remark 5.2: the same almost-linear approximation for all six gradients.",
     reference="Hu et al. 2024, Thm A.1, Remark 5.2",
     figure="runtime_scaling",
-    test="tests/test_approx.py::test_error_within_bound",
+    test="tests/limits/test_approx.py::test_error_within_bound",
     proof="proofs_checks/limits_polynomial.py::check_rowwise_kronecker",
 )
 def _thmA1(quick: bool) -> Measurement:
@@ -200,12 +203,10 @@ def _thmA1(quick: bool) -> Measurement:
     statement="The minimal degree of a polynomial with sup relative error eps for e^s on [-R, R] is Theta(max{2R, log(1/eps) / log(log(1/eps) / 2R)}) (Aggarwal-Alman). Measured: the constant C fitted on one grid bounds the degree on a held-out grid, and degree / order stays in a bounded band.",
     reference="Aggarwal & Alman 2022, Thm 1.2; AS23 Lemma 3.2; Hu et al. 2024, Sec. 5",
     figure="degree_vs_range",
-    test="tests/test_polynomial.py::test_degree_bound_holds_on_held_out_grid",
+    test="tests/limits/test_polynomial.py::test_degree_bound_holds_on_held_out_grid",
     proof="proofs_checks/limits_polynomial.py::check_taylor_remainder",
 )
 def _degree_bound(quick: bool) -> Measurement:
-    from ..phase import degree_sweep, fit_degree_constant
-    from ..polynomial import degree_bound
 
     train = degree_sweep(Rs=(0.1, 0.5, 1, 2, 4, 8), epss=(1e-2, 1e-4, 1e-6, 1e-8), methods=("chebyshev",))
     C = fit_degree_constant(train)
@@ -224,15 +225,12 @@ def _degree_bound(quick: bool) -> Measurement:
     statement="The polynomial feature map has rank k = C(g + d, d) and phi(q) . psi(k) = P(q . k) exactly (multinomial theorem).",
     reference="AS23 Lemma 3.1 (which quotes the looser C(2(g + d), 2g)); Hu et al. 2024, Sec. 5",
     figure="phase_transition",
-    test="tests/test_features.py::test_features_reproduce_polynomial",
+    test="tests/limits/test_features.py::test_features_reproduce_polynomial",
     proof="proofs_checks/limits_polynomial.py::check_multinomial_identity",
 )
 def _rank_count(quick: bool) -> Measurement:
-    import math
 
-    import numpy as np
 
-    from ..features import polynomial_features
 
     worst, bad_rank = 0.0, []
     gen = torch.Generator().manual_seed(0)
@@ -256,13 +254,10 @@ def _rank_count(quick: bool) -> Measurement:
     statement="At Gamma ~ sqrt(log L) kappa no sub-quadratic algorithm exists (SETH). Measured on AS23 Lemma 4.7-shaped hard instances: at a fixed degree budget the gradient error explodes as Gamma grows past sqrt(ln L), and approx_gradients flags the instances it cannot certify.",
     reference="Hu et al. 2024, Thm 4.1; AS23 Lemma 4.7",
     figure="gradient_error_vs_bound",
-    test="tests/test_approx.py::test_hard_instances_past_threshold_flagged",
+    test="tests/limits/test_approx.py::test_hard_instances_past_threshold_flagged",
 )
 def _thm41(quick: bool) -> Measurement:
-    import math
 
-    from ..approx import ApproximationError, approx_gradients
-    from ..phase import gradient_error_sweep
 
     L = 512 if quick else 2048
     df = gradient_error_sweep(Ls=(L,), gammas=(0.25, 0.5, 1.0, 2.0, 3.0), kinds=("hard",), degree=8)
@@ -285,14 +280,11 @@ def _thm41(quick: bool) -> Measurement:
     statement="At equal feature count k = C(g + d, d) and score range R <= 2, the polynomial method's LoRA gradient error is at least 10x below that of Performer FAVOR+ positive random features (median over seeds): the deterministic low-rank factorization of exp beats the unbiased random one.",
     reference="Hu et al. 2024, Sec. 5 (polynomial method); Choromanski et al. 2021, Lemma 1 (FAVOR+); issue 3 benchmark target",
     figure="gradient_error_vs_bound",
-    test="tests/test_random_features.py::test_polynomial_beats_random_features_at_equal_rank",
+    test="tests/limits/test_random_features.py::test_polynomial_beats_random_features_at_equal_rank",
     proof="proofs_checks/limits_polynomial.py::check_multinomial_identity",
 )
 def _poly_vs_rf(quick: bool) -> Measurement:
-    import statistics
 
-    from ..approx import approx_gradients
-    from ..random_features import random_feature_gradients
 
     ratios, rows = [], []
     for L, adapt in ((512, "qkv"), (512, "qv")) if quick else ((1024, "qkv"), (4096, "qkv"), (4096, "qv")):

@@ -5,8 +5,25 @@ import itertools
 import math
 
 import torch
+from torch import nn
 
-from ..lora_ga import DIRECTIONS, SCALES, alignment_report, first_step_update, lora_ga_init
+from ..finetune.convergence import convergence_experiment, steps_to_target
+from ..finetune.tasks import teacher_student_task
+from ..lora.layer import add_lora
+from ..lora.pretrained import embed, load_minilm, token_batches
+from ..lora_ga.audit import audit_lora_ga
+from ..lora_ga.init import (
+    DIRECTIONS,
+    SCALES,
+    LoraGAInit,
+    alignment_report,
+    first_step_update,
+    gradient_svd,
+    lora_ga_init,
+    split_indices,
+    stable_scale_report,
+)
+from ..lora_ga.model import apply_lora_ga
 from ..tolerances import tolerance
 from . import Measurement, claim
 
@@ -33,7 +50,7 @@ def _instances(quick: bool):
     "lora_ga.thm3.1",
     statement="With A = c V_{I_A}^T, B = c U_{I_B} (disjoint I_A, I_B, |I_A| = |I_B| = r, union {1..2r}), the first SGD step of LoRA equals -lr zeta G_2r with zeta = eta^2 c^2: eta^2 (G A^T A + B B^T G) = zeta G_2r.",
     reference="Wang et al. 2024, Thm 3.1",
-    test="tests/test_lora_ga.py::test_theorem_identity",
+    test="tests/lora_ga/test_init.py::test_theorem_identity",
     proof="proofs_checks/lora_ga.py::check_projection_identity",
 )
 def _thm31(quick: bool) -> Measurement:
@@ -56,7 +73,7 @@ def _thm31(quick: bool) -> Measurement:
     "lora_ga.eckart_young",
     statement="The LoRA-GA first step is optimal among updates of rank <= 2r: its residual to G after the best scaling equals the Eckart-Young optimum (sum_{i>2r} sigma_i^2)^{1/2} / ||G||, and random rank-2r initializations do worse.",
     reference="Wang et al. 2024, Thm 3.1 (with Eckart-Young-Mirsky)",
-    test="tests/test_lora_ga.py::test_optimal_against_random_alternatives",
+    test="tests/lora_ga/test_init.py::test_optimal_against_random_alternatives",
 )
 def _eckart_young(quick: bool) -> Measurement:
     worst_gap, worst_random_margin = 0.0, math.inf
@@ -81,10 +98,9 @@ def _eckart_young(quick: bool) -> Measurement:
     statement="With the stable scale c = m^{1/4}/sqrt(gamma) and rsLoRA eta = alpha/sqrt(r), E||eta B A x||^2 / m = alpha^2/gamma^2 for x ~ N(0, I_n), independent of m, n and r (the backward analogue carries m/n).",
     reference="Wang et al. 2024, Def. 3.1, Sec. 3.3",
     figure=None,
-    test="tests/test_lora_ga.py::test_stable_scale_moments",
+    test="tests/lora_ga/test_init.py::test_stable_scale_moments",
 )
 def _stable(quick: bool) -> Measurement:
-    from ..lora_ga import stable_scale_report
 
     df = stable_scale_report(ms=(64, 256) if quick else (64, 256, 1024), ns=(64, 256) if quick else (64, 256, 1024), ranks=(2, 8) if quick else (2, 8, 32),
                              samples=4096, seed=0)
@@ -101,13 +117,10 @@ def _stable(quick: bool) -> Measurement:
     "lora_ga.offset_exact",
     statement="W_res + eta B A = W0 for every direction, scale and dtype, so the model's output at step 0 is unchanged.",
     reference="Wang et al. 2024, Sec. 3.3 (weight offset)",
-    test="tests/test_lora_ga_model.py::test_output_unchanged_at_step0",
+    test="tests/lora_ga/test_model.py::test_output_unchanged_at_step0",
 )
 def _offset(quick: bool) -> Measurement:
-    from torch import nn
 
-    from ..lora_ga_model import apply_lora_ga
-    from ..lora_layer import add_lora
 
     worst = {}
     for dtype in (torch.float64, torch.float32):
@@ -132,11 +145,10 @@ def _offset(quick: bool) -> Measurement:
     "lora_ga.sign_invariance",
     statement="Flipping the sign of any singular-vector pair (u_i, v_i) leaves the first-step update unchanged.",
     reference="Wang et al. 2024, Sec. 3 (the SVD is unique up to such signs)",
-    test="tests/test_lora_ga.py::test_sign_invariance",
+    test="tests/lora_ga/test_init.py::test_sign_invariance",
     proof="proofs_checks/lora_ga.py::check_sign_invariance",
 )
 def _signs(quick: bool) -> Measurement:
-    from ..lora_ga import LoraGAInit, gradient_svd, split_indices
 
     worst = 0.0
     gen = torch.Generator().manual_seed(11)
@@ -160,10 +172,9 @@ def _signs(quick: bool) -> Measurement:
     statement="LoRA-GA converges 2-4x faster than vanilla LoRA (steps to reach LoRA's final loss), close to full fine-tuning.",
     reference="Wang et al. 2024, abstract and Sec. 4 (Fig. 1, T5 and Llama-2 runs)",
     figure="lora_ga_convergence",
-    test="tests/test_convergence.py::test_steps_to_target",
+    test="tests/finetune/test_convergence.py::test_steps_to_target",
 )
 def _convergence(quick: bool) -> Measurement:
-    from ..convergence import convergence_experiment, steps_to_target
 
     if quick:
         df = convergence_experiment(("lora", "lora_ga"), steps=20, lrs={"lora": (1e-3,), "lora_ga": (1e-4,)}, eval_every=2)
@@ -182,16 +193,14 @@ def _convergence(quick: bool) -> Measurement:
     "lora_ga.audit_peft",
     statement="PEFT's init_lora_weights='lora_ga' (default ArB2r, stable) realizes Thm 3.1 on a real model: the first step is a multiple zeta of G_2r and the stable scale gives E||eta B A x||^2 / m = alpha^2/gamma^2.",
     reference="Wang et al. 2024, Thm 3.1, Def. 3.1; PEFT 0.21 tuners/lora/layer.py lora_ga_init",
-    test="tests/test_audit.py::test_peft_audit_runs",
+    test="tests/lora_ga/test_audit.py::test_peft_audit_runs",
 )
 def _audit_peft(quick: bool) -> Measurement:
-    from ..audit import audit_lora_ga
-    from ..models import _embed, load_minilm, teacher_student_task, token_batches
 
     model = load_minilm()
     task = teacher_student_task(model)
     batches = token_batches(2, 4, 16)
-    df = audit_lora_ga("peft", model, batches, task.loss, _embed, ["query", "value"], directions=("ArB2r",), scales=("stable",))
+    df = audit_lora_ga("peft", model, batches, task.loss, embed, ["query", "value"], directions=("ArB2r",), scales=("stable",))
     res = float(df.rel_residual.median())
     mom = float(df.fwd_moment.median())
     ok = res <= 1e-3 and abs(mom - 1.0) <= 0.1

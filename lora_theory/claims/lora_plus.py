@@ -2,8 +2,8 @@
 
 Each scaling check runs a width sweep of the toy model (eq. 2), fits the slope of log|delta_i|
 vs log n per step, and compares it with the exact exponent recursion for the same
-configuration (:func:`~lora_theory.lora_plus.gammas.predict_exponents`); tolerance
-:data:`~lora_theory.lora_plus.sweep.SLOPE_TOL` (0.15) on a slope. Exploding runs are checked up to
+configuration (:func:`~lora_theory.lora_plus.exponents.predict_exponents`); tolerance
+:data:`~lora_theory.lora_plus.width_sweep.SLOPE_TOL` (0.15) on a slope. Exploding runs are checked up to
 their explosion onset (later, finite widths lag behind the recursion; see paper_notes/lora_plus.md).
 """
 from __future__ import annotations
@@ -11,10 +11,12 @@ from __future__ import annotations
 import functools
 from fractions import Fraction
 
+import numpy as np
 import pandas as pd
 
-from ..lora_plus.gammas import predict_exponents
-from ..lora_plus.sweep import SLOPE_TOL, compare, fit_exponents, width_sweep
+from ..lora_plus.exponents import predict_exponents
+from ..lora_plus.ratio import ratio_grid
+from ..lora_plus.width_sweep import SLOPE_TOL, compare, fit_exponents, width_sweep
 from . import Measurement, claim
 
 # (optimizer, init, a, b, last step checked); eta_A = 0.1 n^a, eta_B = 0.1 n^b. Exploding runs are
@@ -72,7 +74,7 @@ def _summary(table: pd.DataFrame) -> str:
     statement="GD with one learning rate eta = Theta(n^c) for A and B cannot learn features efficiently: the conditions force c = -1/2, and then Init[1] gives f_t = Theta(n^{-1/2}) (vanishing) while Init[2] gives gamma[f] = 1/2 (exploding).",
     reference="Hayou et al. 2024, Prop. 1",
     figure="lora_plus_exponents",
-    test="tests/test_lora_plus_toy.py::test_measured_slopes_match_predictions",
+    test="tests/lora_plus/test_toy_sim.py::test_measured_slopes_match_predictions",
     proof="proofs_checks/lora_plus.py::check_prop1",
 )
 def _prop1(quick: bool) -> Measurement:
@@ -85,7 +87,7 @@ def _prop1(quick: bool) -> Measurement:
     statement="Toy model, GD: eta_A = Theta(n^{-1}), eta_B = Theta(1) makes delta1, delta2, delta3 all Theta(1) for t > 1 (efficient feature learning), for both inits.",
     reference="Hayou et al. 2024, Prop. 2",
     figure="lora_plus_exponents",
-    test="tests/test_lora_plus_toy.py::test_measured_slopes_match_predictions",
+    test="tests/lora_plus/test_toy_sim.py::test_measured_slopes_match_predictions",
     proof="proofs_checks/lora_plus.py::check_prop2",
 )
 def _prop2(quick: bool) -> Measurement:
@@ -98,7 +100,7 @@ def _prop2(quick: bool) -> Measurement:
     statement="Adam-type updates (SignSGD, Adam): eta_A = eta_B = Theta(n^c) is inefficient for every c; eta_A = Theta(n^{-1}), eta_B = Theta(1) is efficient: eta_B / eta_A = Theta(n).",
     reference="Hayou et al. 2024, Thm 1",
     figure="lora_plus_exponents",
-    test="tests/test_lora_plus_toy.py::test_measured_slopes_match_predictions",
+    test="tests/lora_plus/test_toy_sim.py::test_measured_slopes_match_predictions",
     proof="proofs_checks/lora_plus.py::check_thm1",
 )
 def _thm1(quick: bool) -> Measurement:
@@ -111,12 +113,10 @@ def _thm1(quick: bool) -> Measurement:
     statement="On the Fig. 2 toy network (d = 5, n = 100, r = 4, Y = sin(mean X), GD) the best test loss over an (eta_A, eta_B) grid sits at eta_B / eta_A >> 1, and beats the best equal-rate run.",
     reference="Hayou et al. 2024, Fig. 2",
     figure="lora_plus_heatmap",
-    test="tests/test_lora_plus_ratio.py::test_ratio_grid_small",
+    test="tests/lora_plus/test_ratio.py::test_ratio_grid_small",
 )
 def _ratio(quick: bool) -> Measurement:
-    import numpy as np
 
-    from ..lora_plus.ratio import ratio_grid
 
     grid = tuple(np.logspace(-3, 1.5, 7 if quick else 10))
     df = ratio_grid(grid, grid, steps=100 if quick else 200)
@@ -134,7 +134,7 @@ def _ratio(quick: bool) -> Measurement:
     statement="Thm 1's exponents hold for the general LoRA layer of Sec. 4 (Zbar = W* Z + B A Z, width n on both sides, SignSGD / Adam): the RMS coordinates of delta1, delta2, delta3 scale as the recursion predicts, at the first steps (where U = Theta(1)).",
     reference="Hayou et al. 2024, Sec. 4, Thm 1",
     figure="lora_plus_exponents",
-    test="tests/test_lora_plus_toy.py::test_layer_first_steps",
+    test="tests/lora_plus/test_toy_sim.py::test_layer_first_steps",
 )
 def _thm1_layer(quick: bool) -> Measurement:
     # widths up to 2^14 even in quick mode (~10 s): below that, SignSGD from Init[2] still shows a

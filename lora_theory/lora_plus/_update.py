@@ -1,9 +1,10 @@
-"""The processed-gradient updates shared by the LoRA+ simulators: GD, SignSGD and Adam."""
+"""The processed-gradient updates shared by the LoRA+ simulators (GD, SignSGD, Adam) and their argument checks."""
 from __future__ import annotations
 
-import contextlib
-
 import torch
+
+from .._threads import torch_threads
+from .._validate import InvalidArgumentError, check_choice
 
 _B1, _B2 = 0.9, 0.999
 _EPS = 1e-12  # far below every gradient simulated: Adam's processed gradients stay Theta(1), as Thm 1 assumes
@@ -31,17 +32,21 @@ class Updater:
 SINGLE_THREAD = True
 
 
-@contextlib.contextmanager
 def one_thread():
-    """Run torch single-threaded inside the block (and restore the setting after).
+    """Run torch single-threaded inside the block (unless SINGLE_THREAD is False); a decorator too.
 
     The simulators apply a few elementwise ops to tensors of at most 3 x 4 x 2^14 entries per
     step: intra-op threads only add synchronization, and when the cores are oversubscribed their
     spin-waits made the benchmark sweep 20x slower (measured: 0.04 s vs 0.94 s for one toy sweep).
     """
-    n = torch.get_num_threads()
-    torch.set_num_threads(1 if SINGLE_THREAD else n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
+    return torch_threads(1 if SINGLE_THREAD else None)
+
+
+OPTIMIZERS = ("gd", "signsgd", "adam")
+
+
+def check_optimizer_init(optimizer: str, init: int) -> None:
+    """The simulators' and recursions' shared arguments: optimizer in OPTIMIZERS, init 1 or 2."""
+    check_choice("optimizer", optimizer, OPTIMIZERS)
+    if isinstance(init, bool) or init not in (1, 2):
+        raise InvalidArgumentError(f"init: expected 1 (B = 0, A random) or 2 (B random, A = 0), got {init!r}")

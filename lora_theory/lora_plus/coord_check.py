@@ -1,6 +1,6 @@
 """Coordinate check (mup style) for LoRA layers of real torch models: sizes of Z_A, Z_B and delta1..3 over steps and widths.
 
-For every :class:`~lora_theory.lora_layer.LoRALinear` (or PEFT ``lora.Linear``) module with input
+For every :class:`~lora_theory.lora.layer.LoRALinear` (or PEFT ``lora.Linear``) module with input
 z (the batch it sees in the forward pass that computes the loss), Z_A = A z, Z_B = s B Z_A
 (s = alpha / r) and, for each optimizer step t, the paper's split of the adapter-output change on
 that same input,
@@ -24,23 +24,9 @@ import torch
 from torch import nn
 
 from .._validate import InvalidArgumentError, check_int
-from ..lora_layer import LoRALinear
+from ..lora.peft_bridge import find_lora_layers
 
 __all__ = ["coord_check"]
-
-
-def _lora_modules(model: nn.Module):
-    """(name, module, A (r, n), B (m, r), scale) for every LoRA layer; A and B are the live parameters."""
-    try:
-        from peft.tuners.lora.layer import Linear as PeftLinear
-    except ImportError:  # PEFT is optional: only the toolkit's own LoRALinear is recognised then
-        PeftLinear = ()
-    for name, mod in model.named_modules():
-        if isinstance(mod, LoRALinear):
-            yield name, mod, mod.lora_A, mod.lora_B, float(mod.eta)
-        elif PeftLinear and isinstance(mod, PeftLinear):
-            k = next(iter(mod.lora_A))  # the first (active) adapter
-            yield name, mod, mod.lora_A[k].weight, mod.lora_B[k].weight, float(mod.scaling[k])
 
 
 def coord_check(model_factory: Callable[[int], tuple[nn.Module, Callable[[nn.Module], torch.Tensor], Callable[[nn.Module], torch.optim.Optimizer]]],
@@ -68,7 +54,7 @@ def coord_check(model_factory: Callable[[int], tuple[nn.Module, Callable[[nn.Mod
         for seed in seeds:
             torch.manual_seed(seed)
             model, loss_fn, make_opt = model_factory(int(width))
-            mods = list(_lora_modules(model))
+            mods = [(h.name, h.module, h.A, h.B, h.scaling) for h in find_lora_layers(model)]
             if not mods:
                 raise InvalidArgumentError("model_factory: expected a model with LoRA layers (add_lora or PEFT), found none")
             inputs: dict[str, torch.Tensor] = {}

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .._validate import InvalidArgumentError, check_choice, check_positive
+from ..lora.peft_bridge import find_lora_layers
 
 __all__ = ["loraplus_param_groups", "make_loraplus_optimizer"]
 
@@ -37,24 +38,12 @@ def _no_decay_names(model: nn.Module) -> set[str]:
     return names
 
 
-def _is_lora_embedding(model: nn.Module, name: str) -> bool:
-    try:
-        from peft.tuners.lora.layer import Embedding as PeftEmbedding
-    except ImportError:
-        return False
-    parent = ".".join(name.split(".")[:-2])
-    try:
-        return isinstance(model.get_submodule(parent), PeftEmbedding) if parent else False
-    except AttributeError:
-        return False
-
-
 def loraplus_param_groups(model: nn.Module, lr: float, ratio: float, *, lr_embedding: float | None = None, weight_decay: float = 0.0,
                           one_d: Literal["ratio", "base"] = "ratio") -> list[dict]:
     """Optimizer parameter groups [A, embedding, B (decay), B (no decay)] with LoRA+ learning rates.
 
     Args:
-        model: a PEFT model or a torch model with :class:`~lora_theory.lora_layer.LoRALinear` layers.
+        model: a PEFT model or a torch model with :class:`~lora_theory.lora.layer.LoRALinear` layers.
         lr: eta_A (> 0). ratio: eta_B / eta_A (> 0).
         lr_embedding: lr of LoRA embedding factors (default 1e-6, as PEFT).
         weight_decay: for the A, embedding and B groups (the B no-decay group gets 0).
@@ -69,13 +58,16 @@ def loraplus_param_groups(model: nn.Module, lr: float, ratio: float, *, lr_embed
     check_choice("one_d", one_d, ("ratio", "base"))
     lr_embedding = 1e-6 if lr_embedding is None else check_positive("lr_embedding", lr_embedding)
     no_decay = _no_decay_names(model)
+    # every adapter's factors of PEFT's LoRA embedding layers (PEFT's rule: the module is a lora.Embedding)
+    embedding = {id(p) for h in find_lora_layers(model, embeddings=True) if h.kind == "peft_embedding"
+                 for p in (*h.module.lora_embedding_A.values(), *h.module.lora_embedding_B.values())}
     groups: dict[str, list] = {"A": [], "embedding": [], "B": [], "B_no_decay": []}
     has_lora = False
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         has_lora |= "lora_" in name
-        if _is_lora_embedding(model, name):
+        if id(p) in embedding:
             groups["embedding"].append(p)
         elif "lora_B" in name or (p.ndim == 1 and one_d == "ratio"):
             groups["B_no_decay" if name in no_decay else "B"].append(p)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from ..finetune.convergence import steps_to_target
+
 __all__ = ["plot_convergence"]
 
 _STYLE = {"full": ("k", "full fine-tuning"), "lora": ("tab:blue", "LoRA (B = 0)"), "lora_ga": ("tab:red", "LoRA-GA (ArB2r, stable)"), "lora_plus": ("tab:green", "LoRA+ (ratio 16)")}
@@ -11,7 +13,6 @@ _STYLE = {"full": ("k", "full fine-tuning"), "lora": ("tab:blue", "LoRA (B = 0)"
 
 def plot_convergence(df: pd.DataFrame):
     """Held-out loss vs step at each method's best learning rate; other learning rates faint."""
-    from ..convergence import steps_to_target
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for (method, lr), g in df.groupby(["method", "lr"]):

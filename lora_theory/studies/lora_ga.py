@@ -1,11 +1,11 @@
 """Figures for LoRA-GA (registered in the figure registry)."""
 from __future__ import annotations
 
-from ..figures import register_figure
+from ..finetune.convergence import convergence_experiment
+from . import lazy_plot, register_figure
 
 
 def _compute(quick: bool):
-    from ..convergence import convergence_experiment
 
     if quick:
         return convergence_experiment(("full", "lora", "lora_ga", "lora_plus"), steps=20, eval_every=2,
@@ -13,16 +13,10 @@ def _compute(quick: bool):
     return convergence_experiment(steps=60, eval_every=3)
 
 
-def _plot(df):
-    from ..plotting.lora_ga import plot_convergence
-
-    return plot_convergence(df)
-
-
 register_figure(
     "lora_ga_convergence",
     claims=("lora_ga.convergence",),
     description="Held-out loss vs step on a MiniLM teacher-student task: full fine-tuning, LoRA, LoRA-GA and LoRA+ at matched steps, each at its best learning rate from a small grid.",
     compute=_compute,
-    plot=_plot,
+    plot=lazy_plot("lora_ga", "plot_convergence"),
 )

@@ -6,8 +6,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..claims.lora_plus import PROP1_CONFIGS, PROP2_CONFIGS, THM1_CONFIGS, THM1_LAYER_CONFIGS
-from ..figures import register_figure
+from ..claims.lora_plus import PROP1_CONFIGS, PROP2_CONFIGS, THM1_CONFIGS, THM1_LAYER_CONFIGS, check_configs
+from ..lora.layer import add_lora
+from ..lora.peft_bridge import lora_factors
+from ..lora_plus.coord_check import coord_check
+from ..lora_plus.ratio import ratio_grid
+from . import lazy_plot, register_figure
 
 
 def _through_step4(configs):
@@ -20,7 +24,6 @@ LAYER_CONFIGS = _through_step4(THM1_LAYER_CONFIGS)
 
 
 def exponents_table(quick: bool) -> pd.DataFrame:
-    from ..claims.lora_plus import check_configs
 
     """Measured vs predicted slopes of every claim configuration through step 4; ``checked`` marks the (config, step) rows the claims test."""
     _, toy = check_configs(EXPONENT_CONFIGS, quick)
@@ -34,8 +37,6 @@ def exponents_table(quick: bool) -> pd.DataFrame:
 
 def coord_check_table(quick: bool) -> pd.DataFrame:
     """Adam on a ReLU MLP with one LoRA layer (n x n), equal rates vs LoRA+ rates, Init[1]."""
-    from ..lora_layer import add_lora, lora_parameters
-    from ..lora_plus.coord_check import coord_check
 
     widths = (64, 128, 256, 512) if quick else (64, 128, 256, 512, 1024, 2048)
     parts = []
@@ -51,26 +52,15 @@ def coord_check_table(quick: bool) -> pd.DataFrame:
                 return ((m(x) - y) ** 2).mean()
 
             def make_opt(m):
-                params = dict(lora_parameters(m))
-                return torch.optim.Adam([{"params": [p for k, p in params.items() if "lora_A" in k], "lr": lr_a_fn(n)},
-                                         {"params": [p for k, p in params.items() if "lora_B" in k], "lr": lr_b}])
+                A, B = lora_factors(m)
+                return torch.optim.Adam([{"params": A, "lr": lr_a_fn(n)}, {"params": B, "lr": lr_b}])
             return model, loss_fn, make_opt
 
         parts.append(coord_check(factory, widths, steps=4).assign(param=label))
     return pd.concat(parts, ignore_index=True)
 
 
-def _plot(name):
-    def plot(df):
-        from ..plotting import lora_plus
-
-        return getattr(lora_plus, name)(df)
-
-    return plot
-
-
 def _heatmap(quick: bool) -> pd.DataFrame:
-    from ..lora_plus.ratio import ratio_grid
 
     grid = tuple(np.logspace(-3, 1.5, 7 if quick else 10))
     return ratio_grid(grid, grid, steps=100 if quick else 200)
@@ -78,10 +68,10 @@ def _heatmap(quick: bool) -> pd.DataFrame:
 
 register_figure("lora_plus_exponents", claims=("lora_plus.prop1", "lora_plus.prop2", "lora_plus.thm1"),
                 description="Measured slopes of log|delta_i| vs log n (toy model, widths 2^6..2^14) against the exponents predicted by the paper's recursions, for GD / SignSGD / Adam, both inits and several learning-rate exponents.",
-                compute=exponents_table, plot=_plot("plot_exponents"))
+                compute=exponents_table, plot=lazy_plot("lora_plus", "plot_exponents"))
 register_figure("lora_plus_heatmap", claims=("lora_plus.ratio",),
                 description="Test loss of the Fig. 2 toy network over an (eta_A, eta_B) grid (GD, 200 steps); the optimum sits far above the equal-rate diagonal.",
-                compute=_heatmap, plot=_plot("plot_heatmap"))
+                compute=_heatmap, plot=lazy_plot("lora_plus", "plot_heatmap"))
 register_figure("lora_plus_coord_check", claims=("lora_plus.thm1",),
                 description="Coordinate check of a LoRA layer in a ReLU MLP trained by Adam: mean |Z_B| and |Z_A| vs width per step, equal rates vs LoRA+ rates.",
-                compute=coord_check_table, plot=_plot("plot_coord_check"))
+                compute=coord_check_table, plot=lazy_plot("lora_plus", "plot_coord_check"))

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 import tomllib
 
+from .. import _version
 from .._validate import InvalidArgumentError
 
 __all__ = ["SweepSpec", "check_point", "grid", "load_toml", "point_hash"]
@@ -73,10 +74,9 @@ def point_hash(sweep: str, params: Mapping[str, Any], seed: int | None = None) -
 
     Tuples hash like lists (JSON has no tuples); ``1`` and ``1.0`` are different points.
     """
-    from .. import __version__
 
     check_point(params)
-    blob = json.dumps({"sweep": sweep, "params": params, "seed": seed, "version": __version__}, sort_keys=True, allow_nan=False)
+    blob = json.dumps({"sweep": sweep, "params": params, "seed": seed, "version": _version.__version__}, sort_keys=True, allow_nan=False)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -96,7 +96,7 @@ def load_toml(path: str | Path) -> SweepSpec:
 
         name = "norms"
         seed = 0
-        function = "lora_theory.sweeps.points:approx_error"
+        function = "lora_theory.limits.norm_sweeps:approx_error"
         [grid]
         L = [256, 1024]
         gamma = [0.5, 1.0, 2.0]

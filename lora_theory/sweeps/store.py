@@ -28,6 +28,7 @@ from typing import Any, Self
 
 import pandas as pd
 
+from .. import _version
 from .._validate import InvalidArgumentError, check_choice
 
 __all__ = ["ResultStore", "StoreError"]
@@ -137,14 +138,13 @@ class ResultStore:
     def record(self, sweep: str, point_hash: str, params: dict[str, Any], metrics: dict[str, Any] | None, *, error: str | None = None,
                seconds: float = 0.0, seed: int | None = None) -> None:
         """Commit one finished point in its own transaction (replacing an earlier failed attempt of the same point)."""
-        from .. import __version__
 
         if self.readonly:
             raise StoreError(f"path: {self.path} was opened readonly; cannot record a point")
         if (metrics is None) == (error is None):
             raise InvalidArgumentError(f"metrics/error: expected exactly one of them, got metrics={metrics!r:.60}, error={error!r:.60}")
         row = (point_hash, sweep, json.dumps(params, sort_keys=True), None if metrics is None else json.dumps(metrics), error, float(seconds),
-               socket.gethostname(), time.time(), seed, __version__)
+               socket.gethostname(), time.time(), seed, _version.__version__)
         try:
             with self.conn:  # one transaction per point
                 self.conn.execute(f"INSERT OR REPLACE INTO points ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})", row)

@@ -1,0 +1,408 @@
+"""LoRA-adapted attention instances: ``W_mu = W_mu* + (alpha / r) B_mu A_mu``, ``Q = X_Q W_Q``.
+
+One instance is everything the loss of Hu et al. (2024), Def. 2.5, depends on:
+
+    L(A, B) = 1/2 || D^{-1} exp(beta X_Q W_Q W_K^T X_K^T) X_V W_V - Y ||_F^2,
+    D = diag(exp(.) 1_L).
+
+Shapes (the paper's row convention): ``Xq, Xk, Xv`` (L, d); ``Wq, Wk, Wv`` (d, d) are the
+pretrained weights W*; for each adapted name mu in "q", "k", "v": ``B[mu]`` (d, r) and
+``A[mu]`` (r, d); ``Y`` (L, d).
+
+Reference: Hu, Su, Kuo, Song, Liu, "Computational Limits of Low-Rank Adaptation (LoRA)
+Fine-Tuning for Transformer Models", arXiv 2406.03136, Def. 1.1, 1.2, 2.5; Thm 3.1 and A.1
+for the norm bounds; Alman & Song (2023), Lemma 4.7 for the hard instances.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from .._validate import (
+    InvalidArgumentError,
+    check_choice,
+    check_finite,
+    check_int,
+    check_matrix,
+    check_positive,
+    check_same_dtype_device,
+)
+
+__all__ = [
+    "AttentionLoRAInstance",
+    "hard_instance",
+    "make_instance",
+    "norm_bounds",
+    "parse_adapt",
+]
+
+Adapt = Literal["qv", "qkv"]
+Attention = Literal["self", "cross", "general"]
+_NAMES = ("q", "k", "v")
+_ROW_BLOCK_ELEMENTS = 1 << 20  # rows per block * L for the R computation: 8 MiB in float64
+
+
+def parse_adapt(adapt: object) -> tuple[str, ...]:
+    """``"qv"`` -> ``("q", "v")``: a non-empty subset of "q", "k", "v" in that order.
+
+    The paper's two cases are ``"qv"`` (partial, C1) and ``"qkv"`` (full, C2); any other
+    non-empty subset (``"v"``, ``"qk"``, ...) is accepted as well.
+    """
+    if not isinstance(adapt, str) or not adapt or len(set(adapt)) != len(adapt) or not set(adapt) <= set(_NAMES):
+        raise InvalidArgumentError(
+            f"adapt: expected a non-empty string of distinct letters from 'qkv' such as 'qv' or 'qkv', got {adapt!r}"
+        )
+    return tuple(n for n in _NAMES if n in adapt)
+
+
+@dataclass(frozen=True, eq=False)
+class AttentionLoRAInstance:
+    """One LoRA-adapted attention head with its data: W_mu = W_mu* + (alpha / r) B_mu A_mu.
+
+    Fields: ``Xq, Xk, Xv`` (L, d); ``Wq, Wk, Wv`` (d, d) pretrained; ``A[mu]`` (r, d) and
+    ``B[mu]`` (d, r) for each adapted mu; ``alpha`` > 0; ``r`` in 1..d; ``beta`` > 0;
+    ``Y`` (L, d); ``attention`` records how the inputs are tied ("self": Xq = Xk = Xv,
+    "cross": Xk = Xv, "general": no tie). All tensors share one dtype and device.
+    Construction validates everything and raises ``ValueError`` naming the bad field.
+    """
+
+    Xq: torch.Tensor
+    Xk: torch.Tensor
+    Xv: torch.Tensor
+    Wq: torch.Tensor
+    Wk: torch.Tensor
+    Wv: torch.Tensor
+    A: Mapping[str, torch.Tensor]
+    B: Mapping[str, torch.Tensor]
+    alpha: float
+    r: int
+    beta: float
+    Y: torch.Tensor
+    attention: Attention = "general"
+
+    def __post_init__(self) -> None:
+        check_matrix("Xq", self.Xq, (None, None))
+        L, d = self.Xq.shape
+        if L < 1 or d < 1:
+            raise InvalidArgumentError(f"Xq: expected shape (L, d) with L >= 1 and d >= 1, got {tuple(self.Xq.shape)}")
+        r = check_int("r", self.r, low=1, high=d)
+        check_positive("alpha", self.alpha)
+        check_positive("beta", self.beta)
+        check_choice("attention", self.attention, ("self", "cross", "general"))
+        tensors: dict[str, torch.Tensor] = {}
+        for name in ("Xq", "Xk", "Xv", "Y"):
+            tensors[name] = check_matrix(name, getattr(self, name), (L, d))
+        for name in ("Wq", "Wk", "Wv"):
+            tensors[name] = check_matrix(name, getattr(self, name), (d, d))
+        if not isinstance(self.A, Mapping) or not isinstance(self.B, Mapping):
+            raise InvalidArgumentError(f"A, B: expected dicts keyed by adapted names, got {type(self.A).__name__}, {type(self.B).__name__}")
+        if set(self.A) != set(self.B):
+            raise InvalidArgumentError(f"A, B: expected the same keys, got {sorted(self.A)} and {sorted(self.B)}")
+        if not self.A or not set(self.A) <= set(_NAMES):
+            raise InvalidArgumentError(f"A: expected keys forming a non-empty subset of 'q', 'k', 'v', got {sorted(map(str, self.A))}")
+        for mu in self.A:
+            tensors[f"A[{mu!r}]"] = check_matrix(f"A[{mu!r}]", self.A[mu], (r, d))
+            tensors[f"B[{mu!r}]"] = check_matrix(f"B[{mu!r}]", self.B[mu], (d, r))
+        check_same_dtype_device(tensors)
+        for name, t in tensors.items():
+            check_finite(name, t)
+        if self.attention == "self" and not (self.Xq is self.Xk is self.Xv or (torch.equal(self.Xq, self.Xk) and torch.equal(self.Xk, self.Xv))):
+            raise InvalidArgumentError("attention: 'self' requires Xq, Xk and Xv to be the same matrix")
+        if self.attention == "cross" and not (self.Xk is self.Xv or torch.equal(self.Xk, self.Xv)):
+            raise InvalidArgumentError("attention: 'cross' requires Xk and Xv to be the same matrix")
+        # Freeze the dicts so the dataclass is frozen all the way down (tensors stay tensors).
+        object.__setattr__(self, "A", dict(sorted(self.A.items(), key=lambda kv: _NAMES.index(kv[0]))))
+        object.__setattr__(self, "B", dict(sorted(self.B.items(), key=lambda kv: _NAMES.index(kv[0]))))
+        object.__setattr__(self, "r", r)
+        object.__setattr__(self, "alpha", float(self.alpha))
+        object.__setattr__(self, "beta", float(self.beta))
+
+    # -- derived quantities ------------------------------------------------------------
+    @property
+    def L(self) -> int:
+        """Sequence length."""
+        return int(self.Xq.shape[0])
+
+    @property
+    def d(self) -> int:
+        """Model (head) dimension."""
+        return int(self.Xq.shape[1])
+
+    @property
+    def adapt(self) -> tuple[str, ...]:
+        """Adapted weight names in q, k, v order."""
+        return tuple(self.A)
+
+    @property
+    def scale(self) -> float:
+        """The LoRA multiplier alpha / r."""
+        return self.alpha / self.r
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.Xq.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.Xq.device
+
+    def pretrained(self, mu: str) -> torch.Tensor:
+        """W_mu*, (d, d)."""
+        return {"q": self.Wq, "k": self.Wk, "v": self.Wv}[check_choice("mu", mu, _NAMES)]
+
+    def weight(self, mu: str) -> torch.Tensor:
+        """The adapted weight W_mu = W_mu* + (alpha / r) B_mu A_mu, (d, d)."""
+        w = self.pretrained(mu)
+        if mu in self.A:
+            w = w + self.scale * (self.B[mu] @ self.A[mu])
+        return w
+
+    def projections(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(Q, K, V) = (Xq W_q, Xk W_k, Xv W_v), each (L, d)."""
+        return self.Xq @ self.weight("q"), self.Xk @ self.weight("k"), self.Xv @ self.weight("v")
+
+    def replace(self, **changes: object) -> AttentionLoRAInstance:
+        """A copy with some fields replaced (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> AttentionLoRAInstance:
+        """The same instance in another dtype and/or on another device (ties preserved)."""
+
+        def mv(t: torch.Tensor) -> torch.Tensor:
+            return t.to(dtype=dtype or t.dtype, device=device or t.device)
+
+        Xq = mv(self.Xq)
+        Xk = Xq if self.Xk is self.Xq else mv(self.Xk)
+        Xv = Xk if self.Xv is self.Xk else (Xq if self.Xv is self.Xq else mv(self.Xv))
+        return dataclasses.replace(
+            self, Xq=Xq, Xk=Xk, Xv=Xv, Wq=mv(self.Wq), Wk=mv(self.Wk), Wv=mv(self.Wv),
+            A={k: mv(v) for k, v in self.A.items()}, B={k: mv(v) for k, v in self.B.items()}, Y=mv(self.Y),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"AttentionLoRAInstance(L={self.L}, d={self.d}, r={self.r}, adapt={''.join(self.adapt)!r}, "
+            f"attention={self.attention!r}, alpha={self.alpha:g}, beta={self.beta:g}, dtype={self.dtype}, device={self.device})"
+        )
+
+
+def _max_abs(t: torch.Tensor) -> float:
+    return float(t.abs().max()) if t.numel() else 0.0
+
+
+def score_range(inst: AttentionLoRAInstance, *, block_size: int | None = None) -> float:
+    """R = max_{i,j} |beta (Q K^T)_{ij}|, computed in row blocks (never an L x L matrix).
+
+    Memory O(block_size * L + L d); the default block keeps each block at 2^20 entries.
+    """
+    Q, K, _ = inst.projections()
+    L = inst.L
+    b = block_size or max(1, min(L, _ROW_BLOCK_ELEMENTS // max(L, 1)))
+    R = 0.0
+    for i in range(0, L, b):
+        S = Q[i : i + b] @ K.T  # (b, L)
+        R = max(R, _max_abs(S))
+    return R * inst.beta
+
+
+def norm_bounds(inst: AttentionLoRAInstance) -> dict[str, float]:
+    """The max-entry norms bounded by Gamma in Thm 3.1 (partial) / Thm A.1 (full), and R.
+
+    Partial adaptation (K not adapted), Thm 3.1: ``"Xq_Wq"`` = ||X_Q W_Q||_max and
+    ``"Xk_Wk"`` = ||X_K W_K*||_max. Full adaptation (K adapted), Thm A.1 / Remark 5.2: in
+    addition ``"Xq_Wq_WkT"`` = ||X_Q W_Q W_K^T||_max and ``"Xk"`` = ||X_K||_max (the bound
+    on C^(1) W and C^(2) when the gradient is taken through W_K; the paper prints W_K where
+    the row convention needs W_K^T). ``"Gamma"`` is the largest of these, and ``"R"`` the score
+    range max |beta Q K^T| (row-blocked, no L x L matrix).
+
+    Returns:
+        dict of floats keyed by the names above.
+    """
+    Q, K, _ = inst.projections()
+    out = {"Xq_Wq": _max_abs(Q), "Xk_Wk": _max_abs(K)}
+    if "k" in inst.adapt:
+        out["Xq_Wq_WkT"] = _max_abs(Q @ inst.weight("k").T)
+        out["Xk"] = _max_abs(inst.Xk)
+    out["Gamma"] = max(out.values())
+    out["R"] = score_range(inst)
+    return out
+
+
+def _gaussian(gen: torch.Generator, shape: tuple[int, ...], std: float, dtype: torch.dtype, device: torch.device | None) -> torch.Tensor:
+    # Draw on CPU in float64 from a seeded generator, then move: identical draws on every device.
+    return (torch.randn(shape, generator=gen, dtype=torch.float64) * std).to(dtype=dtype, device=device)
+
+
+def make_instance(
+    L: int,
+    d: int,
+    r: int,
+    *,
+    alpha: float | None = None,
+    adapt: str = "qv",
+    attention: str = "self",
+    bound: float | None = None,
+    beta: float = 1.0,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
+    lora_init: bool = False,
+) -> AttentionLoRAInstance:
+    """A random generic instance: X ~ N(0, 1), W* ~ N(0, 1/d), A, B ~ N(0, 1/d), Y ~ N(0, 1).
+
+    Args:
+        L: sequence length, >= 1.
+        d: dimension, >= 1.
+        r: LoRA rank, 1 <= r <= d.
+        alpha: LoRA alpha (> 0); default ``r``, so that alpha / r = 1.
+        adapt: ``"qv"`` (partial, Thm 3.1) or ``"qkv"`` (full, Thm A.1); any non-empty subset
+            of "qkv" is accepted.
+        attention: ``"self"`` (Xq = Xk = Xv) or ``"cross"`` (Xk = Xv, drawn independently of
+            Xq).
+        bound: if given, rescale so that the norms of :func:`norm_bounds` meet Gamma = bound.
+            Partial: ||X_Q W_Q||_max = ||X_K W_K*||_max = bound exactly (by scaling W_Q* with
+            B_Q, and W_K*). Full: ||X_K||_max, ||X_K W_K||_max, ||X_Q W_Q||_max and
+            ||X_Q W_Q W_K^T||_max are all <= bound and at least three equal it (the four are
+            products of three free scales, so in general they cannot all be set at once).
+        beta: inverse temperature, > 0.
+        seed: seed of the CPU generator all draws come from.
+        dtype, device: of every tensor.
+        lora_init: the standard LoRA init B = 0 (then every dL/dA is zero).
+
+    Returns:
+        An :class:`AttentionLoRAInstance`. B is non-zero unless ``lora_init``, so all six
+        gradients are generically non-trivial.
+    """
+    L = check_int("L", L, low=1)
+    d = check_int("d", d, low=1)
+    r = check_int("r", r, low=1, high=d)
+    names = parse_adapt(adapt)
+    check_choice("attention", attention, ("self", "cross"))
+    alpha = float(r) if alpha is None else check_positive("alpha", alpha)
+    beta = check_positive("beta", beta)
+    if bound is not None:
+        bound = check_positive("bound", bound)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise InvalidArgumentError(f"dtype: expected a floating torch.dtype, got {dtype!r}")
+    seed = check_int("seed", seed, low=0)
+
+    gen = torch.Generator().manual_seed(seed)
+    f64 = torch.float64
+    X = _gaussian(gen, (L, d), 1.0, f64, None)
+    Xq = X
+    Xk = Xv = _gaussian(gen, (L, d), 1.0, f64, None) if attention == "cross" else X
+    W = {mu: _gaussian(gen, (d, d), 1.0 / math.sqrt(d), f64, None) for mu in _NAMES}
+    A = {mu: _gaussian(gen, (r, d), 1.0 / math.sqrt(d), f64, None) for mu in names}
+    B = {mu: (torch.zeros(d, r, dtype=f64) if lora_init else _gaussian(gen, (d, r), 1.0 / math.sqrt(d), f64, None)) for mu in names}
+    Y = _gaussian(gen, (L, d), 1.0, f64, None)
+    inst = AttentionLoRAInstance(Xq, Xk, Xv, W["q"], W["k"], W["v"], A, B, alpha, r, beta, Y, attention)
+    if bound is not None:
+        inst = _rescale_to_bound(inst, bound)
+    if dtype != f64 or device is not None:
+        inst = inst.to(dtype=dtype, device=device)
+    return inst
+
+
+def _scale_weight(inst: AttentionLoRAInstance, mu: str, s: float, W: dict, B: dict) -> None:
+    """Scale W_mu = W_mu* + (alpha/r) B A by s, by scaling W_mu* and B_mu (A is untouched)."""
+    W[mu] = inst.pretrained(mu) * s
+    if mu in B:
+        B[mu] = B[mu] * s
+
+
+def _rescale_to_bound(inst: AttentionLoRAInstance, gamma: float) -> AttentionLoRAInstance:
+    """Rescale X_K, W_Q, W_K so the Thm 3.1 / A.1 norms meet ``gamma`` (see make_instance)."""
+    W: dict[str, torch.Tensor] = {mu: inst.pretrained(mu) for mu in _NAMES}
+    B = dict(inst.B)
+    Xq, Xk, Xv = inst.Xq, inst.Xk, inst.Xv
+    full = "k" in inst.adapt
+    if full:
+        # X_K's scale is free only through X itself: set ||X_K||_max = gamma.
+        sx = gamma / _max_abs(Xk)
+        Xk = Xk * sx
+        Xv = Xk if inst.attention in ("self", "cross") else Xv
+        Xq = Xk if inst.attention == "self" else Xq
+        inst = inst.replace(Xq=Xq, Xk=Xk, Xv=Xv)
+    Q, K, _ = inst.projections()
+    _scale_weight(inst, "q", gamma / _max_abs(Q), W, B)
+    _scale_weight(inst, "k", gamma / _max_abs(K), W, B)
+    inst = inst.replace(Wq=W["q"], Wk=W["k"], B=B)
+    if full:
+        n3 = _max_abs(inst.Xq @ inst.weight("q") @ inst.weight("k").T)
+        if n3 > gamma:  # shrink W_Q further so that ||X_Q W_Q W_K^T||_max = gamma as well
+            W = {mu: inst.pretrained(mu) for mu in _NAMES}
+            B = dict(inst.B)
+            _scale_weight(inst, "q", gamma / n3, W, B)
+            inst = inst.replace(Wq=W["q"], B=B)
+    return inst
+
+
+def hard_instance(
+    L: int,
+    d: int,
+    r: int = 1,
+    *,
+    kappa: float = 1.0,
+    bound: float | None = None,
+    adapt: str = "qv",
+    alpha: float | None = None,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
+    zero_target: bool = True,
+) -> AttentionLoRAInstance:
+    """An instance of the shape of Alman & Song (2023), Lemma 4.7 (the lower-bound instances).
+
+    Q = Gamma * a_i with binary a_i of weight w = ceil(d / 2); half of the keys (a random half)
+    are K_j = Gamma * 1_d, the others Gamma * b_j with random binary b_j. Then every score
+    Q_i . K_j lies in [0, B'] with B' = Gamma^2 w, at least half of each row equals B', and
+    V = {0,1}-valued (V_j = b_j, or 1_d for the first half). Gamma defaults to
+    sqrt(ln L) * kappa, the Thm 4.1 scale. The instance is a cross-attention one
+    (X_K = X_V = K, W_V = I / Gamma) and the adapted weights satisfy W_mu* + (alpha/r) B A =
+    the target weight exactly, with random non-zero B, A. ``zero_target`` sets Y = 0, as in
+    Thm 4.1.
+
+    Args:
+        L, d, r: sizes (d >= 2 so that a row has both matched and unmatched keys).
+        kappa: the kappa(L) factor of Thm 4.1 when ``bound`` is None.
+        bound: Gamma = ||Q||_max = ||K||_max directly.
+        adapt, alpha, seed, dtype, device: as in :func:`make_instance`.
+
+    Returns:
+        An :class:`AttentionLoRAInstance` with beta = 1.
+    """
+    L = check_int("L", L, low=2)
+    d = check_int("d", d, low=2)
+    r = check_int("r", r, low=1, high=d)
+    names = parse_adapt(adapt)
+    kappa = check_positive("kappa", kappa)
+    gamma = check_positive("bound", bound) if bound is not None else math.sqrt(math.log(L)) * kappa
+    alpha = float(r) if alpha is None else check_positive("alpha", alpha)
+    seed = check_int("seed", seed, low=0)
+    gen = torch.Generator().manual_seed(seed)
+    f64 = torch.float64
+    w = (d + 1) // 2
+    # a_i: binary of weight w; random supports via argsort of uniform keys (no Python row loop).
+    ranks = torch.rand(L, d, generator=gen, dtype=f64).argsort(dim=1)
+    a = (ranks < w).to(f64)  # (L, d)
+    b = (torch.rand(L, d, generator=gen, dtype=f64) < 0.5).to(f64)  # (L, d)
+    matched = torch.randperm(L, generator=gen)[: (L + 1) // 2]
+    b[matched] = 1.0
+    Xq = gamma * a
+    Xk = gamma * b
+    eye = torch.eye(d, dtype=f64)
+    target = {"q": eye, "k": eye, "v": eye / gamma}
+    A = {mu: _gaussian(gen, (r, d), 1.0 / math.sqrt(d), f64, None) for mu in names}
+    B = {mu: _gaussian(gen, (d, r), 1.0 / math.sqrt(d), f64, None) for mu in names}
+    s = alpha / r
+    W = {mu: target[mu] - s * (B[mu] @ A[mu]) if mu in names else target[mu] for mu in _NAMES}
+    Y = torch.zeros(L, d, dtype=f64) if zero_target else _gaussian(gen, (L, d), 1.0, f64, None)
+    inst = AttentionLoRAInstance(Xq, Xk, Xk, W["q"], W["k"], W["v"], A, B, alpha, r, 1.0, Y, "cross")
+    if dtype != f64 or device is not None:
+        inst = inst.to(dtype=dtype, device=device)
+    return inst

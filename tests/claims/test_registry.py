@@ -1,0 +1,54 @@
+"""Tests for the claim registry (lora_theory.claims) and the limits.* checks of the foundation."""
+from __future__ import annotations
+
+import pytest
+
+import lora_theory as lt
+from lora_theory.claims import Measurement, claim, run_check
+
+
+def test_registry_has_foundation_claims():
+    ids = {c.id for c in lt.all_claims()}
+    assert {"limits.lemma3.1", "limits.lemma3.2", "limits.grad_closed_form", "limits.grad_blocked"} <= ids
+    for c in lt.all_claims():
+        assert c.paper in {"limits", "lora_ga", "lora_plus"} and c.statement and c.reference
+
+
+@pytest.mark.parametrize("cid", ["limits.lemma3.1", "limits.lemma3.2", "limits.grad_closed_form"])
+def test_foundation_claims_hold(cid):
+    row = run_check(cid, quick=True)
+    assert row["verdict"] == "holds", row["summary"]
+    assert row["figures"]
+
+
+def test_grad_blocked_claim_measures_memory():
+    row = run_check("limits.grad_blocked", quick=True)
+    assert row["verdict"] == "holds", row["summary"]
+    assert 0 < row["figures"]["peak_bytes"] < row["figures"]["one_LxL_bytes"]
+
+
+def test_failing_and_crashing_checks_are_reported():
+    @claim("limits._test_fails", statement="A deliberately false claim.", reference="test")
+    def _false(quick):
+        return Measurement(False, {"x": 1.0}, "measured 1, expected 0")
+
+    @claim("limits._test_crash", statement="A crashing check.", reference="test")
+    def _crash(quick):
+        raise ZeroDivisionError("boom")
+
+    try:
+        assert run_check("limits._test_fails")["verdict"] == "fails"
+        row = run_check("limits._test_crash")
+        assert row["verdict"] == "error" and "ZeroDivisionError" in row["summary"] and row["error"]
+    finally:
+        from lora_theory import claims as reg
+
+        reg._REGISTRY.remove("limits._test_fails")
+        reg._REGISTRY.remove("limits._test_crash")
+
+
+def test_unknown_claim_and_bad_id():
+    with pytest.raises(ValueError, match="claim: expected one of"):
+        lt.get_claim("limits.nope")
+    with pytest.raises(ValueError, match="id: expected"):
+        claim("nopaper", statement="x", reference="y")

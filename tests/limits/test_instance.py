@@ -1,0 +1,157 @@
+"""Tests for lora_theory.limits.instance: the instance model, norm bounds, hard instances, bad input."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import lora_theory as lt
+from lora_theory import strategies as lts
+
+
+@given(inst=lts.instances())
+def test_shapes_and_ties(inst):
+    L, d, r = inst.L, inst.d, inst.r
+    for name in ("Xq", "Xk", "Xv", "Y"):
+        assert getattr(inst, name).shape == (L, d)
+    for mu in inst.adapt:
+        assert inst.A[mu].shape == (r, d) and inst.B[mu].shape == (d, r)
+    if inst.attention == "self":
+        assert torch.equal(inst.Xq, inst.Xk) and torch.equal(inst.Xk, inst.Xv)
+    else:
+        assert torch.equal(inst.Xk, inst.Xv) and not torch.equal(inst.Xq, inst.Xk)
+    W = inst.weight("q")
+    assert torch.allclose(W, inst.Wq + inst.alpha / inst.r * inst.B["q"] @ inst.A["q"])
+
+
+def test_generic_and_lora_init():
+    inst = lt.make_instance(5, 4, 2, adapt="qkv")
+    assert all(float(b.abs().max()) > 0 for b in inst.B.values())
+    z = lt.make_instance(5, 4, 2, adapt="qkv", lora_init=True)
+    assert all(torch.count_nonzero(b) == 0 for b in z.B.values())
+    assert inst.alpha == 2.0  # default alpha = r
+
+
+def test_seed_determinism_and_dtype():
+    a, b = lt.make_instance(6, 3, 1, seed=4), lt.make_instance(6, 3, 1, seed=4)
+    assert torch.equal(a.Xq, b.Xq) and torch.equal(a.B["v"], b.B["v"])
+    c = lt.make_instance(6, 3, 1, seed=4, dtype=torch.float32)
+    assert c.dtype == torch.float32 and torch.allclose(c.Xq.double(), a.Xq, atol=1e-6)
+
+
+@given(L=st.integers(2, 40), d=st.integers(2, 8), gamma=st.floats(0.05, 20), attention=st.sampled_from(("self", "cross")), seed=st.integers(0, 99))
+def test_bound_partial_exact(L, d, gamma, attention, seed):
+    """Thm 3.1 norms: ||X_Q W_Q||_max = ||X_K W_K*||_max = Gamma exactly."""
+    inst = lt.make_instance(L, d, 1, adapt="qv", attention=attention, bound=gamma, seed=seed)
+    nb = lt.norm_bounds(inst)
+    assert math.isclose(nb["Xq_Wq"], gamma, rel_tol=1e-12) and math.isclose(nb["Xk_Wk"], gamma, rel_tol=1e-12)
+    assert set(nb) == {"Xq_Wq", "Xk_Wk", "Gamma", "R"}
+
+
+@given(L=st.integers(2, 40), d=st.integers(2, 8), gamma=st.floats(0.05, 20), attention=st.sampled_from(("self", "cross")), seed=st.integers(0, 99))
+def test_bound_full(L, d, gamma, attention, seed):
+    """Thm A.1 norms: all four <= Gamma, at least three equal to Gamma, Gamma = their max."""
+    inst = lt.make_instance(L, d, 1, adapt="qkv", attention=attention, bound=gamma, seed=seed)
+    nb = lt.norm_bounds(inst)
+    vals = [nb[k] for k in ("Xq_Wq", "Xk_Wk", "Xq_Wq_WkT", "Xk")]
+    assert all(v <= gamma * (1 + 1e-12) for v in vals)
+    assert sum(math.isclose(v, gamma, rel_tol=1e-10) for v in vals) >= 3
+    assert math.isclose(nb["Gamma"], gamma, rel_tol=1e-10)
+
+
+@given(inst=lts.instances(max_L=70))
+def test_score_range_blocked_equals_dense(inst):
+    Q, K, _ = inst.projections()
+    dense = float((inst.beta * Q @ K.T).abs().max())
+    assert math.isclose(lt.score_range(inst, block_size=3), dense, rel_tol=1e-14)
+    assert math.isclose(lt.norm_bounds(inst)["R"], dense, rel_tol=1e-14)
+
+
+@pytest.mark.parametrize("d", [2, 5, 8])
+def test_hard_instance_shape(d):
+    """AS23 Lemma 4.7 shape: V binary, scores in [0, B'], at least half of each row equal to B'."""
+    L = 128
+    inst = lt.hard_instance(L, d, 2, kappa=1.0, adapt="qkv", seed=1)
+    Q, K, V = inst.projections()
+    S = Q @ K.T
+    gamma = math.sqrt(math.log(L))
+    Bp = gamma**2 * ((d + 1) // 2)
+    assert torch.allclose(V, V.round(), atol=1e-12) and set(V.round().unique().tolist()) <= {0.0, 1.0}
+    assert float(S.min()) >= -1e-9 and float(S.max()) <= Bp * (1 + 1e-12)
+    at_max = (S - Bp).abs() <= 1e-9 * Bp
+    assert bool((at_max.sum(1) >= L // 2).all())
+    nb = lt.norm_bounds(inst)
+    assert math.isclose(nb["Xq_Wq"], gamma, rel_tol=1e-9) and math.isclose(nb["Xk_Wk"], gamma, rel_tol=1e-9)
+    assert inst.attention == "cross" and torch.count_nonzero(inst.Y) == 0
+
+
+def test_hard_instance_scales_with_kappa():
+    a, b = lt.hard_instance(64, 4, kappa=1.0), lt.hard_instance(64, 4, kappa=2.0)
+    assert math.isclose(lt.norm_bounds(b)["R"] / lt.norm_bounds(a)["R"], 4.0, rel_tol=1e-9)
+
+
+def test_to_preserves_ties():
+    inst = lt.make_instance(5, 3, 1).to(dtype=torch.float32)
+    assert inst.attention == "self" and inst.Xq is inst.Xk is inst.Xv
+
+
+# -- bad input ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"L": 0, "d": 4, "r": 1}, r"L: expected an integer >= 1, got 0"),
+        ({"L": 4, "d": 4, "r": 0}, r"r: expected an integer >= 1, got 0"),
+        ({"L": 4, "d": 4, "r": 5}, r"r: expected an integer <= 4, got 5"),
+        ({"L": 4, "d": 4, "r": 2, "alpha": 0.0}, r"alpha: expected a finite number > 0"),
+        ({"L": 4, "d": 4, "r": 2, "alpha": float("nan")}, r"alpha"),
+        ({"L": 4, "d": 4, "r": 2, "beta": -1.0}, r"beta"),
+        ({"L": 4, "d": 4, "r": 2, "adapt": "qx"}, r"adapt: expected .* got 'qx'"),
+        ({"L": 4, "d": 4, "r": 2, "adapt": ""}, r"adapt"),
+        ({"L": 4, "d": 4, "r": 2, "attention": "causal"}, r"attention: expected one of 'self', 'cross', got 'causal'"),
+        ({"L": 4, "d": 4, "r": 2, "bound": 0}, r"bound"),
+        ({"L": 4, "d": 4, "r": 2, "dtype": torch.int64}, r"dtype"),
+        ({"L": 4.5, "d": 4, "r": 2}, r"L: expected an integer"),
+    ],
+)
+def test_make_instance_bad_input(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        lt.make_instance(**kwargs)
+
+
+def test_instance_validation_names_the_field():
+    inst = lt.make_instance(6, 4, 2, attention="cross")
+    with pytest.raises(ValueError, match=r"Xk: expected shape \(6, 4\), got \(5, 4\)"):
+        inst.replace(Xk=inst.Xk[:5], Xv=inst.Xk[:5])
+    with pytest.raises(ValueError, match=r"A\['q'\]: expected shape \(2, 4\), got \(3, 4\)"):
+        inst.replace(A={"q": torch.zeros(3, 4, dtype=torch.float64), "v": inst.A["v"]})
+    with pytest.raises(ValueError, match=r"Y: expected finite entries"):
+        bad = inst.Y.clone()
+        bad[0, 0] = float("inf")
+        inst.replace(Y=bad)
+    with pytest.raises(ValueError, match=r"dtype torch.float64 .* got torch.float32"):
+        inst.replace(Y=inst.Y.float())
+    with pytest.raises(ValueError, match=r"Wq: expected shape \(4, 4\), got \(4,\)"):
+        inst.replace(Wq=inst.Wq[0])  # no silent broadcasting
+    with pytest.raises(ValueError, match=r"A, B: expected the same keys"):
+        inst.replace(A={"q": inst.A["q"]})
+    with pytest.raises(ValueError, match=r"cross"):
+        inst.replace(Xv=inst.Xq)
+    with pytest.raises(ValueError, match=r"r: expected an integer <= 4"):
+        inst.replace(r=5)
+
+
+@pytest.mark.gpu
+def test_mixed_devices_rejected():
+    inst = lt.make_instance(6, 4, 2)
+    with pytest.raises(ValueError, match="device"):
+        inst.replace(Y=inst.Y.cuda())
+
+
+def test_mixed_devices_rejected_without_cuda():
+    inst = lt.make_instance(6, 4, 2)
+    with pytest.raises(ValueError, match=r"Y: expected device cpu .* got meta"):
+        inst.replace(Y=inst.Y.to("meta"))

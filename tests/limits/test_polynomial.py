@@ -1,0 +1,63 @@
+"""Tests for lora_theory.limits.polynomial (claim limits.degree_bound)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lora_theory.claims import run_check
+from lora_theory.limits.polynomial import DEGREE_BOUND_C, degree_bound, degree_order, exp_polynomial
+
+
+@given(R=st.floats(0.0, 6.0), eps=st.sampled_from((1e-2, 1e-4, 1e-6, 1e-8)), method=st.sampled_from(("chebyshev", "taylor")))
+def test_certified_error_and_minimality(R, eps, method):
+    p = exp_polynomial(R, eps, method=method)
+    if p.certified:
+        assert p.rel_error <= eps
+        if p.degree > 0:  # one degree less does not reach eps: the degree is the lowest
+            assert exp_polynomial(R, degree=p.degree - 1, method=method).rel_error > eps
+        assert p.min_value_ratio > 0  # relative error < 1 keeps P positive on [-R, R]
+    s = np.linspace(-R, R, 101)
+    assert np.all(np.abs(p(s) - np.exp(s)) / np.exp(s) <= p.rel_error * (1 + 1e-9) + 1e-15)
+
+
+@given(R1=st.floats(0.01, 6.0), R2=st.floats(0.01, 6.0), e1=st.sampled_from((1e-2, 1e-4, 1e-6, 1e-8)), e2=st.sampled_from((1e-2, 1e-4, 1e-6, 1e-8)))
+def test_degree_monotone_in_R_and_inverse_eps(R1, R2, e1, e2):
+    (Ra, Rb), (ea, eb) = sorted((R1, R2)), sorted((e1, e2), reverse=True)
+    assert exp_polynomial(Ra, ea).degree <= exp_polynomial(Rb, ea).degree  # larger range, higher degree
+    assert exp_polynomial(Ra, ea).degree <= exp_polynomial(Ra, eb).degree  # smaller eps, higher degree
+
+
+def test_chebyshev_beats_taylor():
+    for R in (1.0, 2.0, 4.0):
+        assert exp_polynomial(R, 1e-6).degree < exp_polynomial(R, 1e-6, method="taylor").degree
+
+
+def test_uncertified_when_range_too_large():
+    p = exp_polynomial(20.0, 1e-10, max_degree=20)
+    assert not p.certified and p.rel_error > 1e-10
+
+
+def test_degree_bound_holds_on_held_out_grid():
+    """limits.degree_bound: the constant fitted on one grid bounds a held-out grid."""
+    row = run_check("limits.degree_bound")
+    assert row["verdict"] == "holds", row["summary"]
+    assert row["figures"]["C_fitted"] <= DEGREE_BOUND_C + 1e-12
+
+
+def test_degree_order_continuous_and_monotone():
+    eps = 1e-6
+    Rs = np.linspace(0.01, 10, 400)
+    orders = [degree_order(R, eps) for R in Rs]
+    assert max(abs(a - b) for a, b in zip(orders, orders[1:])) < 1.0
+    assert degree_bound(2.0, 1e-6) == math.ceil(DEGREE_BOUND_C * degree_order(2.0, 1e-6))
+
+
+@pytest.mark.parametrize("kwargs, match", [({"R": -1.0, "eps": 0.1}, "R"), ({"R": 1.0, "eps": 1.5}, "eps"), ({"R": 1.0, "eps": 0.1, "method": "remez"}, "method"),
+                                           ({"R": 1.0}, "eps"), ({"R": float("inf"), "eps": 0.1}, "R")])
+def test_bad_input(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        exp_polynomial(**kwargs)
