@@ -29,6 +29,7 @@ from .limits.approx import ApproximationError, ApproxInfo, approx_gradients, sco
 from .limits.exact import autograd_gradients, default_block_size, dense_terms, exact_gradients, lora_chain, loss, weight_gradients
 from .limits.features import feature_rank, polynomial_features
 from .limits.instance import AttentionLoRAInstance, hard_instance, make_instance, norm_bounds, score_range
+from .limits.plan import ApproxPlan, approx_plan
 from .limits.polynomial import ExpPolynomial, degree_bound, exp_polynomial
 from .limits.random_features import random_feature_gradients
 from .lora.layer import LoRALinear, add_lora, lora_parameters, merge_lora
@@ -51,6 +52,7 @@ from .tolerances import TOLERANCES, max_rel_error
 __all__ = [
     "AlignmentReport",
     "ApproxInfo",
+    "ApproxPlan",
     "ApproximationError",
     "AttentionLoRAInstance",
     "ExpPolynomial",
@@ -63,6 +65,7 @@ __all__ = [
     "all_claims",
     "apply_lora_ga",
     "approx_gradients",
+    "approx_plan",
     "audit_lora_ga",
     "autograd_gradients",
     "coord_check",

@@ -127,7 +127,7 @@ def check_point(claim: str, quick: bool) -> dict:
     """One claim check as a sweep point (module-level so worker processes can run it)."""
     row = run_check(claim, quick=quick)
     row["figures"] = json.loads(json.dumps(row["figures"], default=str))  # JSON-safe for the store
-    return {k: row[k] for k in ("verdict", "summary", "figures", "seconds", "error")}
+    return {k: row[k] for k in ("verdict", "summary", "figures", "margins", "seconds", "error")}
 
 
 def reproduce(out: str | Path = "results", *, quick: bool = True, claims: list[str] | None = None,
@@ -160,9 +160,9 @@ def reproduce(out: str | Path = "results", *, quick: bool = True, claims: list[s
         c = get_claim(i)
         r = stored.loc[i]
         failed_point = isinstance(r["_error"], str)
-        rows.append({"id": c.id, "paper": c.paper, "statement": c.statement, "reference": c.reference,
+        rows.append({"id": c.id, "paper": c.paper, "kind": c.kind, "statement": c.statement, "reference": c.reference,
                      "verdict": "error" if failed_point else r["verdict"], "summary": r["_error"].splitlines()[-1] if failed_point else r["summary"],
-                     "figures": {} if failed_point else r["figures"], "figure": c.figure, "test": c.test, "proof": c.proof,
+                     "figures": {} if failed_point else r["figures"], "margins": {} if failed_point else (r.get("margins") or {}), "figure": c.figure, "test": c.test, "proof": c.proof,
                      "seconds": float(r["_seconds"]), "error": r["_error"] if failed_point else r.get("error")})
     results = pd.DataFrame(rows)
     rendered = _render_figures(out, store, mode, quick, figures, jobs, executor, progress)

@@ -1,13 +1,23 @@
-"""The claim registry: every checkable statement of the three papers, with an id and a check.
+"""The claim registry: every checkable statement, with an id, a check and its negative controls.
 
-A claim is registered with :func:`claim` as a decorator on its check function. The check
-takes ``quick`` (a small, fast configuration when True) and returns a :class:`Measurement`:
-the measured figures and whether the claim held. :func:`run_checks` runs any subset and
-returns a tidy DataFrame, one row per claim.
+A claim is registered with :func:`claim` as a decorator on its check function. The check takes
+``quick`` (a small, fast configuration when True) and returns a :class:`Measurement`: the
+measured figures, the verdict and its margins (measured value, threshold, how far apart).
 
-Claim modules (one per paper) are imported lazily the first time the registry is read:
-``lora_theory.claims.limits`` (Hu et al. 2024), ``lora_theory.claims.lora_ga`` (Wang et al.
-2024) and ``lora_theory.claims.lora_plus`` (Hayou et al. 2024), where present.
+Verdicts: ``holds``, ``fails``, ``inconclusive`` (the reachable scale cannot decide; the summary
+says what scale would), ``error`` (the check crashed; reported, never hidden).
+
+Ids by kind (the report gives each kind its own section): paper claims under ``limits.``,
+``lora_ga.``, ``lora_plus.``; the toolkit's own guarantees under ``toolkit.``; audits of
+third-party code under ``audit.``.
+
+Negative controls: a control is a named, deliberate corruption of the *code under test* (a wrong
+exponent, a dropped term, a wrong scale), registered with :func:`control` for one claim and
+applied only for the duration of one check (``run_check(id, control=name)``). A check is worth
+as much as its power to fail: every control must be *caught* (the check says "fails" or
+crashes under it). A control corrupts the code under test, never the check's own reference.
+
+Claim modules are imported lazily the first time the registry is read (``CLAIM_MODULES``).
 
 Example:
     >>> from lora_theory.claims import get_claim
@@ -16,42 +26,98 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
+import math
 import time
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ContextManager, Literal
+from unittest import mock
 
 import pandas as pd
 
 from .._registry import LazyRegistry
 from .._validate import InvalidArgumentError
 
-__all__ = ["CLAIM_MODULES", "Claim", "Measurement", "all_claims", "claim", "get_claim", "run_check", "run_checks"]
+__all__ = [
+    "CLAIM_MODULES", "KINDS", "PAPERS", "Claim", "Control", "Margin", "Measurement", "all_claims", "claim", "control", "get_claim", "patch",
+    "run_check", "run_checks", "run_controls",
+]
 
 #: Modules that register claims; missing ones (a paper not implemented yet) are skipped.
-CLAIM_MODULES = ("lora_theory.claims.limits", "lora_theory.claims.lora_ga", "lora_theory.claims.lora_plus")
+CLAIM_MODULES = ("lora_theory.claims.limits", "lora_theory.claims.lora_ga", "lora_theory.claims.lora_plus", "lora_theory.claims.finetune",
+                 "lora_theory.claims.toolkit", "lora_theory.claims.audit")
 PAPERS = {
     "limits": "Hu et al. 2024, Computational Limits of LoRA (arXiv 2406.03136)",
     "lora_ga": "Wang et al. 2024, LoRA-GA (arXiv 2407.05000)",
     "lora_plus": "Hayou et al. 2024, LoRA+ (arXiv 2402.12354)",
 }
+#: id prefix -> kind of claim: what a paper states, what this toolkit guarantees, what an audit of third-party code finds
+KINDS = {**{p: "paper" for p in PAPERS}, "toolkit": "toolkit", "audit": "audit"}
 
-Verdict = Literal["holds", "fails", "error"]
+Verdict = Literal["holds", "fails", "inconclusive", "error"]
+_VERDICTS = ("holds", "fails", "inconclusive", "error")
+
+
+@dataclass(frozen=True)
+class Margin:
+    """One pass condition ``measured <sense> threshold`` and how far apart the two are.
+
+    ``slack`` is the signed distance in units of the threshold: positive on the passing side
+    (``(threshold - measured) / |threshold|`` for "<=", the reverse for ">="), so a pass that
+    depends on machine load shows as a small slack.
+    """
+
+    measured: float
+    threshold: float
+    sense: Literal["<=", ">="] = "<="
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.measured <= self.threshold) if self.sense == "<=" else bool(self.measured >= self.threshold)
+
+    @property
+    def slack(self) -> float:
+        d = self.threshold - self.measured if self.sense == "<=" else self.measured - self.threshold
+        scale = abs(self.threshold) if self.threshold else 1.0
+        return d / scale if math.isfinite(d) else (math.inf if d > 0 else -math.inf)
+
+    def __str__(self) -> str:
+        return f"{self.measured:.3g} {self.sense} {self.threshold:.3g} (slack {self.slack:+.0%})"
 
 
 @dataclass
 class Measurement:
-    """What a check measured: the figures, whether the claim held, and a one-line summary."""
+    """What a check measured: the figures, the verdict, a one-line summary and the margins behind it.
 
-    holds: bool
+    ``holds`` is True / False, or None for "inconclusive". ``margins`` maps a condition's name to
+    its :class:`Margin`; they are reported next to the verdict.
+    """
+
+    holds: bool | None
     figures: dict[str, Any]
     summary: str
+    margins: dict[str, Margin] = field(default_factory=dict)
+
+    @property
+    def verdict(self) -> Verdict:
+        return "inconclusive" if self.holds is None else ("holds" if self.holds else "fails")
+
+
+@dataclass(frozen=True)
+class Control:
+    """A negative control of one claim: ``apply()`` is a context manager that corrupts the code under test."""
+
+    claim: str
+    name: str
+    description: str
+    apply: Callable[[], ContextManager[Any]] = field(repr=False)
 
 
 @dataclass(frozen=True)
 class Claim:
-    """One claim: ``id`` (``paper.name``), its statement, where it comes from, and its check."""
+    """One claim: ``id`` (``prefix.name``), its statement, where it comes from, and its check."""
 
     id: str
     statement: str
@@ -63,11 +129,24 @@ class Claim:
 
     @property
     def paper(self) -> str:
+        """The id prefix: a paper (``limits``, ``lora_ga``, ``lora_plus``), ``toolkit`` or ``audit``."""
         return self.id.split(".", 1)[0]
+
+    @property
+    def kind(self) -> str:
+        """``paper``, ``toolkit`` or ``audit``."""
+        return KINDS[self.paper]
+
+    @property
+    def controls(self) -> list[Control]:
+        """The negative controls registered for this claim, sorted by name."""
+        _REGISTRY.names()  # loads the claim modules, which register the controls
+        return [c for k, c in sorted(_CONTROLS.items()) if k[0] == self.id]
 
 
 #: every registered claim, filled lazily from CLAIM_MODULES
 _REGISTRY: LazyRegistry[Claim] = LazyRegistry("claim", CLAIM_MODULES)
+_CONTROLS: dict[tuple[str, str], Control] = {}
 
 
 def claim(id: str, *, statement: str, reference: str, figure: str | None = None, test: str | None = None, proof: str | None = None):
@@ -76,15 +155,42 @@ def claim(id: str, *, statement: str, reference: str, figure: str | None = None,
     ``figure`` names the registered figure that shows the claim, ``test`` the pytest node and
     ``proof`` the symbolic check in proofs_checks/ (``"proofs_checks/file.py::function"``).
     """
-    paper = id.split(".", 1)[0]
-    if paper not in PAPERS or "." not in id:
-        raise InvalidArgumentError(f"id: expected '<paper>.<name>' with paper in {sorted(PAPERS)}, got {id!r}")
+    prefix = id.split(".", 1)[0]
+    if prefix not in KINDS or "." not in id:
+        raise InvalidArgumentError(f"id: expected '<prefix>.<name>' with prefix in {sorted(KINDS)}, got {id!r}")
 
     def deco(fn: Callable[[bool], Measurement]) -> Callable[[bool], Measurement]:
         _REGISTRY.add(id, Claim(id, " ".join(statement.split()), reference, fn, figure, test, proof), same=lambda a, b: a.check is b.check)
         return fn
 
     return deco
+
+
+def control(claim_id: str, name: str, description: str):
+    """Register the decorated context-manager factory as negative control ``name`` of ``claim_id``.
+
+    The factory takes no argument and returns a context manager (write it as a generator with
+    ``@contextlib.contextmanager``, or return :func:`patch`) that corrupts the code under test
+    while it is open. Example::
+
+        @control("limits.lemma3.2", "no_scale", "dL/dA without the alpha/r factor")
+        def _():
+            return patch("lora_theory.limits.exact", "lora_chain", wrong_chain)
+    """
+    def deco(factory: Callable[[], ContextManager[Any]]) -> Callable[[], ContextManager[Any]]:
+        key = (claim_id, name)
+        old = _CONTROLS.get(key)
+        if old is not None and old.apply is not factory and old.apply.__qualname__ != factory.__qualname__:
+            raise InvalidArgumentError(f"name: control {name!r} of {claim_id!r} is registered twice")
+        _CONTROLS[key] = Control(claim_id, name, " ".join(description.split()), factory)
+        return factory
+
+    return deco
+
+
+def patch(module: str, attribute: str, replacement: Any) -> ContextManager[Any]:
+    """``unittest.mock.patch`` of ``module.attribute`` (a dotted module path): the usual body of a control."""
+    return mock.patch(f"{module}.{attribute}", replacement)
 
 
 def all_claims() -> list[Claim]:
@@ -97,30 +203,42 @@ def get_claim(id: str) -> Claim:
     return _REGISTRY.get(id)
 
 
-def run_check(c: Claim | str, *, quick: bool = True) -> dict[str, Any]:
-    """Run one check; returns a row: id, paper, statement, verdict, summary, figures, seconds."""
+def _get_control(c: Claim, name: str) -> Control:
+    names = [k.name for k in c.controls]
+    if name not in names:
+        raise InvalidArgumentError(f"control: expected one of {names} for {c.id}, got {name!r}")
+    return _CONTROLS[(c.id, name)]
+
+
+def run_check(c: Claim | str, *, quick: bool = True, control: str | None = None) -> dict[str, Any]:
+    """Run one check (under negative control ``control`` if given); returns one tidy row.
+
+    Row: id, paper, kind, statement, reference, verdict, summary, figures, margins (name ->
+    "measured <= threshold (slack)"), figure, test, proof, seconds, error (traceback or None),
+    control (its name or None).
+    """
     c = get_claim(c) if isinstance(c, str) else c
+    ctl = _get_control(c, control) if control is not None else None
     t0 = time.perf_counter()
     try:
-        m = c.check(quick)
-        verdict: Verdict = "holds" if m.holds else "fails"
+        with ctl.apply() if ctl else contextlib.nullcontext():
+            m = c.check(quick)
+        if not isinstance(m, Measurement):
+            raise TypeError(f"check of {c.id}: expected a Measurement, got {type(m).__name__}")
+        verdict: Verdict = m.verdict
         summary, figures, error = m.summary, m.figures, None
+        margins = {k: str(v) for k, v in m.margins.items()}
     except Exception as e:  # a crashing check is reported, not hidden
-        verdict, summary, figures, error = "error", f"{type(e).__name__}: {e}", {}, traceback.format_exc()
+        verdict, summary, figures, margins, error = "error", f"{type(e).__name__}: {e}", {}, {}, traceback.format_exc()
     return {
-        "id": c.id,
-        "paper": c.paper,
-        "statement": c.statement,
-        "reference": c.reference,
-        "verdict": verdict,
-        "summary": summary,
-        "figures": figures,
-        "figure": c.figure,
-        "test": c.test,
-        "proof": c.proof,
-        "seconds": time.perf_counter() - t0,
-        "error": error,
+        "id": c.id, "paper": c.paper, "kind": c.kind, "statement": c.statement, "reference": c.reference, "verdict": verdict,
+        "summary": summary, "figures": figures, "margins": margins, "figure": c.figure, "test": c.test, "proof": c.proof,
+        "seconds": time.perf_counter() - t0, "error": error, "control": control,
     }
+
+
+_COLUMNS = ["id", "paper", "kind", "statement", "reference", "verdict", "summary", "figures", "margins", "figure", "test", "proof", "seconds",
+            "error", "control"]
 
 
 def run_checks(ids: Iterable[str] | None = None, *, quick: bool = True, progress: Callable[[str], None] | None = None) -> pd.DataFrame:
@@ -131,4 +249,22 @@ def run_checks(ids: Iterable[str] | None = None, *, quick: bool = True, progress
         if progress is not None:
             progress(c.id)
         rows.append(run_check(c, quick=quick))
-    return pd.DataFrame(rows, columns=["id", "paper", "statement", "reference", "verdict", "summary", "figures", "figure", "test", "proof", "seconds", "error"])
+    return pd.DataFrame(rows, columns=_COLUMNS)
+
+
+def run_controls(ids: Iterable[str] | None = None, *, quick: bool = True, progress: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """Run every negative control of ``ids`` (default: all claims); one row per (claim, control).
+
+    Columns: those of :func:`run_check` plus ``description`` and ``caught`` (the check did not say
+    "holds" under the corruption: "fails", or "error" when the corruption crashed it).
+    """
+    claims = all_claims() if ids is None else [get_claim(i) for i in ids]
+    rows = []
+    for c in claims:
+        for ctl in c.controls:
+            if progress is not None:
+                progress(f"{c.id} / {ctl.name}")
+            row = run_check(c, quick=quick, control=ctl.name)
+            rows.append({**row, "description": ctl.description, "caught": row["verdict"] in ("fails", "error")})
+    return pd.DataFrame(rows, columns=[*_COLUMNS, "description", "caught"])
+

@@ -32,6 +32,7 @@ from .approx import approx_gradients
 from .exact import exact_gradients
 from .features import feature_rank
 from .instance import hard_instance, make_instance, norm_bounds
+from .plan import approx_flops, exact_flops
 from .polynomial import degree_bound, degree_order, exp_polynomial
 from .random_features import random_feature_gradients
 
@@ -71,16 +72,6 @@ def regime_dimension(L: int, regime: str, d_fixed: int = 4) -> int:
     """d for a regime: "log" -> max(2, round(log2(L) / 4)) = Theta(log L); "fixed" -> d_fixed."""
     check_choice("regime", regime, ("log", "fixed"))
     return max(2, round(math.log2(L) / 4)) if regime == "log" else d_fixed
-
-
-def exact_flops(L: int, d: int, n_adapted: int = 3) -> float:
-    """Multiply-adds of the blocked exact gradient: 4 L^2 d (S, f V, c V^T, f^T c) + L^2 d per Q/K side + 3 L^2."""
-    return L * L * (4 * d + d * min(n_adapted, 2) + 3)
-
-
-def approx_flops(L: int, d: int, k: int, n_adapted: int = 3) -> float:
-    """Multiply-adds of approx_gradients: features 2 L k, forward 2 L k d, 2 L k d^2 per Q/K side, 2 L k d for V."""
-    return L * k * (2 + 2 * d + 2 * d * d * min(n_adapted, 2) + 2 * d)
 
 
 def phase_transition_sweep(Ls=tuple(2**j for j in range(8, 17)), xs=tuple(np.round(np.arange(0.05, 1.51, 0.05), 3)), regimes=("log", "fixed"), d_fixed: int = 4) -> pd.DataFrame:

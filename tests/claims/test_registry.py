@@ -52,3 +52,32 @@ def test_unknown_claim_and_bad_id():
         lt.get_claim("limits.nope")
     with pytest.raises(ValueError, match="id: expected"):
         claim("nopaper", statement="x", reference="y")
+
+
+def test_negative_control_is_caught_and_undone():
+    """A control corrupts the code under test only while its check runs, and the check must catch it."""
+    from lora_theory.claims import get_claim, run_check, run_controls
+    from lora_theory.limits import exact
+
+    original = exact.lora_chain
+    c = get_claim("limits.lemma3.2")
+    assert "scale_squared" in [k.name for k in c.controls]
+    row = run_check(c, control="scale_squared")
+    assert row["verdict"] == "fails" and row["control"] == "scale_squared"
+    assert exact.lora_chain is original  # restored
+    assert run_check(c)["verdict"] == "holds"
+    table = run_controls(["limits.lemma3.2"])
+    assert table.caught.all() and set(table.columns) >= {"id", "control", "caught", "description"}
+    with pytest.raises(ValueError, match="control: expected one of"):
+        run_check(c, control="no_such_control")
+
+
+def test_verdicts_and_margins():
+    from lora_theory.claims import Margin, Measurement
+
+    assert Measurement(None, {}, "").verdict == "inconclusive"
+    assert Measurement(False, {}, "").verdict == "fails"
+    m = Margin(0.9, 1.0)
+    assert m.ok and m.slack == pytest.approx(0.1) and "slack +10%" in str(m)
+    g = Margin(5.0, 10.0, ">=")
+    assert not g.ok and g.slack == pytest.approx(-0.5)
