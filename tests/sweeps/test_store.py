@@ -133,7 +133,7 @@ def test_other_schema_version_and_paths(tmp_path):
     ResultStore(store).close()
     with sqlite3.connect(store) as c:
         c.execute("PRAGMA user_version=99")
-    with pytest.raises(StoreError, match="schema version 99, expected 2"):
+    with pytest.raises(StoreError, match="schema version 99, expected 3"):
         ResultStore(store)
     with pytest.raises(StoreError, match="expected an existing store"):
         ResultStore(tmp_path / "missing.sqlite", readonly=True)
