@@ -68,7 +68,12 @@ def hangs(x: float, seconds: float = 3600.0) -> dict:
     return {"y": x * x}
 
 
-def chaos_point(i: int, delay: float) -> dict:
-    """A deterministic metric (i^2 and a hash-like value) after ``delay`` seconds: the chaos test's point."""
+def chaos_point(i: int, delay: float, fate: str = "ok") -> dict:
+    """The chaos test's point: after ``delay`` seconds, deterministic metrics (fate "ok"), a ValueError
+    (fate "raise") or a SIGKILL of its own worker, every time (fate "die")."""
     time.sleep(delay)
+    if fate == "raise":
+        raise ValueError(f"i: expected a point that works, got {i} (fate 'raise')")
+    if fate == "die":
+        os.kill(os.getpid(), signal.SIGKILL)
     return {"y": i * i, "z": (i * 2654435761) % 2**32}
