@@ -329,7 +329,6 @@ def check(
 ) -> None:
     """Run claim checks and print a table (exit 1 if a claim fails, 3 if a check errored; inconclusive is not a failure)."""
     from .claims import all_claims, get_claim, run_checks
-    from .report import exit_status
 
     if list_only:
         if as_json:
@@ -345,7 +344,20 @@ def check(
     with console.status("checking...") as status:
         df = run_checks(claim, quick=not full, progress=lambda cid: status.update(f"checking {cid}"))
     _print_checks(df, as_json)
-    raise typer.Exit(exit_status(df))
+    raise typer.Exit(_checks_exit(df))
+
+
+def _checks_exit(df, figure_errors: dict | None = None) -> int:
+    """exit_status of a table of checks; errored checks and figures are also named on stderr."""
+    from .report import exit_status
+
+    code = exit_status(df, figure_errors)
+    errored = list(df.id[df.verdict == "error"])
+    if errored:
+        typer.echo(f"error: {len(errored)} check(s) errored: {', '.join(errored)} (the table and report say why; a re-run runs them again)", err=True)
+    if figure_errors:
+        typer.echo(f"error: {len(figure_errors)} figure(s) failed: {', '.join(figure_errors)} (--retry-failed re-runs them)", err=True)
+    return code
 
 
 def _sweep_options(max_retries: int, point_timeout: Optional[float]) -> dict:
@@ -380,7 +392,6 @@ def reproduce(
     report is written in each of these cases.
     """
     from ._validate import check_int
-    from .report import exit_status
     from .report import reproduce as _reproduce
     from .sweeps.executors import check_executor
 
@@ -394,7 +405,7 @@ def reproduce(
     for name, err in df.attrs.get("figure_errors", {}).items():
         console.print(f"[magenta]figure {name} failed[/]: {err}")
     console.print(f"report: {report}")
-    raise typer.Exit(exit_status(df, df.attrs.get("figure_errors")))
+    raise typer.Exit(_checks_exit(df, df.attrs.get("figure_errors")))
 
 
 @app.command()
@@ -458,11 +469,15 @@ sweep_app = _App(no_args_is_help=True, help="Parameter sweeps that write each fi
 app.add_typer(sweep_app, name="sweep")
 
 
-def _sweep_exit(counts: dict, failed_in_store: int) -> int:
-    """130 when interrupted; 3 when a point of the sweep is stored as failed (now or by an earlier run); else 0."""
+def _sweep_exit(counts: dict, failed_in_store: int, name: str, store: Path) -> int:
+    """130 when interrupted; 3 when a point of the sweep is stored as failed (now or by an earlier run; said on stderr); else 0."""
     if counts.get("interrupted"):
         return EXIT_INTERRUPTED
-    return EXIT_ERROR if counts.get("failed") or failed_in_store else EXIT_OK
+    if counts.get("failed") or failed_in_store:
+        typer.echo(f"error: {failed_in_store} point(s) of sweep {name!r} are stored as failed in {store} (their errors: "
+                   f"`lora-theory sweep export {store} FILE.csv --sweep {name}`, column _error; --retry-failed re-runs them)", err=True)
+        return EXIT_ERROR
+    return EXIT_OK
 
 
 def _failed_points(store: Path, name: str, points: list[dict], seed: Optional[int]) -> int:
@@ -526,7 +541,7 @@ def sweep_norms(
             t.add_row(str(r["kind"]), str(r["L"]), f"{r['gamma']:g}", _num(r.get("R"), ".3g"), str(r.get("valid")), _num(r.get("rel_err"), ".2e"))
     console.print(t)
     console.print(counts)
-    raise typer.Exit(_sweep_exit(counts, _failed_points(store, "norms", points, 0)))
+    raise typer.Exit(_sweep_exit(counts, _failed_points(store, "norms", points, 0), "norms", store))
 
 
 @sweep_app.command("run")
@@ -550,7 +565,7 @@ def sweep_run(
     opts = _sweep_options(max_retries, point_timeout)
     counts = run_sweep(spec.fn, spec.points, store, name=spec.name, jobs=jobs, executor=executor, seed=spec.seed, retry_failed=retry_failed, **opts)
     console.print(counts)
-    raise typer.Exit(_sweep_exit(counts, _failed_points(store, spec.name, spec.points, spec.seed)))
+    raise typer.Exit(_sweep_exit(counts, _failed_points(store, spec.name, spec.points, spec.seed), spec.name, store))
 
 
 @sweep_app.command("status")
