@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from lora_theory._memory import available_bytes, fmt_bytes, peak_memory_bytes
+from lora_theory._memory import peak_memory_bytes
 
 
 def test_probe_ignores_modules_in_the_working_folder(tmp_path, monkeypatch):
@@ -27,6 +27,8 @@ def test_probe_failure_is_a_runtime_error_with_its_stderr():
 
 
 def test_available_bytes_and_fmt():
+    from lora_theory._memory import available_bytes, fmt_bytes
+
     avail = available_bytes()
     assert avail is None or 0 < avail < 1 << 60
     assert fmt_bytes(512) == "512 B" and fmt_bytes(1536) == "1.5 KiB" and fmt_bytes(34 * 2**30) == "34 GiB"
