@@ -23,7 +23,6 @@ from __future__ import annotations
 import functools
 import os
 import platform
-import sys
 import time
 import traceback
 from pathlib import Path
@@ -54,7 +53,7 @@ def _classify(e: BaseException) -> tuple[int, str]:
     try:
         from .limits.lowrank import ApproximationError
     except ImportError:  # pragma: no cover - the toolkit is importable if this module is
-        ApproximationError = InvalidArgumentError  # noqa: N806
+        ApproximationError = InvalidArgumentError
     msg = str(e).strip()
     if isinstance(e, InvalidArgumentError | ApproximationError):  # StoreError and OutputExistsError are InvalidArgumentErrors
         return EXIT_USAGE, msg or type(e).__name__

@@ -182,7 +182,7 @@ def _run(fn, todo, st: ResultStore, name, seed, jobs, executor, counts, progress
             while pending:
                 busy: dict[str, dict[str, Any]] = {}
 
-                def claimed():
+                def claimed(pending=pending, busy=busy):
                     for h in list(pending):
                         status = st.claim(name, h, holder, ttl=opts.lease_ttl, retry_before=opts.retry_before)
                         if status == "claimed":
@@ -198,8 +198,9 @@ def _run(fn, todo, st: ResultStore, name, seed, jobs, executor, counts, progress
                     wrote = st.record(name, h, todo[h], out.metrics, error=out.error, seconds=out.seconds, seed=seed,
                                       attempts=out.attempts, holder=holder)
                     advance(h, ("failed" if out.error else "done") if wrote else "others")
-                if busy:
-                    pending = _wait_for_others(st, name, busy, holder, opts, advance)
+                if busy:  # points other runs hold: wait until they are stored or become ours; the rest stay in the next round
+                    ours = _wait_for_others(st, name, busy, holder, opts, advance)
+                    pending = {**ours, **busy}
         cancel = False
     except (KeyboardInterrupt, SweepInterrupted):
         counts["interrupted"] = 1

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from lora_theory.cli import app
@@ -234,7 +232,7 @@ def test_reproduce_exit_statuses_write_the_report_and_rerun_errored_checks(tmp_p
 
 def test_reproduce_retry_failed_reruns_failed_figure_points(tmp_path, monkeypatch):
     """A figure whose study raised is a failed point: kept (exit 3) until --retry-failed re-runs it."""
-    import lora_theory.report as report
+    from lora_theory import report
 
     real = report.figure_point
 

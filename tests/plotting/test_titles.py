@@ -9,11 +9,11 @@ import math
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+import pytest
 
-from lora_theory.plotting import fmt  # noqa: E402
+from lora_theory.plotting import fmt
 
 
 def _titles(fig) -> str:

@@ -273,15 +273,19 @@ def test_a_dead_runs_points_are_taken_over_at_once(tmp_path):
 
 
 def test_a_live_holders_lease_is_respected_then_an_expired_one_taken_over(tmp_path):
-    """A lease held by a live process on another node is left alone until it expires; then it is taken over."""
+    """Leases held by live processes on another node are left alone until they expire (1.5 s and 3 s); then both are
+    taken over (a run that got the first back must still wait for the second, not drop it)."""
     from lora_theory.sweeps import Holder, point_hash
 
     store = tmp_path / "s.sqlite"
-    pts = grid(x=[1.0, 2.0])
+    pts = grid(x=[1.0, 2.0, 3.0])
     other = Holder("other-run", 1, "elsewhere", "another-node")
     with ResultStore(store) as st:
         assert st.claim("sq", point_hash("sq", pts[0], 0), other, ttl=1.5) == "claimed"
+        assert st.claim("sq", point_hash("sq", pts[1], 0), other, ttl=3.0) == "claimed"
     t0 = time.monotonic()
     counts = run_sweep(sleepy_square, pts, store, name="sq", progress=False)
     waited = time.monotonic() - t0
-    assert counts == {"total": 2, "skipped": 0, "done": 2, "failed": 0} and 1.0 <= waited < 30
+    assert counts == {"total": 3, "skipped": 0, "done": 3, "failed": 0} and 2.5 <= waited < 30
+    with ResultStore(store) as st:
+        assert sorted(st.load("sq").x) == [1.0, 2.0, 3.0] and st.leases().empty
