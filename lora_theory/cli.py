@@ -145,8 +145,10 @@ class _App(typer.Typer):
         return deco
 
 
-app = _App(add_completion=False, no_args_is_help=True, help="LoRA theory as executable, measured checks.",
-           pretty_exceptions_enable=False)
+app = _App(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+           help="LoRA theory as executable, measured checks.\n\nExit status, the same for every command: 0 done (every claim holds; "
+                "inconclusive is not a failure), 1 done and some claim fails, 2 bad usage or input (nothing computed), 3 something "
+                "errored (a check crashed, points or figures failed), 130 interrupted (resume by running it again).")
 
 
 @app.callback()
