@@ -14,11 +14,12 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
 
-__all__ = ["PeakMemory", "peak_memory_bytes"]
+__all__ = ["PeakMemory", "available_bytes", "fmt_bytes", "peak_memory_bytes"]
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -78,6 +79,15 @@ class PeakMemory:
 
 
 _TEMPLATE = """
+import importlib.util, sys
+sys.path[:] = {path!r}  # the caller's import path without its working folder: a user's inspect.py or torch.py there is never imported
+_spec = importlib.util.spec_from_file_location("lora_theory", {init!r}, submodule_search_locations=[{package!r}])
+_mod = importlib.util.module_from_spec(_spec)
+sys.modules["lora_theory"] = _mod  # this very copy of the toolkit, wherever it lives
+_spec.loader.exec_module(_mod)
+from lora_theory.sweeps.executors import die_with_parent
+import os
+die_with_parent({parent})  # a probe never outlives its caller (e.g. a sweep worker killed on timeout)
 import json, time, torch
 from lora_theory._memory import PeakMemory
 torch.set_num_threads({threads})
@@ -90,14 +100,72 @@ print(json.dumps({{"peak_bytes": pm.peak_bytes, "seconds": seconds}}))
 """
 
 
+def _import_path() -> list[str]:
+    """sys.path without the entries that mean "the current folder" ('' and the working directory itself)."""
+    cwd = os.path.realpath(os.getcwd())
+    return [p for p in sys.path if p and os.path.realpath(p) != cwd]
+
+
 def peak_memory_bytes(setup: str, run: str, *, cuda: bool = False, threads: int = 2, timeout: float = 600) -> dict[str, float]:
     """Run ``setup`` then ``run`` in a new Python; return the peak memory ``run`` added and its time.
 
+    The probe is isolated from the caller's folder: ``python -I`` (no PYTHONPATH, no user site,
+    no script folder on the path) in an empty temporary working folder, with the caller's import
+    path minus its working folder, and this copy of ``lora_theory`` loaded from its own files. So
+    a user's ``inspect.py`` (or any module shadowing the standard library or torch) in the folder
+    where ``lora-theory`` runs is never imported.
+
     Returns:
         ``{"peak_bytes": int, "seconds": float}`` (see :class:`PeakMemory` for what is measured).
+
+    Raises:
+        RuntimeError: the probe failed (its stderr tail is in the message).
     """
-    code = _TEMPLATE.format(setup=textwrap.dedent(setup), run=textwrap.indent(textwrap.dedent(run), "    "), cuda=cuda, threads=threads)
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+    package = os.path.dirname(os.path.abspath(__file__))
+    code = _TEMPLATE.format(setup=textwrap.dedent(setup), run=textwrap.indent(textwrap.dedent(run), "    "), cuda=cuda, threads=threads,
+                            path=_import_path(), init=os.path.join(package, "__init__.py"), package=package, parent=os.getpid())
+    with tempfile.TemporaryDirectory(prefix="lora-theory-probe-") as cwd:
+        res = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=timeout, cwd=cwd)
     if res.returncode != 0:
         raise RuntimeError(f"memory probe failed (exit {res.returncode}):\n{res.stderr[-2000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def available_bytes() -> int | None:
+    """Memory this process can still allocate: ``MemAvailable`` (/proc/meminfo), capped by a cgroup
+    limit (v2 ``memory.max`` - ``memory.current``, or v1); None where neither is known."""
+    avail = None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except OSError:  # not Linux
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * _PAGE
+        except (ValueError, OSError, AttributeError):
+            avail = None
+    for limit_f, used_f in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                            ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            with open(limit_f) as fh:
+                limit = fh.read().strip()
+            with open(used_f) as fh:
+                used = int(fh.read().strip())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 1 << 60:  # "max" or a huge v1 number: no limit
+            room = max(0, int(limit) - used)
+            avail = room if avail is None else min(avail, room)
+        break
+    return avail
+
+
+def fmt_bytes(n: float) -> str:
+    """1536 -> '1.5 KiB' (binary units)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024 or unit == "PiB":
+            return f"{n:.3g} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.3g} PiB"

@@ -1,21 +1,164 @@
-"""The ``lora-theory`` command line (typer). ``lora-theory --help`` lists the commands."""
+"""The ``lora-theory`` command line (typer). ``lora-theory --help`` lists the commands.
+
+Every command says what happened through its exit status, the same everywhere:
+
+- 0: done, and every claim checked holds (an "inconclusive" verdict is not a failure: the check
+  ran and could not decide; the table and report say why);
+- 1: done, and some claim fails;
+- 2: bad usage or input: an unknown option or value, an argument out of range, a size that cannot
+  fit in memory, a path that cannot be read or written, a foreign or read-only store, an output
+  file the toolkit did not write (pass ``--force``). Nothing is computed;
+- 3: something errored: a check crashed, sweep points failed (raised, worker died, timeout), a
+  figure could not be made, or an unexpected error;
+- 130: interrupted (Ctrl-C, SIGTERM); what finished is stored, the same command resumes.
+
+Errors are one line on stderr that names the argument, the expected and the actual value; the
+traceback is printed only with ``lora-theory --debug COMMAND`` (or ``LORA_THEORY_DEBUG=1``).
+``--json`` output is strict JSON: non-finite numbers are null, listed under ``"nonfinite"``.
+Files: the toolkit overwrites only files it wrote itself (and that nobody changed since); any
+other existing file is refused unless ``--force`` (see :mod:`lora_theory._outputs`).
+"""
 from __future__ import annotations
 
-import json
+import functools
 import os
 import platform
 import time
+import traceback
 from pathlib import Path
 from typing import Optional
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="LoRA theory as executable, measured checks.")
-console = Console()
+from . import _json
+from ._validate import InvalidArgumentError
 
-_VERDICT_STYLE = {"holds": "green", "fails": "red", "error": "magenta"}
+EXIT_OK, EXIT_FAILS, EXIT_USAGE, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+console = Console()
+_STATE = {"debug": False}
+
+_VERDICT_STYLE = {"holds": "green", "fails": "red", "inconclusive": "yellow", "error": "magenta"}
+
+
+def _debug() -> bool:
+    return _STATE["debug"] or os.environ.get("LORA_THEORY_DEBUG", "") not in ("", "0")
+
+
+def _classify(e: BaseException) -> tuple[int, str]:
+    """(exit status, one-line message) for an exception that escaped a command."""
+    try:
+        from .limits.lowrank import ApproximationError
+    except ImportError:  # pragma: no cover - the toolkit is importable if this module is
+        ApproximationError = InvalidArgumentError
+    msg = str(e).strip()
+    if isinstance(e, InvalidArgumentError | ApproximationError):  # StoreError and OutputExistsError are InvalidArgumentErrors
+        return EXIT_USAGE, msg or type(e).__name__
+    if isinstance(e, OSError):
+        what = f"{e.filename}: " if e.filename else ""
+        return EXIT_USAGE, f"{what}expected a path that can be read or written, got {e.strerror or msg or type(e).__name__}"
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or "can't allocate memory" in msg or "out of memory" in msg.lower():
+        return EXIT_USAGE, f"not enough memory for the sizes asked for ({type(e).__name__}: {msg.splitlines()[0][:300] if msg else ''}); use smaller sizes"
+    if isinstance(e, ImportError):
+        return EXIT_USAGE, f"a missing optional dependency: {msg}"
+    first = msg.splitlines()[0] if msg else ""
+    return EXIT_ERROR, f"{type(e).__name__}: {first}".rstrip(": ") + " (an unexpected error; `lora-theory --debug ...` shows the traceback)"
+
+
+def _click_modules() -> list:
+    """click itself, and the copy that newer typer versions vendor (typer._click), where present."""
+    mods = [click]
+    try:
+        import typer._click as vendored  # optional: typer >= 0.22 ships its own click
+
+        mods.append(vendored)
+    except ImportError:
+        pass
+    return mods
+
+
+#: exceptions that already carry an exit status: typer.Exit / Abort and click's usage errors (exit 2, printed by click)
+_PASSTHROUGH = (typer.Exit, typer.Abort, *(getattr(m.exceptions, n) for m in _click_modules() for n in ("Exit", "ClickException", "Abort")
+                                            if hasattr(m.exceptions, n)))
+
+
+def _current_context():
+    for m in _click_modules():
+        ctx = m.globals.get_current_context(silent=True)
+        if ctx is not None:
+            return ctx
+    return None
+
+
+def _flag_names(msg: str) -> str:
+    """"L: expected ..." -> "--L: expected ..." when L is an option of the running command."""
+    ctx = _current_context()
+    head, sep, rest = msg.partition(":")
+    if ctx is None or not sep or not head.isidentifier():
+        return msg
+    for param in ctx.command.params:
+        if param.name == head and param.opts:
+            return f"{param.opts[0]}:{rest}"
+    return msg
+
+
+def _fail(code: int, msg: str) -> None:
+    """Print one error line on stderr (and the traceback with --debug), then exit with ``code``."""
+    if _debug():
+        traceback.print_exc()
+    typer.echo(f"error: {_flag_names(msg)}", err=True)
+    raise typer.Exit(code)
+
+
+def guarded(fn):
+    """Run a command so that any error becomes an exit status and one line (see the module docstring)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except _PASSTHROUGH:
+            raise
+        except KeyboardInterrupt:
+            typer.echo("interrupted: what finished is stored; run the same command again to resume", err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except Exception as e:  # noqa: BLE001 (every error of a command ends in an exit status and one line)
+            code, msg = _classify(e)
+            _fail(code, msg)
+
+    return wrapper
+
+
+class _App(typer.Typer):
+    """A Typer whose commands all run :func:`guarded` (so commands added later get the same error handling)."""
+
+    def command(self, *args, **kwargs):
+        register = super().command(*args, **kwargs)
+
+        def deco(fn):
+            register(guarded(fn))
+            return fn
+
+        return deco
+
+
+app = _App(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+           help="LoRA theory as executable, measured checks.\n\nExit status, the same for every command: 0 done (every claim holds; "
+                "inconclusive is not a failure), 1 done and some claim fails, 2 bad usage or input (nothing computed), 3 something "
+                "errored (a check crashed, points or figures failed), 130 interrupted (resume by running it again).")
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Print the full traceback of an error (also: LORA_THEORY_DEBUG=1).")) -> None:
+    """LoRA theory as executable, measured checks. Exit status: 0 done (claims hold), 1 a claim fails, 2 bad usage or input, 3 errored."""
+    _STATE["debug"] = debug
+
+
+def _echo_json(obj) -> None:
+    typer.echo(_json.dumps(obj))
 
 
 def _dtype(name: str):
@@ -23,8 +166,27 @@ def _dtype(name: str):
 
     table = {"float64": torch.float64, "float32": torch.float32}
     if name not in table:
-        raise typer.BadParameter(f"expected one of {', '.join(table)}, got {name!r}", param_hint="--dtype")
+        raise InvalidArgumentError(f"dtype: expected one of {', '.join(table)}, got {name!r}")
     return table[name]
+
+
+def _device(name: str | None):
+    """--device: a torch device that exists here (None: cpu)."""
+    if name is None:
+        return None
+    import torch
+
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise InvalidArgumentError(f"device: expected a torch device such as 'cpu' or 'cuda:0', got {name!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidArgumentError(f"device: expected an available device, got {name!r} (CUDA is not available here)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InvalidArgumentError(f"device: expected a CUDA index < {torch.cuda.device_count()}, got {name!r}")
+    if dev.type not in ("cpu", "cuda"):
+        raise InvalidArgumentError(f"device: expected 'cpu' or 'cuda[:N]', got {name!r}")
+    return dev
 
 
 @app.command()
@@ -46,12 +208,27 @@ def info(as_json: bool = typer.Option(False, "--json", help="Print JSON instead 
         "cpu_count": os.cpu_count(),
     }
     if as_json:
-        typer.echo(json.dumps(facts, indent=2))
+        _echo_json(facts)
         return
     t = Table(show_header=False)
     for k, v in facts.items():
         t.add_row(k, str(v))
     console.print(t)
+
+
+def _grad_memory(L: int, d: int, r: int, n_adapt: int, cross: bool, itemsize: int) -> tuple[int, int]:
+    """(bytes for the instance and its exact gradients, bytes for the dense autograd reference), estimated up front.
+
+    Instance: 3 d^2 weights, 2-3 L d inputs and targets, 2 r d per adapted matrix, drawn in float64
+    and then cast (x2 for the transient copy). Exact gradients: row blocks of about 2^18 entries
+    (``exact.default_block_size``), a few at a time, plus O(L d). The autograd reference forms
+    L x L matrices: measured 3.0-3.9 L^2 entries at L = 2^10..2^12 (scores, probabilities and
+    their gradients), so 4 L^2 here.
+    """
+    inst = 2 * 8 * (3 * d * d + (3 if cross else 2) * L * d + 2 * n_adapt * r * d)
+    block = min(L, max(16, (1 << 18) // L))
+    exact = itemsize * (4 * block * L + 8 * L * d + 2 * d * d)
+    return inst + exact, itemsize * (4 * L * L + 8 * L * d)
 
 
 @app.command()
@@ -70,51 +247,77 @@ def grad(
     no_autograd: bool = typer.Option(False, "--no-autograd", help="Skip the dense autograd reference (for large L)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Exact LoRA-attention gradients of one instance: norms, R, max error vs autograd, times."""
+    """Exact LoRA-attention gradients of one instance: norms, R, max error vs autograd, times.
+
+    Memory is estimated before anything is allocated: sizes whose instance cannot fit are refused
+    (exit 2), and the dense autograd reference (about 4 L^2 numbers) is skipped, with a message,
+    when it cannot fit.
+    """
     import torch
 
     from . import autograd_gradients, exact_gradients, make_instance, max_rel_error, norm_bounds
-    from ._validate import InvalidArgumentError
+    from ._memory import available_bytes, fmt_bytes
+    from ._validate import check_int
+    from .limits.instance import parse_adapt
 
-    try:
-        inst = make_instance(L, d, r, adapt=adapt, attention=attention, bound=bound, beta=beta, seed=seed, dtype=_dtype(dtype), device=device)
-        sync = torch.cuda.synchronize if inst.device.type == "cuda" else (lambda: None)
-        out: dict = {"instance": repr(inst), "norms": norm_bounds(inst)}
-        t0 = time.perf_counter()
-        g = exact_gradients(inst, block_size=block_size)
-        sync()
-        out["exact_seconds"] = time.perf_counter() - t0
-        if not no_autograd:
+    L, d = check_int("L", L, low=1), check_int("d", d, low=1)
+    dt = _dtype(dtype)
+    dev = _device(device)
+    itemsize = torch.finfo(dt).bits // 8
+    need, ref_need = _grad_memory(L, d, max(1, min(r, d)), len(parse_adapt(adapt)), attention == "cross", itemsize)
+    avail = available_bytes()
+    if avail is not None and need > avail:
+        raise InvalidArgumentError(f"L, d: expected sizes whose instance fits in memory, got L={L}, d={d}: about {fmt_bytes(need)} "
+                                   f"(3 d^2 weights, L d inputs), {fmt_bytes(avail)} available; lower --L or --d")
+    inst = make_instance(L, d, r, adapt=adapt, attention=attention, bound=bound, beta=beta, seed=seed, dtype=dt, device=dev)
+    sync = torch.cuda.synchronize if inst.device.type == "cuda" else (lambda: None)
+    out: dict = {"instance": repr(inst), "norms": norm_bounds(inst)}
+    t0 = time.perf_counter()
+    g = exact_gradients(inst, block_size=block_size)
+    sync()
+    out["exact_seconds"] = time.perf_counter() - t0
+    if not no_autograd:
+        room = available_bytes() if inst.device.type == "cpu" else torch.cuda.mem_get_info(inst.device)[0]
+        if room is not None and ref_need > 0.8 * room:  # 0.8: leave room for the process itself and the allocator's slack
+            out["autograd_skipped"] = (f"the dense autograd reference needs about {fmt_bytes(ref_need)} (4 L^2 numbers at L={L}), "
+                                       f"more than 80% of the {fmt_bytes(room)} available")
+        else:
             t0 = time.perf_counter()
             ref = autograd_gradients(inst)
             sync()
             out["autograd_seconds"] = time.perf_counter() - t0
             out["max_rel_err"] = {k: max_rel_error(g[k], ref[k]) for k in g}
-        out["grad_norms"] = {k: float(v.norm()) for k, v in g.items()}
-    except InvalidArgumentError as e:
-        raise typer.BadParameter(str(e)) from None
+    out["grad_norms"] = {k: float(v.norm()) for k, v in g.items()}
     if as_json:
-        typer.echo(json.dumps(out, indent=2))
+        _echo_json(out)
         return
     console.print(out["instance"])
     t = Table("quantity", "value")
     for k, v in out["norms"].items():
-        t.add_row(f"norm {k}", f"{v:.4g}")
+        t.add_row(f"norm {k}", _num(v, ".4g"))
     for k, v in out.get("max_rel_err", {}).items():
-        t.add_row(f"rel err {k}", f"{v:.2e}")
+        t.add_row(f"rel err {k}", _num(v, ".2e"))
     t.add_row("exact (s)", f"{out['exact_seconds']:.4f}")
     if "autograd_seconds" in out:
         t.add_row("autograd (s)", f"{out['autograd_seconds']:.4f}")
     console.print(t)
+    if "autograd_skipped" in out:
+        console.print(f"autograd reference skipped: {out['autograd_skipped']}")
+
+
+def _num(v: object, spec: str) -> str:
+    from .plotting import fmt
+
+    return fmt(v, spec, missing=f"{v} (not finite)")
 
 
 def _print_checks(df, as_json: bool) -> None:
     if as_json:
-        typer.echo(df.drop(columns=["error"]).to_json(orient="records", indent=2))
+        _echo_json(df.drop(columns=["error"]).to_dict("records"))
         return
     t = Table("id", "verdict", "measured", "s")
     for row in df.itertuples():
-        t.add_row(row.id, f"[{_VERDICT_STYLE[row.verdict]}]{row.verdict}[/]", row.summary, f"{row.seconds:.1f}")
+        t.add_row(row.id, f"[{_VERDICT_STYLE.get(row.verdict, 'white')}]{row.verdict}[/]", str(row.summary), f"{row.seconds:.1f}")
     console.print(t)
 
 
@@ -125,22 +328,49 @@ def check(
     as_json: bool = typer.Option(False, "--json"),
     list_only: bool = typer.Option(False, "--list", help="List the claims without running them."),
 ) -> None:
-    """Run claim checks and print a table (exit code 1 if a claim fails or errors)."""
-    from .claims import all_claims, run_checks
+    """Run claim checks and print a table (exit 1 if a claim fails, 3 if a check errored; inconclusive is not a failure)."""
+    from .claims import all_claims, get_claim, run_checks
 
     if list_only:
+        if as_json:
+            _echo_json([{"id": c.id, "statement": c.statement, "reference": c.reference} for c in all_claims()])
+            return
         t = Table("id", "statement", "reference")
         for c in all_claims():
             t.add_row(c.id, c.statement, c.reference)
         console.print(t)
         return
-    try:
-        with console.status("checking...") as status:
-            df = run_checks(claim, quick=not full, progress=lambda cid: status.update(f"checking {cid}"))
-    except ValueError as e:
-        raise typer.BadParameter(str(e), param_hint="--claim") from None
+    for c in claim or []:
+        get_claim(c)  # an unknown id is bad input (exit 2) before anything runs
+    with console.status("checking...") as status:
+        df = run_checks(claim, quick=not full, progress=lambda cid: status.update(f"checking {cid}"))
     _print_checks(df, as_json)
-    raise typer.Exit(0 if (df.verdict == "holds").all() else 1)
+    raise typer.Exit(_checks_exit(df))
+
+
+def _checks_exit(df, figure_errors: dict | None = None) -> int:
+    """exit_status of a table of checks; errored checks and figures are also named on stderr."""
+    from .report import exit_status
+
+    code = exit_status(df, figure_errors)
+    errored = list(df.id[df.verdict == "error"])
+    if errored:
+        typer.echo(f"error: {len(errored)} check(s) errored: {', '.join(errored)} (the table and report say why; a re-run runs them again)", err=True)
+    if figure_errors:
+        typer.echo(f"error: {len(figure_errors)} figure(s) failed: {', '.join(figure_errors)} (--retry-failed re-runs them)", err=True)
+    return code
+
+
+def _sweep_options(max_retries: int, point_timeout: Optional[float]) -> dict:
+    from ._validate import check_int, check_positive
+
+    return {"max_retries": check_int("max_retries", max_retries, low=0),
+            "point_timeout": None if point_timeout is None else check_positive("point_timeout", point_timeout)}
+
+
+_MAX_RETRIES = typer.Option(2, "--max-retries", help="Re-runs of a point whose worker died (SIGKILL, out of memory) before it is stored as failed.")
+_POINT_TIMEOUT = typer.Option(None, "--point-timeout", help="Seconds after which a running point is killed and stored as failed ('timeout'); uses worker processes.")
+_FORCE = typer.Option(False, "--force", help="Overwrite existing output files even if lora-theory did not write them.")
 
 
 @app.command()
@@ -151,24 +381,32 @@ def reproduce(
     executor: str = typer.Option("inprocess", "--executor", help="'inprocess', 'process', 'dask-local' or 'dask://HOST:PORT'."),
     claim: Optional[list[str]] = typer.Option(None, "--claim", help="Only these claim ids (repeatable; default: all)."),
     figure: Optional[list[str]] = typer.Option(None, "--figure", help="Only these figures (repeatable; default: all)."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Also re-run failed points (worker died, timeout, a figure that raised); "
+                                      "errored checks are always re-run."),
+    max_retries: int = _MAX_RETRIES,
+    point_timeout: Optional[float] = _POINT_TIMEOUT,
+    force: bool = _FORCE,
 ) -> None:
-    """Run every claim check and figure, and write OUT/report.md and OUT/results.json (resumes from OUT/store.sqlite)."""
-    from .report import reproduce as _reproduce
+    """Run every claim check and figure, and write OUT/report.md and OUT/results.json (resumes from OUT/store.sqlite).
 
-    if not (executor in ("inprocess", "process", "dask-local") or executor.startswith("dask://")):
-        raise typer.BadParameter(f"expected 'inprocess', 'process', 'dask-local' or 'dask://HOST:PORT', got {executor!r}", param_hint="--executor")
+    Exit 0 when every claim holds (or is inconclusive), 1 when some claim fails, 3 when a check or figure errored; the
+    report is written in each of these cases.
+    """
+    from ._validate import check_int
+    from .report import reproduce as _reproduce
+    from .sweeps.executors import check_executor
+
+    jobs = check_int("jobs", jobs, low=1)
+    check_executor(executor)
+    opts = _sweep_options(max_retries, point_timeout)
     with console.status("reproducing...") as status:
-        try:
-            df, report = _reproduce(out, quick=quick, progress=lambda msg: status.update(msg), jobs=jobs, claims=claim or None, figures=figure or None,
-                                    executor="process" if jobs > 1 and executor == "inprocess" else executor)
-        except ValueError as e:  # an unknown claim or figure, bad --jobs, a foreign OUT/store.sqlite
-            raise typer.BadParameter(str(e)) from None
-        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what finished is in the store
-            console.print(f"interrupted: finished checks and figures are in {out / 'store.sqlite'}; run the same command again to resume")
-            raise typer.Exit(130) from None
+        df, report = _reproduce(out, quick=quick, progress=lambda msg: status.update(msg), jobs=jobs, claims=claim or None, figures=figure or None,
+                                executor="process" if jobs > 1 and executor == "inprocess" else executor, retry_failed=retry_failed, force=force, **opts)
     _print_checks(df, as_json=False)
+    for name, err in df.attrs.get("figure_errors", {}).items():
+        console.print(f"[magenta]figure {name} failed[/]: {err}")
     console.print(f"report: {report}")
-    raise typer.Exit(0 if (df.verdict != "error").all() else 1)
+    raise typer.Exit(_checks_exit(df, df.attrs.get("figure_errors")))
 
 
 @app.command()
@@ -178,10 +416,12 @@ def figures(
     full: bool = typer.Option(False, "--full", help="Paper-scale sweeps."),
     from_dir: Optional[Path] = typer.Option(None, "--from", help="Redraw without recomputing: a folder of NAME.csv files or a reproduce store (OUT/store.sqlite)."),
     list_only: bool = typer.Option(False, "--list"),
+    force: bool = _FORCE,
 ) -> None:
-    """Regenerate figures (compute + plot), or redraw them from stored tables."""
+    """Regenerate figures (compute + plot), or redraw them from stored tables (exit 3 if a figure could not be made)."""
     import pandas as pd
 
+    from ._outputs import check_folder, check_output, record_output
     from .studies import all_figures, get_figure, render
 
     if list_only:
@@ -190,32 +430,64 @@ def figures(
         return
     names = name or [s.name for s in all_figures()]
     for n in names:
-        try:
-            get_figure(n)
-        except ValueError as e:
-            raise typer.BadParameter(str(e), param_hint="NAME") from None
-        data = None
-        if from_dir is not None and from_dir.is_file():  # a reproduce store: redraw from its tables
+        get_figure(n)  # unknown names are bad input before anything is computed
+    tables = None
+    if from_dir is not None:
+        if from_dir.is_file():  # a reproduce store: redraw from its tables
             from .report import stored_figure_tables
 
-            try:
-                tables = stored_figure_tables(from_dir)
-            except ValueError as e:
-                raise typer.BadParameter(str(e), param_hint="--from") from None
-            if n not in tables:
-                raise typer.BadParameter(f"expected a stored table for {n!r} in {from_dir}, found {sorted(tables)}", param_hint="--from")
-            data = tables[n]
-        elif from_dir is not None:
-            csv = from_dir / f"{n}.csv"
-            if not csv.exists():
-                raise typer.BadParameter(f"expected {csv} to exist", param_hint="--from")
-            data = pd.read_csv(csv)
-        with console.status(f"figure {n}..."):
-            paths = render(n, out, quick=not full, data=data)
+            tables = stored_figure_tables(from_dir)
+        elif not from_dir.is_dir():
+            raise InvalidArgumentError(f"from: expected a folder of NAME.csv files or a reproduce store, got {from_dir} (does not exist)")
+        for n in names:
+            if tables is not None and n not in tables:
+                raise InvalidArgumentError(f"from: expected a stored table for {n!r} in {from_dir}, found {sorted(tables)}")
+            if tables is None and not (from_dir / f"{n}.csv").is_file():
+                raise InvalidArgumentError(f"from: expected {from_dir / f'{n}.csv'} to exist")
+    check_folder(out, what="out")
+    for n in names:
+        for ext in ("csv", "png"):
+            check_output(out / f"{n}.{ext}", force=force, what="out")
+    failed = 0
+    for n in names:
+        data = None if from_dir is None else (tables[n] if tables is not None else pd.read_csv(from_dir / f"{n}.csv"))
+        try:
+            with console.status(f"figure {n}..."):
+                paths = render(n, out, quick=not full, data=data)
+        except Exception as e:  # noqa: BLE001 (one failing figure is reported; the others are still made)
+            if _debug():
+                traceback.print_exc()
+            typer.echo(f"error: figure {n}: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}", err=True)
+            failed += 1
+            continue
+        for path in paths.values():
+            record_output(path)
         console.print(f"{n}: {paths['png']}")
+    raise typer.Exit(EXIT_ERROR if failed else EXIT_OK)
 
-sweep_app = typer.Typer(no_args_is_help=True, help="Parameter sweeps that write each finished point to disk and resume.")
+
+sweep_app = _App(no_args_is_help=True, help="Parameter sweeps that write each finished point to disk and resume.")
 app.add_typer(sweep_app, name="sweep")
+
+
+def _sweep_exit(counts: dict, failed_in_store: int, name: str, store: Path) -> int:
+    """130 when interrupted; 3 when a point of the sweep is stored as failed (now or by an earlier run; said on stderr); else 0."""
+    if counts.get("interrupted"):
+        return EXIT_INTERRUPTED
+    if counts.get("failed") or failed_in_store:
+        typer.echo(f"error: {failed_in_store} point(s) of sweep {name!r} are stored as failed in {store} (their errors: "
+                   f"`lora-theory sweep export {store} FILE.csv --sweep {name}`, column _error; --retry-failed re-runs them)", err=True)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+def _failed_points(store: Path, name: str, points: list[dict], seed: Optional[int]) -> int:
+    from .sweeps import ResultStore, point_hash
+
+    hashes = {point_hash(name, p, seed) for p in points}
+    with ResultStore(store, readonly=True) as st:
+        df = st.load(name)
+    return int(df[df._hash.isin(hashes)]._error.notna().sum()) if len(df) else 0
 
 
 @sweep_app.command("norms")
@@ -230,31 +502,47 @@ def sweep_norms(
     store: Path = typer.Option(Path("norms.sqlite"), "--store", help="SQLite results store: each finished point is committed; a re-run skips them."),
     jobs: int = typer.Option(1, "--jobs", help="Worker processes."),
     out: Optional[Path] = typer.Option(None, "--out", help="Also export the sweep's table (CSV or Parquet)."),
+    max_retries: int = _MAX_RETRIES,
+    point_timeout: Optional[float] = _POINT_TIMEOUT,
+    force: bool = _FORCE,
 ) -> None:
-    """Gradient error of the polynomial method at a fixed degree vs Gamma (limits.thm4.1_regime), through the sweep engine."""
+    """Gradient error of the polynomial method at a fixed degree vs Gamma (limits.thm4.1_regime), through the sweep engine.
+
+    Exit 3 when a point failed (see the store's errors), 0 otherwise.
+    """
+    import math
+
+    from ._outputs import check_output
+    from ._validate import check_int
     from .limits.norm_sweeps import approx_error
     from .sweeps import ResultStore, grid, run_sweep
 
     for k in kind:
         if k not in ("random", "hard"):
-            raise typer.BadParameter(f"expected 'random' or 'hard', got {k!r}", param_hint="--kind")
-    if seeds < 1:
-        raise typer.BadParameter(f"expected an integer >= 1, got {seeds}", param_hint="--seeds")
+            raise InvalidArgumentError(f"kind: expected 'random' or 'hard', got {k!r}")
+    seeds = check_int("seeds", seeds, low=1)
+    jobs = check_int("jobs", jobs, low=1)
+    for g in gamma:
+        if not math.isfinite(g) or g <= 0:
+            raise InvalidArgumentError(f"gamma: expected finite numbers > 0, got {g!r}")
+    if out is not None:
+        if out.suffix not in (".csv", ".parquet"):
+            raise InvalidArgumentError(f"out: expected a .csv or .parquet file name, got {out.name!r}")
+        check_output(out, force=force, what="out")  # before computing: never write into a file we did not create
+    opts = _sweep_options(max_retries, point_timeout)
     points = grid(kind=list(kind), L=list(L), gamma=[float(g) for g in gamma], seed=list(range(seeds)), d=[d], degree=[degree], adapt=[adapt])
-    try:
-        counts = run_sweep(approx_error, points, store, name="norms", jobs=jobs, executor="process" if jobs > 1 else "inprocess")
-        with ResultStore(store, readonly=True) as st:
-            df = st.load("norms")
-            if out is not None:
-                console.print(f"wrote {st.export(out, 'norms')}")
-    except ValueError as e:
-        raise typer.BadParameter(str(e)) from None
+    counts = run_sweep(approx_error, points, store, name="norms", jobs=jobs, executor="process" if jobs > 1 or point_timeout else "inprocess", **opts)
+    with ResultStore(store, readonly=True) as st:
+        df = st.load("norms")
+        if out is not None and len(df):
+            console.print(f"wrote {st.export(out, 'norms', force=force)}")
     t = Table("kind", "L", "Gamma", "R", "valid", "rel err")
-    for r in df.sort_values(["kind", "L", "gamma"]).itertuples():
-        t.add_row(str(r.kind), str(r.L), f"{r.gamma:g}", f"{r.R:.3g}", str(r.valid), f"{r.rel_err:.2e}")
+    if len(df) and "R" in df:
+        for r in df.sort_values(["kind", "L", "gamma"]).to_dict("records"):
+            t.add_row(str(r["kind"]), str(r["L"]), f"{r['gamma']:g}", _num(r.get("R"), ".3g"), str(r.get("valid")), _num(r.get("rel_err"), ".2e"))
     console.print(t)
     console.print(counts)
-    raise typer.Exit(130 if counts.get("interrupted") else 0)
+    raise typer.Exit(_sweep_exit(counts, _failed_points(store, "norms", points, 0), "norms", store))
 
 
 @sweep_app.command("run")
@@ -264,49 +552,50 @@ def sweep_run(
     jobs: int = typer.Option(1, "--jobs", help="Worker processes."),
     executor: str = typer.Option("process", "--executor", help="'process', 'inprocess', 'dask-local' or 'dask://HOST:PORT'."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Re-run points stored with an error."),
+    max_retries: int = _MAX_RETRIES,
+    point_timeout: Optional[float] = _POINT_TIMEOUT,
 ) -> None:
-    """Run a sweep durably: finished points are skipped, each new one is committed as it finishes."""
+    """Run a sweep durably: finished points are skipped, each new one is committed as it finishes.
+
+    Several `sweep run` processes on one store share the points (each is leased before it runs). Exit 3 when a point of
+    the sweep is stored as failed (by this run or an earlier one; --retry-failed re-runs them), 0 when all are done.
+    """
     from .sweeps import load_toml, run_sweep
 
-    try:
-        spec = load_toml(file)
-        counts = run_sweep(spec.fn, spec.points, store, name=spec.name, jobs=jobs, executor=executor, seed=spec.seed, retry_failed=retry_failed)
-    except ValueError as e:
-        raise typer.BadParameter(str(e)) from None
+    spec = load_toml(file)
+    opts = _sweep_options(max_retries, point_timeout)
+    counts = run_sweep(spec.fn, spec.points, store, name=spec.name, jobs=jobs, executor=executor, seed=spec.seed, retry_failed=retry_failed, **opts)
     console.print(counts)
-    raise typer.Exit(130 if counts.get("interrupted") else 0)
+    raise typer.Exit(_sweep_exit(counts, _failed_points(store, spec.name, spec.points, spec.seed), spec.name, store))
 
 
 @sweep_app.command("status")
-def sweep_status(store: Path = typer.Argument(..., help="SQLite results store.")) -> None:
-    """Points per sweep in a store: done and failed."""
+def sweep_status(store: Path = typer.Argument(..., help="SQLite results store."), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Points per sweep in a store: done, failed and running (leased by a live run)."""
     from .sweeps import ResultStore
 
-    try:
-        with ResultStore(store, readonly=True) as st:
-            df = st.sweeps()
-    except ValueError as e:
-        raise typer.BadParameter(str(e)) from None
-    t = Table("sweep", "points", "failed", "compute s", "last finished (UTC)")
+    with ResultStore(store, readonly=True) as st:
+        df = st.sweeps()
+    if as_json:
+        _echo_json(df.to_dict("records"))
+        return
+    t = Table("sweep", "points", "failed", "running", "compute s", "last finished (UTC)")
     for r in df.itertuples():
-        t.add_row(str(r.sweep), str(r.points), str(int(r.failed)), f"{r.seconds:.1f}", time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.last)))
+        t.add_row(str(r.sweep), str(r.points), str(int(r.failed)), str(r.running), f"{r.seconds:.1f}", time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.last)))
     console.print(t)
 
 
 @sweep_app.command("export")
 def sweep_export(store: Path = typer.Argument(...), out: Path = typer.Argument(..., help="NAME.csv or NAME.parquet"),
-                 sweep: Optional[str] = typer.Option(None, "--sweep")) -> None:
-    """Export a store (or one sweep of it) as CSV or Parquet."""
+                 sweep: Optional[str] = typer.Option(None, "--sweep"), force: bool = _FORCE) -> None:
+    """Export a store (or one sweep of it) as CSV or Parquet (an unknown sweep is an error and creates nothing)."""
     from .sweeps import ResultStore
 
-    try:
-        with ResultStore(store, readonly=True) as st:
-            console.print(f"wrote {st.export(out, sweep)}")
-    except (ValueError, ImportError) as e:
-        raise typer.BadParameter(str(e)) from None
+    with ResultStore(store, readonly=True) as st:
+        console.print(f"wrote {st.export(out, sweep, force=force)}")
 
 
-audit_app = typer.Typer(no_args_is_help=True, help="Audit third-party implementations against the papers' theorems.")
+audit_app = _App(no_args_is_help=True, help="Audit third-party implementations against the papers' theorems.")
 app.add_typer(audit_app, name="audit")
 
 
@@ -318,27 +607,28 @@ def audit_lora_ga_cmd(
     batches: int = typer.Option(2, "--batches", help="Batches for the gradient estimate."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the per-layer table as CSV."),
     as_json: bool = typer.Option(False, "--json"),
+    force: bool = _FORCE,
 ) -> None:
     """LoRA-GA on MiniLM (q, v): alignment with G_2r, stable scale and output change, per direction and scale."""
+    import pandas as pd
+
+    from ._outputs import check_output, write_output
     from .finetune.tasks import teacher_student_task
     from .lora.pretrained import embed, load_minilm, token_batches
     from .lora_ga.audit import audit_lora_ga
 
-    try:
-        import pandas as pd
-
-        model = load_minilm()
-        task = teacher_student_task(model)
-        data = token_batches(batches, 4, 16)
-        df = pd.concat([audit_lora_ga(impl, model, data, task.loss, embed, ["query", "value"], r=r, alpha=alpha) for impl in implementation])
-    except ValueError as e:
-        raise typer.BadParameter(str(e)) from None
     if out is not None:
-        df.to_csv(out, index=False)
+        check_output(out, force=force, what="out")  # before the audit runs
+    model = load_minilm()
+    task = teacher_student_task(model)
+    data = token_batches(batches, 4, 16)
+    df = pd.concat([audit_lora_ga(impl, model, data, task.loss, embed, ["query", "value"], r=r, alpha=alpha) for impl in implementation])
+    if out is not None:
+        write_output(out, lambda tmp: df.to_csv(tmp, index=False), force=force, what="out")
     cols = ["rel_residual", "multiple_over_zeta", "cosine", "eckart_young", "fwd_moment", "output_change"]
     summary = df.groupby(["implementation", "direction", "scale"], as_index=False)[cols].median()
     if as_json:
-        typer.echo(summary.to_json(orient="records", indent=2))
+        _echo_json(summary.to_dict("records"))
         return
     t = Table("impl", "direction", "scale", "residual to zeta G_2r", "s*/zeta", "cos(step, G)", "EY optimum", "E|eta B A x|^2/m", "output change")
     for row in summary.itertuples():

@@ -16,12 +16,30 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from . import _json
+from ._outputs import check_folder, check_output, record_output
 from ._version import __version__
 from .claims import PAPERS, all_claims, get_claim, run_check
 from .studies import all_figures, get_figure, render
 from .sweeps import ResultStore, run_sweep
 
-__all__ = ["reproduce", "write_report"]
+__all__ = ["EXIT_ERROR", "EXIT_FAILS", "EXIT_OK", "exit_status", "reproduce", "write_report"]
+
+#: exit statuses of every command (see :func:`exit_status`); 2 is bad usage or input (the CLI's)
+EXIT_OK, EXIT_FAILS, EXIT_ERROR = 0, 1, 3
+
+
+def exit_status(results: pd.DataFrame, figure_errors: dict[str, str] | None = None) -> int:
+    """The exit status of a run of claim checks, the same for ``check`` and ``reproduce``.
+
+    3 (:data:`EXIT_ERROR`) when something errored: a check crashed, its sweep point failed (worker
+    died, timeout) or a figure could not be computed or drawn; else 1 (:data:`EXIT_FAILS`) when some
+    claim fails; else 0. An "inconclusive" verdict is not a failure: the check ran and its premise
+    check could not decide (the report says why), so it alone exits 0.
+    """
+    if (results.verdict == "error").any() or figure_errors:
+        return EXIT_ERROR
+    return EXIT_FAILS if (results.verdict == "fails").any() else EXIT_OK
 
 
 def _md_escape(s: object) -> str:
@@ -62,11 +80,11 @@ def write_report(results: pd.DataFrame, figures: dict[str, dict], out: Path, *, 
     payload = {
         "mode": mode,
         "seconds": seconds,
-        "claims": json.loads(results.drop(columns=["error"]).to_json(orient="records")),
+        "claims": results.drop(columns=["error"]).to_dict("records"),  # raw values: _json.dumps names each non-finite one
         "errors": {r.id: r.error for r in results.itertuples() if r.error},
         "figures": {k: {kk: str(vv) for kk, vv in v.items()} for k, v in figures.items()},
     }
-    (out / "results.json").write_text(json.dumps(payload, indent=2, default=str))
+    (out / "results.json").write_text(_json.dumps(payload))  # strict JSON: a non-finite figure is null, listed under "nonfinite"
     return report
 
 
@@ -94,16 +112,20 @@ def stored_figure_tables(store: str | Path, mode: str | None = None) -> dict[str
     return tables
 
 
-def _render_figures(out: Path, store: Path, mode: str, quick: bool, names: list[str] | None, jobs: int, executor: str,
-                    progress: Callable[[str], None] | None) -> dict[str, dict]:
-
-    specs = [s for s in all_figures() if names is None or s.name in names]
+def _figure_specs(names: list[str] | None) -> list:
     for n in names or []:
         get_figure(n)  # an unknown name is an error, not silently skipped
+    return [s for s in all_figures() if names is None or s.name in names]
+
+
+def _render_figures(out: Path, store: Path, mode: str, quick: bool, names: list[str] | None, jobs: int, executor: str,
+                    progress: Callable[[str], None] | None, sweep_options: dict) -> dict[str, dict]:
+
+    specs = _figure_specs(names)
     if progress:
         progress(f"computing {len(specs)} figures ({mode})")
     if run_sweep(figure_point, [{"figure": s.name, "quick": quick} for s in specs], store, name=f"figures-{mode}", jobs=jobs, executor=executor,
-                 progress=False).get("interrupted"):
+                 progress=False, **sweep_options).get("interrupted"):
         raise KeyboardInterrupt  # Ctrl-C / SIGTERM: finished tables are stored, a re-run resumes
     tables = stored_figure_tables(store, mode)
     with ResultStore(store, readonly=True) as st:
@@ -117,6 +139,8 @@ def _render_figures(out: Path, store: Path, mode: str, quick: bool, names: list[
             if progress:
                 progress(f"figure {spec.name}")
             paths = render(spec.name, out / "figures", data=tables[spec.name])
+            for path in paths.values():
+                record_output(path)  # ours: a later run may overwrite it (see lora_theory._outputs)
             rendered[spec.name] = {**paths, "description": spec.description, "claims": spec.claims}
         except Exception as e:  # a failing figure is reported in the report, the run goes on
             rendered[spec.name] = {"error": f"{type(e).__name__}: {e}", "description": spec.description, "claims": spec.claims}
@@ -132,28 +156,51 @@ def check_point(claim: str, quick: bool) -> dict:
 
 def reproduce(out: str | Path = "results", *, quick: bool = True, claims: list[str] | None = None,
               figures: list[str] | None = None, progress: Callable[[str], None] | None = None,
-              jobs: int = 1, executor: str = "inprocess") -> tuple[pd.DataFrame, Path]:
+              jobs: int = 1, executor: str = "inprocess", retry_failed: bool = False, max_retries: int = 2,
+              point_timeout: float | None = None, force: bool = False) -> tuple[pd.DataFrame, Path]:
     """Run every claim check and render every figure into ``out``; return (table, report path).
 
     Claim checks and figure studies run through the sweep engine into ``out/store.sqlite``: each
     finished check and each figure's table is committed as it finishes, so an interrupted run
     resumes without redoing them (``jobs`` > 1 with a process or Dask executor runs them in
     parallel), and ``lora-theory figures --from OUT/store.sqlite`` redraws without recomputing.
+    Several ``reproduce`` runs on one ``out`` share the work (each check is leased before it runs).
+
+    A check that errored (verdict "error": it raised) is run again by the next invocation; a point
+    that failed in the engine (its worker died ``max_retries + 1`` times, or it ran past
+    ``point_timeout`` seconds) and a figure whose study raised are kept as failed unless
+    ``retry_failed``. Nothing is computed before every argument and output path is checked: ``out``
+    must be a writable folder, and its report, results and figure files may be overwritten only if
+    this toolkit wrote them (see :mod:`lora_theory._outputs`) or with ``force``.
+
+    The table's ``attrs["figure_errors"]`` maps each figure that failed to its error; pass both to
+    :func:`exit_status` for the exit status.
     """
 
     t0 = time.perf_counter()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_folder(out, what="out")
     mode = "quick" if quick else "full"
     ids = [c.id for c in all_claims()] if claims is None else [get_claim(i).id for i in claims]
+    specs = _figure_specs(figures)
+    for path in [out / "report.md", out / "results.json", *(out / "figures" / f"{s.name}.{ext}" for s in specs for ext in ("csv", "png"))]:
+        check_output(path, force=force, what="out")
+    if point_timeout is not None and executor == "inprocess":
+        executor = "process"  # only a worker process can be killed when a point hangs
+    sweep_options = {"retry_failed": retry_failed, "max_retries": max_retries, "point_timeout": point_timeout}
+    store = out / "store.sqlite"
+    sweep = f"claims-{mode}"
+    with ResultStore(store) as st:  # a foreign or read-only store is refused here, before any work
+        stored = st.load(sweep)
+        if len(stored) and "verdict" in stored:
+            errored = stored[(stored.verdict == "error") & stored._error.isna()]
+            st.discard(sweep, errored._hash)  # a check that raised is run again (the run that stored it said "error")
     if progress:
         progress(f"checking {len(ids)} claims ({mode})")
-    store = out / "store.sqlite"
-    if run_sweep(check_point, [{"claim": i, "quick": quick} for i in ids], store, name=f"claims-{mode}", jobs=jobs, executor=executor,
-                 progress=False).get("interrupted"):
+    if run_sweep(check_point, [{"claim": i, "quick": quick} for i in ids], store, name=sweep, jobs=jobs, executor=executor,
+                 progress=False, **sweep_options).get("interrupted"):
         raise KeyboardInterrupt  # Ctrl-C / SIGTERM: finished checks are stored, a re-run resumes
     with ResultStore(store, readonly=True) as st:
-        stored = st.load(f"claims-{mode}")
+        stored = st.load(sweep)
     stored = stored[stored.claim.isin(ids)].drop_duplicates("claim", keep="last").set_index("claim")
     rows = []
     for i in ids:
@@ -161,10 +208,13 @@ def reproduce(out: str | Path = "results", *, quick: bool = True, claims: list[s
         r = stored.loc[i]
         failed_point = isinstance(r["_error"], str)
         rows.append({"id": c.id, "paper": c.paper, "kind": c.kind, "statement": c.statement, "reference": c.reference,
-                     "verdict": "error" if failed_point else r["verdict"], "summary": r["_error"].splitlines()[-1] if failed_point else r["summary"],
+                     "verdict": "error" if failed_point else r["verdict"], "summary": r["_error"].strip().splitlines()[-1] if failed_point else r["summary"],
                      "figures": {} if failed_point else r["figures"], "margins": {} if failed_point else (r.get("margins") or {}), "figure": c.figure, "test": c.test, "proof": c.proof,
                      "seconds": float(r["_seconds"]), "error": r["_error"] if failed_point else r.get("error")})
     results = pd.DataFrame(rows)
-    rendered = _render_figures(out, store, mode, quick, figures, jobs, executor, progress)
+    rendered = _render_figures(out, store, mode, quick, figures, jobs, executor, progress, sweep_options)
     report = write_report(results, rendered, out, mode=mode, seconds=time.perf_counter() - t0)
+    record_output(report)
+    record_output(out / "results.json")
+    results.attrs["figure_errors"] = {k: v["error"] for k, v in rendered.items() if "error" in v}
     return results, report

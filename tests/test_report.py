@@ -46,3 +46,38 @@ def test_figures_go_through_the_store_and_redraw_from_it(tmp_path):
     assert (tmp_path / "redrawn" / "degree_vs_range.png").stat().st_size > 1000
     res = CliRunner().invoke(app, ["figures", "phase_transition", "--from", str(tmp_path / "store.sqlite"), "--out", str(tmp_path / "x")])
     assert res.exit_code != 0 and "phase_transition" in res.output
+
+
+def test_exit_status_orders_error_over_fails_and_inconclusive_is_not_a_failure():
+    """The exit status of check and reproduce: 3 errored (a crashed check or a failed figure), else 1 fails, else 0."""
+    import pandas as pd
+
+    from lora_theory.report import exit_status
+
+    def table(*verdicts):
+        return pd.DataFrame({"verdict": list(verdicts)})
+
+    assert exit_status(table("holds", "holds")) == 0
+    assert exit_status(table("holds", "inconclusive")) == 0  # undecided is reported, not a failure
+    assert exit_status(table("holds", "fails", "inconclusive")) == 1
+    assert exit_status(table("fails", "error")) == 3
+    assert exit_status(table("holds"), {"degree_vs_range": "RuntimeError: x"}) == 3
+
+
+def test_results_json_is_strict_with_nonfinite_figures(tmp_path):
+    """A non-finite measured figure is null in results.json, with its path under "nonfinite" (pandas wrote a bare null,
+    and json.dumps would have written NaN)."""
+    import math
+
+    import pandas as pd
+
+    from lora_theory.report import write_report
+
+    row = {"id": "limits.x", "paper": "limits", "kind": "paper", "statement": "s", "reference": "r", "verdict": "fails", "summary": "m",
+           "figures": {"ratio": math.inf, "err": math.nan, "ok": 1.5}, "margins": {}, "figure": None, "test": None, "proof": None,
+           "seconds": 0.1, "error": None}
+    write_report(pd.DataFrame([row]), {}, tmp_path, mode="quick", seconds=1.0)
+    text = (tmp_path / "results.json").read_text()
+    payload = json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+    assert payload["claims"][0]["figures"] == {"ratio": None, "err": None, "ok": 1.5}
+    assert payload["nonfinite"] == {"claims[0].figures.ratio": "inf", "claims[0].figures.err": "nan"}

@@ -14,7 +14,7 @@ import pandas as pd
 
 from ..limits.norm_sweeps import crossover, fit_loglog, threshold_table
 from ..tolerances import TOLERANCES
-from . import finish_axes
+from . import finish_axes, fmt
 
 #: the smallest L of the runtime fits (the issue's range is 2^11 .. 2^16)
 FIT_L_MIN = 1 << 11
@@ -143,7 +143,7 @@ def plot_runtime_scaling(df: pd.DataFrame):
         if len(g) >= 2:
             # fit over L >= 2^11 (the benchmark's range) when there are >= 3 such points; else all of them
             L_min = FIT_L_MIN if (g.L >= FIT_L_MIN).sum() >= 3 else 0
-            ax.plot(g.L, g.seconds, m, label=f"{method}: slope {fit_loglog(df, method, L_min=L_min):.2f} (L >= {max(L_min, int(g.L.min()))})")
+            ax.plot(g.L, g.seconds, m, label=f"{method}: slope {fmt(fit_loglog(df, method, L_min=L_min), '.2f')} (L >= {max(L_min, int(g.L.min()))})")
     Ls = crossover(df)
     if np.isfinite(Ls):
         below = Ls <= df.L.min()  # approx already faster at the smallest L measured
@@ -156,8 +156,8 @@ def plot_runtime_scaling(df: pd.DataFrame):
     threads = f", {int(row['threads'])} thread(s)" if "threads" in df else ""
     ax.set_ylabel(f"seconds, {'CPU time' if clock == 'cpu' else 'wall time'}{threads} (min of repeats)")
     dev = row["device"] if "device" in df else "cpu"
-    ax.set_title(f"limits.thm3.1: runtime, d=4, R<={df.R.max():.2f}, eps=1e-3, degree {int(df.degree.min())}..{int(df.degree.max())} "
-                 f"(k<={int(df.k.max())}), float64, {dev}", fontsize=8)
+    ax.set_title(f"limits.thm3.1: runtime, d=4, R<={fmt(df.R.max(), '.2f')}, eps=1e-3, degree {fmt(df.degree.min(), '.0f')}..{fmt(df.degree.max(), '.0f')} "
+                 f"(k<={fmt(df.k.max(), '.0f')}), float64, {dev}", fontsize=8)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

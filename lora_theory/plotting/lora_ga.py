@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 from ..finetune.convergence import steps_to_target
+from . import fmt
 
 __all__ = ["plot_convergence"]
 
@@ -28,7 +30,10 @@ def plot_convergence(df: pd.DataFrame):
     ax.set_yscale("log")
     ax.set_xlabel("step (AdamW, batch 8 x 32 tokens)")
     ax.set_ylabel("held-out loss (teacher-student MSE x 100)")
-    ax.set_title(f"lora_ga.convergence: MiniLM-L6, q,v adapters r=8; dashed: LoRA's final loss\nLoRA-GA reaches it {speed:.2f}x faster than LoRA (paper: 2-4x)", fontsize=8)
+    # a speed-up that was not measured (LoRA-GA never reached the target, or no LoRA-GA run) says so, never "nanx"
+    reach = f"LoRA-GA reaches it {fmt(speed, '.2f')}x faster than LoRA" if np.isfinite(speed) else \
+        f"speed-up of LoRA-GA over LoRA: {fmt(speed)} ({'no LoRA-GA run' if not len(ga) else 'LoRA-GA did not reach it'})"
+    ax.set_title(f"lora_ga.convergence: MiniLM-L6, q,v adapters r=8; dashed: LoRA's final loss\n{reach} (paper: 2-4x)", fontsize=8)
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

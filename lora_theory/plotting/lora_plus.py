@@ -5,6 +5,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from . import fmt
+
 __all__ = ["plot_coord_check", "plot_exponents", "plot_heatmap"]
 
 
@@ -51,11 +53,13 @@ def plot_heatmap(df: pd.DataFrame):
     ax.set_yticks(range(len(piv.index)), [f"{v:.0e}" for v in piv.index], fontsize=7)
     ax.set_xlabel("eta_B")
     ax.set_ylabel("eta_A")
-    best = df.loc[df.test_loss.idxmin()]
-    ax.plot(list(piv.columns).index(best.eta_B), list(piv.index).index(best.eta_A), "r*", ms=14)
+    finite = df[np.isfinite(df.test_loss.astype(float))]
+    best = finite.loc[finite.test_loss.idxmin()] if len(finite) else None  # None: every run diverged, there is no best
+    if best is not None:
+        ax.plot(list(piv.columns).index(best.eta_B), list(piv.index).index(best.eta_A), "r*", ms=14)
     ax.plot(range(len(piv.index)), range(len(piv.index)), "w--", lw=0.8)
     fig.colorbar(im, ax=ax, label="log10 test loss (white: diverged)")
-    ax.set_title(f"lora_plus.ratio: Fig. 2 toy (d=5, n=100, r=4, GD)\nbest at eta_B/eta_A = {best.ratio:.3g}; dashed: equal rates", fontsize=8)
+    ax.set_title(f"lora_plus.ratio: Fig. 2 toy (d=5, n=100, r=4, GD)\nbest at eta_B/eta_A = {fmt(None if best is None else best.ratio)}; dashed: equal rates", fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -3,6 +3,6 @@
 from .engine import SweepInterrupted, run_sweep
 from .executors import make_executor
 from .grid import SweepSpec, grid, load_toml, point_hash
-from .store import ResultStore, StoreError
+from .store import Holder, ResultStore, StoreError
 
-__all__ = ["ResultStore", "StoreError", "SweepInterrupted", "SweepSpec", "grid", "load_toml", "make_executor", "point_hash", "run_sweep"]
+__all__ = ["Holder", "ResultStore", "StoreError", "SweepInterrupted", "SweepSpec", "grid", "load_toml", "make_executor", "point_hash", "run_sweep"]

@@ -1,13 +1,31 @@
-"""Tests for the lora-theory command line."""
+"""Tests for the lora-theory command line: commands, exit statuses (0 holds, 1 fails, 2 bad usage or input, 3 errored),
+strict JSON, one-line errors without tracebacks (unless --debug), memory estimates before work, --force."""
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 from typer.testing import CliRunner
 
 from lora_theory.cli import app
 
 runner = CliRunner()
+
+
+def strict_json(text: str):
+    """json.loads that refuses NaN / Infinity (what strict parsers such as jq and JavaScript do)."""
+    def bad(token):
+        raise ValueError(f"non-standard JSON token {token}")
+    return json.loads(text, parse_constant=bad)
+
+
+def one_line_error(res) -> str:
+    """The error line of a failed command: exactly one line starting with "error:", and no traceback."""
+    assert "Traceback" not in res.output, res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    return lines[0]
 
 
 def test_info_json():
@@ -75,13 +93,234 @@ def test_sweep_run_status_export(tmp_path):
     f.write_text('name = "sq"\nfunction = "tests.sweeps.probes:sleepy_square"\n[grid]\nx = [1.0, 2.0, -1.0]\n')
     store = tmp_path / "s.sqlite"
     res = runner.invoke(app, ["sweep", "run", str(f), "--store", str(store), "--executor", "inprocess"])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 3, res.output  # a point failed: "something errored" (was exit 0)
     assert "'done': 2" in res.output and "'failed': 1" in res.output
     res = runner.invoke(app, ["sweep", "run", str(f), "--store", str(store), "--executor", "inprocess"])
-    assert "'skipped': 3" in res.output
+    assert "'skipped': 3" in res.output and res.exit_code == 3  # still a failed point in the sweep
+    f.write_text('name = "sq"\nfunction = "tests.sweeps.probes:sleepy_square"\n[grid]\nx = [1.0, 2.0]\n')
+    res = runner.invoke(app, ["sweep", "run", str(f), "--store", str(store), "--executor", "inprocess"])
+    assert res.exit_code == 0, res.output  # this grid's points are all done
     res = runner.invoke(app, ["sweep", "status", str(store)])
     assert res.exit_code == 0 and "sq" in res.output
     res = runner.invoke(app, ["sweep", "export", str(store), str(tmp_path / "out.csv")])
     assert res.exit_code == 0 and (tmp_path / "out.csv").exists()
     res = runner.invoke(app, ["sweep", "status", str(tmp_path / "missing.sqlite")])
     assert res.exit_code != 0 and "missing" in res.output
+
+
+# --- strict JSON, memory estimates, clean errors (issue 11, section 2) ---------------------------------------------
+
+
+def test_grad_json_is_strict_when_gradients_overflow():
+    """`grad --bound 1e6 --json` printed Infinity/NaN (not JSON); now null with the reason under "nonfinite"."""
+    res = runner.invoke(app, ["grad", "--L", "32", "--d", "4", "--bound", "1e6", "--json"])
+    assert res.exit_code == 0, res.output
+    out = strict_json(res.stdout)
+    assert out["nonfinite"] and all(v in ("inf", "-inf", "nan") for v in out["nonfinite"].values())
+    for path in out["nonfinite"]:
+        section, key = path.split(".")
+        assert out[section][key] is None
+
+
+def test_grad_refuses_sizes_that_cannot_fit_before_allocating():
+    """`grad --d 100000` ended in a traceback from an 80 GB allocation; now exit 2 at once, naming --L / --d and the sizes."""
+    res = runner.invoke(app, ["grad", "--L", "8", "--d", "100000"])
+    assert res.exit_code == 2
+    line = one_line_error(res)
+    assert "d=100000" in line and "lower --L or --d" in line and "available" in line
+
+
+def test_grad_skips_the_autograd_reference_that_cannot_fit(monkeypatch):
+    """With little memory the dense reference (4 L^2 numbers) is skipped with a message; the exact gradients still come.
+
+    Fails before the fix: the reference always ran (at L = 65536 it crashed starting a 34 GB allocation)."""
+    import lora_theory._memory as mem
+
+    monkeypatch.setattr(mem, "available_bytes", lambda: 40 * 2**20)  # 40 MiB: the reference at L = 1024 needs 32 MiB > 80% of it
+    res = runner.invoke(app, ["grad", "--L", "1024", "--d", "4", "--json"])
+    assert res.exit_code == 0, res.output
+    out = strict_json(res.stdout)
+    assert "needs about 32.2 MiB (4 L^2 numbers at L=1024)" in out["autograd_skipped"] and "max_rel_err" not in out and len(out["grad_norms"]) == 4
+    res = runner.invoke(app, ["grad", "--L", "1024", "--d", "4"])
+    assert res.exit_code == 0 and "autograd reference skipped" in " ".join(res.stdout.split())
+
+
+def test_errors_name_the_option_and_tracebacks_need_debug(monkeypatch):
+    res = runner.invoke(app, ["grad", "--L", "8", "--d", "4", "--r", "9"])
+    assert res.exit_code == 2 and one_line_error(res) == "error: --r: expected an integer <= 4, got 9"
+    res = runner.invoke(app, ["grad", "--dtype", "float16"])
+    assert res.exit_code == 2 and "--dtype: expected one of float64, float32, got 'float16'" in one_line_error(res)
+    res = runner.invoke(app, ["grad", "--device", "cuda:7"] if not __import__("torch").cuda.is_available() else ["grad", "--device", "tpu"])
+    assert res.exit_code == 2 and "--device: expected" in one_line_error(res)
+
+    import lora_theory
+
+    def boom(*a, **k):
+        raise RuntimeError("a bug in the code")
+
+    monkeypatch.setattr(lora_theory, "exact_gradients", boom)
+    res = runner.invoke(app, ["grad", "--L", "8", "--d", "4"])
+    assert res.exit_code == 3 and one_line_error(res).startswith("error: RuntimeError: a bug in the code")
+    res = runner.invoke(app, ["--debug", "grad", "--L", "8", "--d", "4"])
+    assert res.exit_code == 3 and "Traceback" in res.stderr and "a bug in the code" in res.stderr
+
+
+def test_unknown_options_are_usage_errors():
+    for args in (["grad", "--nope"], ["check", "--claim"], ["sweep", "run"], ["no-such-command"], ["grad", "--L", "many"]):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2 and "Traceback" not in res.output, args
+
+
+# --- exit statuses of check and reproduce -------------------------------------------------------------------------
+
+
+def _failing():
+    from lora_theory.claims import get_claim
+
+    return next(c for c in get_claim("limits.lemma3.2").controls if c.name == "scale_squared").apply()
+
+
+def _crashing():
+    from lora_theory.claims import patch
+
+    def crash(*a, **k):
+        raise RuntimeError("the chain rule crashed")
+
+    return patch("lora_theory.limits.exact", "lora_chain", crash)
+
+
+def test_check_exit_statuses():
+    """0 holds, 1 fails (a corrupted chain rule), 3 a check crashed (was 1, like a failure)."""
+    res = runner.invoke(app, ["check", "--claim", "limits.lemma3.2"])
+    assert res.exit_code == 0, res.output
+    with _failing():
+        res = runner.invoke(app, ["check", "--claim", "limits.lemma3.2", "--json"])
+    assert res.exit_code == 1 and strict_json(res.stdout)[0]["verdict"] == "fails"
+    with _crashing():
+        res = runner.invoke(app, ["check", "--claim", "limits.lemma3.2"])
+    assert res.exit_code == 3 and "error" in res.stdout
+
+
+def test_reproduce_exit_statuses_write_the_report_and_rerun_errored_checks(tmp_path):
+    """reproduce exits 1 when a claim fails (was 0) and 3 when a check errored, writing the report each time; the next
+    invocation re-runs the errored check (was: cached forever) but not the finished ones."""
+    args = ["reproduce", "--out", str(tmp_path), "--claim", "limits.lemma3.2", "--claim", "limits.rank_count", "--figure", "degree_vs_range"]
+    with _failing():
+        res = runner.invoke(app, args)
+    assert res.exit_code == 1, res.output
+    report = tmp_path / "report.md"
+    assert "fails: limits.lemma3.2" in report.read_text()
+    results = strict_json((tmp_path / "results.json").read_text())
+    assert {c["id"]: c["verdict"] for c in results["claims"]} == {"limits.lemma3.2": "fails", "limits.rank_count": "holds"}
+
+    out2 = tmp_path / "second"
+    with _crashing():
+        res = runner.invoke(app, [*args[:2], str(out2), *args[3:]])
+    assert res.exit_code == 3, res.output
+    assert "errors: limits.lemma3.2" in (out2 / "report.md").read_text()
+    from lora_theory.sweeps import ResultStore
+
+    with ResultStore(out2 / "store.sqlite") as st:
+        before = st.load("claims-quick").set_index("claim")
+    res = runner.invoke(app, [*args[:2], str(out2), *args[3:]])  # the crash is gone: the errored check runs again
+    assert res.exit_code == 0, res.output
+    with ResultStore(out2 / "store.sqlite") as st:
+        after = st.load("claims-quick").set_index("claim")
+    assert after.loc["limits.lemma3.2", "verdict"] == "holds"
+    assert after.loc["limits.rank_count", "_finished"] == before.loc["limits.rank_count", "_finished"]  # not redone
+
+
+def test_reproduce_retry_failed_reruns_failed_figure_points(tmp_path, monkeypatch):
+    """A figure whose study raised is a failed point: kept (exit 3) until --retry-failed re-runs it."""
+    from lora_theory import report
+
+    real = report.figure_point
+
+    def broken(figure, quick):
+        raise RuntimeError("study crashed")
+
+    args = ["reproduce", "--out", str(tmp_path), "--claim", "limits.rank_count", "--figure", "degree_vs_range"]
+    monkeypatch.setattr(report, "figure_point", broken)
+    res = runner.invoke(app, args)
+    assert res.exit_code == 3 and "study crashed" in (tmp_path / "report.md").read_text()
+    monkeypatch.setattr(report, "figure_point", real)
+    res = runner.invoke(app, args)
+    assert res.exit_code == 3  # a failed point stays failed without --retry-failed
+    res = runner.invoke(app, [*args, "--retry-failed"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "figures" / "degree_vs_range.png").exists()
+
+
+# --- outputs: never write into a file the toolkit did not create ----------------------------------------------------
+
+
+def test_sweep_norms_out_refuses_an_unrelated_file_unless_force(tmp_path):
+    """`sweep norms --out FILE` treated an unrelated CSV as its own (rows appended, or a traceback)."""
+    out, store = tmp_path / "mine.csv", tmp_path / "n.sqlite"
+    out.write_text("name,score\nalice,3\n")
+    args = ["sweep", "norms", "--L", "32", "--gamma", "0.5", "--kind", "hard", "--store", str(store), "--out", str(out)]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and "pass --force to overwrite it" in one_line_error(res)
+    assert out.read_text() == "name,score\nalice,3\n" and not store.exists()  # nothing computed, nothing written
+    res = runner.invoke(app, [*args, "--force"])
+    assert res.exit_code == 0, res.output
+    assert "_hash" in out.read_text().splitlines()[0]
+    res = runner.invoke(app, [*args, "--gamma", "1"])  # ours now: overwritten without --force
+    assert res.exit_code == 0 and len(out.read_text().strip().splitlines()) == 3
+
+
+def test_sweep_export_unknown_sweep_is_an_error_and_creates_nothing(tmp_path):
+    f = tmp_path / "s.toml"
+    f.write_text('name = "sq"\nfunction = "tests.sweeps.probes:sleepy_square"\n[grid]\nx = [1.0]\n')
+    store = tmp_path / "s.sqlite"
+    assert runner.invoke(app, ["sweep", "run", str(f), "--store", str(store), "--executor", "inprocess"]).exit_code == 0
+    res = runner.invoke(app, ["sweep", "export", str(store), str(tmp_path / "x.csv"), "--sweep", "nosuch"])
+    assert res.exit_code == 2 and "sweep: expected one of the store's sweeps ['sq'], got 'nosuch'" in one_line_error(res)
+    assert not (tmp_path / "x.csv").exists()
+    res = runner.invoke(app, ["sweep", "status", str(store), "--json"])
+    assert res.exit_code == 0 and strict_json(res.stdout)[0]["points"] == 1
+
+
+def test_reproduce_and_figures_refuse_foreign_files_before_computing(tmp_path):
+    out = tmp_path / "res"
+    out.mkdir()
+    (out / "report.md").write_text("my notes")
+    res = runner.invoke(app, ["reproduce", "--out", str(out), "--claim", "limits.rank_count", "--figure", "degree_vs_range"])
+    assert res.exit_code == 2 and "report.md" in one_line_error(res)
+    assert (out / "report.md").read_text() == "my notes" and not (out / "store.sqlite").exists()
+    figs = tmp_path / "figs"
+    figs.mkdir()
+    (figs / "degree_vs_range.png").write_bytes(b"my picture")
+    res = runner.invoke(app, ["figures", "degree_vs_range", "--out", str(figs)])
+    assert res.exit_code == 2 and "degree_vs_range.png" in one_line_error(res)
+    assert (figs / "degree_vs_range.png").read_bytes() == b"my picture"
+    res = runner.invoke(app, ["figures", "degree_vs_range", "--out", str(figs), "--force"])
+    assert res.exit_code == 0 and (figs / "degree_vs_range.png").read_bytes() != b"my picture"
+    res = runner.invoke(app, ["figures", "degree_vs_range", "--out", str(figs)])  # ours now
+    assert res.exit_code == 0, res.output
+
+
+def test_unwritable_out_and_read_only_store_are_bad_input(tmp_path, monkeypatch):
+    """An --out that cannot be created, a folder that cannot be written and a read-only store: exit 2 with one line
+    (were: tracebacks, and "not a readable SQLite store")."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    res = runner.invoke(app, ["reproduce", "--out", str(blocker / "sub"), "--claim", "limits.rank_count"])
+    assert res.exit_code == 2 and "--out: expected a folder that can be created" in one_line_error(res)
+    res = runner.invoke(app, ["figures", "degree_vs_range", "--out", str(blocker)])
+    assert res.exit_code == 2 and "--out: expected a folder, got the file" in one_line_error(res)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if Path(p) == ro and mode & os.W_OK else real(p, mode, **k))
+    res = runner.invoke(app, ["figures", "degree_vs_range", "--out", str(ro)])
+    assert res.exit_code == 2 and "expected a writable folder" in one_line_error(res)
+    f = tmp_path / "s.toml"
+    f.write_text('name = "sq"\nfunction = "tests.sweeps.probes:sleepy_square"\n[grid]\nx = [1.0]\n')
+    store = tmp_path / "s.sqlite"
+    assert runner.invoke(app, ["sweep", "run", str(f), "--store", str(store), "--executor", "inprocess"]).exit_code == 0
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if Path(p) == store and mode & os.W_OK else real(p, mode, **k))
+    res = runner.invoke(app, ["sweep", "run", str(f), "--store", str(store), "--executor", "inprocess"])
+    assert res.exit_code == 2 and "expected a writable store" in one_line_error(res)
+    res = runner.invoke(app, ["sweep", "status", str(store)])  # reading a read-only store is fine
+    assert res.exit_code == 0 and "sq" in res.stdout

@@ -1,6 +1,8 @@
-"""lora_theory.sweeps.engine: resume, failures, a real kill -9, SIGTERM and Ctrl-C, determinism."""
+"""lora_theory.sweeps.engine: resume, failures, a real kill -9, SIGTERM and Ctrl-C, determinism; no worker outlives a
+killed coordinator; runs sharing a store share the work through leases (real processes)."""
 from __future__ import annotations
 
+import ast
 import os
 import signal
 import sqlite3
@@ -13,7 +15,7 @@ import pandas as pd
 import pytest
 
 from lora_theory.sweeps import ResultStore, grid, run_sweep
-from tests.sweeps.probes import noisy_mean, sleepy_square
+from tests.sweeps.probes import logged_square, noisy_mean, sleepy_square
 
 _N = 40
 _SCRIPT = """
@@ -170,3 +172,120 @@ def test_determinism_of_a_real_study_point(tmp_path):
     with ResultStore(tmp_path / "a.sqlite") as a, ResultStore(tmp_path / "b.sqlite") as b:
         pd.testing.assert_frame_equal(a.load()[cols].sort_values("gamma").reset_index(drop=True),
                                       b.load()[cols].sort_values("gamma").reset_index(drop=True))
+
+
+def _workers_of(pid: int, n: int, timeout: float = 60.0) -> list[int]:
+    psutil = pytest.importorskip("psutil")
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        kids = [p.pid for p in psutil.Process(pid).children(recursive=True)]
+        if len(kids) >= n:
+            return kids
+        time.sleep(0.05)
+    raise AssertionError(f"coordinator {pid} has fewer than {n} workers after {timeout} s")
+
+
+def _alive(pids: list[int]) -> list[int]:
+    psutil = pytest.importorskip("psutil")
+    out = []
+    for p in pids:
+        try:
+            if psutil.Process(p).status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def test_sigkill_of_the_coordinator_leaves_no_worker_alive(tmp_path):
+    """kill -9 of a `--jobs 2` coordinator: both pool workers are gone within 5 s, and a resume finishes the sweep.
+
+    Fails on the concurrent.futures pool: its workers blocked on their task queue forever."""
+    store = tmp_path / "k.sqlite"
+    proc = _start(store, jobs=2, executor="process")
+    _wait_for_rows(store, 3)
+    workers = _workers_of(proc.pid, 2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 5
+    while _alive(workers) and time.time() < deadline:
+        time.sleep(0.05)
+    assert _alive(workers) == []
+    counts = run_sweep(sleepy_square, _slow_points(), store, name="slow", progress=False)  # its leases are taken over at once (pid gone)
+    assert counts["done"] + counts["skipped"] == _N
+    with ResultStore(store) as st:
+        assert len(st.load("slow")) == _N and st.leases().empty
+
+
+_SHARED = """
+import sys
+from lora_theory.sweeps import grid, run_sweep
+counts = run_sweep(__import__("tests.sweeps.probes", fromlist=["x"]).logged_square,
+                   grid(x=[float(i) for i in range({n})], delay=[{delay}], log=[sys.argv[2]]), sys.argv[1], name="shared",
+                   jobs=int(sys.argv[3]), executor=sys.argv[4], progress=False)
+print("COUNTS", counts, flush=True)
+"""
+
+
+def _log_lines(log) -> list[tuple[float, int, str]]:
+    return [(float(x), int(pid), what) for x, pid, what in (ln.split() for ln in log.read_text().splitlines())]
+
+
+@pytest.mark.parametrize(("jobs", "executor"), [(1, "inprocess"), (2, "process")])
+def test_two_runs_on_one_store_share_the_work(tmp_path, jobs, executor):
+    """Two coordinators started together on one store: every point is computed exactly once, by one of them, and both work.
+
+    Fails before leases: both runs computed every point (each point started twice in the log)."""
+    n, store, log = 24, tmp_path / "s.sqlite", tmp_path / "log.txt"
+    ResultStore(store).close()  # created up front: both runs open an existing store
+    procs = [subprocess.Popen([sys.executable, "-c", _SHARED.format(n=n, delay=0.1), str(store), str(log), str(jobs), executor],
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    starts = [(x, pid) for x, pid, what in _log_lines(log) if what == "start"]
+    assert sorted(x for x, _ in starts) == [float(i) for i in range(n)]  # each point started exactly once
+    counts = [ast.literal_eval(o.split("COUNTS", 1)[1].strip()) for o in outs]
+    assert sum(c["done"] for c in counts) == n and min(c["done"] for c in counts) > 0  # each stored some points: the work was shared
+    assert all(c["done"] + c.get("others", 0) + c["skipped"] == n for c in counts)  # and each accounts for all of them
+    with ResultStore(store) as st:
+        df = st.load("shared")
+        assert len(df) == n and df._hash.is_unique and df._error.isna().all() and st.leases().empty
+
+
+def test_a_dead_runs_points_are_taken_over_at_once(tmp_path):
+    """Run A leases points and is killed with SIGKILL; run B (same host) takes over A's leases without waiting for them to
+    expire (A's pid is gone), and every point ends up stored once."""
+    n, store, log = 30, tmp_path / "s.sqlite", tmp_path / "log.txt"
+    a = subprocess.Popen([sys.executable, "-c", _SHARED.format(n=n, delay=0.2), str(store), str(log), "2", "process"], stdout=subprocess.PIPE, text=True)
+    _wait_for_rows(store, 2)
+    os.kill(a.pid, signal.SIGKILL)
+    a.wait()
+    with ResultStore(store) as st:
+        assert not st.leases().empty  # A died holding leases
+    t0 = time.monotonic()
+    counts = run_sweep(logged_square, grid(x=[float(i) for i in range(n)], delay=[0.2], log=[str(log)]), store, name="shared", jobs=2,
+                       progress=False, lease_ttl=600.0)
+    assert time.monotonic() - t0 < 60  # did not wait out A's 600 s leases
+    assert counts["done"] + counts["skipped"] == n
+    with ResultStore(store) as st:
+        df = st.load("shared")
+        assert len(df) == n and df._hash.is_unique and st.leases().empty
+
+
+def test_a_live_holders_lease_is_respected_then_an_expired_one_taken_over(tmp_path):
+    """Leases held by live processes on another node are left alone until they expire (1.5 s and 3 s); then both are
+    taken over (a run that got the first back must still wait for the second, not drop it)."""
+    from lora_theory.sweeps import Holder, point_hash
+
+    store = tmp_path / "s.sqlite"
+    pts = grid(x=[1.0, 2.0, 3.0])
+    other = Holder("other-run", 1, "elsewhere", "another-node")
+    with ResultStore(store) as st:
+        assert st.claim("sq", point_hash("sq", pts[0], 0), other, ttl=1.5) == "claimed"
+        assert st.claim("sq", point_hash("sq", pts[1], 0), other, ttl=3.0) == "claimed"
+    t0 = time.monotonic()
+    counts = run_sweep(sleepy_square, pts, store, name="sq", progress=False)
+    waited = time.monotonic() - t0
+    assert counts == {"total": 3, "skipped": 0, "done": 3, "failed": 0} and 2.5 <= waited < 30
+    with ResultStore(store) as st:
+        assert sorted(st.load("sq").x) == [1.0, 2.0, 3.0] and st.leases().empty

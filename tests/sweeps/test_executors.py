@@ -1,8 +1,11 @@
 """lora_theory.sweeps.executors: what one point returns, RNG isolation, the process pool and Dask
-(a LocalCluster over loopback gives the same stored results as the local pool)."""
+(a LocalCluster over loopback gives the same stored results as the local pool), and the pool's
+faults: a worker killed mid-point, a point that always kills its worker, a hung point."""
 from __future__ import annotations
 
+import os
 import random
+import time
 
 import numpy as np
 import pandas as pd
@@ -11,7 +14,7 @@ import torch
 
 from lora_theory.sweeps import ResultStore, grid, make_executor, run_sweep
 from lora_theory.sweeps.executors import InProcessExecutor, call_point, point_seed
-from tests.sweeps.probes import noisy_mean, sleepy_square
+from tests.sweeps.probes import dies_first, hangs, noisy_mean, sleepy_square
 
 
 def _numpy_metrics(n: int) -> dict:
@@ -79,3 +82,77 @@ def test_dask_local_cluster_equals_process_pool(tmp_path):
         dd, pp = (s.load().sort_values(["n", "scale"]).reset_index(drop=True) for s in (d, p))
     pd.testing.assert_frame_equal(dd[["n", "scale", "mean", "first", "_hash"]], pp[["n", "scale", "mean", "first", "_hash"]])
     assert dd._error.notna().sum() == 1 and set(dd._host) == set(pp._host)  # workers on this host; only the coordinator wrote
+
+
+def _children() -> set[int]:
+    """Live child processes of this one (pids; e.g. Dask's resource tracker from an earlier test is one)."""
+    psutil = pytest.importorskip("psutil")
+    out = set()
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE:
+                out.add(p.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def test_a_worker_killed_mid_point_is_replaced_and_the_point_retried(tmp_path):
+    """Each of x = 1, 2 kills its worker with SIGKILL once: the pool is rebuilt, both are retried and finish.
+
+    Fails on the concurrent.futures pool (before the fault-tolerant pool): one dead worker raised
+    BrokenProcessPool and ended the whole sweep."""
+    before = _children()
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    pts = [{"x": 1.0, "deaths": 1, "marker_dir": str(marks)}, {"x": 2.0, "deaths": 1, "marker_dir": str(marks)}] + \
+          [{"x": float(x), "deaths": 0, "marker_dir": str(marks)} for x in range(3, 7)]
+    counts = run_sweep(dies_first, pts, tmp_path / "s.sqlite", name="d", jobs=2, executor="process", progress=False)
+    assert counts == {"total": 6, "skipped": 0, "done": 6, "failed": 0, "retries": 2}
+    with ResultStore(tmp_path / "s.sqlite") as st:
+        df = st.load().set_index("x")
+    assert df._error.isna().all() and (df.y == df.index**2).all()
+    assert df.loc[[1.0, 2.0], "_attempts"].tolist() == [2, 2] and (df.drop([1.0, 2.0])._attempts == 1).all()
+    assert _children() <= before  # the replaced and the finished workers are all gone
+
+
+def test_a_point_that_always_kills_its_worker_is_stored_failed_with_the_cause(tmp_path):
+    """max_retries=2: three attempts, then "worker died: killed by SIGKILL" is the stored error; the sweep goes on."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    pts = [{"x": -5.0, "deaths": 99, "marker_dir": str(marks)}] + [{"x": float(x), "deaths": 0, "marker_dir": str(marks)} for x in range(4)]
+    counts = run_sweep(dies_first, pts, tmp_path / "s.sqlite", name="d", jobs=2, executor="process", progress=False, max_retries=2)
+    assert counts == {"total": 5, "skipped": 0, "done": 4, "failed": 1, "retries": 2}
+    with ResultStore(tmp_path / "s.sqlite") as st:
+        df = st.load().set_index("x")
+    err = df.loc[-5.0, "_error"]
+    assert err.startswith("worker died: killed by SIGKILL") and "3 attempts (max_retries=2)" in err and df.loc[-5.0, "_attempts"] == 3
+    assert len(os.listdir(marks)) == 3  # exactly 1 + max_retries runs of the deadly point
+    counts = run_sweep(dies_first, pts, tmp_path / "s.sqlite", name="d", jobs=1, executor="process", progress=False, max_retries=0)
+    assert counts["skipped"] == 5  # a failed point is final until retry_failed
+
+
+def test_a_hung_point_times_out_and_its_worker_is_killed(tmp_path):
+    """point_timeout=1: the hung point is stored failed with "timeout", the others finish, and no worker is left.
+
+    Fails before this change: run_sweep had no point_timeout (a hung point held the sweep forever)."""
+    before = _children()
+    pts = grid(x=[-1.0, 1.0, 2.0, 3.0])
+    t0 = time.monotonic()
+    counts = run_sweep(hangs, pts, tmp_path / "s.sqlite", name="h", jobs=2, executor="process", progress=False, point_timeout=1.0)
+    assert time.monotonic() - t0 < 20
+    assert counts == {"total": 4, "skipped": 0, "done": 3, "failed": 1}
+    with ResultStore(tmp_path / "s.sqlite") as st:
+        df = st.load().set_index("x")
+    assert df.loc[-1.0, "_error"].startswith("timeout: the point ran longer than point_timeout = 1 s")
+    assert df.drop(-1.0)._error.isna().all()
+    assert _children() <= before
+
+
+def test_point_timeout_needs_the_process_executor(tmp_path):
+    for ex in ("inprocess", "dask-local"):
+        with pytest.raises(ValueError, match="point_timeout: needs the 'process' executor"):
+            run_sweep(hangs, grid(x=[1.0]), tmp_path / "s.sqlite", name="h", executor=ex, point_timeout=1.0)
+    assert run_sweep(hangs, grid(x=[1.0]), tmp_path / "s.sqlite", name="h", point_timeout=5.0, progress=False)["done"] == 1  # picks "process"
+    with pytest.raises(ValueError, match="max_retries: expected an integer >= 0"):
+        run_sweep(hangs, grid(x=[1.0]), tmp_path / "s.sqlite", name="h", max_retries=-1)

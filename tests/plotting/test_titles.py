@@ -1,0 +1,63 @@
+"""lora_theory.plotting: a figure drawn from a failed or non-finite measurement says so in its title, never "nan".
+
+Each case fails before the fix: the LoRA-GA title read "reaches it nanx faster", the runtime title "R<=nan" (and
+int(nan) raised for the degree), the heatmap title "eta_B/eta_A = nan" (and idxmin of an all-NaN loss raised)."""
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+import pytest
+
+from lora_theory.plotting import fmt
+
+
+def _titles(fig) -> str:
+    text = " ".join(ax.get_title() for ax in fig.axes) + " " + (fig._suptitle.get_text() if fig._suptitle else "")
+    text += " " + " ".join(t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts())
+    plt.close(fig)
+    return text
+
+
+def _no_nan(text: str) -> None:
+    words = text.replace("=", " ").replace(",", " ").lower().split()
+    assert not any(w.startswith(("nan", "inf", "-inf")) for w in words), text
+
+
+def test_fmt():
+    assert fmt(1.23456) == "1.23" and fmt(math.nan) == fmt(None) == fmt("x") == fmt(math.inf) == "n/a (not measured)"
+
+
+def test_lora_ga_title_when_lora_ga_never_reaches_the_target():
+    from lora_theory.plotting.lora_ga import plot_convergence
+
+    rows = [{"method": m, "lr": 1e-3, "best": True, "step": s, "eval_loss": loss}
+            for m, losses in (("lora", [1.0, 0.5]), ("lora_ga", [2.0, 1.0])) for s, loss in zip((0, 10), losses, strict=True)]
+    text = _titles(plot_convergence(pd.DataFrame(rows)))
+    _no_nan(text)
+    assert "LoRA-GA did not reach it" in text
+
+
+def test_runtime_title_with_a_failed_measurement():
+    from lora_theory.plotting.limits import plot_runtime_scaling
+
+    df = pd.DataFrame({"method": ["exact", "exact", "approx", "approx"], "L": [64, 128, 64, 128], "seconds": [1.0, 4.0, 2.0, 2.5],
+                       "R": [math.nan] * 4, "degree": [math.nan] * 4, "k": [math.nan] * 4})
+    text = _titles(plot_runtime_scaling(df))
+    _no_nan(text)
+    assert "R<=n/a" in text
+
+
+@pytest.mark.parametrize("all_diverged", [False, True])
+def test_heatmap_title_when_runs_diverge(all_diverged):
+    from lora_theory.plotting.lora_plus import plot_heatmap
+
+    rows = [{"eta_A": a, "eta_B": b, "test_loss": math.inf if all_diverged or b > 1e-2 else a + b, "ratio": b / a}
+            for a in (1e-3, 1e-2) for b in (1e-3, 1e-2, 1e-1)]
+    text = _titles(plot_heatmap(pd.DataFrame(rows)))
+    _no_nan(text)
+    assert ("n/a" in text) == all_diverged
