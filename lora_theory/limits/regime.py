@@ -116,22 +116,6 @@ def _check_heads(heads: object, layers: list[AttentionLayer]) -> list[int] | Non
     return out
 
 
-class _eval_mode:
-    """Run with dropout off (eval mode), restoring every module's training flag after."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.flags: list[tuple[nn.Module, bool]] = []
-
-    def __enter__(self) -> None:
-        self.flags = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()
-
-    def __exit__(self, *exc: object) -> None:
-        for m, flag in self.flags:
-            m.training = flag
-
-
 def _check_batches(batches: object) -> list[Mapping[str, torch.Tensor]]:
     if isinstance(batches, Mapping):
         batches = [batches]
@@ -181,16 +165,16 @@ def attention_regime(
     heads = _check_heads(heads, select_layers(find_attention_layers(model), layers))
     parts = []
     offset = 0  # sequences numbered across batches
-    with _eval_mode(model):
-        for b, batch in enumerate(batches):
-            caps = capture_attention(model, batch, layers=layers)
-            for cap in caps:
-                if int(cap.lengths.min()) < 2:
-                    raise InvalidArgumentError(f"batches: expected sequences of >= 2 real tokens (ln L > 0), got one of {int(cap.lengths.min())} in batch {b}")
-                stats = _sequence_stats(cap, heads)
-                stats["sequence"] += offset
-                parts.append(stats)
-            offset += int(caps[0].padding.shape[0])
+    # capture_attention runs the model in eval mode (dropout off) and restores its training flags
+    for b, batch in enumerate(batches):
+        caps = capture_attention(model, batch, layers=layers)
+        for cap in caps:
+            if int(cap.lengths.min()) < 2:
+                raise InvalidArgumentError(f"batches: expected sequences of >= 2 real tokens (ln L > 0), got one of {int(cap.lengths.min())} in batch {b}")
+            stats = _sequence_stats(cap, heads)
+            stats["sequence"] += offset
+            parts.append(stats)
+        offset += int(caps[0].padding.shape[0])
     seqs = pd.concat(parts, ignore_index=True)
     if per_sequence:
         return _with_plan(seqs, eps)

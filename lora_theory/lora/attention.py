@@ -45,7 +45,7 @@ from torch import nn
 from .._validate import InvalidArgumentError, check_int
 from .peft_bridge import clean_name, find_lora_layers
 
-__all__ = ["AttentionInputs", "AttentionLayer", "capture_attention", "find_attention_layers", "projection_weights", "select_layers"]
+__all__ = ["AttentionInputs", "AttentionLayer", "capture_attention", "eval_mode", "find_attention_layers", "projection_weights", "select_layers"]
 
 Family = Literal["bert", "gpt2", "llama"]
 _NAMES = ("q", "k", "v")
@@ -247,6 +247,18 @@ def _hooks(handles: list) -> Iterator[None]:
             h.remove()
 
 
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Run the block in eval mode (dropout off), then restore every module's own training flag."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
 def _model_kwargs(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> dict:
     kwargs = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
     if "use_cache" in _forward_params(model):
@@ -268,7 +280,9 @@ def _check_batch(batch: object) -> tuple[int, int]:
 
 @torch.no_grad()
 def capture_attention(model: nn.Module, batch: Mapping[str, torch.Tensor], *, layers: Sequence[int] | int | None = None) -> list[AttentionInputs]:
-    """Run ``model(**batch)`` once with hooks and return what each selected attention layer saw.
+    """Run ``model(**batch)`` once with hooks, in eval mode (no dropout), and return what each selected layer saw.
+
+    The model's training flags are restored afterwards, and the hooks removed, even on error.
 
     Args:
         model: a transformers model (any dtype and device; inputs are moved to its device).
@@ -320,7 +334,7 @@ def capture_attention(model: nn.Module, batch: Mapping[str, torch.Tensor], *, la
         for mod in {id(m): m for m in mods.values()}.values():
             handles.append(mod.register_forward_hook(out_hook(layer, f"out{id(mod)}")))
         seen[layer.index]["mods"] = mods
-    with _hooks(handles):
+    with _hooks(handles), eval_mode(model):
         model(**_model_kwargs(model, batch))
     out = []
     for layer in chosen:
