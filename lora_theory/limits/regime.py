@@ -86,21 +86,23 @@ def _sequence_stats(cap: AttentionInputs, heads: Sequence[int] | None) -> pd.Dat
                          "gamma_q": gq.reshape(-1).cpu().numpy(), "gamma_k": gk.reshape(-1).cpu().numpy(), "scaling": layer.scaling})
 
 
-def _with_plan(df: pd.DataFrame, eps: float) -> pd.DataFrame:
-    """Add the ratios, the planner's degree / k / cost ratio and the regime to rows with L, d_head, R."""
+def _with_plan(df: pd.DataFrame, eps: float, plan: bool = True) -> pd.DataFrame:
+    """Add the ratios, the regime and (with ``plan``) the planner's degree / k / cost ratio to rows with L, d_head, R."""
     df = df.copy()
     lnL = df["L"].map(lambda L: math.log(L))
     df["sqrt_ln_L"] = lnL**0.5
     df["R_over_sqrt_ln_L"] = df["R"] / df["sqrt_ln_L"]
     df["R_over_ln_L"] = df["R"] / lnL
+    df["regime"] = [REGIMES[0] if r <= 1.0 else REGIMES[1] for r in df["R_over_sqrt_ln_L"]]
+    df["eps"] = eps
+    if not plan:
+        return df
     plans = [approx_plan(L=int(L), d=int(d), R=float(R), eps=eps, adapt="qv") for L, d, R in zip(df["L"], df["d_head"], df["R"], strict=True)]
     df["degree"] = [p.degree for p in plans]
     df["degree_source"] = [p.degree_source for p in plans]
     df["k"] = pd.Series([p.k for p in plans], index=df.index, dtype=object)  # exact Python ints (may exceed int64)
     df["log10_k"] = [math.log10(p.k) for p in plans]
     df["cost_ratio"] = [p.cost_ratio for p in plans]
-    df["regime"] = [REGIMES[0] if r <= 1.0 else REGIMES[1] for r in df["R_over_sqrt_ln_L"]]
-    df["eps"] = eps
     return df
 
 
@@ -132,6 +134,7 @@ def attention_regime(
     heads: Sequence[int] | int | None = None,
     eps: float = 1e-3,
     per_sequence: bool = False,
+    plan: bool = True,
 ) -> pd.DataFrame:
     """Score range R, norm bounds, degree, rank and regime of every attention head on ``batches``.
 
@@ -143,13 +146,15 @@ def attention_regime(
         layers: attention-layer indices (default all); heads: head indices (default all).
         eps: the target sup relative error of the exp polynomial for the planner.
         per_sequence: one row per (layer, head, sequence) instead of per (layer, head).
+        plan: add the planner's columns (degree, degree_source, k, log10_k, cost_ratio); about
+            10-40 ms per row (the exp polynomial is fitted), so trajectories skip them.
 
     Returns:
         A DataFrame with columns layer, head, L (non-padding length; the largest over the
         sequences), d_head, n_sequences, R (max over the sequences), R_median (median over the
         sequences of each sequence's R), gamma_q, gamma_k, scaling, sqrt_ln_L, R_over_sqrt_ln_L,
-        R_over_ln_L, degree, degree_source, k (exact int), log10_k, cost_ratio, regime, eps
-        (``sequence`` instead of n_sequences / R_median with ``per_sequence``). The module
+        R_over_ln_L, regime, eps, and with ``plan`` degree, degree_source, k (exact int), log10_k,
+        cost_ratio (``sequence`` instead of n_sequences / R_median with ``per_sequence``). The module
         docstring defines every column and the regime rule.
 
     Raises:
@@ -177,11 +182,11 @@ def attention_regime(
         offset += int(caps[0].padding.shape[0])
     seqs = pd.concat(parts, ignore_index=True)
     if per_sequence:
-        return _with_plan(seqs, eps)
+        return _with_plan(seqs, eps, plan)
     agg = seqs.groupby(["layer", "head"], as_index=False).agg(
         L=("L", "max"), d_head=("d_head", "first"), n_sequences=("sequence", "nunique"), R=("R", "max"), R_median=("R", "median"),
         gamma_q=("gamma_q", "max"), gamma_k=("gamma_k", "max"), scaling=("scaling", "first"))
-    return _with_plan(agg, eps)
+    return _with_plan(agg, eps, plan)
 
 
 def regime_summary(df: pd.DataFrame) -> pd.DataFrame:
@@ -390,6 +395,7 @@ def regime_trajectory(
     layers: Sequence[int] | None = None,
     heads: Sequence[int] | None = None,
     eps: float = 1e-3,
+    plan: bool = False,
 ) -> pd.DataFrame:
     """:func:`attention_regime` on fixed probe batches at step 0 and every ``every`` steps of ``train_step``.
 
@@ -399,7 +405,7 @@ def regime_trajectory(
         probe_batches: fixed batches of real text the report is measured on.
         steps, every: the number of steps and the probe interval (the last step is always probed).
         evaluate: optional held-out loss, recorded at each probe.
-        layers, heads, eps: as in :func:`attention_regime`.
+        layers, heads, eps, plan: as in :func:`attention_regime` (no planner columns by default).
 
     Returns:
         The :func:`attention_regime` rows of every probe with columns step, train_loss (the last
@@ -410,7 +416,7 @@ def regime_trajectory(
     frames = []
 
     def probe(step: int, loss: float | None) -> None:
-        df = attention_regime(model, probe_batches, layers=layers, heads=heads, eps=eps)
+        df = attention_regime(model, probe_batches, layers=layers, heads=heads, eps=eps, plan=plan)
         df.insert(0, "step", step)
         df["train_loss"] = loss
         df["eval_loss"] = evaluate() if evaluate is not None else None
