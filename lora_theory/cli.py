@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import time
@@ -213,6 +214,80 @@ def figures(
         with console.status(f"figure {n}..."):
             paths = render(n, out, quick=not full, data=data)
         console.print(f"{n}: {paths['png']}")
+
+@app.command()
+def regime(
+    model: str = typer.Option("minilm", "--model", help="'minilm' (the offline pretrained MiniLM) or a local Hugging Face model folder."),
+    text: Optional[Path] = typer.Option(None, "--text", help="A text file of real text (default: CPython's Language Reference prose)."),
+    L: int = typer.Option(256, "--L", help="Tokens per sequence (including special tokens)."),
+    sequences: int = typer.Option(8, "--sequences", help="Sequences of L tokens (consecutive windows of the text)."),
+    eps: float = typer.Option(1e-3, "--eps", help="Target relative error of the exp polynomial (degree and rank k)."),
+    dtype: str = typer.Option("float32", "--dtype", help="Model dtype: float32, bfloat16 or float64 (the report is float64)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the per-head table as JSON."),
+    csv: Optional[Path] = typer.Option(None, "--csv", help="Write the per-head table to this CSV file."),
+    figure: Optional[Path] = typer.Option(Path("regime.png"), "--figure", help="Phase-diagram PNG (R vs L, sqrt(ln L), R / sqrt(ln L) per layer)."),
+    no_figure: bool = typer.Option(False, "--no-figure", help="Do not draw the figure."),
+) -> None:
+    """Where a model's attention heads sit on the phase diagram: R = max |S_ij| per head on real text, vs sqrt(ln L) (issue 13)."""
+    import torch
+
+    from ._validate import InvalidArgumentError
+
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
+    if dtype not in dtypes:
+        raise typer.BadParameter(f"expected one of {', '.join(dtypes)}, got {dtype!r}", param_hint="--dtype")
+    for name, value, low in (("--L", L, 3), ("--sequences", sequences, 1)):
+        if value < low:
+            raise typer.BadParameter(f"expected an integer >= {low}, got {value}", param_hint=name)
+    if not 0 < eps < 1:
+        raise typer.BadParameter(f"expected a number in (0, 1), got {eps}", param_hint="--eps")
+    if model != "minilm" and not Path(model).is_dir():
+        raise typer.BadParameter(f"expected 'minilm' or a local model folder, got {model!r}", param_hint="--model")
+    from .limits.regime import attention_regime, regime_summary
+    from .lora.text import load_text, load_tokenizer, text_batches, text_fingerprint
+
+    try:
+        body = load_text(text)
+        with console.status(f"loading {model}..."):
+            if model == "minilm":
+                from .lora.pretrained import load_minilm
+
+                net, tok = load_minilm(dtypes[dtype]), load_tokenizer()
+            else:
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                from transformers import AutoModel  # heavy
+
+                net, tok = AutoModel.from_pretrained(model, dtype=dtypes[dtype]).eval(), load_tokenizer(model)
+        batches = text_batches(tok, L, batch_size=sequences, text=body)
+        with console.status("measuring every head..."):
+            df = attention_regime(net, batches, eps=eps)
+    except (InvalidArgumentError, OSError) as e:
+        raise typer.BadParameter(str(e)) from None
+    df["text"] = text_fingerprint(body)
+    if csv is not None:
+        df.to_csv(csv, index=False)
+    if figure is not None and not no_figure:
+        from .plotting.limits import plot_real_heads
+
+        import matplotlib  # heavy
+
+        matplotlib.use("Agg")
+        fig = plot_real_heads(df)
+        fig.savefig(figure, dpi=120, bbox_inches="tight")
+    if as_json:
+        typer.echo(df.assign(k=df["k"].map(str)).to_json(orient="records", indent=2))
+        return
+    summary = regime_summary(df)
+    t = Table("layer", "R min", "R med", "R max", "ratio med", "ratio max", "lin", "<=lnL", "degree")
+    for r in summary.itertuples():
+        t.add_row(str(r.layer), f"{r.R_min:.3g}", f"{r.R_median:.3g}", f"{r.R_max:.3g}", f"{r.ratio_median:.2f}", f"{r.ratio_max:.2f}",
+                  f"{r.frac_almost_linear:.0%}", f"{r.frac_R_below_ln_L:.0%}", f"{r.degree_min}..{r.degree_max}")
+    console.print(t)
+    console.print(f"{model}: {len(df)} heads, {sequences} x {L} tokens of {'the Language Reference' if text is None else text} (text {text_fingerprint(body)}); "
+                  f"R = max |S_ij| per head; ratio = R / sqrt(ln L), sqrt(ln L) = {math.sqrt(math.log(L)):.3f}; lin: the fraction of heads in the "
+                  f"almost-linear regime (R <= sqrt(ln L)); <=lnL: with R <= ln L; degree: of the exp polynomial at eps = {eps:g}"
+                  + (f"; figure: {figure}" if figure is not None and not no_figure else ""))
+
 
 sweep_app = typer.Typer(no_args_is_help=True, help="Parameter sweeps that write each finished point to disk and resume.")
 app.add_typer(sweep_app, name="sweep")
