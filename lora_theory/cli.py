@@ -278,14 +278,15 @@ def regime(
         typer.echo(df.assign(k=df["k"].map(str)).to_json(orient="records", indent=2))
         return
     summary = regime_summary(df)
-    t = Table("layer", "R min", "R med", "R max", "ratio med", "ratio max", "lin", "<=lnL", "degree")
+    t = Table("layer", "R min", "R med", "R max", "ratio med", "ratio max", "lin", "<=lnL", "G<=", "degree")
     for r in summary.itertuples():
         t.add_row(str(r.layer), f"{r.R_min:.3g}", f"{r.R_median:.3g}", f"{r.R_max:.3g}", f"{r.ratio_median:.2f}", f"{r.ratio_max:.2f}",
-                  f"{r.frac_almost_linear:.0%}", f"{r.frac_R_below_ln_L:.0%}", f"{r.degree_min}..{r.degree_max}")
+                  f"{r.frac_almost_linear:.0%}", f"{r.frac_R_below_ln_L:.0%}", f"{r.frac_Gamma_below_sqrt_ln_L:.0%}", f"{r.degree_min}..{r.degree_max}")
     console.print(t)
     console.print(f"{model}: {len(df)} heads, {sequences} x {L} tokens of {'the Language Reference' if text is None else text} (text {text_fingerprint(body)}); "
                   f"R = max |S_ij| per head; ratio = R / sqrt(ln L), sqrt(ln L) = {math.sqrt(math.log(L)):.3f}; lin: the fraction of heads in the "
-                  f"almost-linear regime (R <= sqrt(ln L)); <=lnL: with R <= ln L; degree: of the exp polynomial at eps = {eps:g}"
+                  f"almost-linear regime (R <= sqrt(ln L)); <=lnL: with R <= ln L; G<=: with max(gamma_q, gamma_k) <= sqrt(ln L) (the entry bound); "
+                  f"degree: of the exp polynomial at eps = {eps:g}"
                   + (f"; figure: {figure}" if figure is not None and not no_figure else ""))
 
 

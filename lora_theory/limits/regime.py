@@ -14,7 +14,9 @@ next to the paper's threshold and the polynomial method's cost:
   model's score scale split evenly between the two sides: the paper writes S = beta Q K^T with
   beta = 1, so the model's S = scaling q k^T is the paper's with Q = sqrt(scaling) q and
   K = sqrt(scaling) k; then R <= d gamma_q gamma_k.
-- ``R_over_sqrt_ln_L``: R / sqrt(ln L), and ``R_over_ln_L``: R / ln L.
+- ``R_over_sqrt_ln_L``: R / sqrt(ln L), ``R_over_ln_L``: R / ln L, and
+  ``Gamma_over_sqrt_ln_L``: max(gamma_q, gamma_k) / sqrt(ln L), the paper's hypothesis read
+  literally on the entries (a head can meet it while R is d times larger).
 - ``degree``, ``k``, ``cost_ratio``: :func:`lora_theory.approx_plan` for (L, d_head, R, eps):
   the degree g of the exp polynomial with sup relative error eps on [-R, R], the feature rank
   k = C(g + d, d) (an exact integer, however large), and the predicted approx/exact cost.
@@ -93,6 +95,7 @@ def _with_plan(df: pd.DataFrame, eps: float, plan: bool = True) -> pd.DataFrame:
     df["sqrt_ln_L"] = lnL**0.5
     df["R_over_sqrt_ln_L"] = df["R"] / df["sqrt_ln_L"]
     df["R_over_ln_L"] = df["R"] / lnL
+    df["Gamma_over_sqrt_ln_L"] = df[["gamma_q", "gamma_k"]].max(axis=1) / df["sqrt_ln_L"]
     df["regime"] = [REGIMES[0] if r <= 1.0 else REGIMES[1] for r in df["R_over_sqrt_ln_L"]]
     df["eps"] = eps
     if not plan:
@@ -153,7 +156,7 @@ def attention_regime(
         A DataFrame with columns layer, head, L (non-padding length; the largest over the
         sequences), d_head, n_sequences, R (max over the sequences), R_median (median over the
         sequences of each sequence's R), gamma_q, gamma_k, scaling, sqrt_ln_L, R_over_sqrt_ln_L,
-        R_over_ln_L, regime, eps, and with ``plan`` degree, degree_source, k (exact int), log10_k,
+        R_over_ln_L, Gamma_over_sqrt_ln_L, regime, eps, and with ``plan`` degree, degree_source, k (exact int), log10_k,
         cost_ratio (``sequence`` instead of n_sequences / R_median with ``per_sequence``). The module
         docstring defines every column and the regime rule.
 
@@ -198,14 +201,16 @@ def regime_summary(df: pd.DataFrame) -> pd.DataFrame:
     Returns:
         DataFrame with columns layer ("all" for the overall row), heads, L, R_min, R_median, R_max,
         ratio_q10, ratio_median, ratio_q90, ratio_max (quantiles of R / sqrt(ln L)), frac_almost_linear,
-        frac_R_below_ln_L, degree_min, degree_max.
+        frac_R_below_ln_L, frac_Gamma_below_sqrt_ln_L, degree_min, degree_max (degrees only when the
+        table has the planner's columns; -1 otherwise).
     """
     def summarize(g: pd.DataFrame, name: object) -> dict:
         x = g["R_over_sqrt_ln_L"]
         return {"layer": name, "heads": len(g), "L": int(g["L"].max()), "R_min": g["R"].min(), "R_median": g["R"].median(), "R_max": g["R"].max(),
                 "ratio_q10": x.quantile(0.1), "ratio_median": x.median(), "ratio_q90": x.quantile(0.9), "ratio_max": x.max(),
                 "frac_almost_linear": float((g["regime"] == REGIMES[0]).mean()), "frac_R_below_ln_L": float((g["R_over_ln_L"] <= 1).mean()),
-                "degree_min": int(g["degree"].min()), "degree_max": int(g["degree"].max())}
+                "frac_Gamma_below_sqrt_ln_L": float((g["Gamma_over_sqrt_ln_L"] <= 1).mean()),
+                "degree_min": int(g["degree"].min()) if "degree" in g else -1, "degree_max": int(g["degree"].max()) if "degree" in g else -1}
 
     rows = [summarize(g, int(layer)) for layer, g in df.groupby("layer")]
     rows.append(summarize(df, "all"))

@@ -209,9 +209,10 @@ def plot_real_heads(df: pd.DataFrame):
         q = last.R_over_sqrt_ln_L.quantile([0.1, 0.5, 0.9]).to_numpy()
         frac = float((last.regime == "almost-linear").mean())
         frac_ln = float((last.R_over_ln_L <= 1).mean())
+        frac_g = float((last.Gamma_over_sqrt_ln_L <= 1).mean()) if "Gamma_over_sqrt_ln_L" in last else float("nan")
         finish_axes(bx, xlabel="layer", ylabel="R / sqrt(ln L)", yscale="log", legend=False,
                     title=f"L = {int(last.L.max())}: R / sqrt(ln L) quantiles 10/50/90 % = {fmt(q[0], '.2f')} / {fmt(q[1], '.2f')} / {fmt(q[2], '.2f')}\n"
-                          f"almost-linear (R <= sqrt(ln L)): {frac:.0%}; R <= ln L: {frac_ln:.0%}")
+                          f"almost-linear (R <= sqrt(ln L)): {frac:.0%}; R <= ln L: {frac_ln:.0%}; max entry <= sqrt(ln L): {fmt(100 * frac_g, '.0f')} %")
     fig.tight_layout()
     return fig
 

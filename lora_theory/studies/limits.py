@@ -235,7 +235,7 @@ def regime_finetuning_study(
 def _finetune_compute(quick: bool) -> pd.DataFrame:
     if quick:
         return regime_finetuning_study(steps=4, every=2, batch_size=2, seq_len=32, probe_len=48, probe_sequences=2)
-    return regime_finetuning_study(steps=150, every=10, seeds=(0, 1))
+    return regime_finetuning_study(steps=60, every=10, seeds=(0, 1))
 
 
 register_figure(

@@ -73,6 +73,7 @@ def test_report_matches_hand_computed_scores():
         assert (r.degree, r.k, r.cost_ratio) == (plan.degree, plan.k, plan.cost_ratio)
         assert r.regime == (REGIMES[0] if r.R <= math.sqrt(math.log(r.L)) else REGIMES[1])
         assert math.isclose(r.R_over_sqrt_ln_L, r.R / math.sqrt(math.log(r.L)))
+        assert math.isclose(r.Gamma_over_sqrt_ln_L, max(r.gamma_q, r.gamma_k) / math.sqrt(math.log(r.L)))
         assert r.R <= r.d_head * r.gamma_q * r.gamma_k * (1 + 1e-9)  # |Q_i . K_j| <= d max|Q| max|K| with the even split
     cols = {"layer", "head", "L", "d_head", "n_sequences", "R", "R_median", "gamma_q", "gamma_k", "R_over_sqrt_ln_L", "degree", "k", "cost_ratio", "regime"}
     assert cols <= set(agg.columns)
@@ -315,3 +316,23 @@ def test_trajectory_follows_the_weights():
     assert df[df.step == 0].train_loss.isna().all() and (df[df.step == 4].train_loss == 4.0).all() and (df.eval_loss == 7.0).all()
     assert not model.training  # restored
     assert isinstance(df, pd.DataFrame) and VOCAB == 30522
+
+
+@pytest.mark.gpu
+def test_cuda_report_and_exact_gradients_match_cpu():
+    """The report and the batched exact gradients on CUDA equal the CPU ones (float32 model; float64 instance)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    model = tiny("bert")
+    cpu = attention_regime(model, _batch())
+    gpu = attention_regime(model.cuda(), _batch())
+    assert torch.allclose(torch.tensor(cpu.R.to_numpy()), torch.tensor(gpu.R.to_numpy()), rtol=1e-4)
+    for dtype in (torch.float32, torch.bfloat16):
+        assert (attention_regime(tiny("bert", dtype=dtype).cuda(), _batch()).R > 0).all()
+    add_lora(model, ["query", "value"], r=2, alpha=4)
+    inst = instance_from_attention(model, 0, None, _batch(pad=False))
+    assert inst.device.type == "cuda"
+    g = lt.exact_gradients(inst)
+    ref = lt.exact_gradients(inst.to(device="cpu"))
+    for k in ref:
+        assert max_rel_error(g[k].cpu(), ref[k]) <= 1e-10, k
