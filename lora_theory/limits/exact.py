@@ -28,7 +28,7 @@ from typing import Literal
 import torch
 
 from .._validate import InvalidArgumentError, check_choice, check_int
-from .instance import AttentionLoRAInstance
+from .instance import AttentionLoRAInstance, batched_matmul
 
 __all__ = ["autograd_gradients", "default_block_size", "dense_terms", "exact_gradients", "lora_chain", "loss", "weight_gradients"]
 
@@ -91,8 +91,8 @@ def lora_chain(inst: AttentionLoRAInstance, G: dict[str, torch.Tensor]) -> dict[
     out: dict[str, torch.Tensor] = {}
     for mu in inst.adapt:
         A, B = inst.A[mu], inst.B[mu]
-        out[f"A_{mu}"] = (s * (B.mT @ G[mu])).sum_to_size(A.shape)  # (*, r, d) -> A's shape
-        out[f"B_{mu}"] = (s * (G[mu] @ A.mT)).sum_to_size(B.shape)  # (*, n, r) -> B's shape
+        out[f"A_{mu}"] = s * batched_matmul(B.mT, G[mu], A.shape)  # (*, r, d) summed to A's shape
+        out[f"B_{mu}"] = s * batched_matmul(G[mu], A.mT, B.shape)  # (*, n, r) summed to B's shape
     return out
 
 
@@ -199,7 +199,7 @@ def weight_gradients(inst: AttentionLoRAInstance, *, block_size: int | None = No
     out = {}
     for mu in names:
         shape = torch.broadcast_shapes(inst.pretrained(mu).shape, *((inst.B[mu].shape[:-2] + (1, 1), inst.A[mu].shape[:-2] + (1, 1)) if mu in inst.A else ()))
-        out[mu] = (X[mu].mT @ dP[mu.upper()]).sum_to_size(shape)  # (*batch, n, d) -> the weight's shape
+        out[mu] = batched_matmul(X[mu].mT, dP[mu.upper()], shape)  # (*batch, n, d) summed to the weight's shape
     return out
 
 

@@ -217,3 +217,26 @@ def test_score_ranges_match_dense_masked_max(Lq, Lk, d, causal, block, seed):
     got = lt.limits.instance.score_ranges(Q, K, 0.3, causal=causal, allowed=allowed, block_size=block)
     assert got.shape == (3,)
     assert torch.allclose(got, ref, rtol=1e-14, atol=0)
+
+
+@given(data=st.data())
+def test_batched_matmul_equals_matmul_then_sum(data):
+    """batched_matmul(a, b, shape) = (a @ b).sum_to_size(shape) for random broadcast batch shapes.
+
+    Fails on a size-1 dimension summed as if it were shared, or an output dimension dropped."""
+    nd = data.draw(st.integers(0, 3))
+    full = [data.draw(st.integers(1, 3)) for _ in range(nd)]
+
+    def sub(dims):  # a batch shape broadcastable to ``dims``: some leading dims dropped, some set to 1
+        keep = data.draw(st.integers(0, len(dims)))
+        return [d if data.draw(st.booleans()) else 1 for d in dims[len(dims) - keep:]]
+
+    gen = torch.Generator().manual_seed(data.draw(st.integers(0, 99)))
+    a = torch.randn(*sub(full), 2, 3, generator=gen, dtype=torch.float64)
+    b = torch.randn(*sub(full), 3, 4, generator=gen, dtype=torch.float64)
+    out_batch = sub(list(torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])))
+    shape = (*out_batch, 2, 4)
+    got = lt.limits.instance.batched_matmul(a, b, shape)
+    assert got.shape == shape
+    assert torch.allclose(got, (a @ b).sum_to_size(shape), rtol=1e-12, atol=1e-12)
+    assert torch.allclose(lt.limits.instance.batched_matmul(a, b), a @ b, rtol=1e-12, atol=1e-12)
