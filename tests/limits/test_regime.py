@@ -336,3 +336,30 @@ def test_cuda_report_and_exact_gradients_match_cpu():
     ref = lt.exact_gradients(inst.to(device="cpu"))
     for k in ref:
         assert max_rel_error(g[k].cpu(), ref[k]) <= 1e-10, k
+
+
+def test_figures_registered_and_drawn_from_tables(tmp_path):
+    """Both figures are registered (so reproduce runs them) and draw from a table without NaN in their titles."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from lora_theory.studies import get_figure, render
+    from lora_theory.studies.limits import _degree_contours
+
+    model = tiny("bert")
+    heads = pd.concat([attention_regime(model, _batch(pad=False)).assign(kind="head")] * 2, ignore_index=True)
+    heads.loc[: len(heads) // 2 - 1, "L"] = 5  # two L values
+    table = pd.concat([heads, pd.DataFrame(_degree_contours(1e-3, 8, degrees=(4, 8)))], ignore_index=True)
+    assert get_figure("regime_real_heads").claims == ("limits.thm3.1", "limits.thm4.1_regime")
+    out = render("regime_real_heads", tmp_path, data=table)
+    assert out["png"].stat().st_size > 10_000
+    fig = get_figure("regime_real_heads").plot(table)
+    assert not any("nan" in ax.get_title() for ax in fig.axes)
+    steps = regime_trajectory(model, lambda i: 1.0, [_batch()], steps=2, every=1, evaluate=lambda: 0.5)
+    traj = pd.concat([steps.assign(method=m, seed=0, lr=1e-3) for m in ("lora", "lora_plus")] + [steps.assign(method="teacher", seed=0, lr=float("nan"))])
+    out = render("regime_during_finetuning", tmp_path, data=traj)
+    assert out["png"].stat().st_size > 10_000
+    fig = get_figure("regime_during_finetuning").plot(traj)
+    assert not any("nan" in ax.get_title() for ax in fig.axes)
+    c = _degree_contours(1e-3, 32, degrees=(8,))[0]["R"]
+    assert approx_plan(L=2, d=32, R=c, eps=1e-3).degree <= 8 < approx_plan(L=2, d=32, R=c * 1.001, eps=1e-3).degree
