@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import time
@@ -229,6 +228,8 @@ def regime(
     no_figure: bool = typer.Option(False, "--no-figure", help="Do not draw the figure."),
 ) -> None:
     """Where a model's attention heads sit on the phase diagram: R = max |S_ij| per head on real text, vs sqrt(ln L) (issue 13)."""
+    import math
+
     import torch
 
     from ._validate import InvalidArgumentError
