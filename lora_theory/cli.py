@@ -465,6 +465,84 @@ def figures(
         console.print(f"{n}: {paths['png']}")
     raise typer.Exit(EXIT_ERROR if failed else EXIT_OK)
 
+@app.command()
+def regime(
+    model: str = typer.Option("minilm", "--model", help="'minilm' (the offline pretrained MiniLM) or a local Hugging Face model folder."),
+    text: Optional[Path] = typer.Option(None, "--text", help="A text file of real text (default: CPython's Language Reference prose)."),
+    L: int = typer.Option(256, "--L", help="Tokens per sequence (including special tokens)."),
+    sequences: int = typer.Option(8, "--sequences", help="Sequences of L tokens (consecutive windows of the text)."),
+    eps: float = typer.Option(1e-3, "--eps", help="Target relative error of the exp polynomial (degree and rank k)."),
+    dtype: str = typer.Option("float32", "--dtype", help="Model dtype: float32, bfloat16 or float64 (the report is float64)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the per-head table as JSON."),
+    csv: Optional[Path] = typer.Option(None, "--csv", help="Write the per-head table to this CSV file."),
+    figure: Optional[Path] = typer.Option(Path("regime.png"), "--figure", help="Phase-diagram PNG (R vs L, sqrt(ln L), R / sqrt(ln L) per layer)."),
+    no_figure: bool = typer.Option(False, "--no-figure", help="Do not draw the figure."),
+    force: bool = typer.Option(False, "--force", help="Overwrite --csv / --figure files the toolkit did not write."),
+) -> None:
+    """Where a model's attention heads sit on the phase diagram: R = max |S_ij| per head on real text, vs sqrt(ln L) (issue 13)."""
+    import math
+
+    import torch
+
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
+    if dtype not in dtypes:
+        raise typer.BadParameter(f"expected one of {', '.join(dtypes)}, got {dtype!r}", param_hint="--dtype")
+    for name, value, low in (("--L", L, 3), ("--sequences", sequences, 1)):
+        if value < low:
+            raise typer.BadParameter(f"expected an integer >= {low}, got {value}", param_hint=name)
+    if not 0 < eps < 1:
+        raise typer.BadParameter(f"expected a number in (0, 1), got {eps}", param_hint="--eps")
+    if model != "minilm" and not Path(model).is_dir():
+        raise typer.BadParameter(f"expected 'minilm' or a local model folder, got {model!r}", param_hint="--model")
+    from ._outputs import check_output, write_output
+
+    draw = figure is not None and not no_figure
+    for path in ([csv] if csv is not None else []) + ([figure] if draw else []):
+        check_output(path, force=force, what="--csv" if path == csv else "--figure")  # before computing
+    from .limits.regime import attention_regime, regime_summary
+    from .lora.text import load_text, load_tokenizer, text_batches, text_fingerprint
+
+    body = load_text(text)
+    with console.status(f"loading {model}..."):
+        if model == "minilm":
+            from .lora.pretrained import load_minilm
+
+            net, tok = load_minilm(dtypes[dtype]), load_tokenizer()
+        else:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            from transformers import AutoModel  # heavy
+
+            net, tok = AutoModel.from_pretrained(model, dtype=dtypes[dtype]).eval(), load_tokenizer(model)
+    batches = text_batches(tok, L, batch_size=sequences, text=body)
+    with console.status("measuring every head..."):
+        df = attention_regime(net, batches, eps=eps)
+    df["text"] = text_fingerprint(body)
+    if csv is not None:
+        write_output(csv, lambda tmp: df.to_csv(tmp, index=False), force=force, what="--csv")
+    if draw:
+        import matplotlib  # heavy
+
+        matplotlib.use("Agg")
+        from .plotting.limits import plot_real_heads
+
+        fig = plot_real_heads(df)
+        write_output(figure, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"), force=force, what="--figure")
+    if as_json:
+        _echo_json(df.assign(k=df["k"].map(str)).to_dict(orient="records"))
+        return
+    summary = regime_summary(df)
+    t = Table("layer", "R min", "R med", "R max", "ratio med", "ratio max", "lin", "<=lnL", "G<=", "degree")
+    for r in summary.itertuples():
+        t.add_row(str(r.layer), f"{r.R_min:.3g}", f"{r.R_median:.3g}", f"{r.R_max:.3g}", f"{r.ratio_median:.2f}", f"{r.ratio_max:.2f}",
+                  f"{r.frac_almost_linear:.0%}", f"{r.frac_R_below_ln_L:.0%}", f"{r.frac_Gamma_below_sqrt_ln_L:.0%}", f"{r.degree_min}..{r.degree_max}")
+    console.print(t)
+    console.print(f"{model}: {len(df)} heads, {sequences} x {L} tokens of {'the Language Reference' if text is None else text} (text {text_fingerprint(body)}); "
+                  f"R = max |S_ij| per head; ratio = R / sqrt(ln L), sqrt(ln L) = {math.sqrt(math.log(L)):.3f}; lin: the fraction of heads in the "
+                  f"almost-linear regime (R <= sqrt(ln L)); <=lnL: with R <= ln L; G<=: with max(gamma_q, gamma_k) <= sqrt(ln L) (the entry bound); "
+                  f"degree: of the exp polynomial at eps = {eps:g}"
+                  + (f"; figure: {figure}" if draw else ""))
+
+
 
 sweep_app = _App(no_args_is_help=True, help="Parameter sweeps that write each finished point to disk and resume.")
 app.add_typer(sweep_app, name="sweep")

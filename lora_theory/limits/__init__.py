@@ -9,5 +9,7 @@ Read in dependency order:
 - ``lowrank``: the LoRA gradient chain with exp(S) replaced by any positive factorization U V^T;
 - ``approx``: the polynomial method (features + the low-rank chain + a certified error bound);
 - ``random_features``: the FAVOR+ peer (random features + the same low-rank chain);
-- ``norm_sweeps``: sweeps over the norm bound Gamma, L and d (the phase transition).
+- ``norm_sweeps``: sweeps over the norm bound Gamma, L and d (the phase transition);
+- ``regime``: real models' attention heads on the phase diagram (score range R per head on real
+  text, real layers as instances, the report during fine-tuning).
 """

@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 
 from .._validate import InvalidArgumentError, check_choice, check_int, check_positive
-from .exact import _check_instance
+from .exact import _check_single_head
 from .features import polynomial_features
 from .instance import AttentionLoRAInstance
 from .lowrank import ApproximationError, ApproxInfo, run_lowrank, score_range_bound
@@ -96,7 +96,7 @@ def approx_gradients(
 
     Reference: Hu et al. (2024), Thm 3.1 (partial) and Thm A.1 (full); AS23, AS24.
     """
-    inst = _check_instance(inst)
+    inst = _check_single_head(inst, "approx_gradients")
     check_choice("method", method, ("chebyshev", "taylor"))
     check_choice("on_invalid", on_invalid, ("raise", "flag"))
     eps = check_positive("eps", eps)

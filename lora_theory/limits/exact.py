@@ -4,12 +4,18 @@ With Q = X_Q W_Q, K = X_K W_K, V = X_V W_V and S = beta Q K^T (L x L):
 
     f = row-softmax(S) = D^{-1} exp(S),   O = f V,   c = O - Y              (L, d)
     q = c V^T,   rho = rowsum(f o q) = rowsum(c o O),   p = f o q - diag(rho) f = dL/dS
-    G_Q = beta X_Q^T p K,   G_K = beta X_K^T p^T Q,   G_V = X_V^T f^T c       (d, d)
+    G_Q = beta X_Q^T p K,   G_K = beta X_K^T p^T Q,   G_V = X_V^T f^T c       (n, d)
 
 ``exact_gradients`` evaluates this in row blocks of the queries with a log-sum-exp shift, so
 only (block, L) pieces of S, f, q, p ever exist: peak memory O(block * L + L d), time
 Theta(L^2 d). ``autograd_gradients`` is the independent reference: torch autograd through the
 dense formula (``scaled_dot_product_attention`` by default).
+
+Batched multi-head instances (leading batch dimensions, see :mod:`lora_theory.limits.instance`)
+run in the same pass: every product carries the batch dimensions (no Python loop over heads or
+sequences), and the gradient of a tensor shared along a batch dimension (LoRA's B shared by the
+heads, X shared by the heads, W* shared by the sequences) is summed along it. A causal instance
+masks the scores j > i before the softmax, so f and p vanish there.
 
 Reference: Hu et al. (2024), arXiv 2406.03136, Lemma 3.1 (f, c, q, "Part II" f o q and
 "Part III" diag(rho) f), Lemma 3.2 (the chain to A and B); claims ``limits.lemma3.1``,
@@ -22,7 +28,7 @@ from typing import Literal
 import torch
 
 from .._validate import InvalidArgumentError, check_choice, check_int
-from .instance import AttentionLoRAInstance
+from .instance import AttentionLoRAInstance, batched_matmul
 
 __all__ = ["autograd_gradients", "default_block_size", "dense_terms", "exact_gradients", "lora_chain", "loss", "weight_gradients"]
 
@@ -36,6 +42,17 @@ _DENSE_TERMS_MAX_L = 4096  # dense_terms forms L x L matrices; refuse beyond thi
 def _check_instance(inst: object) -> AttentionLoRAInstance:
     if not isinstance(inst, AttentionLoRAInstance):
         raise InvalidArgumentError(f"inst: expected an AttentionLoRAInstance (see make_instance), got {type(inst).__name__}")
+    return inst
+
+
+def _check_single_head(inst: object, who: str) -> AttentionLoRAInstance:
+    """An unbatched, non-causal instance: what the low-rank (polynomial, random-feature) methods take."""
+    inst = _check_instance(inst)
+    if inst.batch_shape:
+        raise InvalidArgumentError(f"inst: {who} takes one head (batch shape ()), got batch shape {inst.batch_shape}; "
+                                   "run it per head on inst.element(...)")
+    if inst.causal:
+        raise InvalidArgumentError(f"inst: {who} has no causal mask (the paper's loss has none), got causal=True")
     return inst
 
 
@@ -56,63 +73,72 @@ def _resolve_block(inst: AttentionLoRAInstance, block_size: int | None) -> int:
 
 
 def lora_chain(inst: AttentionLoRAInstance, G: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """dL/dB_mu = (alpha/r) G_mu A_mu^T (d, r) and dL/dA_mu = (alpha/r) B_mu^T G_mu (r, d).
+    """dL/dB_mu = (alpha/r) G_mu A_mu^T (n, r) and dL/dA_mu = (alpha/r) B_mu^T G_mu (r, d).
 
     Args:
         inst: the instance (its A, B, alpha, r).
-        G: dL/dW_mu (d, d) for every adapted mu.
+        G: dL/dW_mu (n, d) for every adapted mu; with batch dimensions, any shape between the
+            adapted weight's and the full batch shape (sums over broadcast dimensions commute with
+            the chain because A and B are constant along them).
 
     Returns:
-        ``{"A_q": ..., "B_q": ..., ...}`` for every adapted mu, in q, k, v order.
+        ``{"A_q": ..., "B_q": ..., ...}`` for every adapted mu, in q, k, v order, each of the shape
+        of its factor (summed over the batch dimensions the factor is broadcast along).
 
     Reference: Hu et al. (2024), Lemma 3.2; claim ``limits.lemma3.2``.
     """
     s = inst.scale
     out: dict[str, torch.Tensor] = {}
     for mu in inst.adapt:
-        out[f"A_{mu}"] = s * (inst.B[mu].T @ G[mu])  # (r, d)
-        out[f"B_{mu}"] = s * (G[mu] @ inst.A[mu].T)  # (d, r)
+        A, B = inst.A[mu], inst.B[mu]
+        out[f"A_{mu}"] = s * batched_matmul(B.mT, G[mu], A.shape)  # (*, r, d) summed to A's shape
+        out[f"B_{mu}"] = s * batched_matmul(G[mu], A.mT, B.shape)  # (*, n, r) summed to B's shape
     return out
 
 
 def _blocked_pass(inst: AttentionLoRAInstance, block: int, need: tuple[str, ...]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One streaming pass over query blocks: the loss and dL/dQ, dL/dK, dL/dV as requested.
 
-    Returns (loss, {"Q": (L, d), "K": (L, d), "V": (L, d)} restricted to ``need``).
+    Returns (loss, {"Q": (*batch, L, d), "K": ..., "V": ...} restricted to ``need``), batch the full
+    broadcast batch shape.
     """
-    Q, K, V = inst.projections()  # (L, d) each
+    L, d, bs = inst.L, inst.d, inst.batch_shape
+    Q, K, V = (t.expand(*bs, L, d) for t in inst.projections())  # (*batch, L, d) each, views
     Qs = Q * inst.beta  # S = Qs K^T; scaling Q once costs O(L d) instead of O(L^2)
-    L = inst.L
+    Y = inst.Y.expand(*bs, L, d)
     want = set(need)
-    dQ = torch.empty_like(Q) if "Q" in want else None
-    dK = torch.zeros_like(K) if "K" in want else None
-    dV = torch.zeros_like(V) if "V" in want else None
+    dQ = torch.empty_like(Qs) if "Q" in want else None
+    dK = torch.zeros_like(Qs) if "K" in want else None
+    dV = torch.zeros_like(Qs) if "V" in want else None
     loss = torch.zeros((), dtype=Q.dtype, device=Q.device)
     grad = bool(want)
+    cols = torch.arange(L, device=Q.device)
     for i in range(0, L, block):
         sl = slice(i, min(i + block, L))
-        f = Qs[sl] @ K.T  # (b, L) scores S_I
+        f = Qs[..., sl, :] @ K.mT  # (*batch, b, L) scores S_I
+        if inst.causal:  # query i sees keys j <= i: exp(-inf) = 0 drops the rest (j = i is always kept)
+            f.masked_fill_(cols[None, :] > torch.arange(sl.start, sl.stop, device=Q.device)[:, None], float("-inf"))
         # Stabilizing shift: softmax is invariant to a per-row constant, and subtracting the
         # row max makes every exponent <= 0, so exp never overflows (scores of 1e3 are fine).
-        f -= f.amax(dim=1, keepdim=True)
+        f -= f.amax(dim=-1, keepdim=True)
         f.exp_()
-        f /= f.sum(dim=1, keepdim=True)  # (b, L) f_I = row-softmax(S_I); each row sum >= 1 before dividing
-        O = f @ V  # (b, d)
-        c = O - inst.Y[sl]  # (b, d)
+        f /= f.sum(dim=-1, keepdim=True)  # (*batch, b, L) f_I = row-softmax(S_I); each row sum >= 1 before dividing
+        O = f @ V  # (*batch, b, d)
+        c = O - Y[..., sl, :]  # (*batch, b, d)
         loss = loss + 0.5 * (c * c).sum()
         if not grad:
             continue
         if dV is not None:
-            dV += f.T @ c  # (L, d): f^T c
+            dV += f.mT @ c  # (*batch, L, d): f^T c
         if dQ is not None or dK is not None:
-            rho = (c * O).sum(dim=1, keepdim=True)  # (b, 1) rowsum(f o q) = c_i . O_i
-            p = c @ V.T  # (b, L) q_I = c_I V^T
+            rho = (c * O).sum(dim=-1, keepdim=True)  # (*batch, b, 1) rowsum(f o q) = c_i . O_i
+            p = c @ V.mT  # (*batch, b, L) q_I = c_I V^T
             p -= rho
-            p *= f  # (b, L) p_I = f o (q - rho 1^T) = dL/dS_I
+            p *= f  # (*batch, b, L) p_I = f o (q - rho 1^T) = dL/dS_I (0 where masked: f = 0)
             if dQ is not None:
-                dQ[sl] = p @ K  # (b, d), times beta below
+                dQ[..., sl, :] = p @ K  # (*batch, b, d), times beta below
             if dK is not None:
-                dK += p.T @ Qs[sl]  # (L, d): beta p^T Q
+                dK += p.mT @ Qs[..., sl, :]  # (*batch, L, d): beta p^T Q
     if dQ is not None:
         dQ *= inst.beta
     out = {"Q": dQ, "K": dK, "V": dV}
@@ -141,7 +167,8 @@ def exact_gradients(inst: AttentionLoRAInstance, *, block_size: int | None = Non
         block_size: query rows per block; default :func:`default_block_size` (about 2^18 / L).
 
     Returns:
-        ``{"A_q": (r, d), "B_q": (d, r), ...}`` for every adapted weight.
+        ``{"A_q": (r, d), "B_q": (n, r), ...}`` for every adapted weight (batched: each of its
+        factor's shape, summed over the batch dimensions the factor is shared along).
 
     Reference: Hu et al. (2024), Lemma 3.1 and 3.2; claims ``limits.grad_closed_form``,
     ``limits.grad_blocked``.
@@ -151,7 +178,7 @@ def exact_gradients(inst: AttentionLoRAInstance, *, block_size: int | None = Non
 
 
 def weight_gradients(inst: AttentionLoRAInstance, *, block_size: int | None = None, names: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
-    """G_mu = dL/dW_mu (d, d): G_Q = beta X_Q^T p K, G_K = beta X_K^T p^T Q, G_V = X_V^T f^T c.
+    """G_mu = dL/dW_mu (n, d): G_Q = beta X_Q^T p K, G_K = beta X_K^T p^T Q, G_V = X_V^T f^T c.
 
     Args:
         inst: the instance.
@@ -159,7 +186,9 @@ def weight_gradients(inst: AttentionLoRAInstance, *, block_size: int | None = No
         names: which of "q", "k", "v" (default: the adapted ones).
 
     Returns:
-        ``{"q": (d, d), ...}``; the full fine-tuning gradient of each weight.
+        ``{"q": (n, d), ...}``; the full fine-tuning gradient of each weight. Batched: of the
+        adapted weight's shape ``inst.weight(mu).shape`` (summed over the batch dimensions the
+        weight is shared along).
 
     Reference: Hu et al. (2024), Lemma 3.1; claim ``limits.grad_closed_form``.
     """
@@ -167,7 +196,11 @@ def weight_gradients(inst: AttentionLoRAInstance, *, block_size: int | None = No
     names = inst.adapt if names is None else tuple(check_choice("names", n, ("q", "k", "v")) for n in names)
     _, dP = _blocked_pass(inst, _resolve_block(inst, block_size), tuple(m.upper() for m in names))
     X = {"q": inst.Xq, "k": inst.Xk, "v": inst.Xv}
-    return {mu: X[mu].T @ dP[mu.upper()] for mu in names}  # (d, d) each
+    out = {}
+    for mu in names:
+        shape = torch.broadcast_shapes(inst.pretrained(mu).shape, *((inst.B[mu].shape[:-2] + (1, 1), inst.A[mu].shape[:-2] + (1, 1)) if mu in inst.A else ()))
+        out[mu] = batched_matmul(X[mu].mT, dP[mu.upper()], shape)  # (*batch, n, d) summed to the weight's shape
+    return out
 
 
 def dense_terms(inst: AttentionLoRAInstance) -> dict[str, torch.Tensor]:
@@ -175,10 +208,11 @@ def dense_terms(inst: AttentionLoRAInstance) -> dict[str, torch.Tensor]:
 
     Returns:
         ``{"S": (L, L), "f": (L, L), "O": (L, d), "c": (L, d), "q": (L, L), "rho": (L,),
-        "p": (L, L)}`` with p = f o q - diag(rho) f = dL/dS.
+        "p": (L, L)}`` with p = f o q - diag(rho) f = dL/dS (with leading batch dimensions for a
+        batched instance; S is the unmasked score matrix, f is 0 at masked pairs when causal).
 
     Raises:
-        ValueError: if L > 4096 (these are L x L matrices; use exact_gradients instead).
+        InvalidArgumentError: if L > 4096 (these are L x L matrices; use exact_gradients instead).
 
     Reference: Hu et al. (2024), Lemma 3.1; claim ``limits.lemma3.1``.
     """
@@ -186,14 +220,20 @@ def dense_terms(inst: AttentionLoRAInstance) -> dict[str, torch.Tensor]:
     if inst.L > _DENSE_TERMS_MAX_L:
         raise InvalidArgumentError(f"inst: dense_terms forms L x L matrices; expected L <= {_DENSE_TERMS_MAX_L}, got L = {inst.L}")
     Q, K, V = inst.projections()
-    S = inst.beta * (Q @ K.T)  # (L, L)
-    f = torch.softmax(S, dim=1)  # (L, L)
+    S = inst.beta * (Q @ K.mT)  # (*batch, L, L)
+    f = torch.softmax(_mask(S) if inst.causal else S, dim=-1)  # (*batch, L, L)
     O = f @ V
     c = O - inst.Y
-    q = c @ V.T  # (L, L)
-    rho = (f * q).sum(dim=1)  # (L,)
-    p = f * q - rho[:, None] * f
+    q = c @ V.mT  # (*batch, L, L)
+    rho = (f * q).sum(dim=-1)  # (*batch, L)
+    p = f * q - rho[..., None] * f
     return {"S": S, "f": f, "O": O, "c": c, "q": q, "rho": rho, "p": p}
+
+
+def _mask(S: torch.Tensor) -> torch.Tensor:
+    """S with -inf above the diagonal (keys j > i), for causal attention."""
+    L = S.shape[-1]
+    return S.masked_fill(torch.ones(L, L, dtype=torch.bool, device=S.device).triu(1), float("-inf"))
 
 
 def autograd_gradients(
@@ -220,12 +260,14 @@ def autograd_gradients(
         w = inst.pretrained(mu)
         return w + s * (B[mu] @ A[mu]) if mu in A else w
 
+    bs = (*inst.batch_shape, inst.L, inst.d)
     with torch.enable_grad():
-        Q, K, V = inst.Xq @ weight("q"), inst.Xk @ weight("k"), inst.Xv @ weight("v")
+        Q, K, V = (t.expand(bs) for t in (inst.Xq @ weight("q"), inst.Xk @ weight("k"), inst.Xv @ weight("v")))  # (*batch, L, d)
         if method == "sdpa":
-            O = torch.nn.functional.scaled_dot_product_attention(Q[None], K[None], V[None], scale=inst.beta)[0]
+            O = torch.nn.functional.scaled_dot_product_attention(Q[None], K[None], V[None], scale=inst.beta, is_causal=inst.causal)[0]
         else:
-            O = torch.softmax(inst.beta * (Q @ K.T), dim=1) @ V
+            S = inst.beta * (Q @ K.mT)  # (*batch, L, L)
+            O = torch.softmax(_mask(S) if inst.causal else S, dim=-1) @ V
         value = 0.5 * ((O - inst.Y) ** 2).sum()
         params = [t for mu in inst.adapt for t in (A[mu], B[mu])]
         grads = torch.autograd.grad(value, params)

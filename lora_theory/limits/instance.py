@@ -5,9 +5,19 @@ One instance is everything the loss of Hu et al. (2024), Def. 2.5, depends on:
     L(A, B) = 1/2 || D^{-1} exp(beta X_Q W_Q W_K^T X_K^T) X_V W_V - Y ||_F^2,
     D = diag(exp(.) 1_L).
 
-Shapes (the paper's row convention): ``Xq, Xk, Xv`` (L, d); ``Wq, Wk, Wv`` (d, d) are the
-pretrained weights W*; for each adapted name mu in "q", "k", "v": ``B[mu]`` (d, r) and
-``A[mu]`` (r, d); ``Y`` (L, d).
+Shapes (the paper's row convention): ``Xq, Xk, Xv`` (L, n); ``Wq, Wk, Wv`` (n, d) are the
+pretrained weights W*; for each adapted name mu in "q", "k", "v": ``B[mu]`` (n, r) and
+``A[mu]`` (r, d); ``Y`` (L, d). The paper's square case is n = d (the default of
+:func:`make_instance`); a real attention head has n = the model width (plus one for a folded
+bias) and d = the head dimension.
+
+Batched multi-head instances: every tensor may carry leading batch dimensions that broadcast
+against each other (torch broadcasting), e.g. ``Xq`` (batch, 1, L, n) shared by the heads,
+``Wq`` (heads, n, d), ``A["q"]`` (heads, r, d), ``B["q"]`` (n, r) shared by every head and
+sequence, ``Y`` (batch, heads, L, d). The loss is then the sum of the per-element losses over
+the broadcast batch shape, and the gradient of a broadcast tensor is summed over the dimensions
+it is broadcast along (exactly autograd's convention). ``causal=True`` restricts every query i
+to the keys j <= i (decoder attention; the paper's loss has no mask).
 
 Reference: Hu, Su, Kuo, Song, Liu, "Computational Limits of Low-Rank Adaptation (LoRA)
 Fine-Tuning for Transformer Models", arXiv 2406.03136, Def. 1.1, 1.2, 2.5; Thm 3.1 and A.1
@@ -39,12 +49,47 @@ __all__ = [
     "make_instance",
     "norm_bounds",
     "parse_adapt",
+    "score_range",
+    "score_ranges",
 ]
 
 Adapt = Literal["qv", "qkv"]
 Attention = Literal["self", "cross", "general"]
 _NAMES = ("q", "k", "v")
 _ROW_BLOCK_ELEMENTS = 1 << 20  # rows per block * L for the R computation: 8 MiB in float64
+
+
+_BATCH_LABELS = "abcdefgh"  # einsum labels of batch dimensions (i, j, k are the matrix indices)
+
+
+def batched_matmul(a: torch.Tensor, b: torch.Tensor, shape: tuple[int, ...] | torch.Size | None = None) -> torch.Tensor:
+    """a @ b over broadcast batch dimensions; with ``shape``: summed over the batch dimensions ``shape`` lacks or has as 1.
+
+    Same result as ``(a @ b).sum_to_size(shape)``, but through one einsum: a batch dimension that an
+    operand has as size 1 (X shared by the heads, B shared by every head) is never expanded into a
+    copy, and the sum runs inside the contraction (4-5x faster on MiniLM-sized heads).
+
+    Args:
+        a: (*batch_a, i, j); b: (*batch_b, j, k), batch dims broadcasting together.
+        shape: the result's shape (*out, i, k) with ``out`` broadcastable to the batch shape, or None.
+    """
+    if shape is None:
+        return torch.einsum("...ij,...jk->...ik", a, b)
+    full = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    nd = len(full)
+    if nd > len(_BATCH_LABELS) or len(shape) - 2 > nd:
+        return (a @ b).sum_to_size(shape)
+
+    def squeezed(t: torch.Tensor) -> tuple[torch.Tensor, str]:
+        tb = (1,) * (nd - t.dim() + 2) + tuple(t.shape[:-2])
+        dims = [i for i in range(nd) if tb[i] != 1]
+        return t.reshape(*[tb[i] for i in dims], *t.shape[-2:]), "".join(_BATCH_LABELS[i] for i in dims)
+
+    a2, la = squeezed(a)
+    b2, lb = squeezed(b)
+    ob = (1,) * (nd - len(shape) + 2) + tuple(shape[:-2])
+    lo = "".join(_BATCH_LABELS[i] for i in range(nd) if ob[i] != 1)
+    return torch.einsum(f"{la}ij,{lb}jk->{lo}ik", a2, b2).reshape(shape)
 
 
 def parse_adapt(adapt: object) -> tuple[str, ...]:
@@ -60,15 +105,34 @@ def parse_adapt(adapt: object) -> tuple[str, ...]:
     return tuple(n for n in _NAMES if n in adapt)
 
 
+def _stack(name: str, t: object, tail: tuple[int | None, ...], batched: bool) -> tuple[int, ...]:
+    """Check ``t`` is a floating tensor of shape (*batch, *tail) (None in ``tail``: any size); return batch."""
+    if isinstance(t, torch.Tensor) and t.dim() > len(tail) and batched:
+        ok = all(s is None or s == n for s, n in zip(tail, t.shape[-len(tail):], strict=True))
+        if not t.is_floating_point():
+            check_matrix(name, t, tail)  # raises: not floating point
+        if not ok:
+            want = "(*batch, " + ", ".join("*" if s is None else str(s) for s in tail) + ")"
+            raise InvalidArgumentError(f"{name}: expected shape {want}, got {tuple(t.shape)}")
+        if 0 in t.shape[: -len(tail)]:
+            raise InvalidArgumentError(f"{name}: expected non-empty batch dimensions, got shape {tuple(t.shape)}")
+        return tuple(t.shape[: -len(tail)])
+    check_matrix(name, t, tail)
+    return ()
+
+
 @dataclass(frozen=True, eq=False)
 class AttentionLoRAInstance:
-    """One LoRA-adapted attention head with its data: W_mu = W_mu* + (alpha / r) B_mu A_mu.
+    """One LoRA-adapted attention head (or a batch of them) with its data: W_mu = W_mu* + (alpha / r) B_mu A_mu.
 
-    Fields: ``Xq, Xk, Xv`` (L, d); ``Wq, Wk, Wv`` (d, d) pretrained; ``A[mu]`` (r, d) and
-    ``B[mu]`` (d, r) for each adapted mu; ``alpha`` > 0; ``r`` in 1..d; ``beta`` > 0;
+    Fields: ``Xq, Xk, Xv`` (L, n); ``Wq, Wk, Wv`` (n, d) pretrained; ``A[mu]`` (r, d) and
+    ``B[mu]`` (n, r) for each adapted mu; ``alpha`` > 0; ``r`` in 1..max(n, d); ``beta`` > 0;
     ``Y`` (L, d); ``attention`` records how the inputs are tied ("self": Xq = Xk = Xv,
-    "cross": Xk = Xv, "general": no tie). All tensors share one dtype and device.
-    Construction validates everything and raises ``ValueError`` naming the bad field.
+    "cross": Xk = Xv, "general": no tie); ``causal``: query i attends to keys j <= i only.
+    Every tensor may have leading batch dimensions that broadcast together (see the module
+    docstring); 2-D tensors everywhere are the paper's single head. All tensors share one dtype
+    and device. Construction validates everything and raises ``InvalidArgumentError`` (a
+    ``ValueError``) naming the bad field.
     """
 
     Xq: torch.Tensor
@@ -84,21 +148,26 @@ class AttentionLoRAInstance:
     beta: float
     Y: torch.Tensor
     attention: Attention = "general"
+    causal: bool = False
 
     def __post_init__(self) -> None:
-        check_matrix("Xq", self.Xq, (None, None))
-        L, d = self.Xq.shape
-        if L < 1 or d < 1:
-            raise InvalidArgumentError(f"Xq: expected shape (L, d) with L >= 1 and d >= 1, got {tuple(self.Xq.shape)}")
-        r = check_int("r", self.r, low=1, high=d)
+        batches: dict[str, tuple[int, ...]] = {"Xq": _stack("Xq", self.Xq, (None, None), True)}
+        L, n = self.Xq.shape[-2:]
+        if L < 1 or n < 1:
+            raise InvalidArgumentError(f"Xq: expected shape (L, n) with L >= 1 and n >= 1, got {tuple(self.Xq.shape)}")
+        Wq = self.Wq
+        # d is the head dimension: the columns of W_Q (square n x n when W_Q is malformed, for the message)
+        d = int(Wq.shape[-1]) if isinstance(Wq, torch.Tensor) and Wq.dim() >= 2 and Wq.shape[-2] == n and Wq.shape[-1] >= 1 else n
+        r = check_int("r", self.r, low=1, high=max(n, d))
         check_positive("alpha", self.alpha)
         check_positive("beta", self.beta)
         check_choice("attention", self.attention, ("self", "cross", "general"))
+        if not isinstance(self.causal, bool):
+            raise InvalidArgumentError(f"causal: expected a bool, got {self.causal!r}")
         tensors: dict[str, torch.Tensor] = {}
-        for name in ("Xq", "Xk", "Xv", "Y"):
-            tensors[name] = check_matrix(name, getattr(self, name), (L, d))
-        for name in ("Wq", "Wk", "Wv"):
-            tensors[name] = check_matrix(name, getattr(self, name), (d, d))
+        for name, tail in (("Xq", (L, n)), ("Xk", (L, n)), ("Xv", (L, n)), ("Y", (L, d)), ("Wq", (n, d)), ("Wk", (n, d)), ("Wv", (n, d))):
+            batches[name] = _stack(name, getattr(self, name), tail, True)
+            tensors[name] = getattr(self, name)
         if not isinstance(self.A, Mapping) or not isinstance(self.B, Mapping):
             raise InvalidArgumentError(f"A, B: expected dicts keyed by adapted names, got {type(self.A).__name__}, {type(self.B).__name__}")
         if set(self.A) != set(self.B):
@@ -106,9 +175,14 @@ class AttentionLoRAInstance:
         if not self.A or not set(self.A) <= set(_NAMES):
             raise InvalidArgumentError(f"A: expected keys forming a non-empty subset of 'q', 'k', 'v', got {sorted(map(str, self.A))}")
         for mu in self.A:
-            tensors[f"A[{mu!r}]"] = check_matrix(f"A[{mu!r}]", self.A[mu], (r, d))
-            tensors[f"B[{mu!r}]"] = check_matrix(f"B[{mu!r}]", self.B[mu], (d, r))
+            for key, t, tail in ((f"A[{mu!r}]", self.A[mu], (r, d)), (f"B[{mu!r}]", self.B[mu], (n, r))):
+                batches[key] = _stack(key, t, tail, True)
+                tensors[key] = t
         check_same_dtype_device(tensors)
+        try:
+            batch_shape = tuple(torch.broadcast_shapes(*batches.values()))
+        except RuntimeError:
+            raise InvalidArgumentError(f"batch dimensions: expected leading shapes that broadcast together, got {batches}") from None
         for name, t in tensors.items():
             check_finite(name, t)
         if self.attention == "self" and not (self.Xq is self.Xk is self.Xv or (torch.equal(self.Xq, self.Xk) and torch.equal(self.Xk, self.Xv))):
@@ -121,17 +195,28 @@ class AttentionLoRAInstance:
         object.__setattr__(self, "r", r)
         object.__setattr__(self, "alpha", float(self.alpha))
         object.__setattr__(self, "beta", float(self.beta))
+        object.__setattr__(self, "_batch_shape", batch_shape)
 
     # -- derived quantities ------------------------------------------------------------
     @property
     def L(self) -> int:
         """Sequence length."""
-        return int(self.Xq.shape[0])
+        return int(self.Xq.shape[-2])
 
     @property
     def d(self) -> int:
-        """Model (head) dimension."""
-        return int(self.Xq.shape[1])
+        """Head dimension: the columns of W_Q (= n in the paper's square case)."""
+        return int(self.Wq.shape[-1])
+
+    @property
+    def n(self) -> int:
+        """Input dimension: the columns of X (the rows of W_Q)."""
+        return int(self.Xq.shape[-1])
+
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        """The broadcast leading shape of all tensors; () for a single head."""
+        return self._batch_shape  # type: ignore[attr-defined]
 
     @property
     def adapt(self) -> tuple[str, ...]:
@@ -152,19 +237,37 @@ class AttentionLoRAInstance:
         return self.Xq.device
 
     def pretrained(self, mu: str) -> torch.Tensor:
-        """W_mu*, (d, d)."""
+        """W_mu*, (n, d)."""
         return {"q": self.Wq, "k": self.Wk, "v": self.Wv}[check_choice("mu", mu, _NAMES)]
 
     def weight(self, mu: str) -> torch.Tensor:
-        """The adapted weight W_mu = W_mu* + (alpha / r) B_mu A_mu, (d, d)."""
+        """The adapted weight W_mu = W_mu* + (alpha / r) B_mu A_mu, (n, d) (batch dims broadcast)."""
         w = self.pretrained(mu)
         if mu in self.A:
-            w = w + self.scale * (self.B[mu] @ self.A[mu])
+            w = w + self.scale * batched_matmul(self.B[mu], self.A[mu])
         return w
 
     def projections(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(Q, K, V) = (Xq W_q, Xk W_k, Xv W_v), each (L, d)."""
-        return self.Xq @ self.weight("q"), self.Xk @ self.weight("k"), self.Xv @ self.weight("v")
+        """(Q, K, V) = (Xq W_q, Xk W_k, Xv W_v), each (L, d) (batch dims broadcast)."""
+        return tuple(batched_matmul(X, self.weight(mu)) for X, mu in ((self.Xq, "q"), (self.Xk, "k"), (self.Xv, "v")))  # type: ignore[return-value]
+
+    def element(self, *index: int) -> AttentionLoRAInstance:
+        """The single head at batch ``index`` (one int per batch dimension), as a 2-D instance (views, no copy).
+
+        Ties are kept: with ``attention="self"`` the three inputs stay one tensor.
+        """
+        bs = self.batch_shape
+        if len(index) != len(bs) or not all(isinstance(i, int) and not isinstance(i, bool) and -s <= i < s for i, s in zip(index, bs)):
+            raise InvalidArgumentError(f"index: expected {len(bs)} integers within batch shape {bs}, got {index}")
+
+        def pick(t: torch.Tensor) -> torch.Tensor:
+            return t.expand(*bs, *t.shape[-2:])[index]  # (*batch, a, b) -> (a, b)
+
+        Xq = pick(self.Xq)
+        Xk = Xq if self.Xk is self.Xq else pick(self.Xk)
+        Xv = Xk if self.Xv is self.Xk else pick(self.Xv)
+        return dataclasses.replace(self, Xq=Xq, Xk=Xk, Xv=Xv, Wq=pick(self.Wq), Wk=pick(self.Wk), Wv=pick(self.Wv),
+                                   A={k: pick(v) for k, v in self.A.items()}, B={k: pick(v) for k, v in self.B.items()}, Y=pick(self.Y))
 
     def replace(self, **changes: object) -> AttentionLoRAInstance:
         """A copy with some fields replaced (validated again)."""
@@ -185,9 +288,11 @@ class AttentionLoRAInstance:
         )
 
     def __repr__(self) -> str:
+        extra = (f", n={self.n}" if self.n != self.d else "") + (f", batch_shape={self.batch_shape}" if self.batch_shape else "")
+        extra += ", causal=True" if self.causal else ""
         return (
             f"AttentionLoRAInstance(L={self.L}, d={self.d}, r={self.r}, adapt={''.join(self.adapt)!r}, "
-            f"attention={self.attention!r}, alpha={self.alpha:g}, beta={self.beta:g}, dtype={self.dtype}, device={self.device})"
+            f"attention={self.attention!r}, alpha={self.alpha:g}, beta={self.beta:g}{extra}, dtype={self.dtype}, device={self.device})"
         )
 
 
@@ -195,19 +300,52 @@ def _max_abs(t: torch.Tensor) -> float:
     return float(t.abs().max()) if t.numel() else 0.0
 
 
-def score_range(inst: AttentionLoRAInstance, *, block_size: int | None = None) -> float:
-    """R = max_{i,j} |beta (Q K^T)_{ij}|, computed in row blocks (never an L x L matrix).
+def score_ranges(
+    Q: torch.Tensor, K: torch.Tensor, beta: float = 1.0, *, causal: bool = False, allowed: torch.Tensor | None = None,
+    block_size: int | None = None,
+) -> torch.Tensor:
+    """R_b = max over allowed (i, j) of |beta Q_b,i . K_b,j| per batch element, in row blocks (no L x L matrix).
 
-    Memory O(block_size * L + L d); the default block keeps each block at 2^20 entries.
+    Args:
+        Q: (*batch, Lq, d) queries; K: (*batch, Lk, d) keys (batch dims broadcast).
+        beta: the score scale (S = beta Q K^T).
+        causal: allow only j <= i.
+        allowed: optional bool mask broadcastable to (*batch, Lq, Lk): True where query i may
+            attend to key j (padding, a model's attention mask).
+        block_size: query rows per block; default keeps a block at about 2^20 entries per batch element.
+
+    Returns:
+        A tensor of shape ``batch`` (0-dim for 2-D inputs) in Q's dtype; 0 where no pair is allowed.
+    """
+    Lq, Lk = Q.shape[-2], K.shape[-2]
+    b = block_size or max(1, min(Lq, _ROW_BLOCK_ELEMENTS // max(Lk, 1)))
+    R: torch.Tensor | None = None
+    cols = torch.arange(Lk, device=Q.device)
+    for i in range(0, Lq, b):
+        S = (Q[..., i : i + b, :] @ K.mT).abs_()  # (*batch, b, Lk) |Q_I K^T|
+        keep = None
+        if causal:
+            keep = cols[None, :] <= torch.arange(i, min(i + b, Lq), device=Q.device)[:, None]  # (b, Lk): j <= i
+        if allowed is not None:
+            a = allowed[..., i : i + b, :] if allowed.shape[-2] != 1 else allowed
+            keep = a if keep is None else keep & a
+        if keep is not None:
+            S = S.masked_fill(~keep, 0.0)  # |S| >= 0, so a masked 0 never raises the max
+        m = S.amax(dim=(-2, -1))
+        R = m if R is None else torch.maximum(R, m)
+    assert R is not None  # Lq >= 1
+    return R * beta
+
+
+def score_range(inst: AttentionLoRAInstance, *, block_size: int | None = None) -> float:
+    """R = max_{i,j} |beta (Q K^T)_{ij}| over allowed pairs (j <= i when causal), over every batch element.
+
+    Computed in row blocks (:func:`score_ranges`), never an L x L matrix: memory O(block_size * L + L d).
     """
     Q, K, _ = inst.projections()
-    L = inst.L
-    b = block_size or max(1, min(L, _ROW_BLOCK_ELEMENTS // max(L, 1)))
-    R = 0.0
-    for i in range(0, L, b):
-        S = Q[i : i + b] @ K.T  # (b, L)
-        R = max(R, _max_abs(S))
-    return R * inst.beta
+    if block_size is not None:
+        block_size = check_int("block_size", block_size, low=1)
+    return float(score_ranges(Q, K, inst.beta, causal=inst.causal, block_size=block_size).max())
 
 
 def norm_bounds(inst: AttentionLoRAInstance) -> dict[str, float]:
@@ -218,7 +356,8 @@ def norm_bounds(inst: AttentionLoRAInstance) -> dict[str, float]:
     addition ``"Xq_Wq_WkT"`` = ||X_Q W_Q W_K^T||_max and ``"Xk"`` = ||X_K||_max (the bound
     on C^(1) W and C^(2) when the gradient is taken through W_K; the paper prints W_K where
     the row convention needs W_K^T). ``"Gamma"`` is the largest of these, and ``"R"`` the score
-    range max |beta Q K^T| (row-blocked, no L x L matrix).
+    range max |beta Q K^T| (row-blocked, no L x L matrix; allowed pairs only when causal). For a
+    batched instance every norm is the maximum over the batch.
 
     Returns:
         dict of floats keyed by the names above.
@@ -226,7 +365,7 @@ def norm_bounds(inst: AttentionLoRAInstance) -> dict[str, float]:
     Q, K, _ = inst.projections()
     out = {"Xq_Wq": _max_abs(Q), "Xk_Wk": _max_abs(K)}
     if "k" in inst.adapt:
-        out["Xq_Wq_WkT"] = _max_abs(Q @ inst.weight("k").T)
+        out["Xq_Wq_WkT"] = _max_abs(Q @ inst.weight("k").mT)
         out["Xk"] = _max_abs(inst.Xk)
     out["Gamma"] = max(out.values())
     out["R"] = score_range(inst)

@@ -76,7 +76,7 @@ def score_range_bound(inst: AttentionLoRAInstance) -> float:
     The exact R needs all L^2 scores; this bound is what an almost-linear algorithm can afford.
     """
     Q, K, _ = inst.projections()
-    return inst.beta * float(Q.norm(dim=1).max()) * float(K.norm(dim=1).max())
+    return inst.beta * float(Q.norm(dim=-1).max()) * float(K.norm(dim=-1).max())  # row norms (last dim), max over rows and batch
 
 
 def _sync(t: torch.Tensor) -> None:

@@ -26,7 +26,7 @@ from typing import Literal
 import torch
 
 from .._validate import InvalidArgumentError, check_choice, check_int, check_matrix
-from .exact import _check_instance
+from .exact import _check_single_head
 from .instance import AttentionLoRAInstance
 from .lowrank import ApproximationError, ApproxInfo, run_lowrank, score_range_bound
 
@@ -105,7 +105,7 @@ def random_feature_gradients(
     Reference: Choromanski et al. (2021), Lemma 1; Hu et al. (2024), Thm 3.1 (the peer it is
     compared against); claims ``limits.thm3.1``, ``limits.thmA.1``.
     """
-    inst = _check_instance(inst)
+    inst = _check_single_head(inst, "random_feature_gradients")
     m = check_int("m", m, low=1)
     seed = check_int("seed", seed, low=0)
     check_choice("on_invalid", on_invalid, ("raise", "flag"))

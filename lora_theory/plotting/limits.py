@@ -19,7 +19,8 @@ from . import finish_axes, fmt
 #: the smallest L of the runtime fits (the issue's range is 2^11 .. 2^16)
 FIT_L_MIN = 1 << 11
 
-__all__ = ["FIT_L_MIN", "plot_closed_form_agreement", "plot_degree_vs_range", "plot_gradient_error_vs_bound", "plot_phase_transition", "plot_runtime_scaling"]
+__all__ = ["FIT_L_MIN", "plot_closed_form_agreement", "plot_degree_vs_range", "plot_gradient_error_vs_bound", "plot_phase_transition", "plot_real_heads",
+           "plot_regime_during_finetuning", "plot_runtime_scaling"]
 
 
 def plot_closed_form_agreement(df: pd.DataFrame):
@@ -159,5 +160,99 @@ def plot_runtime_scaling(df: pd.DataFrame):
     ax.set_title(f"limits.thm3.1: runtime, d=4, R<={fmt(df.R.max(), '.2f')}, eps=1e-3, degree {fmt(df.degree.min(), '.0f')}..{fmt(df.degree.max(), '.0f')} "
                  f"(k<={fmt(df.k.max(), '.0f')}), float64, {dev}", fontsize=8)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _layer_colors(layers) -> dict:
+    cmap = plt.get_cmap("viridis")
+    layers = sorted(set(int(x) for x in layers))
+    return {layer: cmap(i / max(1, len(layers) - 1)) for i, layer in enumerate(layers)}
+
+
+def plot_real_heads(df: pd.DataFrame):
+    """Phase diagram with real heads: R vs L (log-log), sqrt(ln L) and ln L, degree contours; R / sqrt(ln L) per layer at the largest L.
+
+    ``df``: rows of :func:`lora_theory.limits.regime.attention_regime` (``kind == "head"``, or no
+    ``kind`` column) and optional ``kind == "degree_contour"`` rows (degree, R).
+    """
+    kind = df["kind"] if "kind" in df else pd.Series("head", index=df.index)
+    heads, contours = df[kind == "head"], df[kind == "degree_contour"]
+    colors = _layer_colors(heads.layer)
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12.0, 4.8), gridspec_kw={"width_ratios": [1.5, 1.0]})
+    Ls = np.array(sorted(heads.L.unique()), dtype=float)
+    n_layers = len(colors)
+    for i, (layer, c) in enumerate(colors.items()):
+        g = heads[heads.layer == layer]
+        jitter = 2.0 ** (0.08 * (i - (n_layers - 1) / 2))  # spread the layers around each L
+        ax.scatter(g.L * jitter, g.R, s=12, color=c, alpha=0.8, label=f"layer {layer}", zorder=3)
+    grid = np.geomspace(max(2.0, Ls.min() / 1.5), Ls.max() * 1.5, 100)
+    ax.plot(grid, np.sqrt(np.log(grid)), "k-", lw=1.6, label="sqrt(ln L): regime threshold (R <= it: almost-linear)")
+    ax.plot(grid, np.log(grid), "k--", lw=1.0, label="ln L (AS23 score-range reading)")
+    for r in contours.itertuples():
+        ax.axhline(r.R, color="grey", ls=":", lw=0.8)
+        ax.text(grid[0], r.R * 1.03, f"g={int(r.degree)}", fontsize=7, color="grey")
+    eps = fmt(heads.eps.iloc[0], ".0e") if "eps" in heads and len(heads) else "n/a"
+    d = int(heads.d_head.iloc[0]) if len(heads) else 0
+    finish_axes(ax, xlabel="L (tokens per sequence; layers spread around each L)", ylabel="R = max |S_ij| (S = q.k / sqrt(d_head))", xscale="log", xbase=2,
+                yscale="log", title=f"limits.thm3.1 / limits.thm4.1_regime: {len(heads.groupby(['layer', 'head']))} real heads (d_head={d}) at each L\n"
+                f"dotted: largest R the polynomial method covers at degree g (eps={eps}; rank k = C(g+{d}, {d}))")
+    ax.legend(fontsize=6, loc="lower right", ncol=2)
+    last = heads[heads.L == heads.L.max()]
+    if len(last):
+        data = [last[last.layer == layer].R_over_sqrt_ln_L.to_numpy() for layer in colors]
+        parts = bx.boxplot(data, tick_labels=[str(layer) for layer in colors], patch_artist=True)
+        for patch, c in zip(parts["boxes"], colors.values()):
+            patch.set_facecolor(c)
+            patch.set_alpha(0.6)
+        bx.axhline(1.0, color="k", lw=1.2)
+        q = last.R_over_sqrt_ln_L.quantile([0.1, 0.5, 0.9]).to_numpy()
+        frac = float((last.regime == "almost-linear").mean())
+        frac_ln = float((last.R_over_ln_L <= 1).mean())
+        frac_g = float((last.Gamma_over_sqrt_ln_L <= 1).mean()) if "Gamma_over_sqrt_ln_L" in last else float("nan")
+        finish_axes(bx, xlabel="layer", ylabel="R / sqrt(ln L)", yscale="log", legend=False,
+                    title=f"L = {int(last.L.max())}: R / sqrt(ln L) quantiles 10/50/90 % = {fmt(q[0], '.2f')} / {fmt(q[1], '.2f')} / {fmt(q[2], '.2f')}\n"
+                          f"almost-linear (R <= sqrt(ln L)): {frac:.0%}; R <= ln L: {frac_ln:.0%}; max entry <= sqrt(ln L): {fmt(100 * frac_g, '.0f')} %")
+    fig.tight_layout()
+    return fig
+
+
+def plot_regime_during_finetuning(df: pd.DataFrame):
+    """R per head over fine-tuning steps, one column per method (first seed), with the teacher's R and the held-out loss."""
+    methods = [m for m in ("lora", "lora_ga", "lora_plus") if m in set(df.method)] + sorted(set(df.method) - {"lora", "lora_ga", "lora_plus", "teacher"})
+    fig, axes = plt.subplots(2, len(methods), figsize=(4.4 * len(methods), 7.0), squeeze=False, sharey="row", gridspec_kw={"height_ratios": [2.2, 1.0]})
+    colors = _layer_colors(df.layer)
+    seed0 = df.seed.min()
+    teacher = df[(df.method == "teacher") & (df.seed == seed0)]
+    for j, method in enumerate(methods):
+        ax, bx = axes[0][j], axes[1][j]
+        g = df[(df.method == method) & (df.seed == seed0)]
+        for (layer, _head), h in g.groupby(["layer", "head"]):
+            h = h.sort_values("step")
+            ax.plot(h.step, h.R, color=colors[int(layer)], lw=0.7, alpha=0.7)
+        top = g.step.max()
+        if len(teacher):
+            t = teacher[teacher.step == teacher.step.min()]
+            ax.scatter(np.full(len(t), top * 1.04 + 0.5), t.R, c=[colors[int(x)] for x in t.layer], marker="_", s=40, label="teacher's R")
+        L = int(g.L.max()) if len(g) else 2
+        ax.axhline(math.sqrt(math.log(L)), color="k", lw=1.4, label=f"sqrt(ln L), L={L}")
+        first, final = g[g.step == g.step.min()].set_index(["layer", "head"]).R, g[g.step == top].set_index(["layer", "head"]).R
+        rel = (final / first - 1).dropna()
+        crossed = int(((first > math.sqrt(math.log(L))) != (final > math.sqrt(math.log(L)))).sum())
+        lr = fmt(g.lr.iloc[0], ".0e") if len(g) else "n/a"
+        finish_axes(ax, xlabel="step", ylabel="R per head (held-out text)", yscale="log",
+                    title=f"{method} (lr {lr}): R change step 0 -> {int(top)}: median {fmt(100 * rel.median(), '+.1f')} %, "
+                          f"max |.| {fmt(100 * rel.abs().max(), '.1f')} %\nheads crossing sqrt(ln L): {crossed}")
+        ends = []
+        for seed, h in df[df.method == method].groupby("seed"):
+            h = h.drop_duplicates("step").sort_values("step")
+            bx.plot(h.step, h.eval_loss, "o-", ms=3, label=f"seed {seed}")
+            ends.append(f"{fmt(h.eval_loss.iloc[0])} -> {fmt(h.eval_loss.iloc[-1])}")
+        finish_axes(bx, xlabel="step", ylabel="held-out task loss", title=f"premise check, held-out loss: {'; '.join(ends)}", fontsize=8)
+    for c in colors:
+        axes[0][0].plot([], [], color=colors[c], label=f"layer {c}")
+    axes[0][0].legend(fontsize=6, ncol=2)
+    fig.suptitle("limits.thm3.1 / limits.thm4.1_regime: does fine-tuning move MiniLM's heads across the threshold? (LoRA on query, value; teacher-student stand-in)",
+                 fontsize=9)
     fig.tight_layout()
     return fig

@@ -96,3 +96,161 @@ register_figure(
     compute=lambda quick: runtime_sweep(Ls=tuple(2**j for j in range(6, 14)) if quick else tuple(2**j for j in range(6, 17)), clock="cpu", threads=1),
     plot=lazy_plot("limits", "plot_runtime_scaling"),
 )
+
+
+# -- real models on the phase diagram (issue 13) ------------------------------------------------
+
+#: degrees whose contours the real-heads figure draws (eps = 1e-3)
+REGIME_DEGREES = (4, 8, 16, 32, 64, 128)
+
+
+def _degree_contours(eps: float, d: int, degrees=REGIME_DEGREES) -> list[dict]:
+    """R_g = the largest R whose planned degree is <= g (bisection on approx_plan; the degree does not depend on L)."""
+    from ..limits.plan import approx_plan
+
+    rows = []
+    for g in degrees:
+        lo, hi = 0.0, 1.0
+        while approx_plan(L=2, d=d, R=hi, eps=eps, adapt="qv").degree <= g:
+            lo, hi = hi, 2 * hi
+        for _ in range(30):  # R_g to 1e-9 relative: the degree is a step function of R
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if approx_plan(L=2, d=d, R=mid, eps=eps, adapt="qv").degree <= g else (lo, mid)
+        rows.append({"kind": "degree_contour", "degree": g, "R": lo, "d_head": d, "eps": eps})
+    return rows
+
+
+def real_heads_study(Ls: tuple[int, ...] = (32, 64, 128, 256, 512), *, sequences: int = 8, eps: float = 1e-3) -> pd.DataFrame:
+    """Every head of the pretrained MiniLM on real English (CPython's Language Reference), at several L.
+
+    Returns:
+        Tidy DataFrame: rows ``kind == "head"`` are :func:`lora_theory.limits.regime.attention_regime`
+        rows (one per (L, layer, head), R the max over ``sequences`` windows of L tokens, disjoint
+        text per L); rows ``kind == "degree_contour"`` give, per degree g, the largest R the
+        polynomial method covers at that degree (eps). Columns include text (the corpus fingerprint).
+    """
+    from ..limits.regime import attention_regime
+    from ..lora.pretrained import load_minilm
+    from ..lora.text import load_tokenizer, reference_text, text_batches, text_fingerprint
+
+    model, tok = load_minilm(), load_tokenizer()
+    parts = []
+    for L in Ls:
+        batches = text_batches(tok, L, batch_size=sequences)
+        parts.append(attention_regime(model, batches, eps=eps).assign(kind="head", model="all-MiniLM-L6-v2"))
+    df = pd.concat(parts, ignore_index=True)
+    df["k"] = df["k"].map(str)  # exact integers, kept exact in the CSV
+    df["text"] = text_fingerprint(reference_text())
+    return pd.concat([df, pd.DataFrame(_degree_contours(eps, int(df.d_head.iloc[0])))], ignore_index=True)
+
+
+def regime_finetuning_study(
+    methods: tuple[str, ...] = ("lora", "lora_ga", "lora_plus"),
+    *,
+    steps: int = 120,
+    every: int = 10,
+    batch_size: int = 8,
+    seq_len: int = 64,
+    probe_len: int = 128,
+    probe_sequences: int = 4,
+    lrs: dict[str, float] | None = None,
+    r: int = 8,
+    alpha: float = 16.0,
+    ratio: float = 16.0,
+    seeds: tuple[int, ...] = (0,),
+) -> pd.DataFrame:
+    """The regime report of MiniLM's 72 heads while it is fine-tuned with LoRA, LoRA-GA and LoRA+ (query, value).
+
+    Stand-in task (until the fine-tuning issue's real tasks land): the teacher-student task of
+    :func:`lora_theory.finetune.tasks.teacher_student_task` (the teacher is MiniLM with a fixed
+    random rank-8 change of its query and value weights) on real text: consecutive windows of the
+    Language Reference, a fresh batch per step (cycling through the text in epochs when it is used
+    up); the report is measured every ``every`` steps on fixed held-out windows (``probe_sequences``
+    x ``probe_len`` tokens at the start of the text, disjoint from the training windows), as is the
+    held-out task loss (the premise: the model does learn). The teacher's own
+    report is included (method "teacher", at every probed step) as the direction the task pulls.
+    Adapters: the toolkit's LoRA on query and value (r, alpha, rsLoRA), AdamW; LoRA-GA by
+    :func:`lora_theory.apply_lora_ga` (ArB2r, stable scale) from the gradient of 4 batches; LoRA+
+    by :func:`lora_theory.make_loraplus_optimizer` (eta_B = ratio eta_A).
+
+    Returns:
+        Tidy DataFrame: method, seed, lr, step, layer, head, L, R, R_over_sqrt_ln_L, regime,
+        train_loss, eval_loss (plus the other report columns, without the planner's).
+    """
+    import copy
+
+    from ..finetune.tasks import teacher_student_task
+    from ..limits.regime import attention_regime, regime_trajectory
+    from ..lora.layer import add_lora
+    from ..lora.pretrained import load_minilm
+    from ..lora.text import load_tokenizer, reference_text, text_batches
+    from ..lora_ga.model import apply_lora_ga, estimate_gradients
+    from ..lora_plus.optim import make_loraplus_optimizer
+
+    lrs = {"lora": 1e-3, "lora_ga": 1e-4, "lora_plus": 3e-4, **(lrs or {})}
+    tok = load_tokenizer()
+    probe = text_batches(tok, probe_len, batch_size=probe_sequences)  # the first windows of the text: held out
+    held_out = probe
+    n_tokens = len(tok(reference_text(), add_special_tokens=False, verbose=False)["input_ids"])
+    skip = -(-probe_sequences * (probe_len - 2) // (seq_len - 2))  # training windows start after the probe text
+    n_train = min(steps, (n_tokens // (seq_len - 2) - skip) // batch_size)
+    train = text_batches(tok, seq_len, batch_size=batch_size, n_batches=n_train, offset=skip)  # step i uses train[(i - 1) % n_train]: epochs
+    base = load_minilm()
+    frames = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        task = teacher_student_task(base, seed=seed)
+        teacher = attention_regime(task.teacher, probe, plan=False)
+        for method in methods:
+            model = copy.deepcopy(base)
+            add_lora(model, ["query", "value"], r=r, alpha=alpha, rslora=True, init="lora", seed=seed)
+            if method == "lora_ga":
+                G = estimate_gradients(model, train[:4], task.loss, ["query", "value"], mode="eval")
+                apply_lora_ga(model, G, direction="ArB2r", scale="stable", gamma=16, seed=seed)
+            model.eval()  # dropout off: the curves reflect the methods, not dropout noise
+            lr = lrs[method]
+            if method == "lora_plus":
+                opt = make_loraplus_optimizer(model, lr=lr, ratio=ratio)
+            else:
+                opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+
+            def step(i: int, model=model, opt=opt, task=task) -> float:
+                loss = task.loss(model, train[(i - 1) % len(train)])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                return float(loss.detach())
+
+            def evaluate(model=model, task=task) -> float:
+                with torch.no_grad():
+                    return float(sum(task.loss(model, b) for b in held_out) / len(held_out))
+
+            df = regime_trajectory(model, step, probe, steps=steps, every=every, evaluate=evaluate)
+            frames.append(df.assign(method=method, seed=seed, lr=lr))
+        probed = sorted(frames[-1].step.unique())
+        frames += [teacher.assign(step=s, method="teacher", seed=seed, lr=float("nan")) for s in probed]
+    return pd.concat(frames, ignore_index=True)
+
+
+def _finetune_compute(quick: bool) -> pd.DataFrame:
+    if quick:
+        return regime_finetuning_study(steps=4, every=2, batch_size=2, seq_len=32, probe_len=48, probe_sequences=2)
+    return regime_finetuning_study(steps=60, every=10, seeds=(0, 1))
+
+
+register_figure(
+    "regime_real_heads",
+    claims=("limits.thm3.1", "limits.thm4.1_regime"),
+    description="Phase diagram with real heads: R = max |q.k/sqrt(d)| of every MiniLM head on real English (CPython's Language Reference) vs L = 32..512, "
+                "the sqrt(ln L) threshold, ln L, and the degree the polynomial method needs at eps = 1e-3.",
+    compute=lambda quick: real_heads_study(sequences=2 if quick else 8),
+    plot=lazy_plot("limits", "plot_real_heads"),
+)
+register_figure(
+    "regime_during_finetuning",
+    claims=("limits.thm3.1", "limits.thm4.1_regime"),
+    description="R per MiniLM head over LoRA / LoRA-GA / LoRA+ fine-tuning (query, value; teacher-student stand-in task on real text), "
+                "probed on held-out text; held-out loss; the teacher's R for reference.",
+    compute=_finetune_compute,
+    plot=lazy_plot("limits", "plot_regime_during_finetuning"),
+)

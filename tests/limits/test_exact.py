@@ -205,3 +205,92 @@ def test_cuda_matches_cpu(dtype):
     assert all(v.device.type == "cuda" for v in g_gpu.values())
     _assert_close({k: v.cpu() for k, v in g_gpu.items()}, g_cpu, tolerance(dtype))
     _assert_close({k: v.cpu() for k, v in lt.autograd_gradients(inst.to(device="cuda")).items()}, g_cpu, tolerance(dtype))
+
+
+# -- rectangular, batched multi-head and causal instances (issue 13) ----------------------------
+
+def _general_instance(L, n, d, r, *, batch=(), heads=None, adapt="qv", causal=False, beta=0.7, alpha=3.0, seed=0, scale=1.0):
+    """A random rectangular instance: X (*batch, 1, L, n) shared by the heads, W* (heads, n, d),
+    A (heads, r, d) per head, B (n, r) shared by every head and sequence (LoRA's layout on a
+    multi-head projection), Y (*batch, heads, L, d). ``heads=None``: no head dimension."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def g(*shape, std=1.0):
+        return torch.randn(shape, generator=gen, dtype=torch.float64) * std
+
+    hd = () if heads is None else (heads,)
+    X = g(*batch, *((1,) if heads else ()), L, n, std=scale)
+    W = {mu: g(*hd, n, d, std=n**-0.5) for mu in "qkv"}
+    names = lt.limits.instance.parse_adapt(adapt)
+    A = {mu: g(*hd, r, d, std=d**-0.5) for mu in names}
+    B = {mu: g(n, r, std=n**-0.5) for mu in names}
+    Y = g(*batch, *hd, L, d)
+    return lt.AttentionLoRAInstance(X, X, X, W["q"], W["k"], W["v"], A, B, alpha, r, beta, Y, "self", causal)
+
+
+@given(L=st.integers(1, 12), n=st.integers(1, 9), d=st.integers(1, 6), r=st.integers(1, 4), adapt=st.sampled_from(("qv", "qkv", "kv")),
+       causal=st.booleans(), block=st.integers(1, 13), seed=st.integers(0, 50))
+def test_rectangular_equals_autograd(L, n, d, r, adapt, causal, block, seed):
+    """Rectangular W (n, d), n != d in general: blocked closed form = autograd (sdpa and dense).
+
+    Fails on a transpose slip in the chain (B^T G vs G^T B is a shape error only when n != d) and
+    on a causal mask applied on the wrong side of the diagonal (sdpa's is_causal is independent)."""
+    r = min(r, max(n, d))
+    inst = _general_instance(L, n, d, r, adapt=adapt, causal=causal, seed=seed)
+    assert (inst.n, inst.d) == (n, d)
+    g = lt.exact_gradients(inst, block_size=block)
+    for mu in inst.adapt:
+        assert g[f"A_{mu}"].shape == (r, d) and g[f"B_{mu}"].shape == (n, r)
+    _assert_close(g, lt.autograd_gradients(inst), tolerance(torch.float64))
+    _assert_close(g, lt.autograd_gradients(inst, method="dense"), tolerance(torch.float64))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("adapt", ["qv", "qkv"])
+def test_batched_multihead_equals_sum_over_heads(adapt, causal):
+    """(batch, heads) instance with B shared by all heads: one pass = the sum of per-head instances.
+
+    The reference loops over every (sequence, head) with :meth:`element` and sums (for the shared
+    B and the per-head A over the sequences); a reduction over the wrong dimension (B summed
+    per head only, A summed over heads) fails it, and so does autograd through the broadcast."""
+    inst = _general_instance(9, 7, 3, 2, batch=(2,), heads=4, adapt=adapt, causal=causal, seed=1)
+    assert inst.batch_shape == (2, 4)
+    g = lt.exact_gradients(inst, block_size=4)
+    ref = {k: torch.zeros_like(v) for k, v in g.items()}
+    for b in range(2):
+        for h in range(4):
+            one = lt.exact_gradients(inst.element(b, h))
+            for mu in inst.adapt:
+                ref[f"A_{mu}"][h] += one[f"A_{mu}"]
+                ref[f"B_{mu}"] += one[f"B_{mu}"]
+    _assert_close(g, ref, tolerance(torch.float64))
+    _assert_close(g, lt.autograd_gradients(inst), tolerance(torch.float64))
+    loss_ref = sum(float(lt.loss(inst.element(b, h))) for b in range(2) for h in range(4))
+    assert abs(float(lt.loss(inst)) - loss_ref) <= 1e-12 * loss_ref
+    G = lt.weight_gradients(inst)
+    assert G["q"].shape == (4, 7, 3)  # W* per head, summed over the sequences
+
+
+def test_causal_masks_future_keys():
+    """Causal: the last query's row equals the unmasked head restricted to... nothing changes for the first
+    token's output under future edits: moving X at position j > 0 leaves O_0 and the loss of row 0 unchanged."""
+    inst = _general_instance(6, 5, 3, 2, causal=True, seed=3)
+    t = lt.dense_terms(inst)
+    assert torch.count_nonzero(t["f"].triu(1)) == 0 and torch.count_nonzero(t["p"].triu(1)) == 0
+    assert torch.allclose(t["f"][0, 0], torch.tensor(1.0, dtype=torch.float64))
+    unmasked = lt.dense_terms(inst.replace(causal=False))
+    assert torch.equal(t["S"], unmasked["S"])  # S is the softmax input before the mask
+    assert not torch.allclose(t["f"], unmasked["f"])
+
+
+def test_low_rank_methods_refuse_batched_and_causal():
+    """approx_gradients / random_feature_gradients take one unmasked head: a clear error, not a silent wrong R."""
+    batched = _general_instance(8, 4, 4, 2, batch=(2,), heads=2, scale=0.3)
+    causal = _general_instance(8, 4, 4, 2, causal=True)
+    for inst, match in ((batched, "batch shape"), (causal, "causal")):
+        with pytest.raises(lt.InvalidArgumentError, match=match):
+            lt.approx_gradients(inst)
+        with pytest.raises(lt.InvalidArgumentError, match=match):
+            lt.random_feature_gradients(inst, m=8)
+    g, info = lt.approx_gradients(batched.element(1, 0), eps=1e-3)  # one head works
+    assert info.valid

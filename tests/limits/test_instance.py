@@ -155,3 +155,88 @@ def test_mixed_devices_rejected_without_cuda():
     inst = lt.make_instance(6, 4, 2)
     with pytest.raises(ValueError, match=r"Y: expected device cpu .* got meta"):
         inst.replace(Y=inst.Y.to("meta"))
+
+
+# -- rectangular and batched instances, masked score ranges (issue 13) ---------------------------
+
+def _batched(batch=(2, 3), L=5, n=6, d=4, r=2):
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(batch[0], 1, L, n, generator=gen, dtype=torch.float64)
+    W = [torch.randn(batch[1], n, d, generator=gen, dtype=torch.float64) for _ in range(3)]
+    A = {"q": torch.randn(batch[1], r, d, generator=gen, dtype=torch.float64)}
+    B = {"q": torch.randn(n, r, generator=gen, dtype=torch.float64)}
+    Y = torch.randn(*batch, L, d, generator=gen, dtype=torch.float64)
+    return lt.AttentionLoRAInstance(X, X, X, *W, A, B, 2.0, r, 0.5, Y, "self")
+
+
+def test_batched_instance_shapes_and_element():
+    inst = _batched()
+    assert (inst.batch_shape, inst.L, inst.n, inst.d) == ((2, 3), 5, 6, 4)
+    assert inst.projections()[0].shape == (2, 3, 5, 4)
+    one = inst.element(1, 2)
+    assert one.batch_shape == () and one.Xq is one.Xk is one.Xv
+    assert torch.equal(one.Xq, inst.Xq[1, 0]) and torch.equal(one.Wq, inst.Wq[2]) and torch.equal(one.B["q"], inst.B["q"])
+    assert torch.allclose(one.projections()[0], inst.projections()[0][1, 2])
+    assert "batch_shape=(2, 3)" in repr(inst) and "n=6" in repr(inst)
+    with pytest.raises(ValueError, match=r"index: expected 2 integers"):
+        inst.element(1)
+    with pytest.raises(ValueError, match=r"index"):
+        inst.element(2, 0)
+
+
+def test_batched_instance_validation():
+    inst = _batched()
+    with pytest.raises(ValueError, match=r"batch dimensions: expected leading shapes that broadcast"):
+        inst.replace(Y=torch.zeros(2, 4, 5, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"Wk: expected shape \(\*batch, 6, 4\)"):
+        inst.replace(Wk=torch.zeros(3, 4, 6, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"Wk: expected non-empty batch"):
+        inst.replace(Wk=torch.zeros(0, 6, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"B\['q'\]: expected shape \(\*batch, 6, 2\)"):
+        inst.replace(B={"q": torch.zeros(3, 4, 2, dtype=torch.float64)})
+    with pytest.raises(ValueError, match=r"r: expected an integer <= 6"):
+        inst.replace(r=7)
+    with pytest.raises(ValueError, match=r"causal: expected a bool"):
+        inst.replace(causal=1)
+
+
+@given(Lq=st.integers(1, 9), Lk=st.integers(1, 9), d=st.integers(1, 4), causal=st.booleans(), block=st.integers(1, 10), seed=st.integers(0, 99))
+def test_score_ranges_match_dense_masked_max(Lq, Lk, d, causal, block, seed):
+    """score_ranges = the max of |beta Q K^T| over allowed pairs, against a dense masked reference.
+
+    Fails on a causal mask with the wrong diagonal (j < i or j <= i + 1) and on padding ignored."""
+    gen = torch.Generator().manual_seed(seed)
+    Q = torch.randn(3, Lq, d, generator=gen, dtype=torch.float64)
+    K = torch.randn(3, Lk, d, generator=gen, dtype=torch.float64)
+    allowed = torch.rand(3, 1, Lk, generator=gen) < 0.7  # key padding, broadcast over queries
+    S = (0.3 * Q @ K.mT).abs()
+    keep = allowed.expand(3, Lq, Lk).clone()
+    if causal:
+        keep &= torch.ones(Lq, Lk, dtype=torch.bool).tril()
+    ref = torch.where(keep, S, torch.zeros(())).amax(dim=(-2, -1))
+    got = lt.limits.instance.score_ranges(Q, K, 0.3, causal=causal, allowed=allowed, block_size=block)
+    assert got.shape == (3,)
+    assert torch.allclose(got, ref, rtol=1e-14, atol=0)
+
+
+@given(data=st.data())
+def test_batched_matmul_equals_matmul_then_sum(data):
+    """batched_matmul(a, b, shape) = (a @ b).sum_to_size(shape) for random broadcast batch shapes.
+
+    Fails on a size-1 dimension summed as if it were shared, or an output dimension dropped."""
+    nd = data.draw(st.integers(0, 3))
+    full = [data.draw(st.integers(1, 3)) for _ in range(nd)]
+
+    def sub(dims):  # a batch shape broadcastable to ``dims``: some leading dims dropped, some set to 1
+        keep = data.draw(st.integers(0, len(dims)))
+        return [d if data.draw(st.booleans()) else 1 for d in dims[len(dims) - keep:]]
+
+    gen = torch.Generator().manual_seed(data.draw(st.integers(0, 99)))
+    a = torch.randn(*sub(full), 2, 3, generator=gen, dtype=torch.float64)
+    b = torch.randn(*sub(full), 3, 4, generator=gen, dtype=torch.float64)
+    out_batch = sub(list(torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])))
+    shape = (*out_batch, 2, 4)
+    got = lt.limits.instance.batched_matmul(a, b, shape)
+    assert got.shape == shape
+    assert torch.allclose(got, (a @ b).sum_to_size(shape), rtol=1e-12, atol=1e-12)
+    assert torch.allclose(lt.limits.instance.batched_matmul(a, b), a @ b, rtol=1e-12, atol=1e-12)
