@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -20,15 +21,32 @@ from ..lora.pretrained import embed
 __all__ = ["TeacherStudent", "teacher_student_task"]
 
 
+def batch_key(batch: dict[str, torch.Tensor]) -> str:
+    """A content key of a batch: sha256 over the shapes, dtypes and bytes of ``input_ids`` and ``attention_mask``.
+
+    Keys by content, never by ``id()``: a freed batch's id is reused by later objects, and a
+    tensor changed in place keeps its id, so an id-keyed cache returns another batch's target.
+    """
+    h = hashlib.sha256()
+    for name in ("input_ids", "attention_mask"):
+        t = batch[name].detach().cpu().contiguous()
+        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
 @dataclass
 class TeacherStudent:
-    """A teacher-student regression task on a pretrained encoder; ``loss(model, batch)``."""
+    """A teacher-student regression task on a pretrained encoder; ``loss(model, batch)``.
+
+    ``targets`` caches the teacher's embeddings by :func:`batch_key` (the batch's content).
+    """
 
     teacher: nn.Module
-    targets: dict[int, torch.Tensor]
+    targets: dict[str, torch.Tensor]
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        key = id(batch["input_ids"])
+        key = batch_key(batch)
         if key not in self.targets:
             with torch.no_grad():
                 self.targets[key] = embed(self.teacher, batch)
