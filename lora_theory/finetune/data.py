@@ -33,7 +33,7 @@ import torch
 
 from .._validate import InvalidArgumentError, check_choice, check_int
 
-__all__ = ["SPLITS", "TASKS", "TaskData", "TaskInfo", "lexicon", "load_task"]
+__all__ = ["SPLITS", "TASKS", "TaskData", "TaskInfo", "lexicon", "load_task", "parse_lexicon"]
 
 SPLITS = ("train", "val", "test")
 _FRACTIONS = {"test": 0.15, "val": 0.15}  # train: the rest
@@ -80,20 +80,13 @@ class TaskData:
         return len(self.texts)
 
 
-@functools.cache
-def lexicon() -> tuple[tuple[str, float, float, tuple[int, ...]], ...]:
-    """The VADER lexicon: (token, mean rating, sd, ten raw ratings) per distinct token, in file order.
+def parse_lexicon(text: str) -> tuple[tuple[str, float, float, tuple[int, ...]], ...]:
+    """Lines "token TAB mean TAB sd TAB [ten ratings]" -> (token, mean, sd, ratings) per distinct token, in order.
 
     Raises:
-        ImportError: vaderSentiment is not installed (``pip install 'lora-theory[models]'``).
-        InvalidArgumentError: a line of the shipped file does not have the documented four fields.
+        InvalidArgumentError: a non-blank line without the four fields, a mean or sd that is not a
+            number, or ratings that are not a list of ten integers in [-4, 4].
     """
-    try:
-        import importlib.resources as resources
-
-        text = (resources.files("vaderSentiment") / "vader_lexicon.txt").read_text(encoding="utf-8")
-    except ModuleNotFoundError as e:  # optional dependency
-        raise ImportError("load_task needs the 'models' extra: pip install 'lora-theory[models]' (vaderSentiment)") from e
     rows, seen = [], set()
     for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -102,11 +95,33 @@ def lexicon() -> tuple[tuple[str, float, float, tuple[int, ...]], ...]:
         if len(parts) != 4:
             raise InvalidArgumentError(f"vader_lexicon.txt line {i}: expected 4 tab-separated fields, got {len(parts)}: {line!r:.80}")
         token, mean, sd, raw = parts
+        try:
+            m, s, ratings = float(mean), float(sd), json.loads(raw)
+        except ValueError:
+            raise InvalidArgumentError(f"vader_lexicon.txt line {i}: expected numbers and a list of ratings, got {line!r:.80}") from None
+        if not (isinstance(ratings, list) and len(ratings) == 10 and all(isinstance(x, int) and -4 <= x <= 4 for x in ratings)):
+            raise InvalidArgumentError(f"vader_lexicon.txt line {i}: expected ten integer ratings in [-4, 4], got {raw!r:.80}")
         if token in seen:  # 14 tokens appear twice; the first line wins
             continue
         seen.add(token)
-        rows.append((token, float(mean), float(sd), tuple(json.loads(raw))))
+        rows.append((token, m, s, tuple(ratings)))
     return tuple(rows)
+
+
+@functools.cache
+def lexicon() -> tuple[tuple[str, float, float, tuple[int, ...]], ...]:
+    """The VADER lexicon shipped by ``vaderSentiment``: :func:`parse_lexicon` of its ``vader_lexicon.txt``.
+
+    Raises:
+        ImportError: vaderSentiment is not installed (``pip install 'lora-theory[models]'``).
+    """
+    import importlib.resources as resources
+
+    try:
+        text = (resources.files("vaderSentiment") / "vader_lexicon.txt").read_text(encoding="utf-8")
+    except ModuleNotFoundError as e:  # optional dependency
+        raise ImportError("load_task needs the 'models' extra: pip install 'lora-theory[models]' (vaderSentiment)") from e
+    return parse_lexicon(text)
 
 
 @functools.cache

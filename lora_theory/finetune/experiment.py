@@ -43,7 +43,7 @@ from . import protocol
 from .data import TASKS
 from .stats import bootstrap_ci, crossing, ratio
 
-__all__ = ["ABLATIONS", "FULL", "LR_GRID", "PAPER", "QUICK", "TARGET_FRACTION", "Config", "experiment", "method_table", "premise_table",
+__all__ = ["ABLATIONS", "FULL", "LR_GRID", "PAPER", "QUICK", "TARGET_FRACTION", "Config", "experiment", "method_table", "premise_table", "protocol_rows",
            "store_path", "tuned_lrs"]
 
 #: learning-rate grids (4 values each, every one holding the papers' 1e-4)
@@ -76,7 +76,7 @@ class Config:
     tasks: tuple[str, ...] = field(default=tuple(TASKS))
 
 
-QUICK = Config("quick", steps=60, seeds=(0, 1, 2), ratios=(1.0, 4.0, 16.0, 64.0), val_curve=128)
+QUICK = Config("quick", steps=40, seeds=(0, 1, 2), ratios=(1.0, 4.0, 16.0, 64.0), warmup=4, val_curve=128)
 FULL = Config("full", steps=100, seeds=(0, 1, 2, 3, 4), ratios=(1.0, 4.0, 16.0, 64.0), warmup=10, eval_every=10)
 
 
@@ -128,7 +128,7 @@ def tuned_lrs(main: pd.DataFrame) -> dict[tuple[str, str], float]:
     return {(t, m): float(lr) for t, m, lr in zip(best.task, best.method, best.lr, strict=True)}
 
 
-def _protocol_rows(main: pd.DataFrame) -> pd.DataFrame:
+def protocol_rows(main: pd.DataFrame) -> pd.DataFrame:
     """The runs of each protocol: rows of ``main`` with a ``protocol`` column ("paper" or "tuned")."""
     lrs = tuned_lrs(main)
     paper = main[np.isclose(main.lr, PAPER["lr"])].assign(protocol="paper")
@@ -143,7 +143,7 @@ def method_table(main: pd.DataFrame, fraction: float = TARGET_FRACTION) -> pd.Da
     ``cpu_charged`` its initialization CPU seconds (interpolated like the steps).
     """
     rows = []
-    runs = _protocol_rows(main)
+    runs = protocol_rows(main)
     for (task, proto), g in runs.groupby(["task", "protocol"]):
         L0 = float(np.median([v[0] for v in g.curve_val]))
         full = g[g.method == "full"]

@@ -34,7 +34,6 @@ import functools
 import hashlib
 import math
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -48,7 +47,7 @@ from ..lora_plus import optim as lp_optim
 from . import data as ft_data
 from . import tasks as ft_tasks
 
-__all__ = ["METHODS", "TARGETS", "code_fingerprint", "run_point"]
+__all__ = ["METHODS", "RUN_VERSION", "TARGETS", "code_fingerprint", "run_point"]
 
 METHODS = ("full", "lora", "lora_ga", "lora_plus")
 #: every linear layer of the 6 blocks (a regex over full module names, as PEFT's target_modules)
@@ -71,19 +70,19 @@ def _describe(obj: Any) -> str:
     return f"{obj.__module__}.{obj.__qualname__}:{hashlib.sha256(code.co_code + repr(code.co_consts).encode()).hexdigest()[:16]}"
 
 
-@functools.cache
-def _source_digest() -> str:
-    here = Path(__file__).parent
-    h = hashlib.sha256()
-    for name in ("data.py", "tasks.py", "protocol.py"):
-        h.update((here / name).read_bytes())
-    return h.hexdigest()[:16]
+#: the version of what a run computes (training loop, model, data, metrics): bump it on any change that can
+#: change a stored result, so that stored points of the old protocol are recomputed, not reused
+RUN_VERSION = 1
 
 
 def code_fingerprint(method: str) -> str:
-    """sha256 of this experiment's source files and of every function ``method`` reaches through a patchable attribute, as they are now."""
+    """sha256 of :data:`RUN_VERSION` and of every function ``method`` reaches through a patchable attribute, as they are now.
+
+    A negative control replaces one of those functions, so its runs get another fingerprint (and
+    another sweep-point hash) and are computed afresh instead of read back uncorrupted.
+    """
     check_choice("method", method, METHODS)
-    parts = [_source_digest()] + [_describe(getattr(_MODULES[m], a)) for m, a in _PATCHABLE[method]]
+    parts = [f"run-v{RUN_VERSION}"] + [_describe(getattr(_MODULES[m], a)) for m, a in _PATCHABLE[method]]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
