@@ -3,7 +3,8 @@
 Parts (each a list of :func:`~lora_theory.finetune.protocol.run_point` points, run by
 ``lora_theory.sweeps.run_sweep`` into one store, resumable, parallel with ``jobs``):
 
-- ``main``: every task x method x learning rate of ``LR_GRID[method]`` x seed;
+- ``main``: every task x method x learning rate of ``LR_GRID[method]`` on the tuning seed (the
+  first), then every other seed at the tuned and at the papers' learning rate;
 - ``ablation`` (``vader_valence``): LoRA-GA's directions (ArB2r, A2rBr, ArBr, random) and scales
   (stable, gd, unit, weight_svd), one factor at a time, at LoRA-GA's tuned learning rate;
 - ``ratio`` (``vader_polarity``): LoRA+ over (eta_A in ``LR_GRID["lora_plus"]``) x ``ratios``;
@@ -11,8 +12,8 @@ Parts (each a list of :func:`~lora_theory.finetune.protocol.run_point` points, r
 
 Protocols (both reported): ``paper`` every method at the papers' shared learning rate 1e-4
 (LoRA-GA's T5 setting; LoRA+ with eta_A = 1e-4, ratio 2^4; LoRA-GA ArB2r, stable, gamma 16);
-``tuned`` every method at its own best learning rate of a 4-point grid, chosen by the median over
-seeds of the final validation loss (the first ``val_curve`` validation entries).
+``tuned`` every method at its own best learning rate of a 4-point grid, chosen by the final
+validation loss (the first ``val_curve`` validation entries) of the tuning seed.
 
 Target: ``L0 - TARGET_FRACTION * (L0 - L_full)`` with L0 the validation loss at step 0 (the same
 for every method: LoRA's B = 0 and LoRA-GA's offset keep the output) and L_full the median over
@@ -121,8 +122,12 @@ def _steps(row, target: float) -> float:
 
 
 def tuned_lrs(main: pd.DataFrame) -> dict[tuple[str, str], float]:
-    """{(task, method): lr} minimizing the median over seeds of the final validation loss (a diverged run counts as inf)."""
-    d = main.assign(final=[v[-1] if math.isfinite(v[-1]) else math.inf for v in main.curve_val])
+    """{(task, method): lr} minimizing the final validation loss of the tuning seed (the lowest seed; a diverged run counts as inf).
+
+    The grid runs on the tuning seed only; the other seeds run at the tuned and the papers' lr.
+    """
+    d = main[main.seed == main.seed.min()]
+    d = d.assign(final=[v[-1] if math.isfinite(v[-1]) else math.inf for v in d.curve_val])
     med = d.groupby(["task", "method", "lr"]).final.median().reset_index()
     best = med.sort_values(["final", "lr"]).groupby(["task", "method"]).head(1)
     return {(t, m): float(lr) for t, m, lr in zip(best.task, best.method, best.lr, strict=True)}
@@ -205,8 +210,12 @@ def experiment(quick: bool = True, parts: tuple[str, ...] = ("main",), *, store:
         if not any(math.isclose(PAPER["lr"], x) for x in grid):  # the paper protocol reads its runs off the grid
             raise InvalidArgumentError(f"LR_GRID[{m!r}]: expected a grid holding the papers' lr {PAPER['lr']:g}, got {grid}")
     main_tasks = set(tasks) | ({"vader_valence"} if "ablation" in parts else set()) | ({"vader_polarity"} if "ratio" in parts else set())
-    pts = [_point(cfg, t, m, lr, s) for t in sorted(main_tasks) for m in protocol.METHODS for lr in LR_GRID[m] for s in cfg.seeds]
-    out = {"main": _run(pts, cfg, store, jobs, executor, progress)}
+    tune, rest = cfg.seeds[0], cfg.seeds[1:]
+    pts = [_point(cfg, t, m, lr, tune) for t in sorted(main_tasks) for m in protocol.METHODS for lr in LR_GRID[m]]
+    grid_runs = _run(pts, cfg, store, jobs, executor, progress)
+    lrs = tuned_lrs(grid_runs)
+    pts = [_point(cfg, t, m, lr, s) for t in sorted(main_tasks) for m in protocol.METHODS for lr in sorted({lrs[(t, m)], PAPER["lr"]}) for s in rest]
+    out = {"main": pd.concat([grid_runs, _run(pts, cfg, store, jobs, executor, progress)], ignore_index=True)}
     if "ablation" in parts:
         lr = tuned_lrs(out["main"])[("vader_valence", "lora_ga")]
         pts = [_point(cfg, "vader_valence", "lora_ga", lr, s, direction=d, scale=sc) for d, sc in ABLATIONS[1:] for s in cfg.seeds]
