@@ -211,11 +211,13 @@ def experiment(quick: bool = True, parts: tuple[str, ...] = ("main",), *, store:
             raise InvalidArgumentError(f"LR_GRID[{m!r}]: expected a grid holding the papers' lr {PAPER['lr']:g}, got {grid}")
     main_tasks = set(tasks) | ({"vader_valence"} if "ablation" in parts else set()) | ({"vader_polarity"} if "ratio" in parts else set())
     tune, rest = cfg.seeds[0], cfg.seeds[1:]
-    pts = [_point(cfg, t, m, lr, tune) for t in sorted(main_tasks) for m in protocol.METHODS for lr in LR_GRID[m]]
-    grid_runs = _run(pts, cfg, store, jobs, executor, progress)
-    lrs = tuned_lrs(grid_runs)
-    pts = [_point(cfg, t, m, lr, s) for t in sorted(main_tasks) for m in protocol.METHODS for lr in sorted({lrs[(t, m)], PAPER["lr"]}) for s in rest]
-    out = {"main": pd.concat([grid_runs, _run(pts, cfg, store, jobs, executor, progress)], ignore_index=True)}
+    runs = []
+    for t in sorted(main_tasks):  # one task at a time: an interrupted run leaves whole tasks behind
+        grid_runs = _run([_point(cfg, t, m, lr, tune) for m in protocol.METHODS for lr in LR_GRID[m]], cfg, store, jobs, executor, progress)
+        lrs = tuned_lrs(grid_runs)
+        pts = [_point(cfg, t, m, lr, s) for m in protocol.METHODS for lr in sorted({lrs[(t, m)], PAPER["lr"]}) for s in rest]
+        runs += [grid_runs, _run(pts, cfg, store, jobs, executor, progress)]
+    out = {"main": pd.concat(runs, ignore_index=True)}
     if "ablation" in parts:
         lr = tuned_lrs(out["main"])[("vader_valence", "lora_ga")]
         pts = [_point(cfg, "vader_valence", "lora_ga", lr, s, direction=d, scale=sc) for d, sc in ABLATIONS[1:] for s in cfg.seeds]
