@@ -75,3 +75,31 @@ def test_target_is_right_when_a_freed_batch_id_is_reused():
         del batch
         gc.collect()
     assert reused > 0, "no id() was reused: the test did not exercise id reuse on this interpreter"
+
+
+def test_probe_recovers_a_linear_rating_and_separates_classes():
+    """fit_probe: ridge on y = X w + 3 recovers the predictions (fails on a dropped bias or un-standardized back-transform);
+    logistic regression on separable labels puts class 1 in the second logit."""
+    from lora_theory.finetune.tasks import SupervisedTask, fit_probe
+
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(400, 12, generator=gen) * 5 + 2
+    w = torch.randn(12, generator=gen)
+    y = X @ w + 3.0
+    head = fit_probe(X, y, "regression", l2=1e-8)
+    assert torch.allclose(head(X).squeeze(-1), y, atol=1e-3 * float(y.abs().max()))
+    labels = (X @ w > float((X @ w).median())).long()
+    clf = fit_probe(X, labels, "classification", l2=1e-4)
+    out = clf(X)
+    assert out.shape == (400, 2) and torch.equal(out[:, 0], torch.zeros(400))
+    assert SupervisedTask("classification").metric(out, labels) > 0.97
+    assert not any(p.requires_grad for p in head.parameters())
+
+
+def test_probe_rejects_mismatched_shapes():
+    from lora_theory.finetune.tasks import fit_probe
+
+    with pytest.raises(ValueError, match="X, y"):
+        fit_probe(torch.randn(5, 3), torch.randn(4), "regression")
+    with pytest.raises(ValueError, match="kind"):
+        fit_probe(torch.randn(5, 3), torch.randn(5), "ranking")
