@@ -138,7 +138,7 @@ def _ga_gap(quick: bool) -> Measurement:
     test="tests/claims/test_finetune.py::test_ablation_verdict",
 )
 def _ga_ablation(quick: bool) -> Measurement:
-    d = _tables(quick, ("ablation",), tasks=("vader_valence",))
+    d = _tables(quick, ("ablation",), tasks=(ft.ABLATION_TASK,))
     abl = d["ablation"].assign(final=lambda x: [v[-1] for v in x.curve_val])
     default = abl[(abl.direction == "ArB2r") & (abl.scale == "stable")].set_index("seed").final
     figures, margins, beaten = {}, {}, []
@@ -153,7 +153,7 @@ def _ga_ablation(quick: bool) -> Measurement:
         if interval_verdict(lo, hi, 0.0) is False:  # the whole interval below 0: the alternative beats the default
             beaten.append(f"{direction}/{scale} by {-med:.3g}")
     lr = float(abl.lr.iloc[0])
-    return Measurement(not beaten, figures, f"vader_valence, LoRA-GA at its tuned lr {lr:g}, final validation loss vs ArB2r/stable "
+    return Measurement(not beaten, figures, f"{ft.ABLATION_TASK}, LoRA-GA at its tuned lr {lr:g}, final validation loss vs ArB2r/stable "
                        f"(median {default.median():.4g}): " + (f"beaten by {', '.join(beaten)}" if beaten else "no alternative beats it beyond the interval"),
                        margins)
 
@@ -172,15 +172,16 @@ INIT_BUDGET = 0.1
 def _ga_init_cost(quick: bool) -> Measurement:
     from ..finetune.data import load_task
 
-    d = _tables(quick, tasks=("vader_valence",))
+    task = ft.ABLATION_TASK
+    d = _tables(quick, tasks=(task,))
     m = d["main"]
-    m = m[m.task == "vader_valence"]
+    m = m[m.task == task]
     lora_step = m[m.method == "lora"].groupby("seed").step_cpu.median()
     ga = m[m.method == "lora_ga"]
     c = [r.init_cpu / lora_step[r.seed] for r in ga.itertuples()]  # step equivalents per run
     med, lo, hi = bootstrap_ci(c)
     cfg = ft.QUICK if quick else ft.FULL
-    epoch = len(load_task("vader_valence", "train")) / cfg.batch_size
+    epoch = len(load_task(task, "train")) / cfg.batch_size
     limit = INIT_BUDGET * epoch
     ok = interval_verdict(lo, hi, limit, "<=")
     return Measurement(ok, {"init_in_lora_steps": [med, lo, hi], "epoch_steps": epoch, "limit_steps": limit, "budget_steps": cfg.steps,
@@ -236,13 +237,13 @@ def best_ratios(ratio_runs: pd.DataFrame, rel_tie: float = 1e-6) -> pd.Series:
     test="tests/claims/test_finetune.py::test_best_ratio_ties_go_to_the_smaller_ratio",
 )
 def _plus_best_ratio(quick: bool) -> Measurement:
-    d = _tables(quick, ("ratio",), tasks=("vader_polarity",))
+    d = _tables(quick, ("ratio",), tasks=(ft.RATIO_TASK,))
     best = best_ratios(d["ratio"])
     logs = np.log2(best.to_numpy())
     med, lo, hi = bootstrap_ci(logs)
     inside = True if (lo >= 2 and hi <= 6) else (False if (hi < 2 or lo > 6) else None)
     return Measurement(inside, {"log2_best_ratio": [med, lo, hi], "per_seed": best.tolist(), "ratios": sorted(d["ratio"].ratio.unique().tolist())},
-                       f"vader_polarity, final validation loss over (eta_A, ratio): best ratio per seed {[f'2^{x:g}' for x in logs]}, "
+                       f"{ft.RATIO_TASK}, final validation loss over (eta_A, ratio): best ratio per seed {[f'2^{x:g}' for x in logs]}, "
                        f"log2 median {_fmt(med)} [{_fmt(lo)}, {_fmt(hi)}] (claimed 2..6)",
                        {"log2 best ratio, interval low": Margin(lo, 2.0, ">="), "log2 best ratio, interval high": Margin(hi, 6.0, "<=")})
 

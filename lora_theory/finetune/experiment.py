@@ -5,9 +5,9 @@ Parts (each a list of :func:`~lora_theory.finetune.protocol.run_point` points, r
 
 - ``main``: every task x method x learning rate of ``LR_GRID[method]`` on the tuning seed (the
   first), then every other seed at the tuned and at the papers' learning rate;
-- ``ablation`` (``vader_valence``): LoRA-GA's directions (ArB2r, A2rBr, ArBr, random) and scales
+- ``ablation`` (``ABLATION_TASK``): LoRA-GA's directions (ArB2r, A2rBr, ArBr, random) and scales
   (stable, gd, unit, weight_svd), one factor at a time, at LoRA-GA's tuned learning rate;
-- ``ratio`` (``vader_polarity``): LoRA+ over (eta_A in ``LR_GRID["lora_plus"]``) x ``ratios``;
+- ``ratio`` (``RATIO_TASK``): LoRA+ over (eta_A in ``LR_GRID["lora_plus"]``) x ``ratios``;
   ratio 1 is plain LoRA (bit for bit: same init, same rate for A and B) and ratio 16 is ``main``.
 
 Protocols (both reported): ``paper`` every method at the papers' shared learning rate 1e-4
@@ -44,7 +44,7 @@ from . import protocol
 from .data import TASKS
 from .stats import bootstrap_ci, crossing, ratio
 
-__all__ = ["ABLATIONS", "FULL", "LR_GRID", "PAPER", "QUICK", "TARGET_FRACTION", "Config", "experiment", "method_table", "premise_table", "protocol_rows",
+__all__ = ["ABLATIONS", "ABLATION_TASK", "RATIO_TASK", "FULL", "LR_GRID", "PAPER", "QUICK", "TARGET_FRACTION", "Config", "experiment", "method_table", "premise_table", "protocol_rows",
            "store_path", "tuned_lrs"]
 
 #: learning-rate grids (4 values each, every one holding the papers' 1e-4)
@@ -55,6 +55,8 @@ PAPER = {"lr": 1e-4, "ratio": 16.0, "direction": "ArB2r", "scale": "stable", "ga
 #: LoRA-GA ablations: one factor at a time away from (ArB2r, stable)
 ABLATIONS = (("ArB2r", "stable"), ("A2rBr", "stable"), ("ArBr", "stable"), ("random", "stable"), ("ArB2r", "gd"), ("ArB2r", "unit"),
              ("ArB2r", "weight_svd"))
+#: the task of the LoRA-GA ablation and of the LoRA+ ratio grid (the classification task: the papers' GLUE setting)
+ABLATION_TASK = RATIO_TASK = "vader_polarity"
 #: the target is this fraction of full fine-tuning's improvement of the validation loss
 TARGET_FRACTION = 0.5
 
@@ -77,7 +79,7 @@ class Config:
     tasks: tuple[str, ...] = field(default=tuple(TASKS))
 
 
-QUICK = Config("quick", steps=40, seeds=(0, 1, 2), ratios=(1.0, 4.0, 16.0, 64.0), warmup=4, val_curve=128)
+QUICK = Config("quick", steps=40, seeds=(0, 1, 2), ratios=(1.0, 4.0, 16.0, 64.0), warmup=4, val_curve=128, tasks=("vader_polarity",))
 FULL = Config("full", steps=100, seeds=(0, 1, 2, 3, 4), ratios=(1.0, 4.0, 16.0, 64.0), warmup=10, eval_every=10)
 
 
@@ -192,7 +194,7 @@ def experiment(quick: bool = True, parts: tuple[str, ...] = ("main",), *, store:
     """Run (or read back) the parts of the experiment; returns {part: stored rows} (``main`` always).
 
     Args:
-        quick: the QUICK budget (3 seeds, 60 steps) or FULL (5 seeds, 100 steps).
+        quick: the QUICK budget (vader_polarity, 3 seeds, 40 steps) or FULL (both tasks, 5 seeds, 100 steps).
         parts: any of "main", "ablation", "ratio".
         store: results store (default :func:`store_path`); finished points are never recomputed.
         jobs, executor: as :func:`lora_theory.sweeps.run_sweep` (a negative control's patch only
@@ -209,7 +211,7 @@ def experiment(quick: bool = True, parts: tuple[str, ...] = ("main",), *, store:
     for m, grid in LR_GRID.items():
         if not any(math.isclose(PAPER["lr"], x) for x in grid):  # the paper protocol reads its runs off the grid
             raise InvalidArgumentError(f"LR_GRID[{m!r}]: expected a grid holding the papers' lr {PAPER['lr']:g}, got {grid}")
-    main_tasks = set(tasks) | ({"vader_valence"} if "ablation" in parts else set()) | ({"vader_polarity"} if "ratio" in parts else set())
+    main_tasks = set(tasks) | ({ABLATION_TASK} if "ablation" in parts else set()) | ({RATIO_TASK} if "ratio" in parts else set())
     tune, rest = cfg.seeds[0], cfg.seeds[1:]
     runs = []
     for t in sorted(main_tasks):  # one task at a time: an interrupted run leaves whole tasks behind
@@ -219,14 +221,14 @@ def experiment(quick: bool = True, parts: tuple[str, ...] = ("main",), *, store:
         runs += [grid_runs, _run(pts, cfg, store, jobs, executor, progress)]
     out = {"main": pd.concat(runs, ignore_index=True)}
     if "ablation" in parts:
-        lr = tuned_lrs(out["main"])[("vader_valence", "lora_ga")]
-        pts = [_point(cfg, "vader_valence", "lora_ga", lr, s, direction=d, scale=sc) for d, sc in ABLATIONS[1:] for s in cfg.seeds]
+        lr = tuned_lrs(out["main"])[(ABLATION_TASK, "lora_ga")]
+        pts = [_point(cfg, ABLATION_TASK, "lora_ga", lr, s, direction=d, scale=sc) for d, sc in ABLATIONS[1:] for s in cfg.seeds]
         abl = _run(pts, cfg, store, jobs, executor, progress)
         m = out["main"]
-        base = m[(m.task == "vader_valence") & (m.method == "lora_ga") & np.isclose(m.lr, lr)]
+        base = m[(m.task == ABLATION_TASK) & (m.method == "lora_ga") & np.isclose(m.lr, lr)]
         out["ablation"] = pd.concat([base, abl], ignore_index=True)
     if "ratio" in parts:
-        task = "vader_polarity"
+        task = RATIO_TASK
         extra = [x for x in cfg.ratios if x not in (1.0, PAPER["ratio"])]
         pts = [_point(cfg, task, "lora_plus", lr, s, ratio=x) for x in extra for lr in LR_GRID["lora_plus"] for s in cfg.seeds]
         rat = _run(pts, cfg, store, jobs, executor, progress)

@@ -79,8 +79,8 @@ def plot_ablation(df: pd.DataFrame):
         ax.scatter(np.full(len(v), i), v, color="tab:red" if i == 0 else "tab:grey", s=18)
         ax.hlines(v.median(), i - 0.3, i + 0.3, color="k", lw=1.5)
     ax.set_xticks(range(len(order)), order, rotation=35, ha="right", fontsize=7)
-    finish_axes(ax, xlabel="", ylabel="final validation loss (MSE)", legend=False,
-                title=f"finetune_ablation (lora_ga.ablation): VADER valence, LoRA-GA at lr {fmt(d.lr.iloc[0], 'g')}; red: the paper's choice")
+    finish_axes(ax, xlabel="", ylabel="final validation loss", legend=False,
+                title=f"finetune_ablation (lora_ga.ablation): {d.task.iloc[0]}, LoRA-GA at lr {fmt(d.lr.iloc[0], 'g')}; red: the paper's choice")
     fig.tight_layout()
     return fig
 

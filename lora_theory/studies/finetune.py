@@ -6,7 +6,7 @@ Each study reads (or runs) the sweep points of :mod:`lora_theory.finetune.experi
 - ``finetune_curves``: validation loss vs step, one row per (task, protocol, method, seed, step);
 - ``finetune_steps``: per (task, protocol, method) the steps to the target (median and bootstrap
   interval over seeds, LoRA-GA charged), the test metric (median, min, max) and the premise;
-- ``finetune_ablation``: LoRA-GA's final validation loss per (direction, scale) and seed;
+- ``finetune_ablation``: LoRA-GA's final validation loss per (direction, scale) and seed (``ABLATION_TASK``);
 - ``finetune_ratio_heatmap``: LoRA+ median final validation loss over (eta_A, ratio) on
   ``vader_polarity`` (``panel`` "real"), beside the Fig. 2 toy model's test loss over the same
   kind of grid (``panel`` "toy").
@@ -55,9 +55,9 @@ def steps_table(quick: bool) -> pd.DataFrame:
 
 
 def ablation_table(quick: bool) -> pd.DataFrame:
-    """LoRA-GA on vader_valence at its tuned lr: direction, scale, seed, final and best validation loss, steps curve."""
-    abl = ft.experiment(quick, ("ablation",), tasks=("vader_valence",))["ablation"]
-    return pd.DataFrame({"direction": abl.direction, "scale": abl.scale, "seed": abl.seed, "lr": abl.lr,
+    """LoRA-GA on the ablation task at its tuned lr: direction, scale, seed, final and best validation loss."""
+    abl = ft.experiment(quick, ("ablation",), tasks=(ft.ABLATION_TASK,))["ablation"]
+    return pd.DataFrame({"task": ft.ABLATION_TASK, "direction": abl.direction, "scale": abl.scale, "seed": abl.seed, "lr": abl.lr,
                          "final_val": [v[-1] for v in abl.curve_val], "best_val": [min(v) for v in abl.curve_val], "test_loss": abl.test_loss})
 
 
@@ -65,7 +65,7 @@ def ratio_heatmap_table(quick: bool) -> pd.DataFrame:
     """Median final validation loss of LoRA+ over (eta_A, ratio) on vader_polarity, and the toy model's grid (panel "toy")."""
     from ..lora_plus.ratio import ratio_grid
 
-    runs = ft.experiment(quick, ("ratio",), tasks=("vader_polarity",))["ratio"]
+    runs = ft.experiment(quick, ("ratio",), tasks=(ft.RATIO_TASK,))["ratio"]
     runs = runs.assign(final=[v[-1] if np.isfinite(v[-1]) else np.inf for v in runs.curve_val])
     real = runs.groupby(["lr", "ratio"]).final.median().reset_index()
     real = pd.DataFrame({"panel": "real", "eta_A": real.lr, "ratio": real.ratio, "eta_B": real.lr * real.ratio, "loss": real.final})
@@ -85,7 +85,7 @@ register_figure("finetune_steps", claims=_CLAIMS,
                             "test metric per method, task and protocol, with the premise check (full FT vs LoRA).",
                 compute=steps_table, plot=lazy_plot("finetune", "plot_steps"))
 register_figure("finetune_ablation", claims=("lora_ga.ablation",),
-                description="LoRA-GA directions (ArB2r, A2rBr, ArBr, random) and scales (stable, gd, unit, weight_svd) on VADER valence at "
+                description="LoRA-GA directions (ArB2r, A2rBr, ArBr, random) and scales (stable, gd, unit, weight_svd) on VADER polarity at "
                             "LoRA-GA's tuned lr: final validation loss per seed.",
                 compute=ablation_table, plot=lazy_plot("finetune", "plot_ablation"))
 register_figure("finetune_ratio_heatmap", claims=("lora_plus.best_ratio",),

@@ -98,7 +98,7 @@ def _ablation(default_end: float) -> pd.DataFrame:
     for d, s in ft.ABLATIONS:
         for seed in range(3):
             end = default_end if (d, s) == ("ArB2r", "stable") else 0.5 + 0.002 * seed
-            rows.append(run("vader_valence", "lora_ga", 1e-4, seed, tau=8, end=end, direction=d, scale=s))
+            rows.append(run(ft.ABLATION_TASK, "lora_ga", 1e-4, seed, tau=8, end=end, direction=d, scale=s))
     return pd.DataFrame(rows)
 
 
