@@ -46,7 +46,7 @@ def _combine(per_task: dict[str, bool | None], premise: dict[str, bool]) -> bool
 
 
 def _fmt(x: float) -> str:
-    return "inf" if x == math.inf else ("n/a" if x != x else f"{x:.2f}")
+    return "inf" if x == math.inf else ("n/a" if math.isnan(x) else f"{x:.2f}")
 
 
 def _speedup(quick: bool, method: str, threshold: float, label: str) -> Measurement:
@@ -119,7 +119,7 @@ def _ga_gap(quick: bool) -> Measurement:
         premise[task] = bool(prem[(prem.task == task) & (prem.protocol == _PROTOCOL)].premise.iloc[0])
         by = {m: g[g.method == m].sort_values("seed").test_metric.to_numpy(float) for m in ("full", "lora", "lora_ga")}
         n = min(len(v) for v in by.values())
-        med, lo, hi = bootstrap_ci(np.arange(n), stat=lambda ix, by=by: _gap(ix.astype(int), by["full"][:n], by["lora"][:n], by["lora_ga"][:n]))
+        med, lo, hi = bootstrap_ci(np.arange(n), stat=lambda ix, by=by, n=n: _gap(ix.astype(int), by["full"][:n], by["lora"][:n], by["lora_ga"][:n]))
         per_task[task] = interval_verdict(lo, hi, 0.5) if premise[task] else None
         margins[f"{task}: gap closed, interval low"] = Margin(lo, 0.5, ">=")
         metric = g.metric.iloc[0]

@@ -5,8 +5,6 @@ Example: ``python -m lora_theory.finetune --quick --jobs 2 --part main --part ab
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
-
 import typer
 
 app = typer.Typer(add_completion=False)
@@ -14,10 +12,10 @@ app = typer.Typer(add_completion=False)
 
 @app.command()
 def run(
-    quick: bool = typer.Option(True, "--quick/--full", help="3 seeds x 60 steps, or 5 seeds x 100 steps."),
+    quick: bool = typer.Option(True, "--quick/--full", help="vader_polarity, 3 seeds x 40 steps; or both tasks, 5 seeds x 100 steps."),
     part: list[str] = typer.Option(["main"], "--part", help="main, ablation, ratio (repeatable)."),
     jobs: int = typer.Option(1, "--jobs", help="Worker processes (each runs torch single-threaded)."),
-    store: Optional[Path] = typer.Option(None, "--store", help="Results store (default: $LORA_THEORY_FINETUNE_STORE or ~/.cache/lora-theory/finetune.sqlite)."),
+    store: Path | None = typer.Option(None, "--store", help="Results store (default: $LORA_THEORY_FINETUNE_STORE or ~/.cache/lora-theory/finetune.sqlite)."),
 ) -> None:
     """Run every missing point of the chosen parts, then print the premise and per-method tables."""
     import pandas as pd

@@ -115,7 +115,7 @@ def lexicon() -> tuple[tuple[str, float, float, tuple[int, ...]], ...]:
     Raises:
         ImportError: vaderSentiment is not installed (``pip install 'lora-theory[models]'``).
     """
-    import importlib.resources as resources
+    from importlib import resources
 
     try:
         text = (resources.files("vaderSentiment") / "vader_lexicon.txt").read_text(encoding="utf-8")

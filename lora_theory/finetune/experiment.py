@@ -44,8 +44,8 @@ from . import protocol
 from .data import TASKS
 from .stats import bootstrap_ci, crossing, ratio
 
-__all__ = ["ABLATIONS", "ABLATION_TASK", "RATIO_TASK", "FULL", "LR_GRID", "PAPER", "QUICK", "TARGET_FRACTION", "Config", "experiment", "method_table", "premise_table", "protocol_rows",
-           "store_path", "tuned_lrs"]
+__all__ = ["ABLATIONS", "ABLATION_TASK", "FULL", "LR_GRID", "PAPER", "QUICK", "RATIO_TASK", "TARGET_FRACTION", "Config", "experiment",
+           "method_table", "paired", "premise_table", "protocol_rows", "store_path", "tuned_lrs"]
 
 #: learning-rate grids (4 values each, every one holding the papers' 1e-4)
 LR_GRID = {"full": (1e-5, 3e-5, 1e-4, 3e-4), "lora": (3e-5, 1e-4, 3e-4, 1e-3), "lora_ga": (1e-5, 3e-5, 1e-4, 3e-4),

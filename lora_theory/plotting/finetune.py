@@ -51,7 +51,7 @@ def plot_steps(df: pd.DataFrame):
                                        np.nan))) if np.isfinite(d[["steps_hi", "steps_median"]].to_numpy(float)).any() else 1.0
         for i, method in enumerate(m for m in _METHODS if m in d.index):
             r = d.loc[method]
-            color, label = _STYLE[method]
+            color = _STYLE[method][0]
             med = r.steps_median if np.isfinite(r.steps_median) else cap * 1.1
             lo = r.steps_lo if np.isfinite(r.steps_lo) else med
             hi = r.steps_hi if np.isfinite(r.steps_hi) else cap * 1.1

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lora_theory.claims import get_claim, run_check
 from lora_theory.claims import finetune as cf
+from lora_theory.claims import get_claim, run_check
 from lora_theory.finetune import experiment as ft
 from tests.finetune.synthetic import main_runs, run
 
@@ -112,6 +112,7 @@ def test_ablation_verdict(monkeypatch, default_end, expected):
 @pytest.mark.parametrize("init_cpu, expected", [(0.8, "holds"), (3.0, "fails")])
 def test_init_cost_units(monkeypatch, init_cpu, expected):
     """Init CPU seconds / LoRA step CPU seconds (0.1 s) vs 10% of an epoch (5254 / 32 = 164 steps -> 16.4): 8 steps holds, 30 fails."""
+    pytest.importorskip("vaderSentiment")  # the epoch is the training split's size
     main = main_runs({"full": 5, "lora": 20, "lora_ga": 8, "lora_plus": 10})
     main.loc[main.method == "lora_ga", "init_cpu"] = init_cpu
     _fake(monkeypatch, main)

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 
-STEPS = list(range(0, 41))
+STEPS = list(range(41))
 
 
 def run(task: str, method: str, lr: float, seed: int, *, tau: float, end: float, L0: float = 1.0, test: float | None = None,

@@ -6,7 +6,7 @@ import torch
 
 pytest.importorskip("vaderSentiment")
 
-from lora_theory.finetune.data import TASKS, lexicon, load_task, parse_lexicon  # noqa: E402
+from lora_theory.finetune.data import TASKS, lexicon, load_task, parse_lexicon
 
 
 def test_lexicon_is_the_documented_size_and_ratings_average_to_the_mean():
