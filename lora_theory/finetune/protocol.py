@@ -63,11 +63,24 @@ _PATCHABLE = {  # what each method calls through a module attribute (the targets
 _MODULES = {"lora.layer": lora_layer, "lora_ga.model": ga_model, "lora_plus.optim": lp_optim}
 
 
+def _code_digest(code: Any, h: Any) -> None:
+    """Feed a code object into ``h``: its bytecode and constants, nested code objects recursively (never a repr holding a memory address)."""
+    h.update(code.co_code)
+    for c in code.co_consts:
+        if hasattr(c, "co_code"):  # a nested function, lambda or generator expression
+            _code_digest(c, h)
+        else:
+            h.update(repr(c).encode())
+
+
 def _describe(obj: Any) -> str:
+    """The same string in every process for the same function (module, name, code); a mock or other object: its type and repr."""
     code = getattr(obj, "__code__", None)
     if code is None:  # a mock, a partial, a class: its type and repr say what it is
         return f"{type(obj).__qualname__}:{obj!r:.200}"
-    return f"{obj.__module__}.{obj.__qualname__}:{hashlib.sha256(code.co_code + repr(code.co_consts).encode()).hexdigest()[:16]}"
+    h = hashlib.sha256()
+    _code_digest(code, h)
+    return f"{obj.__module__}.{obj.__qualname__}:{h.hexdigest()[:16]}"
 
 
 #: the version of what a run computes (training loop, model, data, metrics): bump it on any change that can

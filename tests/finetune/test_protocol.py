@@ -45,3 +45,14 @@ def test_tiny_real_runs_start_from_the_same_loss_and_charge_lora_ga():
     assert outs["lora_ga"]["init_steps"] == 2 and outs["lora_ga"]["init_cpu"] > 0 and outs["lora"]["init_steps"] == 0
     for o in outs.values():
         assert o["curve_step"] == [0, 1, 2] and 0 <= o["test_metric"] <= 1 and math.isfinite(o["test_loss"])
+
+
+def test_fingerprint_is_the_same_in_a_fresh_process():
+    """Stored runs are found again only if the fingerprint does not depend on the process (e.g. on a code object's
+    memory address in a repr, as a generator expression inside a function gives)."""
+    import subprocess
+    import sys
+
+    code = "from lora_theory.finetune.protocol import METHODS, code_fingerprint; print(' '.join(code_fingerprint(m) for m in METHODS))"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert other == [code_fingerprint(m) for m in METHODS]
