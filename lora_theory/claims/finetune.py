@@ -141,7 +141,7 @@ def _ga_ablation(quick: bool) -> Measurement:
     d = _tables(quick, ("ablation",), tasks=(ft.ABLATION_TASK,))
     abl = d["ablation"].assign(final=lambda x: [v[-1] for v in x.curve_val])
     default = abl[(abl.direction == "ArB2r") & (abl.scale == "stable")].set_index("seed").final
-    figures, margins, beaten = {}, {}, []
+    figures, margins, beaten, beats = {}, {}, [], []
     for (direction, scale), g in abl.groupby(["direction", "scale"]):
         if (direction, scale) == ("ArB2r", "stable"):
             figures["ArB2r/stable"] = {"final_val_median": float(default.median())}
@@ -152,10 +152,12 @@ def _ga_ablation(quick: bool) -> Measurement:
         margins[f"{direction}/{scale} - default, interval high"] = Margin(hi, 0.0, ">=")
         if interval_verdict(lo, hi, 0.0) is False:  # the whole interval below 0: the alternative beats the default
             beaten.append(f"{direction}/{scale} by {-med:.3g}")
+        if lo > 0:  # the whole interval above 0: the default beats the alternative
+            beats.append(f"{direction}/{scale}")
     lr = float(abl.lr.iloc[0])
     return Measurement(not beaten, figures, f"{ft.ABLATION_TASK}, LoRA-GA at its tuned lr {lr:g}, final validation loss vs ArB2r/stable "
-                       f"(median {default.median():.4g}): " + (f"beaten by {', '.join(beaten)}" if beaten else "no alternative beats it beyond the interval"),
-                       margins)
+                       f"(median {default.median():.4g}): " + (f"beaten by {', '.join(beaten)}" if beaten else "no alternative beats it beyond the interval")
+                       + f"; it beats {len(beats)} of {len(figures) - 1} beyond the interval" + (f" ({', '.join(beats)})" if beats else ""), margins)
 
 
 #: the init may cost at most this fraction of one epoch of training steps (the papers train >= 1 epoch)
