@@ -7,8 +7,8 @@ Parts (each a list of :func:`~lora_theory.finetune.protocol.run_point` points, r
   first), then every other seed at the tuned and at the papers' learning rate;
 - ``ablation`` (``ABLATION_TASK``): LoRA-GA's directions (ArB2r, A2rBr, ArBr, random) and scales
   (stable, gd, unit, weight_svd), one factor at a time, at LoRA-GA's tuned learning rate;
-- ``ratio`` (``RATIO_TASK``): LoRA+ over (eta_A in ``LR_GRID["lora_plus"]``) x ``ratios``;
-  ratio 1 is plain LoRA (bit for bit: same init, same rate for A and B) and ratio 16 is ``main``.
+- ``ratio`` (``RATIO_TASK``): LoRA+ over (eta_A in ``LR_GRID["lora_plus"]``) x ``ratios`` x every
+  seed; ratio 1 is plain LoRA (bit for bit: same init, same rate for A and B).
 
 Protocols (both reported): ``paper`` every method at the papers' shared learning rate 1e-4
 (LoRA-GA's T5 setting; LoRA+ with eta_A = 1e-4, ratio 2^4; LoRA-GA ArB2r, stable, gamma 16);
@@ -228,13 +228,10 @@ def experiment(quick: bool = True, parts: tuple[str, ...] = ("main",), *, store:
         base = m[(m.task == ABLATION_TASK) & (m.method == "lora_ga") & np.isclose(m.lr, lr)]
         out["ablation"] = pd.concat([base, abl], ignore_index=True)
     if "ratio" in parts:
-        task = RATIO_TASK
-        extra = [x for x in cfg.ratios if x not in (1.0, PAPER["ratio"])]
-        pts = [_point(cfg, task, "lora_plus", lr, s, ratio=x) for x in extra for lr in LR_GRID["lora_plus"] for s in cfg.seeds]
+        # every (ratio, eta_A, seed); ratio 1 is plain LoRA (bit for bit: same init, same rate for A and B) and
+        # ratio 16 the main part's LoRA+ points, so those are read back where main already ran them
+        pts = [_point(cfg, RATIO_TASK, "lora", lr, s) if x == 1.0 else _point(cfg, RATIO_TASK, "lora_plus", lr, s, ratio=x)
+               for x in cfg.ratios for lr in LR_GRID["lora_plus"] for s in cfg.seeds]
         rat = _run(pts, cfg, store, jobs, executor, progress)
-        m = out["main"]
-        m = m[m.task == task]
-        ones = m[(m.method == "lora") & m.lr.isin(LR_GRID["lora_plus"])].assign(ratio=1.0)  # ratio 1 = plain LoRA, bit for bit
-        sixteen = m[m.method == "lora_plus"]
-        out["ratio"] = pd.concat([ones, sixteen, rat], ignore_index=True)
+        out["ratio"] = rat.assign(ratio=[1.0 if m == "lora" else float(x) for m, x in zip(rat.method, rat.ratio, strict=True)])
     return out
