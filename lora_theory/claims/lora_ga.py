@@ -7,7 +7,6 @@ import math
 import torch
 from torch import nn
 
-from ..finetune.convergence import convergence_experiment, steps_to_target
 from ..finetune.tasks import teacher_student_task
 from ..lora.layer import add_lora
 from ..lora.pretrained import embed, load_minilm, token_batches
@@ -165,28 +164,6 @@ def _signs(quick: bool) -> Measurement:
         d2 = first_step_update(G, flipped, 1.0)
         worst = max(worst, float((d1 - d2).norm() / d1.norm()))
     return Measurement(worst <= 1e-13, {"max_rel_diff": worst}, f"first-step update with random sign flips vs without: {worst:.1e}")
-
-
-@claim(
-    "lora_ga.convergence",
-    statement="LoRA-GA converges 2-4x faster than vanilla LoRA (steps to reach LoRA's final loss), close to full fine-tuning.",
-    reference="Wang et al. 2024, abstract and Sec. 4 (Fig. 1, T5 and Llama-2 runs)",
-    figure="lora_ga_convergence",
-    test="tests/finetune/test_convergence.py::test_steps_to_target",
-)
-def _convergence(quick: bool) -> Measurement:
-
-    if quick:
-        df = convergence_experiment(("lora", "lora_ga"), steps=20, lrs={"lora": (1e-3,), "lora_ga": (1e-4,)}, eval_every=2)
-    else:
-        df = convergence_experiment(steps=60)
-    tab = steps_to_target(df).set_index("method")
-    speed = float(tab.loc["lora_ga", "speedup_vs_lora"])
-    ok = bool(speed >= 2.0)
-    figs = {m: {"lr": float(tab.loc[m, "lr"]), "final_loss": float(tab.loc[m, "final_loss"]), "steps_to_target": float(tab.loc[m, "steps_to_target"])} for m in tab.index}
-    return Measurement(ok, {"speedup_lora_ga_vs_lora": speed, "methods": figs},
-                       f"MiniLM teacher-student, {int(df.step.max())} steps: LoRA-GA reaches LoRA's final loss {speed:.2f}x faster" if speed == speed
-                       else f"MiniLM teacher-student, {int(df.step.max())} steps: LoRA-GA never reaches LoRA's final loss")
 
 
 @claim(

@@ -1,5 +1,11 @@
 """Fine-tuning tasks on the pretrained MiniLM: each is a ``loss(model, batch)`` and its data.
 
+- :class:`ProbeModel` / :func:`probe_model` / :class:`SupervisedTask`: the real tasks of
+  :func:`lora_theory.finetune.data.load_task`. Prediction = head(mean-pooled MiniLM embedding),
+  the head a linear probe fitted once on the frozen pretrained embeddings of the training split
+  (ridge regression for ``vader_valence``, L2 logistic regression for ``vader_polarity``) and then
+  frozen, so every fine-tuning method adapts the same encoder under the same head from the same
+  starting loss, and LoRA-GA's gradient at initialization is the gradient of a sensible model.
 - :func:`teacher_student_task`: a regression target that a fine-tuned student can reach: the
   teacher is the same pretrained model with a fixed random low-rank change added to the
   query and value weights of every layer; the loss is the mean squared error between student
@@ -9,26 +15,45 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 
-from .._validate import InvalidArgumentError
+from .._validate import InvalidArgumentError, check_choice, check_positive
 from ..lora.pretrained import embed
 
-__all__ = ["TeacherStudent", "teacher_student_task"]
+__all__ = ["ProbeModel", "SupervisedTask", "TeacherStudent", "batch_key", "fit_probe", "probe_model", "teacher_student_task"]
+
+
+def batch_key(batch: dict[str, torch.Tensor]) -> str:
+    """A content key of a batch: sha256 over the shapes, dtypes and bytes of ``input_ids`` and ``attention_mask``.
+
+    Keys by content, never by ``id()``: a freed batch's id is reused by later objects, and a
+    tensor changed in place keeps its id, so an id-keyed cache returns another batch's target.
+    """
+    h = hashlib.sha256()
+    for name in ("input_ids", "attention_mask"):
+        t = batch[name].detach().cpu().contiguous()
+        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
 
 
 @dataclass
 class TeacherStudent:
-    """A teacher-student regression task on a pretrained encoder; ``loss(model, batch)``."""
+    """A teacher-student regression task on a pretrained encoder; ``loss(model, batch)``.
+
+    ``targets`` caches the teacher's embeddings by :func:`batch_key` (the batch's content).
+    """
 
     teacher: nn.Module
-    targets: dict[int, torch.Tensor]
+    targets: dict[str, torch.Tensor]
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        key = id(batch["input_ids"])
+        key = batch_key(batch)
         if key not in self.targets:
             with torch.no_grad():
                 self.targets[key] = embed(self.teacher, batch)
@@ -55,3 +80,106 @@ def teacher_student_task(model: nn.Module, *, rank: int = 8, scale: float = 0.5,
     for p in teacher.parameters():
         p.requires_grad_(False)
     return TeacherStudent(teacher, {})
+
+
+class ProbeModel(nn.Module):
+    """out = head(embed(encoder, batch)): (b, T) ids -> (b, n_out); the head (n_out, 384) is frozen."""
+
+    def __init__(self, encoder: nn.Module, head: nn.Linear) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+        for p in self.head.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.head(embed(self.encoder, batch))  # (b, n_out)
+
+
+@dataclass(frozen=True)
+class SupervisedTask:
+    """``loss(model, batch)`` for a :class:`ProbeModel` on a batch {"input_ids", "attention_mask", "y"}.
+
+    Regression: mean squared error of the single output; classification: cross-entropy of the
+    two logits. ``metric(out, y)``: MSE (regression) or accuracy (classification).
+    """
+
+    kind: Literal["regression", "classification"]
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.loss_of(model(batch), batch["y"])
+
+    def loss_of(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.kind == "regression":
+            return ((out.squeeze(-1) - y) ** 2).mean()
+        return nn.functional.cross_entropy(out, y)
+
+    def metric(self, out: torch.Tensor, y: torch.Tensor) -> float:
+        if self.kind == "regression":
+            return float(((out.squeeze(-1) - y) ** 2).mean())
+        return float((out.argmax(-1) == y).double().mean())
+
+
+def fit_probe(X: torch.Tensor, y: torch.Tensor, kind: Literal["regression", "classification"], *, l2: float = 1e-3) -> nn.Linear:
+    """The linear probe on features X (N, d): ridge (regression) or L2 logistic regression (2 classes).
+
+    Regression: [w; b] = argmin ||X w + b - y||^2 / N + l2 ||w||^2 (closed form, float64, with the
+    features standardized by their mean and the mean feature variance). Classification: the
+    same objective with the logistic loss, by L-BFGS; the head's logits are (0, x w + b).
+
+    Returns:
+        A frozen nn.Linear(d, 1) (regression) or nn.Linear(d, 2) (classification), float32.
+    """
+    check_choice("kind", kind, ("regression", "classification"))
+    l2 = check_positive("l2", l2)
+    if X.dim() != 2 or y.shape != (X.shape[0],):
+        raise InvalidArgumentError(f"X, y: expected (N, d) and (N,), got {tuple(X.shape)} and {tuple(y.shape)}")
+    X64, y64 = X.double(), y.double()
+    mu = X64.mean(0)
+    s = (X64 - mu).pow(2).mean().sqrt()  # one scale for all features keeps the penalty isotropic
+    Z = (X64 - mu) / s  # (N, d) standardized
+    N, d = Z.shape
+    if kind == "regression":
+        ym = y64.mean()
+        w = torch.linalg.solve(Z.T @ Z / N + l2 * torch.eye(d, dtype=torch.float64), Z.T @ (y64 - ym) / N)  # (d,)
+        b = ym
+    else:
+        w = torch.zeros(d, dtype=torch.float64, requires_grad=True)
+        b = torch.zeros((), dtype=torch.float64, requires_grad=True)
+        opt = torch.optim.LBFGS([w, b], max_iter=200, tolerance_grad=1e-9, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            loss = nn.functional.binary_cross_entropy_with_logits(Z @ w + b, y64) + l2 * (w @ w)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        w, b = w.detach(), b.detach()
+    W = w / s  # back to raw features: x w' + b' = z w + b
+    bias = b - mu @ W
+    n_out = 1 if kind == "regression" else 2
+    head = nn.Linear(d, n_out)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.zero_()
+        head.weight[-1] = W.float()  # classification: logit of class 0 is 0, of class 1 is x w + b
+        head.bias[-1] = bias.float()
+    for p in head.parameters():
+        p.requires_grad_(False)
+    return head
+
+
+@torch.no_grad()
+def embed_texts(encoder: nn.Module, tokenizer, texts, *, batch_size: int = 256) -> torch.Tensor:
+    """Mean-pooled embeddings (N, hidden) of ``texts``, in batches, no gradient."""
+    from ..lora.pretrained import encode
+
+    texts = list(texts)
+    return torch.cat([embed(encoder, encode(tokenizer, texts[i:i + batch_size])) for i in range(0, len(texts), batch_size)])
+
+
+def probe_model(encoder: nn.Module, tokenizer, train_texts, train_y: torch.Tensor, kind: Literal["regression", "classification"]) -> ProbeModel:
+    """A :class:`ProbeModel` whose head is :func:`fit_probe` on the frozen encoder's embeddings of the training split."""
+    X = embed_texts(encoder, tokenizer, train_texts)  # (N, 384)
+    return ProbeModel(encoder, fit_probe(X, train_y, kind))

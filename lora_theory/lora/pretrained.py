@@ -6,6 +6,8 @@
 - :func:`token_batches`: reproducible synthetic inputs: uniformly random token ids from the
   model's vocabulary (excluding special tokens), seeded, with an attention mask.
 - :func:`embed`: mean-pooled last hidden states, the sentence embedding of the model.
+- :func:`load_tokenizer` / :func:`encode`: the model's own WordPiece tokenizer (``tokenizer.json``
+  and ``vocab.txt`` ship in the same folder), offline; texts -> padded id batches.
 
 Tasks built on the model live in :mod:`lora_theory.finetune.tasks`.
 
@@ -19,9 +21,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .._validate import check_int
+from .._validate import InvalidArgumentError, check_int
 
-__all__ = ["embed", "load_minilm", "minilm_path", "token_batches"]
+__all__ = ["embed", "encode", "load_minilm", "load_tokenizer", "minilm_path", "token_batches"]
 
 
 def minilm_path() -> Path:
@@ -41,6 +43,25 @@ def load_minilm(dtype: torch.dtype = torch.float32) -> nn.Module:
 
     model = AutoModel.from_pretrained(str(minilm_path()), dtype=dtype)
     return model.eval()
+
+
+def load_tokenizer():
+    """The MiniLM's tokenizer (transformers fast WordPiece, lower-casing), from the package folder, offline."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from transformers import AutoTokenizer  # heavy
+
+    return AutoTokenizer.from_pretrained(str(minilm_path()))
+
+
+def encode(tokenizer, texts, *, max_length: int = 32) -> dict[str, torch.Tensor]:
+    """Texts -> {"input_ids": (b, T), "attention_mask": (b, T)}, [CLS] ... [SEP], padded to the longest (T <= max_length)."""
+    max_length = check_int("max_length", max_length, low=3)
+    texts = list(texts)
+    if not texts or not all(isinstance(t, str) for t in texts):
+        raise InvalidArgumentError(f"texts: expected a non-empty list of strings, got {texts[:3]!r}")
+    out = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    return {"input_ids": out["input_ids"], "attention_mask": out["attention_mask"]}
 
 
 def token_batches(n_batches: int, batch_size: int = 8, seq_len: int = 32, *, vocab_size: int = 30522, seed: int = 0) -> list[dict[str, torch.Tensor]]:

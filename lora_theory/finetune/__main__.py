@@ -1,0 +1,38 @@
+"""``python -m lora_theory.finetune``: run (or resume) the fine-tuning experiment into its store and print its tables.
+
+Example: ``python -m lora_theory.finetune --quick --jobs 2 --part main --part ablation --part ratio``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+import typer
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+def run(
+    quick: bool = typer.Option(True, "--quick/--full", help="vader_polarity, 3 seeds x 40 steps; or both tasks, 5 seeds x 100 steps."),
+    part: list[str] = typer.Option(["main"], "--part", help="main, ablation, ratio (repeatable)."),
+    jobs: int = typer.Option(1, "--jobs", help="Worker processes (each runs torch single-threaded)."),
+    store: Path | None = typer.Option(None, "--store", help="Results store (default: $LORA_THEORY_FINETUNE_STORE or ~/.cache/lora-theory/finetune.sqlite)."),
+) -> None:
+    """Run every missing point of the chosen parts, then print the premise and per-method tables."""
+    import pandas as pd
+
+    from .experiment import experiment, method_table, premise_table
+
+    try:
+        out = experiment(quick, tuple(part), store=store, jobs=jobs, progress=True)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    table = method_table(out["main"])
+    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_rows", 200):
+        typer.echo(premise_table(table).to_string(index=False))
+        agg = table.groupby(["task", "protocol", "method"]).agg(lr=("lr", "first"), steps=("steps_charged", "median"),
+                                                                 test=("test_metric", "median"), best_val=("best_val", "median"))
+        typer.echo(agg.to_string())
+
+
+if __name__ == "__main__":
+    app()
