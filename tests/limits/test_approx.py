@@ -1,17 +1,126 @@
-"""Tests for lora_theory.limits.approx (claims limits.thm3.1, limits.thmA.1, limits.thm4.1_regime)."""
+"""Tests for lora_theory.limits.approx (claims limits.thm3.1, limits.thmA.1, limits.thm4.1_regime).
+
+The central promise of the toolkit is ``test_certified_or_refused``: every call either raises a
+documented error within seconds, or returns gradients whose measured error against the exact
+gradient (float64) is within ``info.error_bound``.
+"""
 from __future__ import annotations
 
 import math
+import signal
+import time
 
 import pytest
 import torch
-from hypothesis import given, note
+from hypothesis import HealthCheck, event, example, given, note, settings
 from hypothesis import strategies as st
 
 import lora_theory as lt
 from lora_theory import strategies as lts
+from lora_theory._validate import InvalidArgumentError
 from lora_theory.limits.approx import ApproximationError, approx_gradients, score_range_bound
 from lora_theory.tolerances import tolerance
+
+U64 = torch.finfo(torch.float64).eps / 2
+
+
+def reference_slack(inst: lt.AttentionLoRAInstance) -> dict[str, float]:
+    """A bound on the float64 rounding of the exact reference itself (small L only).
+
+    gamma_n (n = L + 3d + 8) times the max entry of the chain evaluated on absolute values
+    (|X|^T |p| |K|, |X|^T |p|^T |Q|, |X|^T f^T |c|, then (alpha/r) |B|^T, |A|^T): the standard
+    bound for sums of products, so that a failure of the property is never the reference's fault.
+    """
+    i64 = inst.to(dtype=torch.float64)
+    t = lt.dense_terms(i64)
+    Q, K, V = i64.projections()
+    f, c = t["f"], t["c"]
+    pabs = f * ((c.abs() @ V.abs().T) + (c * t["O"]).sum(1, keepdim=True).abs())  # >= |p| entrywise
+    G = {"q": i64.beta * i64.Xq.abs().T @ (pabs @ K.abs()), "k": i64.beta * i64.Xk.abs().T @ (pabs.T @ Q.abs()), "v": i64.Xv.abs().T @ (f.T @ c.abs())}
+    n = inst.L + 3 * max(inst.d, inst.Xq.shape[1]) + 8
+    gam = n * U64 / (1 - n * U64)
+    out = {}
+    for mu in inst.adapt:
+        out[f"A_{mu}"] = gam * float((i64.scale * i64.B[mu].abs().T @ G[mu]).max())
+        out[f"B_{mu}"] = gam * float((i64.scale * G[mu] @ i64.A[mu].abs().T).max())
+    return out
+
+
+class _TooSlow(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise _TooSlow("a call took more than 10 s")
+
+
+@st.composite
+def certification_cases(draw):
+    """(instance, kwargs, R_true, R_mode): scores of a chosen exact range R from 1e-2 to 1e4."""
+    d = draw(st.integers(1, 16))
+    L = draw(st.integers(1, 40))
+    r = draw(st.integers(1, d))
+    adapt = draw(st.sampled_from(("qv", "qkv")))
+    attention = draw(st.sampled_from(("self", "cross")))
+    seed = draw(st.integers(0, 2**20))
+    R_true = 10 ** draw(st.floats(-2, 4))
+    base = lt.make_instance(L, d, r, adapt=adapt, attention=attention, seed=seed)
+    R0 = lt.score_range(base)
+    beta = R_true / R0 if R0 > 0 else 1.0
+    dtype = draw(st.sampled_from((torch.float64, torch.float32)))
+    inst = lt.make_instance(L, d, r, adapt=adapt, attention=attention, seed=seed, beta=beta, dtype=dtype)
+    R_true = lt.score_range(inst.to(dtype=torch.float64))
+    mode = draw(st.sampled_from(("none", "below", "between", "above")))
+    R_cs = score_range_bound(inst)
+    R = {"none": None, "below": R_true * 10 ** draw(st.floats(-1, -0.01)),
+         "between": R_true + (R_cs - R_true) * draw(st.floats(0, 1)), "above": R_cs * 10 ** draw(st.floats(0, 1))}[mode]
+    kwargs = {"eps": 10 ** draw(st.floats(-12, math.log10(0.5))), "R": R, "on_invalid": draw(st.sampled_from(("raise", "flag"))),
+              "compute_dtype": draw(st.sampled_from((torch.float64, torch.float32))), "max_features": 20_000}
+    return inst, kwargs, R_true, mode
+
+
+def _check_certified(inst, kwargs, R_true, mode):
+    """The property, for one case (also called by the pinned examples)."""
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(10)
+    t0 = time.perf_counter()
+    try:
+        g, info = approx_gradients(inst, **kwargs)
+    except (ApproximationError, InvalidArgumentError) as e:
+        assert str(e)
+        event(f"raised {type(e).__name__}")
+        return "raised"
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    note(f"{time.perf_counter() - t0:.2f} s, info {info}")
+    assert mode != "below" or R_true <= (kwargs["R"] or 0), "a caller's R below the true range must raise"
+    if not info.valid:
+        assert kwargs["on_invalid"] == "flag" and info.reason
+        event("flagged invalid")
+        return "flagged"
+    ex = lt.exact_gradients(inst.to(dtype=torch.float64))
+    slack = reference_slack(inst)
+    assert set(g) == set(ex) and all(v.dtype == inst.dtype for v in g.values())
+    for k in ex:
+        err = float((g[k].double() - ex[k]).abs().max())
+        note(f"{k}: err {err:.3e} bound {info.error_bound[k]:.3e} reference slack {slack[k]:.1e}")
+        assert err <= info.error_bound[k] + slack[k], k
+    event("certified")
+    return "certified"
+
+
+# 10x the profile's examples (ci: 150, dev: 300, thorough: 3000): each example is small (L <= 40)
+@settings(max_examples=10 * settings.default.max_examples, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(case=certification_cases())
+def test_certified_or_refused(case):
+    """THE central promise (issue 11, section 1): every approx_gradients call raises a documented
+    error within seconds, or returns gradients whose error vs the exact float64 gradient is within
+    info.error_bound, over R from 1e-2 to 1e4, a caller's R below / between / above the truth,
+    eps from 1e-12 to 0.5, d from 1 to 16, self/cross, qv/qkv, float64/float32 instances and
+    compute dtypes, raise/flag. Fails on: certifying with an unverified R, a NaN delta, a dropped
+    rounding term, a bound that misses a term of the chain. Counts: --hypothesis-show-statistics."""
+    _check_certified(*case)
 
 
 @given(inst=lts.instances(max_d=4, bound=st.sampled_from((0.3, 0.7, 1.2))), eps=st.sampled_from((1e-3, 1e-6)), method=st.sampled_from(("chebyshev", "taylor")))
