@@ -48,7 +48,7 @@ from .._validate import InvalidArgumentError, check_choice, check_int, check_pos
 from .exact import _check_instance
 from .features import FeatureMap
 from .instance import AttentionLoRAInstance
-from .lowrank import ApproximationError, ApproxInfo, LowRankRun, key_inputs, row_score_ranges, run_lowrank, score_range_bound
+from .lowrank import ApproximationError, ApproxInfo, KeyMoments, key_inputs, key_range_stats, row_score_ranges, run_lowrank, score_range_bound
 from .plan import DEFAULT_MAX_FEATURES, check_resources, default_feature_block
 from .polynomial import ExpPolynomial, exp_polynomial
 
@@ -90,143 +90,144 @@ def _mv(C: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return (C * x[:, None, :]).sum(dim=2)
 
 
-def _error_bound(inst: AttentionLoRAInstance, poly: ExpPolynomial, run: LowRankRun, R: float, sk: slice, sv: slice,
-                 out_dtype: torch.dtype) -> dict[str, float]:
-    """Certified max-entry bounds on |grad~ - grad| for every LoRA gradient (see the module docstring).
+class _ErrorBound:
+    """Certified max-entry bounds on |grad~ - grad| for every LoRA gradient, accumulated block by block.
 
-    ``inst`` is in the compute dtype (u below); the gradients are returned in ``out_dtype``.
-    Returns ``inf`` entries when the bound cannot be established (delta_i >= 1, or the rounding
-    of the moment sums is not bounded below 1 in this dtype).
+    Called by ``run_lowrank`` on every query block (``__call__``); :meth:`result` finishes the chain.
+    ``inst`` is in the compute dtype (u below); the gradients are returned in ``out_dtype``. Every
+    quantity summed over rows is a sum of per-row bounds, so nothing of size L is kept. ``ok`` turns
+    False (and the result is inf) when the bound cannot be established (delta_i >= 1, or the
+    rounding of the moment sums is not bounded below 1/2 in this dtype).
     """
-    mom, aux = run.moments, run.aux
-    dt, dev = mom.mean.dtype, mom.mean.device
-    u = torch.finfo(dt).eps / 2  # unit roundoff of the computation (eps is the spacing at 1, twice u)
-    u_out = torch.finfo(out_dtype).eps / 2 if out_dtype != dt else 0.0
-    Q, K, _ = inst.projections()
-    L, n_q = inst.Xq.shape
-    d = Q.shape[1]
-    m = mom.mean.shape[1]
-    beta = inst.beta
-    inf = {f"{p}_{mu}": math.inf for mu in inst.adapt for p in "AB"}
 
-    # -- per-row range of the entrywise relative error delta_ij = eps(t_ij) -----------------------
-    rho = (row_score_ranges(Q, K, beta) / R).clamp(max=1.0)  # (L,) |t_ij| <= rho_i
-    rho_np = (rho * (1 + 8 * u)).clamp(max=1.0).cpu().numpy()  # + the rounding of the scaled q', k' (|dt| <= 3u for |t| <= 1)
-    lo_np, hi_np = poly.error_range(rho_np)
-    lo = torch.as_tensor(lo_np, dtype=dt, device=dev)
-    hi = torch.as_tensor(hi_np, dtype=dt, device=dev)
-    # A~'/A = (1 + eps(t')) e^{R (t' - t)} for the rounded scores t' with |t' - t| <= 3u: widen by e^{+-4uR}
-    lo = (1 + lo) * math.exp(-4 * u * R) - 1
-    hi = (1 + hi) * math.exp(4 * u * R) - 1
-    delta = torch.maximum(lo.abs(), hi.abs())
-    if not bool(torch.isfinite(delta).all()) or float(delta.max()) >= 1:
-        return inf
-    eta = (hi - lo) / 2 / (1 - delta)  # (L,)
-    kap = (1 + hi) / (1 + lo)  # (L,) f / f~ and f~ / f are within [1 / kappa, kappa]
-    skap = kap.sqrt()
+    def __init__(self, inst: AttentionLoRAInstance, poly: ExpPolynomial, R: float, sk: slice, sv: slice, m: int, out_dtype: torch.dtype) -> None:
+        self.inst, self.poly, self.R, self.sk, self.sv, self.m = inst, poly, R, sk, sv, m
+        Q, K, _ = inst.projections()
+        self.Q = Q
+        self.stats = key_range_stats(K)
+        dt, dev = Q.dtype, Q.device
+        self.u = torch.finfo(dt).eps / 2  # unit roundoff of the computation (eps is the spacing at 1, twice u)
+        self.u_out = torch.finfo(out_dtype).eps / 2 if out_dtype != dt else 0.0
+        self.Wv, self.Wk = inst.weight("v"), inst.weight("k")
+        self.AV = _embed(sv, self.Wv, m)  # (m, d): V = Z AV
+        self.AK = _embed(sk, self.Wk, m)  # (m, d): K = Z AK
+        self.SK = _embed(sk, torch.eye(inst.Xk.shape[1], dtype=dt, device=dev), m)  # (m, n): X_K = Z SK
+        self.SV = _embed(sv, torch.eye(inst.Xv.shape[1], dtype=dt, device=dev), m)  # (m, n): X_V = Z SV
+        self.need = set(inst.adapt)
+        self.bG: dict[str, torch.Tensor] = {}
+        self.ok = True
+        self.g_d = _gamma(2 * m + 2, self.u)  # the per-row matrix-vector products (length <= m) and a subtraction
+        self.g_L = _gamma(inst.L + 2 * m + Q.shape[1] + 4, self.u)  # reductions over rows, plus the per-row products before them
 
-    # -- rounding of the moments (key_moments): |N_comp - N| <= gamma rho_r sum_j A~_ij |w_j| ----------
-    abs_sum = torch.as_tensor(poly.abs_sum(rho_np), dtype=dt, device=dev)  # sum_a |U_ia V_ja| <= sum_l |c_l| rho_i^l
-    kF = abs_sum * torch.exp(R * rho) / (1 + lo)  # ... <= kF_i A~_ij, since A~_ij >= (1 + lo_i) e^{-R rho_i}
-    g_mom = _gamma(mom.n_sum + 2 * poly.degree + 6, u)  # sums over keys and features, monomial products, weights, Z products
-    rho_r = g_mom * kF
-    if not bool(torch.isfinite(rho_r).all()) or float(rho_r.max()) >= 0.5:
-        return inf
-    tau = (2 * rho_r + 2 * u) / (1 - rho_r)  # (L,) relative-to-magnitude error of a normalized moment
-    s = (mom.second.clamp(min=0) / (1 - tau[:, None])).sqrt()  # (L, m) >= sqrt(E~ (Z - zbar)^2), the magnitudes
-    tauC = 3 * tau + tau * tau + 4 * u  # |Cov_comp - Cov~| <= tauC_i s_i s_i^T (rank one: never formed)
-    mean = mom.mean
-    err_mean = tau[:, None] * s + u * mean.abs()  # (L, m)
-    cov = mom.cov
-    cov2 = cov.reshape(L, m * m)  # (L, m^2) for the GEMM forms of the per-row quadratic forms
+    def _add(self, mu: str, t: torch.Tensor) -> None:
+        self.bG[mu] = t if mu not in self.bG else self.bG[mu] + t
 
-    Wv, Wk = inst.weight("v"), inst.weight("k")
-    n_k = inst.Xk.shape[1]
-    AV = _embed(sv, Wv, m)  # (m, d): V = Z AV
-    AK = _embed(sk, Wk, m)  # (m, d): K = Z AK
-    SK = _embed(sk, torch.eye(n_k, dtype=dt, device=dev), m)  # (m, n): X_K = Z SK
-    SV = _embed(sv, torch.eye(inst.Xv.shape[1], dtype=dt, device=dev), m)  # (m, n): X_V = Z SV
+    def __call__(self, mom: KeyMoments, aux: dict[str, torch.Tensor]) -> None:  # noqa: C901 (one derivation, kept in one place)
+        if not self.ok:
+            return
+        inst, poly, R, sk, sv, u = self.inst, self.poly, self.R, self.sk, self.sv, self.u
+        rows, b, m = mom.rows, mom.D.shape[0], self.m
+        Q = self.Q[rows]
+        dt, dev = Q.dtype, Q.device
+        beta = inst.beta
 
-    def sa(A: torch.Tensor) -> torch.Tensor:
-        """(L, p) = s_i . |A|: with tauC, the error bar of Cov~ mapped through A (|A|^T |errCov| |B| = tauC (s |A|)^T (s |B|))."""
-        return s @ A.abs()
+        # -- row-wise range of the entrywise relative error delta_ij = eps(t_ij) -----------------------
+        rho = (row_score_ranges(Q, None, beta, stats=self.stats) / R).clamp(max=1.0)  # (b,) |t_ij| <= rho_i
+        rho_np = (rho * (1 + 8 * u)).clamp(max=1.0).cpu().numpy()  # + the rounding of the scaled q', k' (|dt| <= 3u for |t| <= 1)
+        lo_np, hi_np = poly.error_range(rho_np)
+        # A~'/A = (1 + eps(t')) e^{R (t' - t)} for the rounded scores t' with |t' - t| <= 3u: widen by e^{+-4uR}
+        lo = (1 + torch.as_tensor(lo_np, dtype=dt, device=dev)) * math.exp(-4 * u * R) - 1
+        hi = (1 + torch.as_tensor(hi_np, dtype=dt, device=dev)) * math.exp(4 * u * R) - 1
+        delta = torch.maximum(lo.abs(), hi.abs())
+        if not bool(torch.isfinite(delta).all()) or float(delta.max()) >= 1:
+            self.ok = False
+            return
+        eta = (hi - lo) / 2 / (1 - delta)  # (b,) only the spread of delta_ij within a row moves f~ (see check_mean_shift)
+        if float(eta.max()) >= 1:
+            self.ok = False
+            return
+        skap = ((1 + hi) / (1 + lo)).sqrt()  # (b,) sqrt(kappa_i): f / f~ and f~ / f are within [1 / kappa, kappa]
 
-    def sd(A: torch.Tensor) -> torch.Tensor:
-        """(L, p) upper bound on sd~ of the columns of Z A (computed covariance + its error bar)."""
-        var = _diag_quad(A, cov2) + tauC[:, None] * sa(A) ** 2
-        return var.clamp(min=0).sqrt()
+        # -- rounding of the moments (MomentSource): |N_comp - N| <= rho_r sum_j A~_ij |w_j| -------------
+        abs_sum = torch.as_tensor(poly.abs_sum(rho_np), dtype=dt, device=dev)  # sum_a |U_ia V_ja| <= sum_l |c_l| rho_i^l
+        kF = abs_sum * torch.exp(R * rho) / (1 + lo)  # ... <= kF_i A~_ij, since A~_ij >= (1 + lo_i) e^{-R rho_i}
+        rho_r = _gamma(mom.n_sum + 2 * poly.degree + 6, u) * kF  # sums over keys and features, monomial products, weights, Z products
+        if not bool(torch.isfinite(rho_r).all()) or float(rho_r.max()) >= 0.5:
+            self.ok = False
+            return
+        tau = (2 * rho_r + 2 * u) / (1 - rho_r)  # (b,) relative-to-magnitude error of a normalized moment
+        s = (mom.second.clamp(min=0) / (1 - tau[:, None])).sqrt()  # (b, m) >= sqrt(E~ (Z - zbar)^2), the magnitudes
+        tauC = 3 * tau + tau * tau + 4 * u  # |Cov_comp - Cov~| <= tauC_i s_i s_i^T (rank one: never formed)
+        mean, cov = mom.mean, mom.cov
+        cov2 = cov.reshape(b, m * m)  # (b, m^2) for the GEMM forms of the per-row quadratic forms
+        err_mean = tau[:, None] * s + u * mean.abs()  # (b, m)
+        AV, AK, SK, SV, Wv, Wk, g_d = self.AV, self.AK, self.SK, self.SV, self.Wv, self.Wk, self.g_d
 
-    sdV, sdK, sdXK, sdXV = sd(AV), sd(AK), sd(SK), sd(SV)
-    c = aux["c"]
-    g_d = _gamma(2 * m + 2, u)  # the per-row matrix-vector products (length <= m) and a subtraction
-    meanV = mean[:, sv]
-    err_meanV = err_mean[:, sv]
-    errO = err_meanV @ Wv.abs() + g_d * (meanV.abs() @ Wv.abs())  # (L, d)
-    errc = errO + u * c.abs()
-    cabs = c.abs() + errc  # >= |c~|, the exact-arithmetic residual of the approximation
+        def sd(A: torch.Tensor) -> torch.Tensor:
+            """(b, p) upper bound on sd~ of the columns of Z A (computed covariance + its error bar)."""
+            return (_diag_quad(A, cov2) + tauC[:, None] * (s @ A.abs()) ** 2).clamp(min=0).sqrt()
 
-    # -- the approximation (exact arithmetic on A~): row-wise bounds ------------------------------------
-    bO = (eta * skap)[:, None] * sdV  # (L, d) |O~ - O|
-    cZ = c @ AV.T  # (L, m): c . V_j = (AV c) . Z_j
-    var_cV = (_mv(cov, cZ) * cZ).sum(dim=1) + tauC * (s * cZ.abs()).sum(dim=1) ** 2
-    sd_cV = var_cV.clamp(min=0).sqrt() + (errc * sdV).sum(dim=1)  # >= sd~(c~ . V)
-    sd_h = skap * (sd_cV + (bO * sdV).sum(dim=1))  # (L,) >= sd_f(c . V) with the exact c = c~ - (O~ - O)
-    if float(eta.max()) >= 1:
-        return inf
+        sdV = sd(AV)
+        c = aux["c"]
+        meanV, err_meanV = mean[:, sv], err_mean[:, sv]
+        errO = err_meanV @ Wv.abs() + g_d * (meanV.abs() @ Wv.abs())  # (b, d)
+        errc = errO + u * c.abs()
+        cabs = c.abs() + errc  # >= |c~|, the exact-arithmetic residual of the approximation
 
-    # (p~ x)_i - (p x)_i = Cov~(O~ - O . V, x) [term A] + (Cov~ - Cov)(h, x) [term B], h = c . V; with
-    # y = (h - E h)(x - E x): |term B| <= eta E_f|y - E_f y| + eta^2 sd sd and E_f|y - E_f y| <= sd_f(h) sd_f(x) + |Cov_f(h, x)|,
-    # where |Cov_f(h, x)| <= |p~ x| + T itself; solving T <= A + eta (sd sd + |p~ x| + T) + eta^2 sd sd for T:
-    def shifted(termA: torch.Tensor, sdx: torch.Tensor, px: torch.Tensor) -> torch.Tensor:
-        ss = sd_h[:, None] * skap[:, None] * sdx  # (L, p) sd_f(h) sd_f(x)
-        return (termA + eta[:, None] * (ss + px) + (eta * eta)[:, None] * ss) / (1 - eta[:, None])
+        # -- the approximation (exact arithmetic on A~), row by row ---------------------------------------
+        bO = (eta * skap)[:, None] * sdV  # (b, d) |O~ - O|                                     (check_mean_shift)
+        cZ = c @ AV.T  # (b, m): c . V_j = (AV c) . Z_j
+        var_cV = (_mv(cov, cZ) * cZ).sum(dim=1) + tauC * (s * cZ.abs()).sum(dim=1) ** 2
+        sd_cV = var_cV.clamp(min=0).sqrt() + (errc * sdV).sum(dim=1)  # >= sd~(c~ . V)
+        sd_h = skap * (sd_cV + (bO * sdV).sum(dim=1))  # (b,) >= sd_f(c . V) with the exact c = c~ - (O~ - O)
 
-    bG: dict[str, torch.Tensor] = {}
-    need = set(inst.adapt)
-    if need & {"q", "k"}:
-        pXK = aux["pXK"]
-        cV = c @ Wv.T
-        err_cV = errc @ Wv.abs().T + g_d * (c.abs() @ Wv.abs().T)  # (L, n)
-        Ckv = cov[:, sk, sv]
-        err_pXK = ((tauC * (s[:, sv] * cV.abs()).sum(dim=1))[:, None] * s[:, sk] + _mv(Ckv.abs(), err_cV)
-                   + g_d * _mv(Ckv.abs(), cV.abs()))  # (L, n) |pXK_comp - p~ X_K|
-    if "q" in need:
-        covVK = _quad(AV, cov2, AK).abs() + tauC[:, None, None] * sa(AV)[:, :, None] * sa(AK)[:, None, :]  # (L, d, d) >= |Cov~(V_b, K_e)|
-        pK_abs = (pXK @ Wk).abs() + err_pXK @ Wk.abs() + g_d * (pXK.abs() @ Wk.abs())  # >= |p~ K|
-        bpK = shifted((bO[:, :, None] * covVK).sum(dim=1), sdK, pK_abs)  # (L, d)
-        bG["q"] = beta * (inst.Xq.abs().T @ bpK)  # (n, d)
-    if "k" in need:
-        covVX = _quad(AV, cov2, SK).abs() + tauC[:, None, None] * sa(AV)[:, :, None] * s[:, sk][:, None, :]  # (L, d, n) >= |Cov~(V_b, X_K,a)|
-        bpX = shifted((bO[:, :, None] * covVX).sum(dim=1), sdXK, pXK.abs() + err_pXK)  # (L, n)
-        bG["k"] = beta * (bpX.T @ Q.abs())  # (n, d)
-    if "v" in need:
-        bE = (eta * skap)[:, None] * sdXV  # (L, n) |E~[X_V] - E[X_V]|
-        bG["v"] = bE.T @ cabs + (meanV.abs() + err_meanV + bE).T @ bO  # (n, d)
+        # (p~ x)_i - (p x)_i = Cov~((O~ - O) . V, x) [term A] + (Cov~ - Cov)(h, x) [term B], h = c . V; with
+        # y = (h - E h)(x - E x): |term B| <= eta E_f|y - E_f y| + eta^2 sd sd and E_f|y - E_f y| <= sd_f(h) sd_f(x) + |Cov_f(h, x)|,
+        # where |Cov_f(h, x)| <= |p~ x| + T itself; solving T <= A + eta (sd sd + |p~ x| + T) + eta^2 sd sd for T (check_cov_shift):
+        def shifted(termA: torch.Tensor, sdx: torch.Tensor, px: torch.Tensor) -> torch.Tensor:
+            ss = sd_h[:, None] * skap[:, None] * sdx  # (b, p) sd_f(h) sd_f(x)
+            return (termA + eta[:, None] * (ss + px) + (eta * eta)[:, None] * ss) / (1 - eta[:, None])
 
-    # -- rounding of the gradient computation from the moments (moment_gradients) -----------------
-    g_L = _gamma(L + 2 * m + d + 4, u)  # reductions over rows, plus the per-row products before them
-    if need & {"q", "k"}:
+        need, beta = self.need, inst.beta
+        if need & {"q", "k"}:
+            pXK = aux["pXK"]
+            cV = c @ Wv.T
+            err_cV = errc @ Wv.abs().T + g_d * (c.abs() @ Wv.abs().T)  # (b, n)
+            Ckv = cov[:, sk, sv].abs()
+            err_pXK = ((tauC * (s[:, sv] * cV.abs()).sum(dim=1))[:, None] * s[:, sk] + _mv(Ckv, err_cV)
+                       + g_d * _mv(Ckv, cV.abs()))  # (b, n) |pXK_comp - p~ X_K|
         if "q" in need:
-            bG["q"] = bG["q"] + beta * (inst.Xq.abs().T @ (err_pXK @ Wk.abs() + g_L * (pXK.abs() @ Wk.abs())))
+            covVK = _quad(AV, cov2, AK).abs() + tauC[:, None, None] * (s @ AV.abs())[:, :, None] * (s @ AK.abs())[:, None, :]  # >= |Cov~(V_b, K_e)|
+            pK_abs = (pXK @ Wk).abs() + err_pXK @ Wk.abs() + g_d * (pXK.abs() @ Wk.abs())  # (b, d) >= |p~ K|
+            bpK = shifted((bO[:, :, None] * covVK).sum(dim=1), sd(AK), pK_abs)  # (b, d)
+            rnd = err_pXK @ Wk.abs() + self.g_L * (pXK.abs() @ Wk.abs())  # the rounding of pXK and of X_Q^T (pXK W_K)
+            self._add("q", beta * (inst.Xq[rows].abs().T @ (bpK + rnd)))  # (n, d)
         if "k" in need:
-            bG["k"] = bG["k"] + beta * (err_pXK.T @ Q.abs() + g_L * (pXK.abs().T @ Q.abs()))
-    if "v" in need:
-        bG["v"] = bG["v"] + err_meanV.T @ c.abs() + meanV.abs().T @ errc + g_L * (meanV.abs().T @ c.abs())
+            covVX = _quad(AV, cov2, SK).abs() + tauC[:, None, None] * (s @ AV.abs())[:, :, None] * s[:, sk][:, None, :]  # >= |Cov~(V_b, X_K,a)|
+            bpX = shifted((bO[:, :, None] * covVX).sum(dim=1), sd(SK), pXK.abs() + err_pXK)  # (b, n)
+            self._add("k", beta * ((bpX + err_pXK + self.g_L * pXK.abs()).T @ Q.abs()))  # (n, d)
+        if "v" in need:
+            bE = (eta * skap)[:, None] * sd(SV)  # (b, n) |E~[X_V] - E[X_V]|
+            self._add("v", bE.T @ cabs + (meanV.abs() + err_meanV + bE).T @ bO  # the approximation
+                      + err_meanV.T @ c.abs() + meanV.abs().T @ errc + self.g_L * (meanV.abs().T @ c.abs()))  # the rounding
 
-    # -- the chain dL/dA = s B^T G, dL/dB = s G A^T, its rounding, and the cast to the output dtype ----
-    sc = inst.scale
-    G = run.G
-    out = {}
-    for mu in inst.adapt:
-        A_, B_ = inst.A[mu], inst.B[mu]
-        g_r = _gamma(max(A_.shape[1], B_.shape[0]) + 2, u)
-        Gabs = G[mu].abs() + bG[mu]
-        for name, bound, mag in ((f"A_{mu}", sc * (B_.abs().T @ bG[mu]), sc * (B_.abs().T @ Gabs)),
-                                 (f"B_{mu}", sc * (bG[mu] @ A_.abs().T), sc * (Gabs @ A_.abs().T))):
-            total = bound + g_r * mag + u_out * (mag + bound)  # (r, n) or (n, r)
-            val = float(total.max()) if total.numel() else 0.0
-            out[name] = val if math.isfinite(val) else math.inf
-    return out
+    def result(self, G: dict[str, torch.Tensor]) -> dict[str, float]:
+        """The chain dL/dA = s B^T G, dL/dB = s G A^T of the accumulated bounds, its rounding, and the cast."""
+        inst = self.inst
+        if not self.ok or set(self.bG) != self.need:
+            return {f"{p}_{mu}": math.inf for mu in inst.adapt for p in "AB"}
+        sc, u = inst.scale, self.u
+        out = {}
+        for mu in inst.adapt:
+            A_, B_, bG = inst.A[mu], inst.B[mu], self.bG[mu]
+            g_r = _gamma(max(A_.shape[1], B_.shape[0]) + 2, u)
+            Gabs = G[mu].abs() + bG
+            for name, bound, mag in ((f"A_{mu}", sc * (B_.abs().T @ bG), sc * (B_.abs().T @ Gabs)),
+                                     (f"B_{mu}", sc * (bG @ A_.abs().T), sc * (Gabs @ A_.abs().T))):
+                total = bound + g_r * mag + self.u_out * (mag + bound)  # (r, n) or (n, r)
+                val = float(total.max()) if total.numel() else 0.0
+                out[name] = val if math.isfinite(val) else math.inf
+        return out
 
 
 def approx_gradients(
@@ -347,14 +348,14 @@ def approx_gradients(
         return fmap(Ks[j0:j1], out=buf)
 
     weights = torch.as_tensor(fmap.weights(poly.coef), dtype=compute_dtype, device=Q.device)
-    run = run_lowrank(ic, query_blocks, key_blocks, t0, block=block, weights=weights)
+    acc = _ErrorBound(ic, poly, R_used, sk, sv, Z.shape[1], inst.dtype)
+    run = run_lowrank(ic, query_blocks, key_blocks, t0, block=block, weights=weights, on_block=acc)
     reasons += run.reasons
-    t1 = time.perf_counter()
-    bound = _error_bound(ic, poly, run, R_used, sk, sv, inst.dtype) if not run.reasons else {f"{p}_{mu}": math.inf for mu in inst.adapt for p in "AB"}
+    bound = acc.result(run.G) if not run.reasons else {f"{p}_{mu}": math.inf for mu in inst.adapt for p in "AB"}
     if not run.reasons and not all(math.isfinite(b) for b in bound.values()):
         reasons.append(f"the error bound is not finite: the rounding of sums over L = {inst.L} keys and k = {k_rank} features in {compute_dtype} "
                        f"cannot be bounded at R = {R_used:.3g}")
-    times = {**run.times, "bound": time.perf_counter() - t1, "total": time.perf_counter() - t0}
+    times = {**run.times, "total": time.perf_counter() - t0}
     grads = {k: v.to(dtype=inst.dtype) for k, v in run.grads.items()}
     info = ApproxInfo(
         valid=not reasons, reason="; ".join(reasons), degree=poly.degree, rank=k_rank, R=R_used,

@@ -17,9 +17,11 @@ under f_i of c_i . V_j and x_j.) The moments come from ONE low-rank contraction
     N = U S,   S = V^T [1, Z - zbar, (Z - zbar)_a (Z - zbar)_b (a <= b)]     (k, 1 + m + m(m+1)/2)
 
 (zbar a global shift that keeps the second moments well conditioned; covariances do not depend
-on it), built in blocks of key rows then query rows: the features exist one (k, block) slice at a
-time, peak memory O(block k + k m^2 + L m^2), time O(L k m^2) with m = n (self/cross attention)
-or 2n, where the previous chain needed four passes of O(L k d^2) through both (L, k) factors.
+on it), built in blocks of key rows, then streamed over blocks of query rows, each block's share
+of G_Q, G_K, G_V added up as it goes: the features exist one (k, block) slice at a time, peak
+memory O(block (k + m^2) + k m^2) beyond the O(L n) inputs, time O(L k m^2) with m = n
+(self/cross attention) or 2n, where the previous chain needed four passes of O(L k d^2) through
+both (L, k) factors.
 
 This is the one driver behind both feature maps: the polynomial method
 (:mod:`lora_theory.limits.approx`, deterministic with a certified bound) and the FAVOR+ peer
@@ -47,8 +49,11 @@ __all__ = [
     "ApproximationError",
     "KeyMoments",
     "LowRankRun",
+    "MomentSource",
+    "block_gradients",
     "key_inputs",
     "key_moments",
+    "key_range_stats",
     "lowrank_gradients",
     "moment_gradients",
     "row_score_ranges",
@@ -79,7 +84,8 @@ class ApproxInfo:
             per-row stabilizing factors, so only its sign is meaningful there.
         error_bound: {"A_q": ..., ...} certified absolute max-entry bound on each gradient's error
             (a-posteriori: computed from the row-wise moments of this run, see ``approx``).
-        times: seconds per phase (features and moments, gradients, bound, total).
+        times: seconds per phase ("keys": key features and moments; "queries": query features,
+            gradients and the bound; "total").
         method: "chebyshev", "taylor" or "random_features".
         compute_dtype: the dtype the chain ran in (the gradients are returned in the instance's).
     """
@@ -107,16 +113,21 @@ def score_range_bound(inst: AttentionLoRAInstance) -> float:
     return inst.beta * float(Q.double().norm(dim=1).max()) * float(K.double().norm(dim=1).max())
 
 
-def row_score_ranges(Q: torch.Tensor, K: torch.Tensor, beta: float) -> torch.Tensor:
+def key_range_stats(K: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(max_j ||K_j||, max_j |K_j| coordinate-wise (d,)): what :func:`row_score_ranges` needs of the keys."""
+    return K.norm(dim=1).max(), K.abs().amax(dim=0)
+
+
+def row_score_ranges(Q: torch.Tensor, K: torch.Tensor | None, beta: float, *, stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """(L,) rho_i >= max_j |beta q_i . k_j|: min of the Cauchy-Schwarz and the box bound, O(L d).
 
     Cauchy-Schwarz: ||q_i|| max_j ||k_j||; box: sum_a |q_ia| max_j |k_ja| (Hoelder with the
     coordinate-wise largest key). Both also bound sum_a |q_ia k_ja| for every j, the abs-sum the
-    monomial expansion sees (``ExpPolynomial.abs_sum``).
+    monomial expansion sees (``ExpPolynomial.abs_sum``). ``stats`` (:func:`key_range_stats`)
+    replaces K when the queries come in blocks.
     """
-    cs = Q.norm(dim=1) * K.norm(dim=1).max()
-    box = Q.abs() @ K.abs().amax(dim=0)
-    return beta * torch.minimum(cs, box)
+    kn, kabs = key_range_stats(K) if stats is None else stats
+    return beta * torch.minimum(Q.norm(dim=1) * kn, Q.abs() @ kabs)
 
 
 def _sync(t: torch.Tensor) -> None:
@@ -137,17 +148,19 @@ def key_inputs(inst: AttentionLoRAInstance) -> tuple[torch.Tensor, slice, slice]
 
 @dataclass
 class KeyMoments:
-    """Row-wise moments of the key-side inputs Z under f~_i (see the module docstring).
+    """Moments of the key-side inputs Z under f~_i for a block of query rows (see the module docstring).
 
     Attributes:
-        D: (L,) D~_i = sum_j A~_ij (unnormalized; for FAVOR+ up to a per-row factor).
-        mean: (L, m) E~_i[Z].
-        cov: (L, m, m) Cov~_i(Z).
-        second: (L, m) E~_i[(Z - zbar)^2] (the magnitudes the rounding bound needs).
+        rows: the query rows (a slice).
+        D: (b,) D~_i = sum_j A~_ij (unnormalized; for FAVOR+ up to a per-row factor).
+        mean: (b, m) E~_i[Z].
+        cov: (b, m, m) Cov~_i(Z).
+        second: (b, m) E~_i[(Z - zbar)^2] (the magnitudes the rounding bound needs).
         zbar: (m,) the global shift.
         n_sum: length of the longest floating-point sum behind a moment (keys + features).
     """
 
+    rows: slice
     D: torch.Tensor
     mean: torch.Tensor
     cov: torch.Tensor
@@ -156,78 +169,100 @@ class KeyMoments:
     n_sum: int
 
 
-def key_moments(Z: torch.Tensor, query_blocks: Blocks, key_blocks: Blocks, L_query: int, *, block: int,
-                weights: torch.Tensor | None = None) -> KeyMoments:
-    """E~_i[Z] and Cov~_i(Z) for every query row i from features produced block by block.
+class MomentSource:
+    """S = psi^T [1, Z - zbar, (Z - zbar)_a (Z - zbar)_b] accumulated over key blocks, then moments per query block.
 
     Args:
         Z: (L_key, m) key-side inputs, in the compute dtype.
-        query_blocks, key_blocks: ``(start, stop) -> (k, stop - start)`` transposed features
-            (phi^T without its weights, psi^T); a returned tensor may be reused by the next call.
-        L_query: number of query rows.
-        block: rows per block.
+        key_blocks, query_blocks: ``(start, stop) -> (k, stop - start)`` transposed features
+            (psi^T, and phi^T without its weights); a returned tensor may be reused by the next call.
+        block: rows per key block.
         weights: (k,) query-side factors (phi = weights * monomials), folded into S.
 
-    Returns:
-        :class:`KeyMoments`.
+    Memory: one (k, block) feature slice, one (block, c) slice of the key columns and S (k, c);
+    nothing of size L x k or L x c.
     """
-    L_key, m = Z.shape
-    zbar = Z.mean(dim=0)  # any shift works; the mean keeps E~[(Z - zbar)^2] close to the covariances
-    Zc = Z - zbar
-    ia, ib = torch.triu_indices(m, m, device=Z.device)
-    W = torch.cat([torch.ones(L_key, 1, dtype=Z.dtype, device=Z.device), Zc, Zc[:, ia] * Zc[:, ib]], dim=1)  # (L, c)
-    S = None
-    for j0 in range(0, L_key, block):
-        j1 = min(j0 + block, L_key)
-        Mk = key_blocks(j0, j1)  # (k, b)
-        S = Mk @ W[j0:j1] if S is None else torch.addmm(S, Mk, W[j0:j1])  # (k, c) += (k, b) @ (b, c)
-    if weights is not None:
-        S *= weights[:, None]
-    k = S.shape[0]
-    N = torch.empty(L_query, S.shape[1], dtype=Z.dtype, device=Z.device)  # (L, c) unnormalized moments
-    for i0 in range(0, L_query, block):
-        i1 = min(i0 + block, L_query)
-        torch.mm(query_blocks(i0, i1).T, S, out=N[i0:i1])  # (b, c) = (b, k) @ (k, c)
-    D = N[:, 0]
-    m1 = N[:, 1 : 1 + m] / D[:, None]  # (L, m) E~[Z - zbar]
-    m2 = N[:, 1 + m :] / D[:, None]  # (L, m(m+1)/2) E~[(Z - zbar)_a (Z - zbar)_b]
-    M2 = torch.empty(L_query, m, m, dtype=Z.dtype, device=Z.device)
-    M2[:, ia, ib] = m2
-    M2[:, ib, ia] = m2
-    cov = M2 - m1[:, :, None] * m1[:, None, :]  # (L, m, m)
-    return KeyMoments(D=D, mean=zbar + m1, cov=cov, second=torch.diagonal(M2, dim1=1, dim2=2).clone(), zbar=zbar, n_sum=L_key + k)
+
+    def __init__(self, Z: torch.Tensor, key_blocks: Blocks, query_blocks: Blocks, *, block: int, weights: torch.Tensor | None = None) -> None:
+        L_key, m = Z.shape
+        self.m = m
+        self.query_blocks = query_blocks
+        self.zbar = Z.mean(dim=0)  # any shift works; the mean keeps E~[(Z - zbar)^2] close to the covariances
+        self.ia, self.ib = torch.triu_indices(m, m, device=Z.device)
+        S = None
+        for j0 in range(0, L_key, block):
+            j1 = min(j0 + block, L_key)
+            Zc = Z[j0:j1] - self.zbar  # (b, m)
+            W = torch.cat([torch.ones(j1 - j0, 1, dtype=Z.dtype, device=Z.device), Zc, Zc[:, self.ia] * Zc[:, self.ib]], dim=1)  # (b, c)
+            Mk = key_blocks(j0, j1)  # (k, b)
+            S = Mk @ W if S is None else torch.addmm(S, Mk, W)  # (k, c) += (k, b) @ (b, c)
+        if weights is not None:
+            S *= weights[:, None]
+        self.S = S
+        self.n_sum = L_key + S.shape[0]
+
+    def moments(self, i0: int, i1: int) -> KeyMoments:
+        """:class:`KeyMoments` of query rows i0 .. i1."""
+        m = self.m
+        N = self.query_blocks(i0, i1).T @ self.S  # (b, c) = (b, k) @ (k, c), unnormalized moments
+        D = N[:, 0]
+        m1 = N[:, 1 : 1 + m] / D[:, None]  # (b, m) E~[Z - zbar]
+        m2 = N[:, 1 + m :] / D[:, None]  # (b, m(m+1)/2) E~[(Z - zbar)_a (Z - zbar)_b]
+        M2 = torch.empty(i1 - i0, m, m, dtype=N.dtype, device=N.device)
+        M2[:, self.ia, self.ib] = m2
+        M2[:, self.ib, self.ia] = m2
+        cov = M2 - m1[:, :, None] * m1[:, None, :]  # (b, m, m)
+        return KeyMoments(rows=slice(i0, i1), D=D, mean=self.zbar + m1, cov=cov, second=torch.diagonal(M2, dim1=1, dim2=2).clone(),
+                          zbar=self.zbar, n_sum=self.n_sum)
+
+
+def key_moments(Z: torch.Tensor, query_blocks: Blocks, key_blocks: Blocks, L_query: int, *, block: int,
+                weights: torch.Tensor | None = None) -> KeyMoments:
+    """E~_i[Z] and Cov~_i(Z) for all L_query rows at once (:class:`MomentSource` in one query block)."""
+    return MomentSource(Z, key_blocks, query_blocks, block=block, weights=weights).moments(0, L_query)
+
+
+def block_gradients(inst: AttentionLoRAInstance, mom: KeyMoments, sk: slice, sv: slice, Q: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The query rows ``mom.rows``' share of the weight gradients G_mu (their sum over blocks is G).
+
+    Args:
+        inst: the instance, in the dtype of ``mom``; Q: its query projections (all rows).
+        mom: :class:`KeyMoments` of Z = :func:`key_inputs`; ``sk``, ``sv``: X_K's and X_V's columns.
+
+    Returns:
+        (G, aux): ``{"q": (n, d), ...}`` for the adapted weights, and the block's rows of ``"O"``,
+        ``"c"`` (b, d) and ``"pXK"`` (b, n).
+    """
+    rows = mom.rows
+    Wv = inst.weight("v")  # (n, d)
+    meanV = mom.mean[:, sv]  # (b, n) E~[X_V]
+    O = meanV @ Wv  # (b, d) O~ = E~[V]
+    c = O - inst.Y[rows]  # (b, d)
+    need = set(inst.adapt)
+    G: dict[str, torch.Tensor] = {}
+    aux = {"O": O, "c": c}
+    if need & {"q", "k"}:
+        cV = c @ Wv.T  # (b, n): c_i . V_j = (W_V c_i) . X_V,j
+        pXK = (mom.cov[:, sk, sv] * cV[:, None, :]).sum(dim=2)  # (b, n) Cov~_i(X_K, c_i . V)
+        aux["pXK"] = pXK
+        if "q" in need:
+            G["q"] = inst.beta * (inst.Xq[rows].T @ (pXK @ inst.weight("k")))  # beta X_Q^T (p~ K)
+        if "k" in need:
+            G["k"] = inst.beta * (pXK.T @ Q[rows])  # beta X_K^T p~^T Q = beta (p~ X_K)^T Q
+    if "v" in need:
+        G["v"] = meanV.T @ c  # X_V^T f~^T c = sum_i E~_i[X_V] c_i^T
+    return G, aux
 
 
 def moment_gradients(inst: AttentionLoRAInstance, mom: KeyMoments, sk: slice, sv: slice) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """The LoRA gradients from the row-wise key moments (formulas in the module docstring).
-
-    Args:
-        inst: the instance, in the dtype of ``mom``.
-        mom: :func:`key_moments` of Z = :func:`key_inputs`; ``sk``, ``sv``: X_K's and X_V's columns.
+    """The LoRA gradients from the moments of all query rows (one block).
 
     Returns:
-        (grads, G, aux): the LoRA gradients ``{"A_q": ...}``, the weight gradients ``{"q": (n, d),
-        ...}`` and per-row tensors ``"D"`` (L,), ``"O"``, ``"c"`` (L, d), ``"pXK"`` (L, n).
+        (grads, G, aux): the LoRA gradients ``{"A_q": ...}``, the weight gradients and per-row
+        ``"D"`` (L,), ``"O"``, ``"c"`` (L, d), ``"pXK"`` (L, n).
     """
-    Q, _, _ = inst.projections()
-    Wv = inst.weight("v")  # (n, d)
-    meanV = mom.mean[:, sv]  # (L, n) E~[X_V]
-    O = meanV @ Wv  # (L, d) O~ = E~[V]
-    c = O - inst.Y  # (L, d)
-    need = set(inst.adapt)
-    G: dict[str, torch.Tensor] = {}
-    aux = {"D": mom.D, "O": O, "c": c}
-    if need & {"q", "k"}:
-        cV = c @ Wv.T  # (L, n): c_i . V_j = (W_V c_i) . X_V,j
-        pXK = torch.bmm(mom.cov[:, sk, sv], cV[:, :, None])[:, :, 0]  # (L, n) Cov~_i(X_K, c_i . V)
-        aux["pXK"] = pXK
-        if "q" in need:
-            G["q"] = inst.beta * (inst.Xq.T @ (pXK @ inst.weight("k")))  # beta X_Q^T (p~ K)
-        if "k" in need:
-            G["k"] = inst.beta * (pXK.T @ Q)  # beta X_K^T p~^T Q = beta (p~ X_K)^T Q
-    if "v" in need:
-        G["v"] = meanV.T @ c  # X_V^T f~^T c = sum_i E~_i[X_V] c_i^T
-    return lora_chain(inst, G), G, aux
+    G, aux = block_gradients(inst, mom, sk, sv, inst.projections()[0])
+    return lora_chain(inst, G), G, {"D": mom.D, **aux}
 
 
 def _from_factors(U: torch.Tensor, V: torch.Tensor) -> tuple[Blocks, Blocks]:
@@ -257,45 +292,54 @@ def lowrank_gradients(inst: AttentionLoRAInstance, U: torch.Tensor, V: torch.Ten
         raise InvalidArgumentError(f"U, V: expected two ({L}, k) factors, got {tuple(U.shape)} and {tuple(V.shape)}")
     Z, sk, sv = key_inputs(inst)
     q, kk = _from_factors(U, V)
-    mom = key_moments(Z, q, kk, L, block=L)
-    return moment_gradients(inst, mom, sk, sv)
+    return moment_gradients(inst, key_moments(Z, q, kk, L, block=L), sk, sv)
 
 
 class LowRankRun(NamedTuple):
-    """What :func:`run_lowrank` returns: the gradients, aux tensors, moments, phase times and validity problems."""
+    """What :func:`run_lowrank` returns: the gradients, aux tensors, phase times and validity problems."""
 
     grads: dict[str, torch.Tensor]
     G: dict[str, torch.Tensor]
     aux: dict[str, torch.Tensor]
     times: dict[str, float]
     reasons: list[str]
-    moments: KeyMoments | None = None
 
 
 def run_lowrank(inst: AttentionLoRAInstance, query_blocks: Blocks | torch.Tensor, key_blocks: Blocks | torch.Tensor, t0: float, *,
-                block: int | None = None, weights: torch.Tensor | None = None) -> LowRankRun:
-    """:func:`key_moments` + :func:`moment_gradients` plus the checks every feature map needs, timed from ``t0``.
+                block: int | None = None, weights: torch.Tensor | None = None,
+                on_block: Callable[[KeyMoments, dict[str, torch.Tensor]], None] | None = None) -> LowRankRun:
+    """Stream the query rows in blocks through :class:`MomentSource` and :func:`block_gradients`, timed from ``t0``.
 
     ``query_blocks`` and ``key_blocks`` are block functions, or the full (L, k) factors U and V.
-    Reasons (for ``ApproxInfo.reason``) are collected, never raised: the normalizer D~ must be
-    positive and finite in every row, and every gradient finite (a subnormal D~ in float32, or a
-    forced degree, can make the moments overflow although D~ > 0).
+    ``on_block(moments, aux)`` sees every query block (the error bound accumulates there). Reasons
+    (for ``ApproxInfo.reason``) are collected, never raised: the normalizer D~ must be positive and
+    finite in every row, and every gradient finite. ``aux`` holds ``"D"`` (L,).
     """
     L = inst.L
     if isinstance(query_blocks, torch.Tensor):
         if not isinstance(key_blocks, torch.Tensor) or query_blocks.shape != key_blocks.shape or query_blocks.shape[0] != L:
             raise InvalidArgumentError(f"U, V: expected two ({L}, k) factors, got {tuple(query_blocks.shape)} and {tuple(getattr(key_blocks, 'shape', ()))}")
         query_blocks, key_blocks = _from_factors(query_blocks, key_blocks)
-        block = L
+    block = block or L
     Z, sk, sv = key_inputs(inst)
     with torch.no_grad():
-        mom = key_moments(Z, query_blocks, key_blocks, L, block=block or L, weights=weights)
-        _sync(mom.D)
+        Q, _, _ = inst.projections()
+        src = MomentSource(Z, key_blocks, query_blocks, block=block, weights=weights)
+        _sync(src.S)
         t1 = time.perf_counter()
-        grads, G, aux = moment_gradients(inst, mom, sk, sv)
-        _sync(mom.D)
+        G: dict[str, torch.Tensor] = {}
+        D = torch.empty(L, dtype=Z.dtype, device=Z.device)
+        for i0 in range(0, L, block):
+            mom = src.moments(i0, min(i0 + block, L))
+            Gb, aux = block_gradients(inst, mom, sk, sv, Q)
+            for mu, g in Gb.items():
+                G[mu] = g if mu not in G else G[mu] + g
+            D[mom.rows] = mom.D
+            if on_block is not None:
+                on_block(mom, aux)
+        grads = lora_chain(inst, G)
+        _sync(D)
     t2 = time.perf_counter()
-    D = mom.D
     dmin = float(D.min())
     reasons = []
     if not dmin > 0 or not math.isfinite(float(D.max())):
@@ -303,4 +347,4 @@ def run_lowrank(inst: AttentionLoRAInstance, query_blocks: Blocks | torch.Tensor
     bad = [k for k, v in grads.items() if not bool(torch.isfinite(v).all())]
     if bad:
         reasons.append(f"non-finite gradients {bad} (min D~ = {dmin:.2e} in {D.dtype})")
-    return LowRankRun(grads, G, aux, {"features": t1 - t0, "gradients": t2 - t1, "total": t2 - t0}, reasons, mom)
+    return LowRankRun(grads, G, {"D": D}, {"keys": t1 - t0, "queries": t2 - t1, "total": t2 - t0}, reasons)

@@ -91,17 +91,18 @@ def default_feature_block(k: int, L: int, itemsize: int = 8) -> int:
 
 
 def approx_bytes(L: int, d: int, k: int, *, m: int | None = None, n: int | None = None, itemsize: int = 8, block: int | None = None) -> float:
-    """Predicted peak bytes of ``approx_gradients`` (features one block at a time).
+    """Predicted peak bytes of ``approx_gradients`` (features and rows streamed in blocks).
 
-    One (k, block) feature slice, the (k, c) moment matrix, the (L, c) key columns and row moments,
-    (L, m, m) covariances and their error bars (~8 of them with the bound's temporaries), the
-    projections, and the monomial tables (k d int64 + k float64).
+    One (k, block) feature slice, the (k, c) moment matrix, a (block, c) slice of key columns and
+    ~16 (block, m, m) per-row temporaries of the moments and the bound, the O(L (n + d)) inputs and
+    projections (~8 copies), and the monomial tables (k d int64 + k float64). Measured peaks at
+    L = 2^14 .. 2^16, d = 4 are 0.3-0.9x of it (tests/limits/test_plan.py).
     """
     m = d if m is None else m
     n = d if n is None else n
     c = moment_columns(m)
     b = default_feature_block(k, L, itemsize) if block is None else block
-    words = float(k) * b + float(k) * c + 2.0 * L * c + 8.0 * L * m * m + 12.0 * L * (n + d) + 4.0 * float(k)
+    words = float(k) * b + float(k) * c + float(b) * c + 16.0 * b * m * m + 8.0 * L * (n + d) + 4.0 * float(k)
     return itemsize * words + 8.0 * float(k) * (d + 2)
 
 

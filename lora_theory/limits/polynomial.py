@@ -122,7 +122,8 @@ def _eps_intervals(coef: np.ndarray, R: float) -> tuple[np.ndarray, np.ndarray, 
     On [a, b]: eps lies within [min(eps(a), eps(b)) - pad, max(eps(a), eps(b)) + pad] with
     pad = (b - a) / 2 * 2 max(|eps'(a)|, |eps'(b)|) (the mean value theorem, with a factor 2 for
     eps' itself being sampled; the grid is ~1e3 times finer than the oscillation of eps' for the
-    degrees used), eps'(t) = (P'(t) - R P(t)) e^{-R t}. Returns (key, lo, hi) with key = the
+    degrees used), eps'(t) = (P'(t) - R P(t)) e^{-R t}, plus the float64 rounding of evaluating
+    eps at a and b (Horner's bound gamma_{2g+4} sum_j |c_j| |t|^j e^{-R t}). Returns (key, lo, hi) with key = the
     smallest |t| on the interval, or None when anything overflows (R past ~709).
     """
     t = _GRID
@@ -132,10 +133,15 @@ def _eps_intervals(coef: np.ndarray, R: float) -> tuple[np.ndarray, np.ndarray, 
         P = pc.polyval(t, coef)
         eps = P * w - 1.0
         deps = (pc.polyval(t, pc.polyder(coef)) - R * P) * w if coef.size > 1 else -R * P * w
-    if not (np.all(np.isfinite(eps)) and np.all(np.isfinite(deps))):
+        # rounding of evaluating eps itself in float64 (Horner: gamma_{2g+2} sum_j |c_j| |t|^j, then the
+        # product with e^{-R t} and the subtraction): the grid values are only known to within this
+        u = np.finfo(np.float64).eps / 2
+        n = 2 * coef.size + 4
+        noise = n * u / (1 - n * u) * pc.polyval(np.abs(t), np.abs(coef)) * w + 2 * u * np.abs(eps + 1.0)
+    if not (np.all(np.isfinite(eps)) and np.all(np.isfinite(deps)) and np.all(np.isfinite(noise))):
         return None
     gap = np.diff(t)
-    pad = gap * np.maximum(np.abs(deps[:-1]), np.abs(deps[1:]))  # (gap / 2) * 2 max|eps'|
+    pad = gap * np.maximum(np.abs(deps[:-1]), np.abs(deps[1:])) + np.maximum(noise[:-1], noise[1:])  # (gap / 2) * 2 max|eps'| + evaluation noise
     lo = np.minimum(eps[:-1], eps[1:]) - pad
     hi = np.maximum(eps[:-1], eps[1:]) + pad
     key = np.where((t[:-1] <= 0) & (t[1:] >= 0), 0.0, np.minimum(np.abs(t[:-1]), np.abs(t[1:])))

@@ -110,7 +110,22 @@ def _check_certified(inst, kwargs, R_true, mode):
     return "certified"
 
 
+def _pinned(L, d, r, *, bound, adapt="qv", R=None, eps=1e-3, on_invalid="raise", compute_dtype=torch.float64, dtype=torch.float64, mode="none"):
+    inst = lt.make_instance(L, d, r, adapt=adapt, bound=bound, seed=0, dtype=dtype)
+    R_true = lt.score_range(inst.to(dtype=torch.float64))
+    R_arg = {"none": None, "below": R_true / 3, "above": score_range_bound(inst) * 2}[mode] if R is None else R
+    return inst, {"eps": eps, "R": R_arg, "on_invalid": on_invalid, "compute_dtype": compute_dtype, "max_features": 20_000}, R_true, mode
+
+
 # 10x the profile's examples (ci: 150, dev: 300, thorough: 3000): each example is small (L <= 40)
+@example(case=_pinned(32, 4, 2, bound=30))  # issue 11: R ~ 1.5e3, was valid=True with garbage (relative error 8.7e14)
+@example(case=_pinned(32, 4, 2, bound=100, on_invalid="flag"))  # bound 100: garbage marked valid
+@example(case=_pinned(32, 4, 2, bound=2.0, mode="below"))  # a caller's R below the true range: was valid=True at relative error 1.22
+@example(case=_pinned(32, 4, 2, bound=2.0, R=720.0))  # R >= ~710: exp overflowed
+@example(case=_pinned(32, 4, 2, bound=2.0, R=720.0, on_invalid="flag"))  # the same in flag mode: coefficients overflow, must raise
+@example(case=_pinned(40, 16, 4, bound=2.0, adapt="qkv"))  # the README's d = 16 example: k = C(44, 16) ~ 4.2e11, refused before allocating
+@example(case=_pinned(40, 4, 2, bound=1.5, compute_dtype=torch.float32, dtype=torch.float32))  # float32 end to end
+@example(case=_pinned(40, 4, 2, bound=1.5, eps=1e-12, mode="above"))  # the smallest eps, a generous caller's R
 @settings(max_examples=10 * settings.default.max_examples, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(case=certification_cases())
 def test_certified_or_refused(case):
@@ -193,7 +208,9 @@ def test_never_forms_L_by_L():
 
 def test_bad_input():
     inst = lt.make_instance(8, 3, 1)
-    for kwargs, match in [({"eps": 0.0}, "eps"), ({"eps": 2.0}, "eps"), ({"method": "remez"}, "method"), ({"on_invalid": "ignore"}, "on_invalid"), ({"degree": -1}, "degree")]:
+    for kwargs, match in [({"eps": 0.0}, "eps"), ({"eps": 2.0}, "eps"), ({"method": "remez"}, "method"), ({"on_invalid": "ignore"}, "on_invalid"), ({"degree": -1}, "degree"),
+                          ({"max_features": 0}, "max_features"), ({"memory_budget": -1.0}, "memory_budget"), ({"block_size": 0}, "block_size"),
+                          ({"compute_dtype": torch.float16}, "compute_dtype"), ({"R": float("nan")}, "R"), ({"max_degree": 61}, "max_degree")]:
         with pytest.raises(ValueError, match=match):
             approx_gradients(inst, **kwargs)
     with pytest.raises(ValueError, match="inst"):
@@ -231,3 +248,73 @@ def test_normalizer_lower_bound(inst):
     """D~_i = sum_j P(t_ij) >= (1 - delta) sum_j e^{S_ij} >= (1 - delta) L e^{-R}: info.min_normalizer obeys it."""
     _, info = approx_gradients(inst, eps=1e-3)
     assert info.min_normalizer >= (1 - info.poly_rel_error) * inst.L * math.exp(-info.R) * (1 - 1e-12)
+
+
+def test_issue_cases_refused_with_both_values():
+    """Issue 11's reproductions: an unverified R names both values; bound 30 / 100 and R >= 710 refuse."""
+    inst = lt.make_instance(64, 4, 2, bound=2.0, seed=0)
+    R_cs = score_range_bound(inst)
+    with pytest.raises(ApproximationError, match=rf"R = {R_cs / 3:.6g} is below .* bound {R_cs:.6g}"):
+        approx_gradients(inst, R=R_cs / 3)
+    with pytest.raises(ApproximationError, match="below"):  # flag mode cannot flag what was never verified
+        approx_gradients(inst, R=R_cs / 3, on_invalid="flag")
+    for bound in (30, 100):
+        with pytest.raises(ApproximationError, match="cannot certify"):
+            approx_gradients(lt.make_instance(64, 4, 2, bound=bound, seed=0))
+    with pytest.raises(ApproximationError, match="overflows float64"):
+        approx_gradients(inst, R=720.0, on_invalid="flag")
+    with pytest.raises(InvalidArgumentError, match="overflows float64"):
+        lt.make_instance(64, 4, 2, bound=1e200)
+
+
+def test_readme_example_fails_fast_with_the_plan():
+    """The README's d = 16, bound = 2 example asks k = C(44, 16) ~ 4.2e11 features: refused within
+    seconds, before allocating, with degree, k, bytes and what would fit."""
+    inst = lt.make_instance(L=1024, d=16, r=4, adapt="qkv", attention="self", bound=2.0)
+    t0 = time.perf_counter()
+    with pytest.raises(ApproximationError) as e:
+        approx_gradients(inst, eps=1e-3)
+    msg = str(e.value)
+    assert time.perf_counter() - t0 < 10
+    assert "degree 28" in msg and "C(44, 16) = 4.17e+11" in msg and "bytes" in msg
+    assert "eps" in msg and "score range R <=" in msg and "d <=" in msg
+    with pytest.raises(ApproximationError, match="memory budget"):  # the byte budget alone refuses too
+        approx_gradients(inst, eps=1e-3, max_features=10**15, memory_budget=2**30)
+
+
+def test_flag_mode_returns_what_it_computed():
+    """on_invalid='flag' past the certifiable range returns gradients with valid = False and a reason;
+    'raise' raises the same reason (a forced degree on a hard instance: the phase-transition sweeps)."""
+    hard = lt.hard_instance(256, 4, 2, bound=3.0)
+    g, info = approx_gradients(hard, degree=8, on_invalid="flag")
+    assert not info.valid and "eps" in info.reason and set(g) == {"A_q", "B_q", "A_v", "B_v"}
+    with pytest.raises(ApproximationError, match="cannot certify"):
+        approx_gradients(hard, degree=8)
+
+
+def test_blocks_and_compute_dtype_agree():
+    """The feature block size changes only the summation order; float32 compute stays within its bound."""
+    inst = lt.make_instance(700, 3, 2, adapt="qkv", attention="cross", bound=1.5, beta=0.5, seed=2)
+    g1, i1 = approx_gradients(inst, eps=1e-6)
+    g2, _ = approx_gradients(inst, eps=1e-6, block_size=37)
+    g3, i3 = approx_gradients(inst, eps=1e-3, compute_dtype=torch.float32)
+    ex = lt.exact_gradients(inst)
+    for k in ex:
+        assert lt.max_rel_error(g2[k], g1[k]) <= 1e-12
+        assert float((g3[k] - ex[k]).abs().max()) <= i3.error_bound[k]
+    assert i3.compute_dtype == "float32" and all(i3.error_bound[k] > i1.error_bound[k] for k in ex)
+
+
+@pytest.mark.gpu
+def test_cuda_large_L_within_bound():
+    """CUDA at L = 2^17 (issue 15): approx (float32 instance, float64 chain) is valid, its peak is far
+    below one L x L matrix, and its error vs the exact float64 gradient on the GPU is within the bound."""
+    from lora_theory._memory import PeakMemory
+
+    inst = lt.make_instance(1 << 17, 4, 2, adapt="qkv", bound=2.0, beta=0.25, dtype=torch.float32, device="cuda")
+    with PeakMemory(cuda=True) as pm:
+        g, info = approx_gradients(inst, eps=1e-3)
+    assert info.valid and pm.peak_bytes < 2**30, pm.peak_bytes
+    ex = lt.exact_gradients(inst.to(dtype=torch.float64))
+    for k in ex:
+        assert float((g[k].double() - ex[k]).abs().max()) <= info.error_bound[k], k
