@@ -68,22 +68,38 @@ def grad(
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, ... (default cpu)."),
     block_size: Optional[int] = typer.Option(None, "--block-size"),
     no_autograd: bool = typer.Option(False, "--no-autograd", help="Skip the dense autograd reference (for large L)."),
+    method: str = typer.Option("exact", "--method", help="exact (closed form), approx (polynomial method, certified to --eps) or auto "
+                               "(the faster predicted method that can certify --eps)."),
+    eps: float = typer.Option(1e-3, "--eps", help="Target relative error of exp for --method approx / auto."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Exact LoRA-attention gradients of one instance: norms, R, max error vs autograd, times."""
+    """LoRA-attention gradients of one instance: norms, R, the plan, max error vs autograd, times."""
     import torch
 
-    from . import autograd_gradients, exact_gradients, make_instance, max_rel_error, norm_bounds
-    from ._validate import InvalidArgumentError
+    from . import approx_gradients, approx_plan, autograd_gradients, exact_gradients, make_instance, max_rel_error, norm_bounds
+    from ._validate import InvalidArgumentError, check_choice
+    from .limits.lowrank import ApproximationError
 
     try:
+        check_choice("method", method, ("exact", "approx", "auto"))
         inst = make_instance(L, d, r, adapt=adapt, attention=attention, bound=bound, beta=beta, seed=seed, dtype=_dtype(dtype), device=device)
         sync = torch.cuda.synchronize if inst.device.type == "cuda" else (lambda: None)
-        out: dict = {"instance": repr(inst), "norms": norm_bounds(inst)}
+        plan = approx_plan(inst, eps)  # degree, k, bytes and predicted seconds of both methods, nothing allocated
+        chosen = plan.faster if method == "auto" else method
+        out: dict = {"instance": repr(inst), "norms": norm_bounds(inst), "method": chosen, "plan": {
+            "degree": plan.degree, "k": plan.k, "certifiable": plan.certifiable, "approx_bytes": plan.approx_bytes, "exact_bytes": plan.exact_bytes,
+            "approx_seconds_predicted": plan.approx_seconds, "exact_seconds_predicted": plan.exact_seconds, "cost_model": plan.model}}
+        if not as_json and (method == "auto" or max(plan.approx_seconds if chosen == "approx" else plan.exact_seconds, 0) > 2.0):
+            console.print(f"plan: {plan.summary()} -> {chosen}")  # before a long run, say what it will cost
         t0 = time.perf_counter()
-        g = exact_gradients(inst, block_size=block_size)
+        if chosen == "approx":
+            g, info = approx_gradients(inst, eps=eps)
+            out["error_bound"] = info.error_bound
+            out["degree"], out["k"] = info.degree, info.rank
+        else:
+            g = exact_gradients(inst, block_size=block_size)
         sync()
-        out["exact_seconds"] = time.perf_counter() - t0
+        out[f"{chosen}_seconds"] = time.perf_counter() - t0
         if not no_autograd:
             t0 = time.perf_counter()
             ref = autograd_gradients(inst)
@@ -91,7 +107,7 @@ def grad(
             out["autograd_seconds"] = time.perf_counter() - t0
             out["max_rel_err"] = {k: max_rel_error(g[k], ref[k]) for k in g}
         out["grad_norms"] = {k: float(v.norm()) for k, v in g.items()}
-    except InvalidArgumentError as e:
+    except (InvalidArgumentError, ApproximationError) as e:
         raise typer.BadParameter(str(e)) from None
     if as_json:
         typer.echo(json.dumps(out, indent=2))
@@ -102,7 +118,9 @@ def grad(
         t.add_row(f"norm {k}", f"{v:.4g}")
     for k, v in out.get("max_rel_err", {}).items():
         t.add_row(f"rel err {k}", f"{v:.2e}")
-    t.add_row("exact (s)", f"{out['exact_seconds']:.4f}")
+    for k, v in out.get("error_bound", {}).items():
+        t.add_row(f"certified bound {k}", f"{v:.2e}")
+    t.add_row(f"{chosen} (s)", f"{out[f'{chosen}_seconds']:.4f}")
     if "autograd_seconds" in out:
         t.add_row("autograd (s)", f"{out['autograd_seconds']:.4f}")
     console.print(t)
