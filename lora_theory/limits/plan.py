@@ -201,39 +201,53 @@ _CACHE_FILE = "cost_model.json"
 class CostModel:
     """Seconds = a linear model in operation counts, fitted by timing small runs on this machine.
 
-    approx: ``a_const + a_feat * 2 L k + a_mm * 2 L k c + a_row * L m^2 d + a_op * (2 L / block) d g``
-    exact:  ``e_const + e_mm * L^2 d_mm + e_elem * L^2 + e_blk * L / block``, d_mm = 4 d + d min(n_adapted, 2)
+    approx: ``a_const + a_fit (g + 1) + a_feat 2 L k + a_mm 2 L k c + a_L L + a_row L m^2 d + a_op (2 L / block) d g``
+    (the polynomial fit, the features, the two moment contractions, the per-row algebra and bound,
+    and the per-block small operations); exact: ``e_const + e_mm L^2 d_mm + e_elem L^2 + e_blk L / block``
+    with d_mm = 4 d + d min(n_adapted, 2) (the blocked closed form: GEMMs, exp and the other
+    elementwise passes, per-block overhead).
 
-    Coefficients are seconds per unit (CPU time of one process with ``threads`` torch threads).
-    ``source`` says where it came from ("default": constants measured on the development machine;
-    "calibrated": :func:`calibrate_cost_model` on this one).
+    Coefficients are seconds per unit (CPU time of one process with ``threads`` torch threads, or
+    synchronized wall time on CUDA). ``source`` says where it came from ("default": constants
+    measured on the development machine, 2 shared cores, one thread; "calibrated":
+    :func:`calibrate_cost_model` on this one).
     """
 
-    a_const: float = 1.5e-3
-    a_feat: float = 1.0e-9
-    a_mm: float = 2.5e-10
-    a_row: float = 2.0e-9
-    a_op: float = 4.0e-6
-    e_const: float = 2.0e-4
-    e_mm: float = 5.0e-10
-    e_elem: float = 8.0e-9
-    e_blk: float = 3.0e-5
+    a_const: float = 6.8e-3
+    a_fit: float = 4.1e-4
+    a_feat: float = 1.06e-8
+    a_mm: float = 0.0
+    a_L: float = 1.85e-6
+    a_row: float = 1.06e-8
+    a_op: float = 0.0
+    e_const: float = 0.0
+    e_mm: float = 9.3e-11
+    e_elem: float = 2.0e-8
+    e_blk: float = 1.25e-4
     threads: int = 1
     device: str = "cpu"
     source: str = "default"
 
-    def approx_seconds(self, L: int, d: int, k: int, degree: int, m: int | None = None) -> float:
+    @staticmethod
+    def approx_terms(L: int, d: int, k: int, degree: int, m: int | None = None) -> list[float]:
+        """The operation counts the approx coefficients multiply, in field order."""
         m = d if m is None else m
         b = default_feature_block(k, L)
-        c = moment_columns(m)
-        return (self.a_const + self.a_feat * 2.0 * L * k + self.a_mm * 2.0 * L * k * c + self.a_row * L * m * m * d
-                + self.a_op * (2.0 * math.ceil(L / b)) * d * max(degree, 1))
+        return [1.0, degree + 1.0, 2.0 * L * k, 2.0 * L * k * moment_columns(m), float(L), float(L) * m * m * d, 2.0 * math.ceil(L / b) * d * max(degree, 1)]
 
-    def exact_seconds(self, L: int, d: int, n_adapted: int = 3) -> float:
+    @staticmethod
+    def exact_terms(L: int, d: int, n_adapted: int = 3) -> list[float]:
         from .exact import default_block_size  # see exact_bytes
 
-        b = default_block_size(L)
-        return self.e_const + self.e_mm * float(L) * L * (4 * d + d * min(n_adapted, 2)) + self.e_elem * float(L) * L + self.e_blk * math.ceil(L / b)
+        return [1.0, float(L) * L * (4 * d + d * min(n_adapted, 2)), float(L) * L, float(math.ceil(L / default_block_size(L)))]
+
+    def approx_seconds(self, L: int, d: int, k: int, degree: int, m: int | None = None) -> float:
+        coef = (self.a_const, self.a_fit, self.a_feat, self.a_mm, self.a_L, self.a_row, self.a_op)
+        return float(sum(c * x for c, x in zip(coef, self.approx_terms(L, d, k, degree, m), strict=True)))
+
+    def exact_seconds(self, L: int, d: int, n_adapted: int = 3) -> float:
+        coef = (self.e_const, self.e_mm, self.e_elem, self.e_blk)
+        return float(sum(c * x for c, x in zip(coef, self.exact_terms(L, d, n_adapted), strict=True)))
 
 
 def _cache_path() -> Path:
@@ -253,11 +267,20 @@ def _fit_nonneg(X: np.ndarray, t: np.ndarray) -> np.ndarray:
     return coef
 
 
+def _clear_fit_caches() -> None:
+    """Forget fitted polynomials, so that a timed call pays its fit like a user's first call does."""
+    from . import polynomial
+
+    polynomial._fit.cache_clear()
+    polynomial._range_table.cache_clear()
+
+
 def calibrate_cost_model(*, threads: int = 1, device: str = "cpu", save: bool = True, repeats: int = 2) -> CostModel:
-    """Time small runs of ``approx_gradients`` and ``exact_gradients`` and fit :class:`CostModel` (a few seconds).
+    """Time small runs of ``approx_gradients`` and ``exact_gradients`` and fit :class:`CostModel` (~5-10 s).
 
     CPU runs are timed with the process CPU clock on ``threads`` torch threads (robust to other work
-    on shared cores); CUDA runs with synchronized wall time. With ``save``, the fit is stored in
+    on shared cores); CUDA runs with synchronized wall time. Each approx run starts with cleared
+    polynomial caches (its fit is part of its cost). With ``save``, the fit is stored in
     ``$LORA_THEORY_CACHE`` or ``~/.cache/lora_theory/cost_model.json``, keyed by machine, torch
     version, device and threads, where :func:`cost_model` finds it.
     """
@@ -271,11 +294,13 @@ def calibrate_cost_model(*, threads: int = 1, device: str = "cpu", save: bool = 
     tick = time.perf_counter if cuda else time.process_time
     sync = torch.cuda.synchronize if cuda else (lambda: None)
 
-    def best(fn) -> float:
+    def best(fn, clear: bool = False) -> float:
         fn()
         sync()
         out = math.inf
         for _ in range(repeats):
+            if clear:
+                _clear_fit_caches()
             t0 = tick()
             fn()
             sync()
@@ -284,18 +309,15 @@ def calibrate_cost_model(*, threads: int = 1, device: str = "cpu", save: bool = 
 
     rows_a, ta, rows_e, te = [], [], [], []
     with torch_threads(threads):
-        for L, d, bound in ((512, 2, 1.0), (2048, 2, 2.0), (4096, 4, 1.0), (1024, 4, 3.0), (2048, 6, 1.5), (512, 8, 1.5), (2048, 8, 1.0), (8192, 3, 1.5)):
+        # small k at large L (per-row work), large k at small L (the contractions), several d
+        for L, d, bound in ((16384, 2, 1.0), (8192, 4, 1.0), (2048, 2, 2.0), (4096, 8, 1.5), (1024, 8, 2.5), (2048, 6, 1.5), (512, 4, 3.0), (4096, 3, 2.0)):
             inst = make_instance(L, d, 2, adapt="qkv", bound=bound, beta=1.0 / d, seed=1, device=device)
             _, info = approx_gradients(inst, eps=1e-3, on_invalid="flag")
-            k, g = info.rank, info.degree
-            b = default_feature_block(k, L)
-            rows_a.append([1.0, 2.0 * L * k, 2.0 * L * k * moment_columns(d), L * d * d * d, 2.0 * math.ceil(L / b) * d * max(g, 1)])
-            ta.append(best(lambda inst=inst: approx_gradients(inst, eps=1e-3, on_invalid="flag")))
+            rows_a.append(CostModel.approx_terms(L, d, info.rank, info.degree))
+            ta.append(best(lambda inst=inst: approx_gradients(inst, eps=1e-3, on_invalid="flag"), clear=True))
         for L, d in ((256, 2), (1024, 2), (2048, 8), (512, 8), (4096, 4), (1024, 16)):
-            from .exact import default_block_size
-
             inst = make_instance(L, d, 2, adapt="qkv", seed=1, device=device)
-            rows_e.append([1.0, float(L) * L * (4 * d + 2 * d), float(L) * L, math.ceil(L / default_block_size(L))])
+            rows_e.append(CostModel.exact_terms(L, d))
             te.append(best(lambda inst=inst: exact_gradients(inst)))
     a = _fit_nonneg(np.array(rows_a), np.array(ta))
     e = _fit_nonneg(np.array(rows_e), np.array(te))

@@ -70,7 +70,7 @@ def test_cost_model_calibration_round_trip(tmp_path, monkeypatch):
     monkeypatch.setenv("LORA_THEORY_CACHE", str(tmp_path))
     assert cost_model().source == "default"
     m = calibrate_cost_model(repeats=1)
-    assert m.source == "calibrated" and all(v >= 0 for v in (m.a_const, m.a_feat, m.a_mm, m.a_row, m.a_op, m.e_const, m.e_mm, m.e_elem, m.e_blk))
+    assert m.source == "calibrated" and all(v >= 0 for v in (m.a_const, m.a_fit, m.a_feat, m.a_mm, m.a_L, m.a_row, m.a_op, m.e_const, m.e_mm, m.e_elem, m.e_blk))
     assert cost_model() == m
     data = json.loads((tmp_path / "cost_model.json").read_text())
     assert len(data) == 1
