@@ -12,7 +12,10 @@ f~ = A~ / sum A~, dbar = sum_j f_j delta_j, E and E~ the means under f and f~.
    |(E~ - E)[x]| <= eta sd_f(x), eta = (osc / 2) / (1 - delta) (numeric, extreme delta patterns).
 3. :func:`check_cov_shift`: Cov~(h, x) - Cov(h, x) = (E~ - E)[(h - E h)(x - E x)] - (E~ h - E h)(E~ x - E x)
    (symbolic), hence |Cov~ - Cov| <= eta (sd_f(h) sd_f(x) + |Cov_f(h, x)|) + eta^2 sd_f(h) sd_f(x) (numeric).
-4. :func:`check_sd_ratio`: f_j / f~_j <= kappa = (1 + hi) / (1 + lo), hence Var_f(x) <= kappa Var_f~(x)
+4. :func:`check_slope_shift`: when delta_j = eps(t_j) with |eps'| <= slope on an interval holding every
+   t_j (hence tau = E_f t), |(E~ - E)[x]| <= slope sd_f(t) sd_f(x) / (1 - delta) (numeric: oscillating and
+   monotone eps, weights over many decades).
+5. :func:`check_sd_ratio`: f_j / f~_j <= kappa = (1 + hi) / (1 + lo), hence Var_f(x) <= kappa Var_f~(x)
    (numeric; symbolic form of the ratio).
 
 Each function returns a dict of what it checked and raises :class:`BoundCheckError` on a mismatch.
@@ -25,7 +28,7 @@ import itertools
 import numpy as np
 import sympy as sp
 
-__all__ = ["BoundCheckError", "check_cov_shift", "check_mean_shift", "check_moment_form", "check_sd_ratio", "run_all"]
+__all__ = ["BoundCheckError", "check_cov_shift", "check_mean_shift", "check_moment_form", "check_sd_ratio", "check_slope_shift", "run_all"]
 
 
 class BoundCheckError(AssertionError):
@@ -154,6 +157,28 @@ def check_cov_shift(L: int = 4, factor: float = 1.0, seed: int = 0) -> dict:
     return {"L": L, "max_shift_over_bound": worst}
 
 
+def check_slope_shift(L: int = 6, factor: float = 1.0, seed: int = 0) -> dict:
+    """|(E~ - E)[x]| <= slope sd_f(t) sd_f(x) / (1 - delta) for delta_j = eps(t_j), |eps'| <= slope, |eps| <= delta."""
+    rng = np.random.default_rng(seed)
+    worst = 0.0
+    for amp, omega, shift in ((0.1, 1.0, 0.0), (0.3, 5.0, 0.7), (0.05, 20.0, 1.3), (0.4, 0.5, -0.4)):
+        def eps(t):
+            return amp * np.sin(omega * t + shift)
+
+        slope, delta = amp * omega, amp  # sup |eps'| and sup |eps| over the whole line
+        for w, xv, _ in _extreme_rows(L, rng):
+            fw = w / w.sum()
+            for _ in range(10):
+                t = rng.uniform(-1, 1, L) * rng.uniform(0.01, 1)
+                at = w * (1 + eps(t))
+                shift_x = (at / at.sum()) @ xv - fw @ xv
+                sd_t, sd_x = np.sqrt(fw @ (t - fw @ t) ** 2), np.sqrt(fw @ (xv - fw @ xv) ** 2)
+                bound = factor * slope * sd_t * sd_x / (1 - delta)
+                _require(abs(shift_x) <= bound * (1 + 1e-12) + 1e-15, f"|(E~ - E)[x]| = {abs(shift_x):.3e} > slope bound {bound:.3e}")
+                worst = max(worst, abs(shift_x) / bound if bound > 0 else 0.0)
+    return {"L": L, "max_shift_over_bound": worst}
+
+
 def check_sd_ratio(L: int = 4, factor: float = 1.0, seed: int = 0) -> dict:
     """f_j / f~_j = (1 + dbar) / (1 + delta_j) <= kappa = (1 + hi) / (1 + lo), so Var_f(x) <= kappa Var_f~(x)."""
     a, dl, f, ft, dbar = _symbols(3)
@@ -176,7 +201,8 @@ def check_sd_ratio(L: int = 4, factor: float = 1.0, seed: int = 0) -> dict:
 
 
 def run_all() -> dict:
-    return {"moment_form": check_moment_form(), "mean_shift": check_mean_shift(), "cov_shift": check_cov_shift(), "sd_ratio": check_sd_ratio()}
+    return {"moment_form": check_moment_form(), "mean_shift": check_mean_shift(), "cov_shift": check_cov_shift(), "slope_shift": check_slope_shift(),
+            "sd_ratio": check_sd_ratio()}
 
 
 if __name__ == "__main__":

@@ -23,6 +23,10 @@ Soundness (what ``valid`` and ``error_bound`` promise, for every input):
   eta_i = (hi_i - lo_i) / 2 / (1 - delta_i) and kappa_i = (1 + hi_i) / (1 + lo_i):
 
       |(E~ - E)[x]| <= eta_i sqrt(kappa_i) sd~(x)        for any key function x      (check_mean_shift)
+
+  and, since delta_ij = eps(t_ij) with eps' bounded by slope_i on the row's range, also with
+  eta_i replaced by (slope_i sd_f(t) + c_u) / (1 - delta_i) (check_slope_shift): a row whose
+  scores spread little under f sees an almost constant delta_ij;
       |(Cov~ - Cov)(h, x)| <= eta_i (sd_f(h) sd_f(x) + |Cov_f(h, x)|) + eta_i^2 sd_f(h) sd_f(x)   (check_cov_shift)
       sd_f(x) <= sqrt(kappa_i) sd~(x)                                                     (check_sd_ratio)
 
@@ -175,7 +179,15 @@ class _ErrorBound:
         cabs = c.abs() + errc  # >= |c~|, the exact-arithmetic residual of the approximation
 
         # -- the approximation (exact arithmetic on A~), row by row ---------------------------------------
-        bO = (eta * skap)[:, None] * sdV  # (b, d) |O~ - O|                                     (check_mean_shift)
+        # A mean shift (E~ - E)[x] = Cov_f(delta, x) / (1 + dbar) needs only how much delta_j varies under f:
+        # by the range, |delta_j - m| <= (hi - lo) / 2 (eta); by the slope, |delta_j - eps(tau)| <= slope |t_j - tau|
+        # + c_u with tau = E_f t, so |Cov_f(delta, x)| <= (slope sd_f(t) + c_u) sd_f(x) (eta1 = the smaller of the two).
+        slope = torch.as_tensor(poly.slope_bound(rho_np), dtype=dt, device=dev)  # (b,) sup |eps'| on |t| <= rho_i
+        aKQ = Q @ AK.T * (beta / R)  # (b, m): t_ij = aKQ_i . Z_j
+        var_t = (_mv(cov, aKQ) * aKQ).sum(dim=1) + tauC * (s * aKQ.abs()).sum(dim=1) ** 2
+        c_u = 3 * u * slope + 8 * u * R * (1 + delta)  # the rounded scores: |t' - t| <= 3u and the factor e^{R (t' - t)}
+        eta1 = torch.minimum(eta, (slope * skap * var_t.clamp(min=0).sqrt() + c_u) / (1 - delta))  # (b,)
+        bO = (eta1 * skap)[:, None] * sdV  # (b, d) |O~ - O|                                     (check_mean_shift)
         cZ = c @ AV.T  # (b, m): c . V_j = (AV c) . Z_j
         var_cV = (_mv(cov, cZ) * cZ).sum(dim=1) + tauC * (s * cZ.abs()).sum(dim=1) ** 2
         sd_cV = var_cV.clamp(min=0).sqrt() + (errc * sdV).sum(dim=1)  # >= sd~(c~ . V)
@@ -186,7 +198,7 @@ class _ErrorBound:
         # where |Cov_f(h, x)| <= |p~ x| + T itself; solving T <= A + eta (sd sd + |p~ x| + T) + eta^2 sd sd for T (check_cov_shift):
         def shifted(termA: torch.Tensor, sdx: torch.Tensor, px: torch.Tensor) -> torch.Tensor:
             ss = sd_h[:, None] * skap[:, None] * sdx  # (b, p) sd_f(h) sd_f(x)
-            return (termA + eta[:, None] * (ss + px) + (eta * eta)[:, None] * ss) / (1 - eta[:, None])
+            return (termA + eta[:, None] * (ss + px) + (eta1 * eta1)[:, None] * ss) / (1 - eta[:, None])
 
         need, beta = self.need, inst.beta
         if need & {"q", "k"}:
@@ -207,7 +219,7 @@ class _ErrorBound:
             bpX = shifted((bO[:, :, None] * covVX).sum(dim=1), sd(SK), pXK.abs() + err_pXK)  # (b, n)
             self._add("k", beta * ((bpX + err_pXK + self.g_L * pXK.abs()).T @ Q.abs()))  # (n, d)
         if "v" in need:
-            bE = (eta * skap)[:, None] * sd(SV)  # (b, n) |E~[X_V] - E[X_V]|
+            bE = (eta1 * skap)[:, None] * sd(SV)  # (b, n) |E~[X_V] - E[X_V]|
             self._add("v", bE.T @ cabs + (meanV.abs() + err_meanV + bE).T @ bO  # the approximation
                       + err_meanV.T @ c.abs() + meanV.abs().T @ errc + self.g_L * (meanV.abs().T @ c.abs()))  # the rounding
 

@@ -104,6 +104,16 @@ class ExpPolynomial:
         idx = np.clip(np.searchsorted(key, rho, side="right") - 1, 0, key.size - 1)  # every interval that meets [-rho, rho]
         return lo[idx], hi[idx]
 
+    def slope_bound(self, rho: np.ndarray | float) -> np.ndarray:
+        """Certified sup |eps'(t)| over |t| <= rho, for each rho in [0, 1] (Lipschitz constant of eps there).
+
+        With it, |eps(t_j) - eps(tau)| <= slope |t_j - tau| for scores and their mean in [-rho, rho]: a
+        row whose scores spread little under f~ sees a nearly constant eps (which cancels in f~).
+        """
+        rho = np.asarray(rho, dtype=np.float64)
+        key, run = _slope_table(self.R, tuple(self.coef))
+        return run[np.clip(np.searchsorted(key, rho, side="right") - 1, 0, key.size - 1)]
+
     @property
     def certified(self) -> bool:
         """Whether the measured error meets the target (True when no target was set)."""
@@ -146,6 +156,37 @@ def _eps_intervals(coef: np.ndarray, R: float) -> tuple[np.ndarray, np.ndarray, 
     hi = np.maximum(eps[:-1], eps[1:]) + pad
     key = np.where((t[:-1] <= 0) & (t[1:] >= 0), 0.0, np.minimum(np.abs(t[:-1]), np.abs(t[1:])))
     return key, lo, hi
+
+
+@lru_cache(maxsize=256)
+def _slope_table(R: float, coef: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Interval keys sorted, and the running certified max of |eps'| over the intervals up to each key.
+
+    eps'(t) = (P' - R P) e^{-R t}, eps''(t) = (P'' - 2 R P' + R^2 P) e^{-R t}; on [a, b]:
+    |eps'| <= max(|eps'(a)|, |eps'(b)|) + (b - a) max(|eps''(a)|, |eps''(b)|) + evaluation noise.
+    """
+    c = np.array(coef)
+    t = _GRID
+    pc = np.polynomial.polynomial
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # overflow -> the inf table below
+        w = np.exp(-R * t)
+        P, P1 = pc.polyval(t, c), pc.polyval(t, pc.polyder(c)) if c.size > 1 else np.zeros_like(t)
+        P2 = pc.polyval(t, pc.polyder(c, 2)) if c.size > 2 else np.zeros_like(t)
+        d1 = np.abs((P1 - R * P) * w)
+        d2 = np.abs((P2 - 2 * R * P1 + R * R * P) * w)
+        u = np.finfo(np.float64).eps / 2
+        n = 2 * c.size + 6
+        j = np.arange(c.size)
+        absP = pc.polyval(np.abs(t), np.abs(c))
+        absP1 = pc.polyval(np.abs(t), (j * np.abs(c))[1:]) if c.size > 1 else np.zeros_like(t)
+        noise = n * u / (1 - n * u) * (absP1 + R * absP) * w  # the float64 rounding of evaluating eps'
+        bound = np.maximum(d1[:-1], d1[1:]) + np.diff(t) * np.maximum(d2[:-1], d2[1:]) + np.maximum(noise[:-1], noise[1:])
+    key = np.where((t[:-1] <= 0) & (t[1:] >= 0), 0.0, np.minimum(np.abs(t[:-1]), np.abs(t[1:])))
+    order = np.argsort(key, kind="stable")
+    run = np.maximum.accumulate(bound[order])
+    if not np.all(np.isfinite(run)):
+        run = np.full_like(run, np.inf)
+    return key[order], run
 
 
 def _rel_error(coef: np.ndarray, R: float) -> float:

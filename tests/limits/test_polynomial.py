@@ -93,3 +93,18 @@ def test_huge_ranges_give_inf_never_nan(R):
     assert not math.isnan(p.feature_rounding(10, 1e-16))
     lo, hi = p.error_range(0.5)
     assert not (np.isnan(lo) or np.isnan(hi))
+
+
+@given(R=st.floats(0.01, 10.0), eps=st.sampled_from((1e-2, 1e-4, 1e-8)), rho=st.floats(0.01, 1.0), seed=st.integers(0, 10**6))
+def test_slope_bound_is_a_lipschitz_constant_off_grid(R, eps, rho, seed):
+    """|eps(s) - eps(t)| <= slope_bound(rho) |s - t| for random pairs in [-rho, rho] (plus evaluation
+    noise): fails if the eps'' pad or the lookup is wrong."""
+    p = exp_polynomial(R, eps)
+    rng = np.random.default_rng(seed)
+    s, t = rng.uniform(-rho, rho, 2000), rng.uniform(-rho, rho, 2000)
+
+    def e(x):
+        return np.polynomial.polynomial.polyval(x, p.coef) * np.exp(-R * x) - 1
+
+    noise = 8 * (p.degree + 3) * 1.2e-16 * np.polynomial.polynomial.polyval(rho, np.abs(p.coef)) * math.exp(R * rho) + 1e-15
+    assert np.all(np.abs(e(s) - e(t)) <= p.slope_bound(rho) * np.abs(s - t) + noise)
