@@ -56,19 +56,8 @@ def _alarm(signum, frame):
 
 @st.composite
 def certification_cases(draw):
-    """(instance, kwargs, R_true, R_mode): scores of a chosen exact range R from 1e-2 to 1e4."""
-    d = draw(st.integers(1, 16))
-    L = draw(st.integers(1, 40))
-    r = draw(st.integers(1, d))
-    adapt = draw(st.sampled_from(("qv", "qkv")))
-    attention = draw(st.sampled_from(("self", "cross")))
-    seed = draw(st.integers(0, 2**20))
-    R_true = 10 ** draw(st.floats(-2, 4))
-    base = lt.make_instance(L, d, r, adapt=adapt, attention=attention, seed=seed)
-    R0 = lt.score_range(base)
-    beta = R_true / R0 if R0 > 0 else 1.0
-    dtype = draw(st.sampled_from((torch.float64, torch.float32)))
-    inst = lt.make_instance(L, d, r, adapt=adapt, attention=attention, seed=seed, beta=beta, dtype=dtype)
+    """(instance, kwargs, R_true, R_mode): exact score ranges from 1e-2 to 1e4 (``lts.ranged_instances``)."""
+    inst = draw(lts.ranged_instances(min_R=1e-2, max_R=1e4, max_L=40, max_d=16))
     R_true = lt.score_range(inst.to(dtype=torch.float64))
     mode = draw(st.sampled_from(("none", "below", "between", "above")))
     R_cs = score_range_bound(inst)
