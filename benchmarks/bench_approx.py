@@ -61,7 +61,7 @@ def ratios_to_bound(g, ex, info) -> list[float]:
     return [float((g[k].double() - ex[k].double()).abs().max()) / info.error_bound[k] for k in ex]
 
 
-def main() -> None:  # noqa: C901 (one benchmark, six parts, printed in order)
+def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--d", type=int, default=4)
     ap.add_argument("--eps", type=float, default=1e-3)

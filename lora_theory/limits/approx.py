@@ -52,7 +52,16 @@ from .._validate import InvalidArgumentError, check_choice, check_int, check_pos
 from .exact import _check_instance
 from .features import FeatureMap
 from .instance import AttentionLoRAInstance
-from .lowrank import ApproximationError, ApproxInfo, KeyMoments, key_inputs, key_range_stats, row_score_ranges, run_lowrank, score_range_bound
+from .lowrank import (
+    ApproximationError,
+    ApproxInfo,
+    KeyMoments,
+    key_inputs,
+    key_range_stats,
+    row_score_ranges,
+    run_lowrank,
+    score_range_bound,
+)
 from .plan import DEFAULT_MAX_FEATURES, check_resources, default_feature_block
 from .polynomial import ExpPolynomial, exp_polynomial
 
@@ -81,6 +90,12 @@ def _quad(A: torch.Tensor, C2: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     m, p = A.shape
     kron = (A[:, None, :, None] * B[None, :, None, :]).reshape(m * m, p * B.shape[1])  # [(a, b), (p, q)] = A_ap B_bq
     return (C2 @ kron).reshape(-1, p, B.shape[1])
+
+
+def _kron(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """(m^2, p q): [(a, b), (p, q)] = A_ap B_bq, so that C2 @ it = the flattened A^T C_i B of every row."""
+    m, p = A.shape
+    return (A[:, None, :, None] * B[None, :, None, :]).reshape(m * m, p * B.shape[1])
 
 
 def _diag_quad(A: torch.Tensor, C2: torch.Tensor) -> torch.Tensor:
@@ -117,6 +132,16 @@ class _ErrorBound:
         self.AK = _embed(sk, self.Wk, m)  # (m, d): K = Z AK
         self.SK = _embed(sk, torch.eye(inst.Xk.shape[1], dtype=dt, device=dev), m)  # (m, n): X_K = Z SK
         self.SV = _embed(sv, torch.eye(inst.Xv.shape[1], dtype=dt, device=dev), m)  # (m, n): X_V = Z SV
+        # every per-row quadratic form of the block in two GEMMs over the flattened covariances:
+        # the variances of V, K, X_K, X_V (diagonals) and the covariances Cov(V, K), Cov(V, X_K)
+        self.cols = torch.cat([self.AV, self.AK, self.SK, self.SV], dim=1)  # (m, P)
+        self.cols_abs = self.cols.abs()
+        self.kdiag = (self.cols[:, None, :] * self.cols[None, :, :]).reshape(m * m, -1)  # [(a, b), p] = A_ap A_bp
+        d, n_k = self.AV.shape[1], self.SK.shape[1]
+        self.split = (d, d, n_k, self.SV.shape[1])
+        self.kcov = torch.cat([_kron(self.AV, self.AK), _kron(self.AV, self.SK)], dim=1)  # (m^2, d d + d n)
+        self.shapes = ((d, d), (d, n_k))
+        self.Wv_abs, self.Wk_abs = self.Wv.abs(), self.Wk.abs()
         self.need = set(inst.adapt)
         self.bG: dict[str, torch.Tensor] = {}
         self.ok = True
@@ -126,7 +151,7 @@ class _ErrorBound:
     def _add(self, mu: str, t: torch.Tensor) -> None:
         self.bG[mu] = t if mu not in self.bG else self.bG[mu] + t
 
-    def __call__(self, mom: KeyMoments, aux: dict[str, torch.Tensor]) -> None:  # noqa: C901 (one derivation, kept in one place)
+    def __call__(self, mom: KeyMoments, aux: dict[str, torch.Tensor]) -> None:
         if not self.ok:
             return
         inst, poly, R, sk, sv, u = self.inst, self.poly, self.R, self.sk, self.sv, self.u
@@ -165,16 +190,21 @@ class _ErrorBound:
         mean, cov = mom.mean, mom.cov
         cov2 = cov.reshape(b, m * m)  # (b, m^2) for the GEMM forms of the per-row quadratic forms
         err_mean = tau[:, None] * s + u * mean.abs()  # (b, m)
-        AV, AK, SK, SV, Wv, Wk, g_d = self.AV, self.AK, self.SK, self.SV, self.Wv, self.Wk, self.g_d
+        AV, AK, Wv, Wk, g_d = self.AV, self.AK, self.Wv, self.Wk, self.g_d
 
-        def sd(A: torch.Tensor) -> torch.Tensor:
-            """(b, p) upper bound on sd~ of the columns of Z A (computed covariance + its error bar)."""
-            return (_diag_quad(A, cov2) + tauC[:, None] * (s @ A.abs()) ** 2).clamp(min=0).sqrt()
-
-        sdV = sd(AV)
+        # sd~ of V_e, K_e, X_K,a, X_V,a for every row: the computed variance plus its error bar
+        sa = s @ self.cols_abs  # (b, P): s_i . |A| (the error bar of Cov~ through A is tauC (s |A|)^T (s |B|))
+        var = cov2 @ self.kdiag + tauC[:, None] * sa * sa
+        sdV, sdK, sdXK, sdXV = var.clamp(min=0).sqrt().split(self.split, dim=1)
+        saV, saK, _, _ = sa.split(self.split, dim=1)
+        qc = (cov2 @ self.kcov).abs()  # (b, d d + d n) |Cov~(V_b, K_e)| and |Cov~(V_b, X_K,a)| as computed
+        (dd, dk), (_, nk) = self.shapes
+        covVK = qc[:, : dd * dk].reshape(-1, dd, dk) + tauC[:, None, None] * saV[:, :, None] * saK[:, None, :]  # >= |Cov~(V_b, K_e)|
+        covVX = qc[:, dd * dk :].reshape(-1, dd, nk) + tauC[:, None, None] * saV[:, :, None] * s[:, sk][:, None, :]  # >= |Cov~(V_b, X_K,a)|
+        Wv_abs, Wk_abs = self.Wv_abs, self.Wk_abs
         c = aux["c"]
         meanV, err_meanV = mean[:, sv], err_mean[:, sv]
-        errO = err_meanV @ Wv.abs() + g_d * (meanV.abs() @ Wv.abs())  # (b, d)
+        errO = err_meanV @ Wv_abs + g_d * (meanV.abs() @ Wv_abs)  # (b, d)
         errc = errO + u * c.abs()
         cabs = c.abs() + errc  # >= |c~|, the exact-arithmetic residual of the approximation
 
@@ -204,22 +234,20 @@ class _ErrorBound:
         if need & {"q", "k"}:
             pXK = aux["pXK"]
             cV = c @ Wv.T
-            err_cV = errc @ Wv.abs().T + g_d * (c.abs() @ Wv.abs().T)  # (b, n)
+            err_cV = errc @ Wv_abs.T + g_d * (c.abs() @ Wv_abs.T)  # (b, n)
             Ckv = cov[:, sk, sv].abs()
             err_pXK = ((tauC * (s[:, sv] * cV.abs()).sum(dim=1))[:, None] * s[:, sk] + _mv(Ckv, err_cV)
                        + g_d * _mv(Ckv, cV.abs()))  # (b, n) |pXK_comp - p~ X_K|
         if "q" in need:
-            covVK = _quad(AV, cov2, AK).abs() + tauC[:, None, None] * (s @ AV.abs())[:, :, None] * (s @ AK.abs())[:, None, :]  # >= |Cov~(V_b, K_e)|
-            pK_abs = (pXK @ Wk).abs() + err_pXK @ Wk.abs() + g_d * (pXK.abs() @ Wk.abs())  # (b, d) >= |p~ K|
-            bpK = shifted((bO[:, :, None] * covVK).sum(dim=1), sd(AK), pK_abs)  # (b, d)
-            rnd = err_pXK @ Wk.abs() + self.g_L * (pXK.abs() @ Wk.abs())  # the rounding of pXK and of X_Q^T (pXK W_K)
+            pK_abs = (pXK @ Wk).abs() + err_pXK @ Wk_abs + g_d * (pXK.abs() @ Wk_abs)  # (b, d) >= |p~ K|
+            bpK = shifted((bO[:, :, None] * covVK).sum(dim=1), sdK, pK_abs)  # (b, d)
+            rnd = err_pXK @ Wk_abs + self.g_L * (pXK.abs() @ Wk_abs)  # the rounding of pXK and of X_Q^T (pXK W_K)
             self._add("q", beta * (inst.Xq[rows].abs().T @ (bpK + rnd)))  # (n, d)
         if "k" in need:
-            covVX = _quad(AV, cov2, SK).abs() + tauC[:, None, None] * (s @ AV.abs())[:, :, None] * s[:, sk][:, None, :]  # >= |Cov~(V_b, X_K,a)|
-            bpX = shifted((bO[:, :, None] * covVX).sum(dim=1), sd(SK), pXK.abs() + err_pXK)  # (b, n)
+            bpX = shifted((bO[:, :, None] * covVX).sum(dim=1), sdXK, pXK.abs() + err_pXK)  # (b, n)
             self._add("k", beta * ((bpX + err_pXK + self.g_L * pXK.abs()).T @ Q.abs()))  # (n, d)
         if "v" in need:
-            bE = (eta1 * skap)[:, None] * sd(SV)  # (b, n) |E~[X_V] - E[X_V]|
+            bE = (eta1 * skap)[:, None] * sdXV  # (b, n) |E~[X_V] - E[X_V]|
             self._add("v", bE.T @ cabs + (meanV.abs() + err_meanV + bE).T @ bO  # the approximation
                       + err_meanV.T @ c.abs() + meanV.abs().T @ errc + self.g_L * (meanV.abs().T @ c.abs()))  # the rounding
 

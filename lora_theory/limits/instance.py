@@ -23,8 +23,6 @@ from typing import Literal
 
 import torch
 
-from numpy import errstate as _np_errstate
-
 from .._validate import (
     InvalidArgumentError,
     check_choice,
@@ -279,11 +277,11 @@ def _check_representable(inst: AttentionLoRAInstance, dtype: torch.dtype, what: 
     Q, K, V = inst.projections()
     vals = {name: float(t.abs().max()) if t.numel() else 0.0 for name, t in (("Q", Q), ("K", K), ("V", V), ("Y", inst.Y), ("X", torch.cat([inst.Xq, inst.Xk, inst.Xv])))}
     ab = max([float(t.abs().max()) for t in (*inst.A.values(), *inst.B.values())] + [0.0])
-    with _np_errstate(over="ignore"):  # Python float products give inf, not an exception; checked below
-        R = inst.beta * float(Q.norm(dim=1).max()) * float(K.norm(dim=1).max())
-        n = inst.Xq.shape[1]
-        c = vals["V"] + vals["Y"]
-        grad = inst.beta * inst.L * vals["X"] * 2 * n * c * vals["V"] * max(vals["K"], vals["Q"], 1.0) * inst.scale * n * max(ab, 1.0)
+    # Python float products overflow to inf (no exception), which the checks below catch
+    R = inst.beta * float(Q.norm(dim=1).max()) * float(K.norm(dim=1).max())
+    n = inst.Xq.shape[1]
+    c = vals["V"] + vals["Y"]
+    grad = inst.beta * inst.L * vals["X"] * 2 * n * c * vals["V"] * max(vals["K"], vals["Q"], 1.0) * inst.scale * n * max(ab, 1.0)
     if not (math.isfinite(R) and R <= f64 / 16):
         raise InvalidArgumentError(f"{what}: the instance overflows float64: the score range bound beta max||Q_i|| max||K_j|| = {R:.3g} "
                                    f"(expected <= {f64 / 16:.3g}); use a smaller bound or beta")
