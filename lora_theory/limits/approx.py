@@ -142,6 +142,11 @@ class _ErrorBound:
         self.kcov = torch.cat([_kron(self.AV, self.AK), _kron(self.AV, self.SK)], dim=1)  # (m^2, d d + d n)
         self.shapes = ((d, d), (d, n_k))
         self.Wv_abs, self.Wk_abs = self.Wv.abs(), self.Wk.abs()
+        # The moments see V and K as Z AV and Z AK; the exact gradient sees the computed projections
+        # X W (another rounding order): max_j |X_j W - (X W)_comp,j| <= gamma_{n+2} max_j |X_j| |W| per column.
+        g_n = _gamma(inst.Xk.shape[1] + 2, self.u)
+        self.eK = g_n * (inst.Xk.abs() @ self.Wk_abs).amax(dim=0)  # (d,)
+        self.eV = g_n * (inst.Xv.abs() @ self.Wv_abs).amax(dim=0)  # (d,)
         self.need = set(inst.adapt)
         self.bG: dict[str, torch.Tensor] = {}
         self.ok = True
@@ -179,7 +184,8 @@ class _ErrorBound:
 
         # -- rounding of the moments (MomentSource): |N_comp - N| <= rho_r sum_j A~_ij |w_j| -------------
         abs_sum = torch.as_tensor(poly.abs_sum(rho_np), dtype=dt, device=dev)  # sum_a |U_ia V_ja| <= sum_l |c_l| rho_i^l
-        kF = abs_sum * torch.exp(R * rho) / (1 + lo)  # ... <= kF_i A~_ij, since A~_ij >= (1 + lo_i) e^{-R rho_i}
+        rho_t = torch.as_tensor(rho_np, dtype=dt, device=dev)
+        kF = abs_sum * torch.exp(R * rho_t) / (1 + lo)  # ... <= kF_i A~_ij, since A~_ij >= (1 + lo_i) e^{-R rho_i}
         rho_r = _gamma(mom.n_sum + 2 * poly.degree + 6, u) * kF  # sums over keys and features, monomial products, weights, Z products
         if not bool(torch.isfinite(rho_r).all()) or float(rho_r.max()) >= 0.5:
             self.ok = False
@@ -204,7 +210,8 @@ class _ErrorBound:
         Wv_abs, Wk_abs = self.Wv_abs, self.Wk_abs
         c = aux["c"]
         meanV, err_meanV = mean[:, sv], err_mean[:, sv]
-        errO = err_meanV @ Wv_abs + g_d * (meanV.abs() @ Wv_abs)  # (b, d)
+        # O = E~[X_V] W_V vs E~[V_comp]: the moments' error, the product's rounding (E~|X_V| <= |zbar| + s), the projection's
+        errO = err_meanV @ Wv_abs + g_d * ((mom.zbar[sv].abs() + s[:, sv]) @ Wv_abs) + self.eV  # (b, d)
         errc = errO + u * c.abs()
         cabs = c.abs() + errc  # >= |c~|, the exact-arithmetic residual of the approximation
 
@@ -215,7 +222,8 @@ class _ErrorBound:
         slope = torch.as_tensor(poly.slope_bound(rho_np), dtype=dt, device=dev)  # (b,) sup |eps'| on |t| <= rho_i
         aKQ = Q @ AK.T * (beta / R)  # (b, m): t_ij = aKQ_i . Z_j
         var_t = (_mv(cov, aKQ) * aKQ).sum(dim=1) + tauC * (s * aKQ.abs()).sum(dim=1) ** 2
-        c_u = 3 * u * slope + 8 * u * R * (1 + delta)  # the rounded scores: |t' - t| <= 3u and the factor e^{R (t' - t)}
+        # the rounded scores (|t' - t| <= 3u, and the factor e^{R (t' - t)}), and t as Z AK vs the computed K
+        c_u = slope * (3 * u + (beta / R) * (Q.abs() @ self.eK)) + 8 * u * R * (1 + delta)
         eta1 = torch.minimum(eta, (slope * skap * var_t.clamp(min=0).sqrt() + c_u) / (1 - delta))  # (b,)
         bO = (eta1 * skap)[:, None] * sdV  # (b, d) |O~ - O|                                     (check_mean_shift)
         cZ = c @ AV.T  # (b, m): c . V_j = (AV c) . Z_j
@@ -241,11 +249,14 @@ class _ErrorBound:
         if "q" in need:
             pK_abs = (pXK @ Wk).abs() + err_pXK @ Wk_abs + g_d * (pXK.abs() @ Wk_abs)  # (b, d) >= |p~ K|
             bpK = shifted((bO[:, :, None] * covVK).sum(dim=1), sdK, pK_abs)  # (b, d)
-            rnd = err_pXK @ Wk_abs + self.g_L * (pXK.abs() @ Wk_abs)  # the rounding of pXK and of X_Q^T (pXK W_K)
+            # the rounding of pXK and of X_Q^T (pXK W_K); K and V as Z AK, Z AV vs the computed projections
+            rnd = (err_pXK @ Wk_abs + self.g_L * (pXK.abs() @ Wk_abs) + sd_h[:, None] * self.eK[None, :]
+                   + skap[:, None] * sdK * (cabs @ self.eV)[:, None])
             self._add("q", beta * (inst.Xq[rows].abs().T @ (bpK + rnd)))  # (n, d)
         if "k" in need:
             bpX = shifted((bO[:, :, None] * covVX).sum(dim=1), sdXK, pXK.abs() + err_pXK)  # (b, n)
-            self._add("k", beta * ((bpX + err_pXK + self.g_L * pXK.abs()).T @ Q.abs()))  # (n, d)
+            rnd = err_pXK + self.g_L * pXK.abs() + skap[:, None] * sdXK * (cabs @ self.eV)[:, None]  # as for q: V as Z AV
+            self._add("k", beta * ((bpX + rnd).T @ Q.abs()))  # (n, d)
         if "v" in need:
             bE = (eta1 * skap)[:, None] * sdXV  # (b, n) |E~[X_V] - E[X_V]|
             self._add("v", bE.T @ cabs + (meanV.abs() + err_meanV + bE).T @ bO  # the approximation
