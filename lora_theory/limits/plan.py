@@ -439,6 +439,12 @@ def approx_plan(
     if eps >= 1:
         raise InvalidArgumentError(f"eps: expected a number in (0, 1), got {eps}")
     check_choice("method", method, ("chebyshev", "taylor"))
+    max_degree = check_int("max_degree", max_degree, low=0, high=60)
+    max_features = check_int("max_features", max_features, low=1)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise InvalidArgumentError(f"dtype: expected a floating torch.dtype, got {dtype!r}")
+    if model is not None and not isinstance(model, CostModel):
+        raise InvalidArgumentError(f"model: expected a CostModel or None, got {type(model).__name__}")
     m = None
     if inst is not None:
         if not isinstance(inst, AttentionLoRAInstance):

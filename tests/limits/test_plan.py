@@ -98,3 +98,7 @@ def test_bad_input():
         approx_plan(L=10, d=2, R=1.0, adapt="qx")
     with pytest.raises(ValueError, match="max_features"):
         check_resources(L=10, d=2, k=3, degree=1, R=1.0, eps=1e-3, max_features=0)
+    for kwargs, match in [({"max_features": ""}, "max_features"), ({"max_degree": 61}, "max_degree"), ({"dtype": "float32"}, "dtype"),
+                          ({"model": {}}, "model")]:  # found by the fuzz: '' reached a comparison (TypeError)
+        with pytest.raises(ValueError, match=match):
+            approx_plan(L=10, d=2, R=1.0, **kwargs)
