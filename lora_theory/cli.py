@@ -245,21 +245,27 @@ def grad(
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, ... (default cpu)."),
     block_size: Optional[int] = typer.Option(None, "--block-size"),
     no_autograd: bool = typer.Option(False, "--no-autograd", help="Skip the dense autograd reference (for large L)."),
+    method: str = typer.Option("exact", "--method", help="exact (closed form), approx (polynomial method, certified to --eps) or auto "
+                               "(the faster predicted method that can certify --eps)."),
+    eps: float = typer.Option(1e-3, "--eps", help="Target relative error of exp for --method approx / auto."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Exact LoRA-attention gradients of one instance: norms, R, max error vs autograd, times.
+    """LoRA-attention gradients of one instance: norms, R, the plan, max error vs autograd, times.
 
     Memory is estimated before anything is allocated: sizes whose instance cannot fit are refused
-    (exit 2), and the dense autograd reference (about 4 L^2 numbers) is skipped, with a message,
-    when it cannot fit.
+    (exit 2); the plan (degree, k, bytes and predicted seconds of both methods) is computed before
+    either runs and printed before long runs; an approximation that cannot be certified is refused
+    (exit 2, with what would fit); the dense autograd reference (about 4 L^2 numbers) is skipped,
+    with a message, when it cannot fit.
     """
     import torch
 
-    from . import autograd_gradients, exact_gradients, make_instance, max_rel_error, norm_bounds
+    from . import approx_gradients, approx_plan, autograd_gradients, exact_gradients, make_instance, max_rel_error, norm_bounds
     from ._memory import available_bytes, fmt_bytes
-    from ._validate import check_int
+    from ._validate import check_choice, check_int
     from .limits.instance import parse_adapt
 
+    check_choice("method", method, ("exact", "approx", "auto"))
     L, d = check_int("L", L, low=1), check_int("d", d, low=1)
     dt = _dtype(dtype)
     dev = _device(device)
@@ -271,11 +277,22 @@ def grad(
                                    f"(3 d^2 weights, L d inputs), {fmt_bytes(avail)} available; lower --L or --d")
     inst = make_instance(L, d, r, adapt=adapt, attention=attention, bound=bound, beta=beta, seed=seed, dtype=dt, device=dev)
     sync = torch.cuda.synchronize if inst.device.type == "cuda" else (lambda: None)
-    out: dict = {"instance": repr(inst), "norms": norm_bounds(inst)}
+    plan = approx_plan(inst, eps)  # degree, k, bytes and predicted seconds of both methods, nothing allocated
+    chosen = plan.faster if method == "auto" else method
+    out: dict = {"instance": repr(inst), "norms": norm_bounds(inst), "method": chosen, "plan": {
+        "degree": plan.degree, "k": plan.k, "certifiable": plan.certifiable, "approx_bytes": plan.approx_bytes, "exact_bytes": plan.exact_bytes,
+        "approx_seconds_predicted": plan.approx_seconds, "exact_seconds_predicted": plan.exact_seconds, "cost_model": plan.model}}
+    if not as_json and (method == "auto" or max(plan.approx_seconds if chosen == "approx" else plan.exact_seconds, 0) > 2.0):
+        console.print(f"plan: {plan.summary()} -> {chosen}")  # before a long run, say what it will cost
     t0 = time.perf_counter()
-    g = exact_gradients(inst, block_size=block_size)
+    if chosen == "approx":
+        g, info = approx_gradients(inst, eps=eps)  # ApproximationError (exit 2) when eps cannot be certified
+        out["error_bound"] = info.error_bound
+        out["degree"], out["k"] = info.degree, info.rank
+    else:
+        g = exact_gradients(inst, block_size=block_size)
     sync()
-    out["exact_seconds"] = time.perf_counter() - t0
+    out[f"{chosen}_seconds"] = time.perf_counter() - t0
     if not no_autograd:
         room = available_bytes() if inst.device.type == "cpu" else torch.cuda.mem_get_info(inst.device)[0]
         if room is not None and ref_need > 0.8 * room:  # 0.8: leave room for the process itself and the allocator's slack
@@ -297,7 +314,9 @@ def grad(
         t.add_row(f"norm {k}", _num(v, ".4g"))
     for k, v in out.get("max_rel_err", {}).items():
         t.add_row(f"rel err {k}", _num(v, ".2e"))
-    t.add_row("exact (s)", f"{out['exact_seconds']:.4f}")
+    for k, v in out.get("error_bound", {}).items():
+        t.add_row(f"certified bound {k}", _num(v, ".2e"))
+    t.add_row(f"{chosen} (s)", f"{out[f'{chosen}_seconds']:.4f}")
     if "autograd_seconds" in out:
         t.add_row("autograd (s)", f"{out['autograd_seconds']:.4f}")
     console.print(t)

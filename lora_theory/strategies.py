@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from .limits.instance import AttentionLoRAInstance, make_instance
 
-__all__ = ["adapts", "attentions", "bounds", "dtypes", "instances", "register_profiles", "sizes"]
+__all__ = ["adapts", "attentions", "bounds", "dtypes", "instances", "ranged_instances", "register_profiles", "sizes"]
 
 adapts = st.sampled_from(("qv", "qkv"))
 attentions = st.sampled_from(("self", "cross"))
@@ -64,6 +64,34 @@ def instances(
         dtype=dtype or draw(dtypes),
         lora_init=lora_init,
     )
+
+
+@st.composite
+def ranged_instances(
+    draw,
+    *,
+    min_R: float = 1e-2,
+    max_R: float = 1e4,
+    max_L: int = 40,
+    max_d: int = 16,
+    dtype: torch.dtype | None = None,
+) -> AttentionLoRAInstance:
+    """An instance whose exact score range max|beta Q K^T| is a log-uniform draw from [min_R, max_R].
+
+    L in 1..max_L, d in 1..max_d, r in 1..d, "qv"/"qkv", "self"/"cross", float64 or float32 (or
+    ``dtype``); beta is chosen so that the range is exactly the draw (up to rounding). This is the
+    input space of the certification property (``tests/limits/test_approx.py``).
+    """
+    import math
+
+    from .limits.instance import score_range
+
+    d = draw(st.integers(1, max_d))
+    L, r = draw(st.integers(1, max_L)), draw(st.integers(1, d))
+    kw = {"adapt": draw(adapts), "attention": draw(attentions), "seed": draw(st.integers(0, 2**20))}
+    R = 10 ** draw(st.floats(math.log10(min_R), math.log10(max_R)))
+    R0 = score_range(make_instance(L, d, r, **kw))
+    return make_instance(L, d, r, **kw, beta=R / R0 if R0 > 0 else 1.0, dtype=dtype or draw(dtypes))
 
 
 def register_profiles() -> str:

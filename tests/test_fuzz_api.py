@@ -119,10 +119,29 @@ def test_gradient_functions_fuzz(block, eps, degree, method, R):
     _call(lt.weight_gradients, inst, block_size=block)
     _call(lt.autograd_gradients, inst, **_some({"method": method}))
     small_degree = degree if isinstance(degree, int) and not isinstance(degree, bool) and degree <= 10 else None
-    _call(lt.approx_gradients, inst, **_some({"eps": eps, "method": method, "R": R}), degree=small_degree, on_invalid="flag")
+    _call(lt.approx_gradients, inst, **_some({"eps": eps, "method": method, "R": R}), degree=small_degree)  # raise mode: finite or a ValueError
+    out = _call(lt.approx_gradients, inst, **_some({"eps": eps, "method": method, "R": R}), degree=small_degree, on_invalid="flag", check_finite=False)
+    if out is not None and out[1].valid:  # flag mode may return a flagged non-finite result, never a valid one
+        _finite(out[0], "approx_gradients (valid)")
     _call(lt.exp_polynomial, R if R is not None else 1.0, eps if eps is not None else 1e-3, degree=small_degree)
     _call(lt.degree_bound, R, eps)
     _call(lt.default_block_size, block)
+
+
+@FUZZ
+@given(max_features=junk, memory_budget=junk, block_size=junk, compute_dtype=junk, max_degree=junk, L=junk, d=junk, R=junk, eps=junk, adapt=junk)
+def test_approx_resources_and_plan_fuzz(max_features, memory_budget, block_size, compute_dtype, max_degree, L, d, R, eps, adapt):
+    """Issue 11/15 knobs: junk limits, block sizes, compute dtypes and plan shapes give a valid result or a ValueError."""
+    inst = lt.make_instance(12, 3, 1, bound=1.0)
+    kw = _some({"max_features": max_features, "memory_budget": memory_budget, "block_size": block_size, "compute_dtype": compute_dtype,
+                "max_degree": max_degree})
+    out = _call(lt.approx_gradients, inst, **kw, on_invalid="flag", check_finite=False)
+    if out is not None and out[1].valid:
+        _finite(out[0], "approx_gradients (valid)")
+    small_L = L if isinstance(L, int) and not isinstance(L, bool) and L <= 10**6 else 64
+    _call(lt.approx_plan, None, eps if eps is not None else 1e-3, L=small_L, d=d if d is not None else 2, R=R if R is not None else 1.0,
+          **_some({"adapt": adapt, "max_features": max_features, "memory_budget": memory_budget}), check_finite=False)
+    _call(lt.approx_plan, inst, eps if eps is not None else 1e-3, check_finite=False)
 
 
 @FUZZ

@@ -5,6 +5,7 @@ Example: ``python -m lora_theory.finetune --quick --jobs 2 --part main --part ab
 from __future__ import annotations
 
 from pathlib import Path
+
 import typer
 
 app = typer.Typer(add_completion=False)

@@ -1,14 +1,40 @@
-"""Almost-linear LoRA gradients by the polynomial method: exp(S) ~ phi(Q') psi(K')^T, O(L k d^2).
+"""Almost-linear LoRA gradients by the polynomial method: exp(S) ~ phi(Q') psi(K')^T, with a certified bound.
 
 With exp(beta Q K^T) ~ A~ = U V^T entrywise (U = phi(Q'), V = psi(K'), Q' = Q sqrt(beta/R),
 K' = K sqrt(beta/R), P(t) ~ e^{R t} on [-1, 1], k = C(g + d, d) features), the gradients follow
-the low-rank chain of :mod:`lora_theory.limits.lowrank` (no L x L matrix, O(L k d^2)).
+the moment form of :mod:`lora_theory.limits.lowrank`: one contraction of O(L k m^2), no L x L
+matrix, features one (k, block) slice at a time.
 
-Error bound (returned in ``info.error_bound``, absolute, max-entry, per gradient): if every
-entry satisfies |A~_ij / e^{S_ij} - 1| <= delta < 1, then sum_j |f~_ij - f_ij| <= eta =
-delta / (1 - delta) for every row (proofs_checks/limits_polynomial.py::check_normalizer_perturbation), and the bound propagates through O, c, p and the three
-weight gradients with the max-entry norms of X, V, K, Q and the row norms of c (see
-``_error_bound``).
+Soundness (what ``valid`` and ``error_bound`` promise, for every input):
+
+- R is verified: a caller's ``R`` below the Cauchy-Schwarz bound beta max||Q_i|| max||K_j|| (which
+  covers every score) raises :class:`ApproximationError` naming both; nothing is certified with an
+  unverified range.
+- eps is certified by delta = the certified sup relative error of P on [-R, R] (grid maximum plus a
+  derivative pad, :mod:`polynomial`) + the rounding bound of the monomial sums; valid iff
+  delta <= eps and every intermediate (coefficients, moments, D~, gradients, bound) is finite.
+- degree, k and bytes are estimated before anything of size k is allocated
+  (:func:`lora_theory.limits.plan.check_resources`).
+- ``info.error_bound`` is an a-posteriori bound on |grad~ - grad| (max entry) built from the computed
+  row-wise moments (see :func:`_error_bound`, proofs in proofs_checks/limits_bound.py): per query row
+  i the scores satisfy |t_ij| <= rho_i (row_score_ranges), so the entrywise relative error
+  delta_ij = eps(t_ij) of A~ lies in [lo_i, hi_i], the range of eps on [-rho_i, rho_i]. Only the
+  spread of delta_ij within a row moves the softmax (a constant factor cancels in f~), so with
+  eta_i = (hi_i - lo_i) / 2 / (1 - delta_i) and kappa_i = (1 + hi_i) / (1 + lo_i):
+
+      |(E~ - E)[x]| <= eta_i sqrt(kappa_i) sd~(x)        for any key function x      (check_mean_shift)
+
+  and, since delta_ij = eps(t_ij) with eps' bounded by slope_i on the row's range, also with
+  eta_i replaced by (slope_i sd_f(t) + c_u) / (1 - delta_i) (check_slope_shift): a row whose
+  scores spread little under f sees an almost constant delta_ij;
+      |(Cov~ - Cov)(h, x)| <= eta_i (sd_f(h) sd_f(x) + |Cov_f(h, x)|) + eta_i^2 sd_f(h) sd_f(x)   (check_cov_shift)
+      sd_f(x) <= sqrt(kappa_i) sd~(x)                                                     (check_sd_ratio)
+
+  which bound O~ - O, (p~ K - p K)_i = Cov~(c~ . V, K) - Cov(c . V, K), (p~ X_K - p X_K)_i, and
+  E~[X_V] c~ - E[X_V] c row by row, then |X_Q|^T, |Q|, the sums over rows and the chain
+  (alpha / r) |B|^T, |A|^T. Floating-point rounding of the moment sums (length L + k), the per-row
+  algebra, the reductions over rows and the final cast are added as a separate allowance
+  (standard gamma_n = n u / (1 - n u) bounds on the absolute values of every term).
 
 Reference: Alman & Song (2023) (AS23) for the forward pass; Alman & Song (2024) (AS24) and
 Hu et al. (2024), Sec. 4-5, Thm 3.1 / A.1 for the gradient chain; claims ``limits.thm3.1``,
@@ -24,48 +50,235 @@ import torch
 
 from .._validate import InvalidArgumentError, check_choice, check_int, check_positive
 from .exact import _check_single_head
-from .features import polynomial_features
+from .features import FeatureMap
 from .instance import AttentionLoRAInstance
-from .lowrank import ApproximationError, ApproxInfo, run_lowrank, score_range_bound
+from .lowrank import (
+    ApproximationError,
+    ApproxInfo,
+    KeyMoments,
+    key_inputs,
+    key_range_stats,
+    row_score_ranges,
+    run_lowrank,
+    score_range_bound,
+)
+from .plan import DEFAULT_MAX_FEATURES, check_resources, default_feature_block
 from .polynomial import ExpPolynomial, exp_polynomial
 
 __all__ = ["ApproxInfo", "ApproximationError", "approx_gradients", "score_range_bound"]
 
+_COMPUTE_DTYPES = (torch.float64, torch.float32)
 
-def _error_bound(inst: AttentionLoRAInstance, delta: float, aux: dict[str, torch.Tensor]) -> dict[str, float]:
-    """A-priori max-entry bounds on |grad~ - grad| given the entrywise relative error delta of exp.
 
-    Row-wise: sum_j |f~_ij - f_ij| <= eta = delta / (1 - delta): f~_ij - f_ij = f_ij (delta_ij - dbar_i) /
-    (1 + dbar_i) with dbar_i = sum_j f_ij delta_ij, and the f-mean absolute deviation of values in
-    [-delta, delta] is at most delta (proofs_checks/limits_polynomial.py::check_normalizer_perturbation). With v = ||V_val||_max and
-    c~ the approximate residual: |O~_i - O_i|_inf <= eta v; ||c_i||_1 <= ||c~_i||_1 + d eta v;
-    sum_j |p~_ij - p_ij| <= e_i = 2 eta v ||c~_i||_1 + eta v (2 d v + ||c_i||_1). Then
-    |dG_Q| <= beta ||K||_max sum_i |X_Q,ia| e_i; |dG_K| <= beta ||Q||_max ||X_K||_max sum_i e_i;
-    |dG_V| <= ||X_V||_max eta sum_i (||c~_i||_inf + v); and the chain multiplies by
-    (alpha/r) max_col ||B||_1 (for dL/dA) or (alpha/r) max_row ||A||_1 (for dL/dB).
-    """
-    if not delta < 1:
-        return {f"{p}_{mu}": math.inf for mu in inst.adapt for p in "AB"}
-    Q, K, Vv = inst.projections()
-    d = inst.d
-    eta = delta / (1 - delta)
-    v = float(Vv.abs().max())
-    c = aux["c"]
-    c1 = c.abs().sum(dim=1)  # (L,) ||c~_i||_1
-    e = 2 * eta * v * c1 + eta * v * (2 * d * v + c1 + d * eta * v)  # (L,)
-    dG = {}
-    if "q" in inst.adapt:
-        dG["q"] = inst.beta * float(K.abs().max()) * float((inst.Xq.abs().T @ e).max())
-    if "k" in inst.adapt:
-        dG["k"] = inst.beta * float(Q.abs().max()) * float(inst.Xk.abs().max()) * float(e.sum())
-    if "v" in inst.adapt:
-        dG["v"] = float(inst.Xv.abs().max()) * eta * float((c.abs().amax(dim=1) + v).sum())
-    s = inst.scale
-    out = {}
-    for mu in inst.adapt:
-        out[f"A_{mu}"] = s * float(inst.B[mu].abs().sum(dim=0).max()) * dG[mu]
-        out[f"B_{mu}"] = s * float(inst.A[mu].abs().sum(dim=1).max()) * dG[mu]
+def _gamma(n: float, u: float) -> float:
+    """gamma_n = n u / (1 - n u): the relative error bound of a floating-point sum or product of n terms."""
+    return n * u / (1.0 - n * u) if n * u < 0.5 else math.inf
+
+
+def _embed(rows: slice, mat: torch.Tensor, m: int) -> torch.Tensor:
+    """(m, cols): ``mat`` placed at ``rows`` of the key-input space Z, zero elsewhere (maps Z to a linear function of it)."""
+    out = torch.zeros(m, mat.shape[1], dtype=mat.dtype, device=mat.device)
+    out[rows] = mat
     return out
+
+
+def _quad(A: torch.Tensor, C2: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """(L, p, q) = A^T C_i B for every row i: A (m, p), C2 (L, m * m) the flattened C_i, B (m, q).
+
+    One GEMM (L, m^2) @ (m^2, p q) with the Kronecker matrix A (x) B, no per-row loop.
+    """
+    m, p = A.shape
+    kron = (A[:, None, :, None] * B[None, :, None, :]).reshape(m * m, p * B.shape[1])  # [(a, b), (p, q)] = A_ap B_bq
+    return (C2 @ kron).reshape(-1, p, B.shape[1])
+
+
+def _kron(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """(m^2, p q): [(a, b), (p, q)] = A_ap B_bq, so that C2 @ it = the flattened A^T C_i B of every row."""
+    m, p = A.shape
+    return (A[:, None, :, None] * B[None, :, None, :]).reshape(m * m, p * B.shape[1])
+
+
+def _diag_quad(A: torch.Tensor, C2: torch.Tensor) -> torch.Tensor:
+    """(L, p) = diag(A^T C_i A) for every row i (one GEMM with [(a, b), p] = A_ap A_bp)."""
+    m, p = A.shape
+    return C2 @ (A[:, None, :] * A[None, :, :]).reshape(m * m, p)
+
+
+def _mv(C: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """(L, p) = C_i x_i for every row: C (L, p, q), x (L, q)."""
+    return (C * x[:, None, :]).sum(dim=2)
+
+
+class _ErrorBound:
+    """Certified max-entry bounds on |grad~ - grad| for every LoRA gradient, accumulated block by block.
+
+    Called by ``run_lowrank`` on every query block (``__call__``); :meth:`result` finishes the chain.
+    ``inst`` is in the compute dtype (u below); the gradients are returned in ``out_dtype``. Every
+    quantity summed over rows is a sum of per-row bounds, so nothing of size L is kept. ``ok`` turns
+    False (and the result is inf) when the bound cannot be established (delta_i >= 1, or the
+    rounding of the moment sums is not bounded below 1/2 in this dtype).
+    """
+
+    def __init__(self, inst: AttentionLoRAInstance, poly: ExpPolynomial, R: float, sk: slice, sv: slice, m: int, out_dtype: torch.dtype) -> None:
+        self.inst, self.poly, self.R, self.sk, self.sv, self.m = inst, poly, R, sk, sv, m
+        Q, K, _ = inst.projections()
+        self.Q = Q
+        self.stats = key_range_stats(K)
+        dt, dev = Q.dtype, Q.device
+        self.u = torch.finfo(dt).eps / 2  # unit roundoff of the computation (eps is the spacing at 1, twice u)
+        self.u_out = torch.finfo(out_dtype).eps / 2 if out_dtype != dt else 0.0
+        self.Wv, self.Wk = inst.weight("v"), inst.weight("k")
+        self.AV = _embed(sv, self.Wv, m)  # (m, d): V = Z AV
+        self.AK = _embed(sk, self.Wk, m)  # (m, d): K = Z AK
+        self.SK = _embed(sk, torch.eye(inst.Xk.shape[1], dtype=dt, device=dev), m)  # (m, n): X_K = Z SK
+        self.SV = _embed(sv, torch.eye(inst.Xv.shape[1], dtype=dt, device=dev), m)  # (m, n): X_V = Z SV
+        # every per-row quadratic form of the block in two GEMMs over the flattened covariances:
+        # the variances of V, K, X_K, X_V (diagonals) and the covariances Cov(V, K), Cov(V, X_K)
+        self.cols = torch.cat([self.AV, self.AK, self.SK, self.SV], dim=1)  # (m, P)
+        self.cols_abs = self.cols.abs()
+        self.kdiag = (self.cols[:, None, :] * self.cols[None, :, :]).reshape(m * m, -1)  # [(a, b), p] = A_ap A_bp
+        d, n_k = self.AV.shape[1], self.SK.shape[1]
+        self.split = (d, d, n_k, self.SV.shape[1])
+        self.kcov = torch.cat([_kron(self.AV, self.AK), _kron(self.AV, self.SK)], dim=1)  # (m^2, d d + d n)
+        self.shapes = ((d, d), (d, n_k))
+        self.Wv_abs, self.Wk_abs = self.Wv.abs(), self.Wk.abs()
+        # The moments see V and K as Z AV and Z AK; the exact gradient sees the computed projections
+        # X W (another rounding order): max_j |X_j W - (X W)_comp,j| <= gamma_{n+2} max_j |X_j| |W| per column.
+        g_n = _gamma(inst.Xk.shape[1] + 2, self.u)
+        self.eK = g_n * (inst.Xk.abs() @ self.Wk_abs).amax(dim=0)  # (d,)
+        self.eV = g_n * (inst.Xv.abs() @ self.Wv_abs).amax(dim=0)  # (d,)
+        self.need = set(inst.adapt)
+        self.bG: dict[str, torch.Tensor] = {}
+        self.ok = True
+        self.g_d = _gamma(2 * m + 2, self.u)  # the per-row matrix-vector products (length <= m) and a subtraction
+        self.g_L = _gamma(inst.L + 2 * m + Q.shape[1] + 4, self.u)  # reductions over rows, plus the per-row products before them
+
+    def _add(self, mu: str, t: torch.Tensor) -> None:
+        self.bG[mu] = t if mu not in self.bG else self.bG[mu] + t
+
+    def __call__(self, mom: KeyMoments, aux: dict[str, torch.Tensor]) -> None:
+        if not self.ok:
+            return
+        inst, poly, R, sk, sv, u = self.inst, self.poly, self.R, self.sk, self.sv, self.u
+        rows, b, m = mom.rows, mom.D.shape[0], self.m
+        Q = self.Q[rows]
+        dt, dev = Q.dtype, Q.device
+        beta = inst.beta
+
+        # -- row-wise range of the entrywise relative error delta_ij = eps(t_ij) -----------------------
+        rho = (row_score_ranges(Q, None, beta, stats=self.stats) / R).clamp(max=1.0)  # (b,) |t_ij| <= rho_i
+        rho_np = (rho * (1 + 8 * u)).clamp(max=1.0).cpu().numpy()  # + the rounding of the scaled q', k' (|dt| <= 3u for |t| <= 1)
+        lo_np, hi_np = poly.error_range(rho_np)
+        # A~'/A = (1 + eps(t')) e^{R (t' - t)} for the rounded scores t' with |t' - t| <= 3u: widen by e^{+-4uR}
+        lo = (1 + torch.as_tensor(lo_np, dtype=dt, device=dev)) * math.exp(-4 * u * R) - 1
+        hi = (1 + torch.as_tensor(hi_np, dtype=dt, device=dev)) * math.exp(4 * u * R) - 1
+        delta = torch.maximum(lo.abs(), hi.abs())
+        if not bool(torch.isfinite(delta).all()) or float(delta.max()) >= 1:
+            self.ok = False
+            return
+        eta = (hi - lo) / 2 / (1 - delta)  # (b,) only the spread of delta_ij within a row moves f~ (see check_mean_shift)
+        if float(eta.max()) >= 1:
+            self.ok = False
+            return
+        skap = ((1 + hi) / (1 + lo)).sqrt()  # (b,) sqrt(kappa_i): f / f~ and f~ / f are within [1 / kappa, kappa]
+
+        # -- rounding of the moments (MomentSource): |N_comp - N| <= rho_r sum_j A~_ij |w_j| -------------
+        abs_sum = torch.as_tensor(poly.abs_sum(rho_np), dtype=dt, device=dev)  # sum_a |U_ia V_ja| <= sum_l |c_l| rho_i^l
+        rho_t = torch.as_tensor(rho_np, dtype=dt, device=dev)
+        kF = abs_sum * torch.exp(R * rho_t) / (1 + lo)  # ... <= kF_i A~_ij, since A~_ij >= (1 + lo_i) e^{-R rho_i}
+        rho_r = _gamma(mom.n_sum + 2 * poly.degree + 6, u) * kF  # sums over keys and features, monomial products, weights, Z products
+        if not bool(torch.isfinite(rho_r).all()) or float(rho_r.max()) >= 0.5:
+            self.ok = False
+            return
+        tau = (2 * rho_r + 2 * u) / (1 - rho_r)  # (b,) relative-to-magnitude error of a normalized moment
+        s = (mom.second.clamp(min=0) / (1 - tau[:, None])).sqrt()  # (b, m) >= sqrt(E~ (Z - zbar)^2), the magnitudes
+        tauC = 3 * tau + tau * tau + 4 * u  # |Cov_comp - Cov~| <= tauC_i s_i s_i^T (rank one: never formed)
+        mean, cov = mom.mean, mom.cov
+        cov2 = cov.reshape(b, m * m)  # (b, m^2) for the GEMM forms of the per-row quadratic forms
+        err_mean = tau[:, None] * s + u * mean.abs()  # (b, m)
+        AV, AK, Wv, Wk, g_d = self.AV, self.AK, self.Wv, self.Wk, self.g_d
+
+        # sd~ of V_e, K_e, X_K,a, X_V,a for every row: the computed variance plus its error bar
+        sa = s @ self.cols_abs  # (b, P): s_i . |A| (the error bar of Cov~ through A is tauC (s |A|)^T (s |B|))
+        var = cov2 @ self.kdiag + tauC[:, None] * sa * sa
+        sdV, sdK, sdXK, sdXV = var.clamp(min=0).sqrt().split(self.split, dim=1)
+        saV, saK, _, _ = sa.split(self.split, dim=1)
+        qc = (cov2 @ self.kcov).abs()  # (b, d d + d n) |Cov~(V_b, K_e)| and |Cov~(V_b, X_K,a)| as computed
+        (dd, dk), (_, nk) = self.shapes
+        covVK = qc[:, : dd * dk].reshape(-1, dd, dk) + tauC[:, None, None] * saV[:, :, None] * saK[:, None, :]  # >= |Cov~(V_b, K_e)|
+        covVX = qc[:, dd * dk :].reshape(-1, dd, nk) + tauC[:, None, None] * saV[:, :, None] * s[:, sk][:, None, :]  # >= |Cov~(V_b, X_K,a)|
+        Wv_abs, Wk_abs = self.Wv_abs, self.Wk_abs
+        c = aux["c"]
+        meanV, err_meanV = mean[:, sv], err_mean[:, sv]
+        # O = E~[X_V] W_V vs E~[V_comp]: the moments' error, the product's rounding (E~|X_V| <= |zbar| + s), the projection's
+        errO = err_meanV @ Wv_abs + g_d * ((mom.zbar[sv].abs() + s[:, sv]) @ Wv_abs) + self.eV  # (b, d)
+        errc = errO + u * c.abs()
+        cabs = c.abs() + errc  # >= |c~|, the exact-arithmetic residual of the approximation
+
+        # -- the approximation (exact arithmetic on A~), row by row ---------------------------------------
+        # A mean shift (E~ - E)[x] = Cov_f(delta, x) / (1 + dbar) needs only how much delta_j varies under f:
+        # by the range, |delta_j - m| <= (hi - lo) / 2 (eta); by the slope, |delta_j - eps(tau)| <= slope |t_j - tau|
+        # + c_u with tau = E_f t, so |Cov_f(delta, x)| <= (slope sd_f(t) + c_u) sd_f(x) (eta1 = the smaller of the two).
+        slope = torch.as_tensor(poly.slope_bound(rho_np), dtype=dt, device=dev)  # (b,) sup |eps'| on |t| <= rho_i
+        aKQ = Q @ AK.T * (beta / R)  # (b, m): t_ij = aKQ_i . Z_j
+        var_t = (_mv(cov, aKQ) * aKQ).sum(dim=1) + tauC * (s * aKQ.abs()).sum(dim=1) ** 2
+        # the rounded scores (|t' - t| <= 3u, and the factor e^{R (t' - t)}), and t as Z AK vs the computed K
+        c_u = slope * (3 * u + (beta / R) * (Q.abs() @ self.eK)) + 8 * u * R * (1 + delta)
+        eta1 = torch.minimum(eta, (slope * skap * var_t.clamp(min=0).sqrt() + c_u) / (1 - delta))  # (b,)
+        bO = (eta1 * skap)[:, None] * sdV  # (b, d) |O~ - O|                                     (check_mean_shift)
+        cZ = c @ AV.T  # (b, m): c . V_j = (AV c) . Z_j
+        var_cV = (_mv(cov, cZ) * cZ).sum(dim=1) + tauC * (s * cZ.abs()).sum(dim=1) ** 2
+        sd_cV = var_cV.clamp(min=0).sqrt() + (errc * sdV).sum(dim=1)  # >= sd~(c~ . V)
+        sd_h = skap * (sd_cV + (bO * sdV).sum(dim=1))  # (b,) >= sd_f(c . V) with the exact c = c~ - (O~ - O)
+
+        # (p~ x)_i - (p x)_i = Cov~((O~ - O) . V, x) [term A] + (Cov~ - Cov)(h, x) [term B], h = c . V; with
+        # y = (h - E h)(x - E x): |term B| <= eta E_f|y - E_f y| + eta^2 sd sd and E_f|y - E_f y| <= sd_f(h) sd_f(x) + |Cov_f(h, x)|,
+        # where |Cov_f(h, x)| <= |p~ x| + T itself; solving T <= A + eta (sd sd + |p~ x| + T) + eta^2 sd sd for T (check_cov_shift):
+        def shifted(termA: torch.Tensor, sdx: torch.Tensor, px: torch.Tensor) -> torch.Tensor:
+            ss = sd_h[:, None] * skap[:, None] * sdx  # (b, p) sd_f(h) sd_f(x)
+            return (termA + eta[:, None] * (ss + px) + (eta1 * eta1)[:, None] * ss) / (1 - eta[:, None])
+
+        need, beta = self.need, inst.beta
+        if need & {"q", "k"}:
+            pXK = aux["pXK"]
+            cV = c @ Wv.T
+            err_cV = errc @ Wv_abs.T + g_d * (c.abs() @ Wv_abs.T)  # (b, n)
+            Ckv = cov[:, sk, sv].abs()
+            err_pXK = ((tauC * (s[:, sv] * cV.abs()).sum(dim=1))[:, None] * s[:, sk] + _mv(Ckv, err_cV)
+                       + g_d * _mv(Ckv, cV.abs()))  # (b, n) |pXK_comp - p~ X_K|
+        if "q" in need:
+            pK_abs = (pXK @ Wk).abs() + err_pXK @ Wk_abs + g_d * (pXK.abs() @ Wk_abs)  # (b, d) >= |p~ K|
+            bpK = shifted((bO[:, :, None] * covVK).sum(dim=1), sdK, pK_abs)  # (b, d)
+            # the rounding of pXK and of X_Q^T (pXK W_K); K and V as Z AK, Z AV vs the computed projections
+            rnd = (err_pXK @ Wk_abs + self.g_L * (pXK.abs() @ Wk_abs) + sd_h[:, None] * self.eK[None, :]
+                   + skap[:, None] * sdK * (cabs @ self.eV)[:, None])
+            self._add("q", beta * (inst.Xq[rows].abs().T @ (bpK + rnd)))  # (n, d)
+        if "k" in need:
+            bpX = shifted((bO[:, :, None] * covVX).sum(dim=1), sdXK, pXK.abs() + err_pXK)  # (b, n)
+            rnd = err_pXK + self.g_L * pXK.abs() + skap[:, None] * sdXK * (cabs @ self.eV)[:, None]  # as for q: V as Z AV
+            self._add("k", beta * ((bpX + rnd).T @ Q.abs()))  # (n, d)
+        if "v" in need:
+            bE = (eta1 * skap)[:, None] * sdXV  # (b, n) |E~[X_V] - E[X_V]|
+            self._add("v", bE.T @ cabs + (meanV.abs() + err_meanV + bE).T @ bO  # the approximation
+                      + err_meanV.T @ c.abs() + meanV.abs().T @ errc + self.g_L * (meanV.abs().T @ c.abs()))  # the rounding
+
+    def result(self, G: dict[str, torch.Tensor]) -> dict[str, float]:
+        """The chain dL/dA = s B^T G, dL/dB = s G A^T of the accumulated bounds, its rounding, and the cast."""
+        inst = self.inst
+        if not self.ok or set(self.bG) != self.need:
+            return {f"{p}_{mu}": math.inf for mu in inst.adapt for p in "AB"}
+        sc, u = inst.scale, self.u
+        out = {}
+        for mu in inst.adapt:
+            A_, B_, bG = inst.A[mu], inst.B[mu], self.bG[mu]
+            g_r = _gamma(max(A_.shape[1], B_.shape[0]) + 2, u)
+            Gabs = G[mu].abs() + bG
+            for name, bound, mag in ((f"A_{mu}", sc * (B_.abs().T @ bG), sc * (B_.abs().T @ Gabs)),
+                                     (f"B_{mu}", sc * (bG @ A_.abs().T), sc * (Gabs @ A_.abs().T))):
+                total = bound + g_r * mag + self.u_out * (mag + bound)  # (r, n) or (n, r)
+                val = float(total.max()) if total.numel() else 0.0
+                out[name] = val if math.isfinite(val) else math.inf
+        return out
 
 
 def approx_gradients(
@@ -77,22 +290,41 @@ def approx_gradients(
     R: float | None = None,
     max_degree: int = 40,
     on_invalid: Literal["raise", "flag"] = "raise",
+    max_features: int = DEFAULT_MAX_FEATURES,
+    memory_budget: float | None = None,
+    block_size: int | None = None,
+    compute_dtype: torch.dtype = torch.float64,
 ) -> tuple[dict[str, torch.Tensor], ApproxInfo]:
-    """LoRA gradients by the polynomial method in O(L k d^2), k = C(g + d, d); no L x L matrix.
+    """LoRA gradients by the polynomial method in O(L k m^2), k = C(g + d, d); no L x L matrix.
 
     Args:
-        inst: the instance (any dtype/device; float64 for verification).
+        inst: the instance (any dtype/device; the chain runs in ``compute_dtype`` and the
+            gradients come back in the instance's dtype).
         eps: target sup relative error of P(s) ~ e^s on the score range (the entrywise error of
             exp(S) ~ U V^T); ignored for the degree choice when ``degree`` is given.
         method: "chebyshev" or "taylor" (see :func:`lora_theory.exp_polynomial`).
         degree: force this degree g (the "fixed degree budget" of the phase-transition sweeps).
-        R: score range to cover; default :func:`score_range_bound` (Cauchy-Schwarz, O(L d)).
+        R: score range to cover; default :func:`score_range_bound` (Cauchy-Schwarz, O(L d)). A
+            value below that bound raises :class:`ApproximationError` (it cannot be verified).
         max_degree: largest degree tried when searching for eps.
-        on_invalid: "raise" an :class:`ApproximationError` when eps cannot be certified or D~ is
-            not positive, or "flag" (return the result with ``info.valid = False``).
+        on_invalid: "raise" an :class:`ApproximationError` when eps cannot be certified or an
+            intermediate is not finite, or "flag" (return the result with ``info.valid = False``
+            and the reason; the gradients may then be non-finite). Refusals that happen before any
+            computation (an unverified R, too many features or bytes, coefficients that overflow)
+            raise in both modes: there is no result to flag.
+        max_features: refuse (before allocating) when k = C(g + d, d) exceeds this.
+        memory_budget: bytes; refuse when the predicted peak exceeds it (default: half of the
+            available RAM).
+        block_size: rows per feature block (default about 1 MiB per (k, block) slice).
+        compute_dtype: float64 (default) or float32 for the chain; the rounding terms of delta
+            and of the error bound use its unit roundoff.
 
     Returns:
         (grads, info): grads as :func:`lora_theory.exact_gradients`; info an :class:`ApproxInfo`.
+
+    Raises:
+        InvalidArgumentError: bad arguments.
+        ApproximationError: see ``on_invalid``.
 
     Reference: Hu et al. (2024), Thm 3.1 (partial) and Thm A.1 (full); AS23, AS24.
     """
@@ -104,32 +336,82 @@ def approx_gradients(
         raise InvalidArgumentError(f"eps: expected a number in (0, 1), got {eps}")
     if degree is not None:
         degree = check_int("degree", degree, low=0, high=60)
+    max_degree = check_int("max_degree", max_degree, low=0, high=60)
+    max_features = check_int("max_features", max_features, low=1)
+    if block_size is not None:
+        block_size = check_int("block_size", block_size, low=1)
+    if compute_dtype not in _COMPUTE_DTYPES:
+        raise InvalidArgumentError(f"compute_dtype: expected torch.float64 or torch.float32, got {compute_dtype!r}")
     t0 = time.perf_counter()
-    R_used = score_range_bound(inst) if R is None else check_positive("R", R, allow_zero=True)
-    if R_used == 0.0:
-        R_used = 1e-12  # all scores are 0: any positive half-width works; avoids t = s / 0
-    poly: ExpPolynomial = exp_polynomial(R_used, eps, method=method, degree=degree, max_degree=max_degree)
-    Q, K, _ = inst.projections()
-    k_rank = math.comb(poly.degree + inst.d, inst.d)
+    R_cs = score_range_bound(inst)
+    if not math.isfinite(R_cs):
+        raise ApproximationError(f"approx_gradients: the score range bound beta max||Q_i|| max||K_j|| overflows float64 (got {R_cs}); reduce the norms")
+    if R is None:
+        R_used = R_cs
+    else:
+        R_used = check_positive("R", R, allow_zero=True)
+        if R_used < R_cs:
+            raise ApproximationError(
+                f"approx_gradients: R = {R_used:.6g} is below this instance's verified score range bound {R_cs:.6g} "
+                f"(beta max_i ||Q_i|| max_j ||K_j||): the scores may exceed R, so nothing could be certified. "
+                f"Omit R, or pass R >= {R_cs:.6g}.")
+    R_used = max(R_used, 1e-12)  # all scores are 0: any positive half-width works; avoids t = s / 0
+    u = torch.finfo(compute_dtype).eps / 2
+    # sum_j |c_j| >= |P(1)| ~ e^R, so the rounding term of delta is >= (k + g) u e^{2R} (1 - eps): past
+    # R = ln(eps / u) / 2 no degree can certify eps in this dtype (and e^{R t} overflows past ~700).
+    R_cap = 0.5 * math.log(eps / (u * (1 - eps)))
+    if on_invalid == "raise" and R_used > R_cap:
+        raise ApproximationError(
+            f"approx_gradients: cannot certify eps = {eps:.1e} at score range R = {R_used:.4g} in {compute_dtype}: the rounding of the "
+            f"monomial sums alone is at least u e^(2R) = {u * math.exp(min(2 * R_used, 700.0)):.2e}; R must be <= {R_cap:.3g}. "
+            f"Reduce the norms (bound) or beta, or raise eps.")
+    poly = exp_polynomial(R_used, eps, method=method, degree=degree, max_degree=max_degree)
+    if not poly.finite:
+        raise ApproximationError(f"approx_gradients: the degree-{poly.degree} polynomial of e^s on [-R, R], R = {R_used:.4g}, overflows float64; "
+                                 f"nothing can be computed. Reduce the norms (bound) or beta.")
+    d = inst.Wq.shape[1]  # head dimension: the width of Q = X_Q W_Q
+    k_rank = math.comb(poly.degree + d, d)
+    Z, sk, sv = key_inputs(inst)
+    itemsize = torch.empty((), dtype=compute_dtype).element_size()
+    check_resources(L=inst.L, d=d, k=k_rank, degree=poly.degree, R=R_used, eps=eps, method=method, m=Z.shape[1], n=inst.Xk.shape[1],
+                    itemsize=itemsize, max_features=max_features, budget=memory_budget, max_degree=max_degree)
     # delta: the entrywise relative error of U V^T vs exp(S): the polynomial's own error plus the
     # rounding of summing k monomial products in this dtype (see ExpPolynomial.feature_rounding).
-    delta = poly.rel_error + poly.feature_rounding(k_rank + poly.degree, torch.finfo(Q.dtype).eps)
+    delta = poly.rel_error + poly.feature_rounding(k_rank + poly.degree, 2 * u)
     reasons = []
-    if delta > eps:
+    if not delta <= eps:
         reasons.append(f"degree {poly.degree} reaches sup relative error {delta:.2e} > eps = {eps:.0e} on [-R, R], R = {R_used:.3g}"
                        f" (fit {poly.rel_error:.1e}, rounding {delta - poly.rel_error:.1e})")
-    if delta >= 1:
+    if not delta < 1:
         reasons.append("P can be <= 0 on the score range (relative error >= 1)")
-    scale = math.sqrt(inst.beta / R_used)  # q' . k' = beta q . k / R = t in [-1, 1]
-    U = polynomial_features(Q * scale, poly, "query")
-    V = polynomial_features(K * scale, poly, "key")
-    run = run_lowrank(inst, U, V, t0)
-    grads, aux = run.grads, run.aux
+    ic = inst if inst.dtype == compute_dtype else inst.to(dtype=compute_dtype)
+    Q, K, _ = ic.projections()
+    scale = math.sqrt(ic.beta / R_used)  # q' . k' = beta q . k / R = t in [-1, 1]
+    Qs, Ks = Q * scale, K * scale
+    fmap = FeatureMap(poly.degree, d)
+    block = min(block_size or default_feature_block(k_rank, inst.L, itemsize), inst.L)
+    buf = torch.empty(k_rank, block, dtype=compute_dtype, device=Q.device)  # the one (k, block) feature slice, reused
+
+    def query_blocks(i0: int, i1: int) -> torch.Tensor:
+        return fmap(Qs[i0:i1], out=buf)
+
+    def key_blocks(j0: int, j1: int) -> torch.Tensor:
+        return fmap(Ks[j0:j1], out=buf)
+
+    weights = torch.as_tensor(fmap.weights(poly.coef), dtype=compute_dtype, device=Q.device)
+    acc = _ErrorBound(ic, poly, R_used, sk, sv, Z.shape[1], inst.dtype)
+    run = run_lowrank(ic, query_blocks, key_blocks, t0, block=block, weights=weights, on_block=acc)
     reasons += run.reasons
-    bound = _error_bound(inst, delta, aux)
+    bound = acc.result(run.G) if not run.reasons else {f"{p}_{mu}": math.inf for mu in inst.adapt for p in "AB"}
+    if not run.reasons and not all(math.isfinite(b) for b in bound.values()):
+        reasons.append(f"the error bound is not finite: the rounding of sums over L = {inst.L} keys and k = {k_rank} features in {compute_dtype} "
+                       f"cannot be bounded at R = {R_used:.3g}")
+    times = {**run.times, "total": time.perf_counter() - t0}
+    grads = {k: v.to(dtype=inst.dtype) for k, v in run.grads.items()}
     info = ApproxInfo(
-        valid=not reasons, reason="; ".join(reasons), degree=poly.degree, rank=U.shape[1], R=R_used,
-        poly_rel_error=delta, min_normalizer=float(aux["D"].min()), error_bound=bound, times=run.times, method=method,
+        valid=not reasons, reason="; ".join(reasons), degree=poly.degree, rank=k_rank, R=R_used,
+        poly_rel_error=delta, min_normalizer=float(run.aux["D"].min()), error_bound=bound, times=times, method=method,
+        compute_dtype=str(compute_dtype).replace("torch.", ""),
     )
     if reasons and on_invalid == "raise":
         raise ApproximationError("approx_gradients: cannot certify the approximation: " + "; ".join(reasons)

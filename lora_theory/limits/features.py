@@ -12,9 +12,13 @@ Conditioning: the sum over monomials adds terms of total size sum_j |a_j| (sum_i
 the caller should scale q and k so that ||q|| ||k|| <= 1 (Cauchy-Schwarz), not merely
 |q . k| <= 1; ``approx_gradients`` scales by the range bound beta max||Q_i|| max||K_j||.
 
-Monomials are built degree by degree, each degree-j monomial as (its parent of degree j - 1)
-times one coordinate, so the work is one gather and one multiply per degree over all rows at
-once (no Python loop over rows).
+Order of the monomials (graded, and within a degree grouped by the largest variable index): the
+degree-j monomials whose largest variable is v are the degree-(j - 1) monomials whose largest
+variable is <= v, times z_v, and those form a *prefix* of the degree-(j - 1) block (of length
+C(j - 1 + v, v)). So every degree block is built from d contiguous slices of the previous one,
+each times one coordinate: d g broadcast multiplies per block of rows, no gather, no index table
+on the device. :class:`FeatureMap` builds the features transposed, (k, b), so that those slices
+are contiguous rows.
 
 Reference: Alman & Song (2023), Lemma 3.1 (the polynomial method); Hu et al. (2024),
 Sec. 5; claims ``limits.rank_count``, ``limits.thm3.1``.
@@ -31,7 +35,7 @@ import torch
 from .._validate import InvalidArgumentError, check_choice, check_finite, check_int, check_matrix
 from .polynomial import ExpPolynomial
 
-__all__ = ["feature_rank", "monomial_table", "polynomial_features"]
+__all__ = ["FeatureMap", "feature_rank", "monomial_table", "polynomial_features"]
 
 
 def feature_rank(g: int, d: int) -> int:
@@ -39,33 +43,86 @@ def feature_rank(g: int, d: int) -> int:
     return math.comb(check_int("g", g, low=0) + check_int("d", d, low=1), d)
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=64)
+def _build_plan(g: int, d: int) -> tuple[tuple[tuple[int, int, int, int], ...], int]:
+    """((out, prev, n, v), ...) per degree j >= 1 and variable v, and k.
+
+    Rows out .. out + n of the degree-j block are rows prev .. prev + n of the degree-(j - 1) block
+    (its prefix of monomials with largest variable <= v, n = C(j - 1 + v, v)) times z_v.
+    """
+    steps = []
+    prev, out = 0, 1  # the degree-0 block is row 0 (the constant 1)
+    for j in range(1, g + 1):
+        start = out
+        for v in range(d):
+            n = math.comb(j - 1 + v, v)
+            steps.append((out, prev, n, v))
+            out += n
+        prev = start
+    return tuple(steps), out
+
+
+@lru_cache(maxsize=64)
 def monomial_table(g: int, d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Index tables for the monomials of degree <= g in d variables, in graded order.
+    """Index tables for the monomials of degree <= g in d variables, in the order of :class:`FeatureMap`.
 
     Returns:
         (parent, var, degree, multinomial): each (k,). Monomial m (m >= 1) equals monomial
         ``parent[m]`` times coordinate ``var[m]``; monomial 0 is the constant 1. ``degree[m]`` is
-        |alpha| and ``multinomial[m]`` is |alpha|! / alpha!.
+        |alpha| and ``multinomial[m]`` is |alpha|! / alpha! (exact integers, as float64).
     """
-    parent, var, deg, mult = [0], [-1], [0], [1.0]
-    # Each monomial is a non-decreasing tuple of variable indices; extend only by var >= last,
-    # so every monomial appears exactly once.
-    frontier = [(0, -1, ())]  # (index, last var, exponent tuple as a sorted index tuple)
-    for j in range(1, g + 1):
-        nxt = []
-        for idx, last, tup in frontier:
-            for v in range(max(last, 0), d):
-                new = tup + (v,)
-                counts = np.bincount(np.array(new), minlength=d)
-                parent.append(idx)
-                var.append(v)
-                deg.append(j)
-                # exact integer arithmetic: np.prod would overflow int64 for factorials beyond 20!
-                mult.append(float(math.factorial(j) // math.prod(math.factorial(int(c)) for c in counts)))
-                nxt.append((len(parent) - 1, v, new))
-        frontier = nxt
-    return np.array(parent), np.array(var), np.array(deg), np.array(mult)
+    steps, k = _build_plan(g, d)
+    parent = np.zeros(k, dtype=np.int64)
+    var = np.full(k, -1, dtype=np.int64)
+    deg = np.zeros(k, dtype=np.int64)
+    counts = np.zeros((k, d), dtype=np.int64)  # alpha per monomial
+    mult = np.empty(k, dtype=object)  # exact Python integers: j!/alpha! exceeds int64 beyond 20!
+    mult[0] = 1
+    for out, prev, n, v in steps:
+        sl, src = slice(out, out + n), np.arange(prev, prev + n)
+        parent[sl], var[sl], deg[sl] = src, v, deg[prev] + 1
+        counts[sl] = counts[src]
+        counts[sl, v] += 1
+        # multinomial(alpha + e_v) = multinomial(alpha) * j / (alpha_v + 1), exactly divisible
+        j = int(deg[prev]) + 1
+        mult[sl] = [m * j // int(c) for m, c in zip(mult[src], counts[sl, v], strict=True)]
+    return parent, var, deg, np.array([float(m) for m in mult])
+
+
+class FeatureMap:
+    """Monomials of degree <= g of the rows of Z, built transposed: (k, b) for a block of b rows.
+
+    ``FeatureMap(g, d)(Z)`` returns M with M[m, i] = z_i^alpha(m) (the key side psi(Z)^T);
+    the query side is ``weights(coef)[:, None] * M`` (phi(Z)^T), or, cheaper, the weights are
+    folded into whatever M is contracted with (``lowrank`` does that).
+
+    Args:
+        g: degree, >= 0.
+        d: number of variables, >= 1.
+    """
+
+    def __init__(self, g: int, d: int) -> None:
+        self.g = check_int("g", g, low=0)
+        self.d = check_int("d", d, low=1)
+        self.steps, self.k = _build_plan(self.g, self.d)
+
+    def weights(self, coef: np.ndarray) -> np.ndarray:
+        """(k,) float64: a_|alpha| |alpha|!/alpha!, the query-side factor of each monomial."""
+        coef = np.asarray(coef, dtype=np.float64)
+        if coef.shape != (self.g + 1,):
+            raise InvalidArgumentError(f"coef: expected {self.g + 1} coefficients a_0..a_g, got shape {coef.shape}")
+        _, _, deg, mult = monomial_table(self.g, self.d)
+        return coef[deg] * mult
+
+    def __call__(self, Z: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """(k, b) monomials of the b rows of Z (b, d), in Z's dtype and device (``out`` reused if given)."""
+        b = Z.shape[0]
+        Zt = Z.T.contiguous()  # (d, b): each coordinate a contiguous row, broadcast along the monomials
+        M = torch.empty(self.k, b, dtype=Z.dtype, device=Z.device) if out is None else out[:, :b]
+        M[0] = 1.0
+        for o, p, n, v in self.steps:
+            torch.mul(M[p : p + n], Zt[v], out=M[o : o + n])  # (n, b) = (n, b) * (b,)
+        return M
 
 
 def polynomial_features(
@@ -92,21 +149,13 @@ def polynomial_features(
     check_finite("Z", Z)
     check_choice("side", side, ("query", "key"))
     coef = poly.coef if isinstance(poly, ExpPolynomial) else poly
-    coef = torch.as_tensor(np.asarray(coef.cpu() if isinstance(coef, torch.Tensor) else coef, dtype=np.float64))
-    if coef.dim() != 1 or coef.numel() < 1:
+    coef = np.asarray(coef.cpu() if isinstance(coef, torch.Tensor) else coef, dtype=np.float64)
+    if coef.ndim != 1 or coef.size < 1:
         raise InvalidArgumentError(f"poly: expected a 1-D array of coefficients a_0..a_g, got shape {tuple(coef.shape)}")
-    g, d = coef.numel() - 1, Z.shape[1]
-    parent, var, deg, mult = (torch.as_tensor(a) for a in monomial_table(g, d))
-    L, k = Z.shape[0], parent.numel()
-    M = torch.empty(L, k, dtype=Z.dtype, device=Z.device)  # (L, k) monomials, graded order
-    M[:, 0] = 1.0
-    start = 1
-    for j in range(1, g + 1):
-        n_j = math.comb(j + d - 1, d - 1)  # monomials of degree exactly j
-        sl = slice(start, start + n_j)
-        M[:, sl] = M[:, parent[sl].to(Z.device)] * Z[:, var[sl].to(Z.device)]  # (L, n_j)
-        start += n_j
+    if Z.shape[1] < 1:
+        raise InvalidArgumentError(f"Z: expected at least one column, got shape {tuple(Z.shape)}")
+    fmap = FeatureMap(coef.size - 1, Z.shape[1])
+    M = fmap(Z).T  # (L, k)
     if side == "query":
-        w = (coef[deg] * mult).to(dtype=Z.dtype, device=Z.device)  # (k,) a_|alpha| |alpha|!/alpha!
-        M *= w
-    return M
+        M = M * torch.as_tensor(fmap.weights(coef), dtype=Z.dtype, device=Z.device)  # (k,) a_|alpha| |alpha|!/alpha!
+    return M.contiguous()

@@ -372,6 +372,68 @@ def norm_bounds(inst: AttentionLoRAInstance) -> dict[str, float]:
     return out
 
 
+_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+
+
+def _check_dtype(dtype: object) -> torch.dtype:
+    """Require one of the floating dtypes the toolkit computes in."""
+    if not isinstance(dtype, torch.dtype) or dtype not in _DTYPES:
+        raise InvalidArgumentError(f"dtype: expected one of {', '.join(map(str, _DTYPES))}, got {dtype!r}")
+    return dtype
+
+
+def _check_device(device: object) -> torch.device | None:
+    """None, or a device this process can allocate on (cpu; cuda / mps only when available)."""
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)  # type: ignore[arg-type]
+    except (RuntimeError, TypeError, ValueError):
+        raise InvalidArgumentError(f"device: expected 'cpu', 'cuda', 'cuda:N' or a torch.device, got {device!r}") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InvalidArgumentError(f"device: expected an available device, got {device!r}, but CUDA is not available (torch.cuda.is_available() is False)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InvalidArgumentError(f"device: expected a CUDA index < {torch.cuda.device_count()}, got {device!r}")
+        return dev
+    if dev.type == "mps" and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return dev
+    raise InvalidArgumentError(f"device: expected 'cpu' or an available 'cuda' / 'mps' device, got {device!r}")
+
+
+def _check_representable(inst: AttentionLoRAInstance, dtype: torch.dtype, what: str) -> None:
+    """Refuse an instance whose scores or gradients overflow float64, or whose data overflow ``dtype``.
+
+    Magnitudes (float64 Python floats, inf on overflow): the score range bound
+    R+ = beta max||Q_i|| max||K_j||, and a crude bound on every gradient entry,
+    beta L max|X| 2 n (v + y) v max(|K|, |Q|) (alpha / r) n max(|A|, |B|) with v = max|V|,
+    y = max|Y| (|c| <= v + y, sum_j |p_ij| <= 2 n (v + y) v). Called on the float64 instance
+    before the cast.
+    """
+    f64 = torch.finfo(torch.float64).max
+    Q, K, V = inst.projections()
+    vals = {name: float(t.abs().max()) if t.numel() else 0.0 for name, t in (("Q", Q), ("K", K), ("V", V), ("Y", inst.Y), ("X", torch.cat([inst.Xq, inst.Xk, inst.Xv])))}
+    ab = max([float(t.abs().max()) for t in (*inst.A.values(), *inst.B.values())] + [0.0])
+    # Python float products overflow to inf (no exception), which the checks below catch
+    R = inst.beta * float(Q.norm(dim=1).max()) * float(K.norm(dim=1).max())
+    n = inst.Xq.shape[1]
+    c = vals["V"] + vals["Y"]
+    grad = inst.beta * inst.L * vals["X"] * 2 * n * c * vals["V"] * max(vals["K"], vals["Q"], 1.0) * inst.scale * n * max(ab, 1.0)
+    if not (math.isfinite(R) and R <= f64 / 16):
+        raise InvalidArgumentError(f"{what}: the instance overflows float64: the score range bound beta max||Q_i|| max||K_j|| = {R:.3g} "
+                                   f"(expected <= {f64 / 16:.3g}); use a smaller bound or beta")
+    if not (math.isfinite(grad) and grad <= f64 / 16):
+        raise InvalidArgumentError(f"{what}: the instance's gradients may overflow float64: a bound on their entries is {grad:.3g} "
+                                   f"(expected <= {f64 / 16:.3g}); use a smaller bound or beta")
+    top = torch.finfo(dtype).max
+    worst = max(R, *vals.values())
+    if worst > top:
+        raise InvalidArgumentError(f"{what}: the instance does not fit {dtype}: its scores or entries reach {worst:.3g} (largest {dtype} value {top:.3g}); "
+                                   f"use a smaller bound or beta, or a wider dtype")
+
+
 def _gaussian(gen: torch.Generator, shape: tuple[int, ...], std: float, dtype: torch.dtype, device: torch.device | None) -> torch.Tensor:
     # Draw on CPU in float64 from a seeded generator, then move: identical draws on every device.
     return (torch.randn(shape, generator=gen, dtype=torch.float64) * std).to(dtype=dtype, device=device)
@@ -410,8 +472,14 @@ def make_instance(
             products of three free scales, so in general they cannot all be set at once).
         beta: inverse temperature, > 0.
         seed: seed of the CPU generator all draws come from.
-        dtype, device: of every tensor.
+        dtype: of every tensor: float64, float32, float16 or bfloat16 (gradients of large float16
+            instances can still overflow its largest value, 65504).
+        device: "cpu", or an available "cuda" / "mps" device.
         lora_init: the standard LoRA init B = 0 (then every dL/dA is zero).
+
+    Raises:
+        InvalidArgumentError: a bad argument, an unavailable device, or an instance that overflows:
+            scores or gradients beyond float64 (e.g. ``bound=1e200``), or data beyond ``dtype``.
 
     Returns:
         An :class:`AttentionLoRAInstance`. B is non-zero unless ``lora_init``, so all six
@@ -426,8 +494,8 @@ def make_instance(
     beta = check_positive("beta", beta)
     if bound is not None:
         bound = check_positive("bound", bound)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise InvalidArgumentError(f"dtype: expected a floating torch.dtype, got {dtype!r}")
+    dtype = _check_dtype(dtype)
+    device = _check_device(device)
     seed = check_int("seed", seed, low=0)
 
     gen = torch.Generator().manual_seed(seed)
@@ -442,6 +510,7 @@ def make_instance(
     inst = AttentionLoRAInstance(Xq, Xk, Xv, W["q"], W["k"], W["v"], A, B, alpha, r, beta, Y, attention)
     if bound is not None:
         inst = _rescale_to_bound(inst, bound)
+    _check_representable(inst, dtype, "make_instance")
     if dtype != f64 or device is not None:
         inst = inst.to(dtype=dtype, device=device)
     return inst
@@ -523,6 +592,8 @@ def hard_instance(
     gamma = check_positive("bound", bound) if bound is not None else math.sqrt(math.log(L)) * kappa
     alpha = float(r) if alpha is None else check_positive("alpha", alpha)
     seed = check_int("seed", seed, low=0)
+    dtype = _check_dtype(dtype)
+    device = _check_device(device)
     gen = torch.Generator().manual_seed(seed)
     f64 = torch.float64
     w = (d + 1) // 2
@@ -542,6 +613,7 @@ def hard_instance(
     W = {mu: target[mu] - s * (B[mu] @ A[mu]) if mu in names else target[mu] for mu in _NAMES}
     Y = torch.zeros(L, d, dtype=f64) if zero_target else _gaussian(gen, (L, d), 1.0, f64, None)
     inst = AttentionLoRAInstance(Xq, Xk, Xk, W["q"], W["k"], W["v"], A, B, alpha, r, 1.0, Y, "cross")
+    _check_representable(inst, dtype, "hard_instance")
     if dtype != f64 or device is not None:
         inst = inst.to(dtype=dtype, device=device)
     return inst

@@ -1,28 +1,40 @@
 """LoRA-attention gradients with exp(beta Q K^T) replaced by a positive low-rank factorization U V^T.
 
-With A~ = U V^T (U, V (L, k), entrywise > 0) and Dt = U (V^T 1), f~ = Dt^{-1} U V^T:
+With A~ = U V^T (U, V (L, k), entrywise > 0) the approximate softmax is f~ = D~^{-1} A~,
+D~ = U (V^T 1), and f~_i is a probability distribution over the keys j for every query row i.
+Write E~_i[.] for the mean under f~_i and Z_j for the key-side inputs (X_K and X_V, stacked, one
+copy when they are the same matrix, as in self and cross attention). Every quantity of the
+gradient chain of Lemma 3.1 is a first or second moment of Z under f~_i:
 
-    O~ = Dt^{-1} U (V^T X_V W_V),  c = O~ - Y,  rho_i = c_i . O~_i
-    (f~ o (c V_val^T)) K = Dt^{-1} einsum(ia,ib,abe->ie; U, c, T),  T = einsum(ja,jb,je->abe; V, V_val, K)
-    p~ K   = (f~ o q) K - diag(rho) Dt^{-1} U (V^T K)                              -> G_Q = beta X_Q^T p~ K
-    p~^T Q = einsum(ja,jb,abe->je; V, V_val, T2) - V (U~^T diag(rho) Q),  U~ = Dt^{-1} U,
-             T2 = einsum(ia,ib,ie->abe; U~, c, Q)                                    -> G_K = beta X_K^T p~^T Q
-    f~^T c = V (U~^T c)                                                             -> G_V = X_V^T f~^T c
+    O~_i  = E~_i[X_V] W_V                       (d,)    c_i = O~_i - Y_i
+    (p~ X_K)_i = sum_j p~_ij X_K,j = Cov~_i(X_K, c_i . V_j) = Cov~_i(X_K, X_V) W_V c_i     (n,)
+    (p~ K)_i   = (p~ X_K)_i W_K                 because K = X_K W_K
+    G_Q = beta X_Q^T (p~ X_K) W_K,   G_K = beta (p~ X_K)^T Q,   G_V = E~[X_V]^T c
 
-Contracting in the order above, the row-wise Kronecker products are only ever formed between
-two (L, d) matrices ((V_val (x) K), (c (x) Q): (L, d^2)), and the k-sized contractions are
-plain matrix products (L, k) @ (k, d^2): the largest intermediate is (L, max(k, d^2)), no
-L x L matrix ever exists, and every step is O(L k d^2).
+(p = f o (q - rho 1^T), q_ij = c_i . V_j, rho_i = c_i . O_i, so sum_j p_ij x_j is the covariance
+under f_i of c_i . V_j and x_j.) The moments come from ONE low-rank contraction
+
+    N = U S,   S = V^T [1, Z - zbar, (Z - zbar)_a (Z - zbar)_b (a <= b)]     (k, 1 + m + m(m+1)/2)
+
+(zbar a global shift that keeps the second moments well conditioned; covariances do not depend
+on it), built in blocks of key rows, then streamed over blocks of query rows, each block's share
+of G_Q, G_K, G_V added up as it goes: the features exist one (k, block) slice at a time, peak
+memory O(block (k + m^2) + k m^2) beyond the O(L n) inputs, time O(L k m^2) with m = n
+(self/cross attention) or 2n, where the previous chain needed four passes of O(L k d^2) through
+both (L, k) factors.
 
 This is the one driver behind both feature maps: the polynomial method
 (:mod:`lora_theory.limits.approx`, deterministic with a certified bound) and the FAVOR+ peer
 (:mod:`lora_theory.limits.random_features`, unbiased, no bound).
 
-Reference: Alman & Song (2024) (AS24) and Hu et al. (2024), Sec. 4-5 (the gradient chain).
+Reference: Alman & Song (2024) (AS24) and Hu et al. (2024), Sec. 4-5 and Lemma 3.1 (the gradient
+chain); the moment form is this toolkit's (proofs_checks/limits_bound.py::check_moment_form).
 """
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -32,7 +44,24 @@ from .._validate import InvalidArgumentError
 from .exact import lora_chain
 from .instance import AttentionLoRAInstance
 
-__all__ = ["ApproxInfo", "ApproximationError", "LowRankRun", "lowrank_gradients", "run_lowrank", "score_range_bound"]
+__all__ = [
+    "ApproxInfo",
+    "ApproximationError",
+    "KeyMoments",
+    "LowRankRun",
+    "MomentSource",
+    "block_gradients",
+    "key_inputs",
+    "key_moments",
+    "key_range_stats",
+    "lowrank_gradients",
+    "moment_gradients",
+    "row_score_ranges",
+    "run_lowrank",
+    "score_range_bound",
+]
+
+Blocks = Callable[[int, int], torch.Tensor]  # (start, stop) -> (k, stop - start) features, transposed
 
 
 class ApproximationError(ValueError):
@@ -46,16 +75,19 @@ class ApproxInfo:
     Attributes:
         valid: False when the requested eps could not be certified (only with on_invalid="flag").
         reason: why it is invalid ("" when valid).
-        degree: g; rank: k (features per row); R: the score range bound the polynomial covers.
-        poly_rel_error: delta, the entrywise relative error of U V^T vs exp(S): the measured sup
-            relative error of P on [-R, R] plus the rounding bound of the feature sum.
+        degree: g; rank: k (features per row); R: the score range the polynomial covers (verified
+            against the instance: at least :func:`score_range_bound`).
+        poly_rel_error: delta, the certified sup relative error of P ~ e^s on [-R, R] plus the
+            rounding bound of the monomial sums (the entrywise relative error of U V^T vs exp(S)).
         min_normalizer: min_i D~_i, the approximate softmax normalizer D~ = U (V^T 1) ~ sum_j e^{S_ij}
-            (must be > 0; for exact scores it is >= L e^{-R}, and D~_i >= (1 - delta) L e^{-R}).
-            For the random-feature peer D~ carries per-row stabilizing factors, so only its sign
-            is meaningful there.
-        error_bound: {"A_q": ..., ...} a-priori absolute max-entry bound on each gradient's error.
-        times: seconds per phase (features, forward, gradients, total).
+            (must be > 0; D~_i >= (1 - delta) L e^{-R}). For the random-feature peer D~ carries
+            per-row stabilizing factors, so only its sign is meaningful there.
+        error_bound: {"A_q": ..., ...} certified absolute max-entry bound on each gradient's error
+            (a-posteriori: computed from the row-wise moments of this run, see ``approx``).
+        times: seconds per phase ("keys": key features and moments; "queries": query features,
+            gradients and the bound; "total").
         method: "chebyshev", "taylor" or "random_features".
+        compute_dtype: the dtype the chain ran in (the gradients are returned in the instance's).
     """
 
     valid: bool
@@ -68,15 +100,34 @@ class ApproxInfo:
     error_bound: dict[str, float] = field(default_factory=dict)
     times: dict[str, float] = field(default_factory=dict)
     method: str = "chebyshev"
+    compute_dtype: str = "float64"
 
 
 def score_range_bound(inst: AttentionLoRAInstance) -> float:
     """R+ = beta max_i ||Q_i||_2 max_j ||K_j||_2 >= max |beta Q K^T| (Cauchy-Schwarz), in O(L d).
 
     The exact R needs all L^2 scores; this bound is what an almost-linear algorithm can afford.
+    Computed in float64 whatever the instance's dtype (``inf`` if it overflows even there).
     """
     Q, K, _ = inst.projections()
-    return inst.beta * float(Q.norm(dim=-1).max()) * float(K.norm(dim=-1).max())  # row norms (last dim), max over rows and batch
+    return inst.beta * float(Q.double().norm(dim=-1).max()) * float(K.double().norm(dim=-1).max())  # row norms; single head (approx refuses batches)
+
+
+def key_range_stats(K: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(max_j ||K_j||, max_j |K_j| coordinate-wise (d,)): what :func:`row_score_ranges` needs of the keys."""
+    return K.norm(dim=1).max(), K.abs().amax(dim=0)
+
+
+def row_score_ranges(Q: torch.Tensor, K: torch.Tensor | None, beta: float, *, stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """(L,) rho_i >= max_j |beta q_i . k_j|: min of the Cauchy-Schwarz and the box bound, O(L d).
+
+    Cauchy-Schwarz: ||q_i|| max_j ||k_j||; box: sum_a |q_ia| max_j |k_ja| (Hoelder with the
+    coordinate-wise largest key). Both also bound sum_a |q_ia k_ja| for every j, the abs-sum the
+    monomial expansion sees (``ExpPolynomial.abs_sum``). ``stats`` (:func:`key_range_stats`)
+    replaces K when the queries come in blocks.
+    """
+    kn, kabs = key_range_stats(K) if stats is None else stats
+    return beta * torch.minimum(Q.norm(dim=1) * kn, Q.abs() @ kabs)
 
 
 def _sync(t: torch.Tensor) -> None:
@@ -84,49 +135,164 @@ def _sync(t: torch.Tensor) -> None:
         torch.cuda.synchronize(t.device)
 
 
+def key_inputs(inst: AttentionLoRAInstance) -> tuple[torch.Tensor, slice, slice]:
+    """Z (L, m) = the distinct key-side inputs, and the columns of X_K and X_V in it.
+
+    Self and cross attention share X_K = X_V (m = n); otherwise Z = [X_K, X_V] (m = 2 n).
+    """
+    n = inst.Xk.shape[1]
+    if inst.Xk is inst.Xv or torch.equal(inst.Xk, inst.Xv):
+        return inst.Xk, slice(0, n), slice(0, n)
+    return torch.cat([inst.Xk, inst.Xv], dim=1), slice(0, n), slice(n, 2 * n)
+
+
+@dataclass
+class KeyMoments:
+    """Moments of the key-side inputs Z under f~_i for a block of query rows (see the module docstring).
+
+    Attributes:
+        rows: the query rows (a slice).
+        D: (b,) D~_i = sum_j A~_ij (unnormalized; for FAVOR+ up to a per-row factor).
+        mean: (b, m) E~_i[Z].
+        cov: (b, m, m) Cov~_i(Z).
+        second: (b, m) E~_i[(Z - zbar)^2] (the magnitudes the rounding bound needs).
+        zbar: (m,) the global shift.
+        n_sum: length of the longest floating-point sum behind a moment (keys + features).
+    """
+
+    rows: slice
+    D: torch.Tensor
+    mean: torch.Tensor
+    cov: torch.Tensor
+    second: torch.Tensor
+    zbar: torch.Tensor
+    n_sum: int
+
+
+class MomentSource:
+    """S = psi^T [1, Z - zbar, (Z - zbar)_a (Z - zbar)_b] accumulated over key blocks, then moments per query block.
+
+    Args:
+        Z: (L_key, m) key-side inputs, in the compute dtype.
+        key_blocks, query_blocks: ``(start, stop) -> (k, stop - start)`` transposed features
+            (psi^T, and phi^T without its weights); a returned tensor may be reused by the next call.
+        block: rows per key block.
+        weights: (k,) query-side factors (phi = weights * monomials), folded into S.
+
+    Memory: one (k, block) feature slice, one (block, c) slice of the key columns and S (k, c);
+    nothing of size L x k or L x c.
+    """
+
+    def __init__(self, Z: torch.Tensor, key_blocks: Blocks, query_blocks: Blocks, *, block: int, weights: torch.Tensor | None = None) -> None:
+        L_key, m = Z.shape
+        self.m = m
+        self.query_blocks = query_blocks
+        self.zbar = Z.mean(dim=0)  # any shift works; the mean keeps E~[(Z - zbar)^2] close to the covariances
+        self.ia, self.ib = torch.triu_indices(m, m, device=Z.device)
+        S = None
+        for j0 in range(0, L_key, block):
+            j1 = min(j0 + block, L_key)
+            Zc = Z[j0:j1] - self.zbar  # (b, m)
+            W = torch.cat([torch.ones(j1 - j0, 1, dtype=Z.dtype, device=Z.device), Zc, Zc[:, self.ia] * Zc[:, self.ib]], dim=1)  # (b, c)
+            Mk = key_blocks(j0, j1)  # (k, b)
+            S = Mk @ W if S is None else torch.addmm(S, Mk, W)  # (k, c) += (k, b) @ (b, c)
+        if weights is not None:
+            S *= weights[:, None]
+        self.S = S
+        self.n_sum = L_key + S.shape[0]
+
+    def moments(self, i0: int, i1: int) -> KeyMoments:
+        """:class:`KeyMoments` of query rows i0 .. i1."""
+        m = self.m
+        N = self.query_blocks(i0, i1).T @ self.S  # (b, c) = (b, k) @ (k, c), unnormalized moments
+        D = N[:, 0]
+        m1 = N[:, 1 : 1 + m] / D[:, None]  # (b, m) E~[Z - zbar]
+        m2 = N[:, 1 + m :] / D[:, None]  # (b, m(m+1)/2) E~[(Z - zbar)_a (Z - zbar)_b]
+        M2 = torch.empty(i1 - i0, m, m, dtype=N.dtype, device=N.device)
+        M2[:, self.ia, self.ib] = m2
+        M2[:, self.ib, self.ia] = m2
+        cov = M2 - m1[:, :, None] * m1[:, None, :]  # (b, m, m)
+        return KeyMoments(rows=slice(i0, i1), D=D, mean=self.zbar + m1, cov=cov, second=torch.diagonal(M2, dim1=1, dim2=2).clone(),
+                          zbar=self.zbar, n_sum=self.n_sum)
+
+
+def key_moments(Z: torch.Tensor, query_blocks: Blocks, key_blocks: Blocks, L_query: int, *, block: int,
+                weights: torch.Tensor | None = None) -> KeyMoments:
+    """E~_i[Z] and Cov~_i(Z) for all L_query rows at once (:class:`MomentSource` in one query block)."""
+    return MomentSource(Z, key_blocks, query_blocks, block=block, weights=weights).moments(0, L_query)
+
+
+def block_gradients(inst: AttentionLoRAInstance, mom: KeyMoments, sk: slice, sv: slice, Q: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The query rows ``mom.rows``' share of the weight gradients G_mu (their sum over blocks is G).
+
+    Args:
+        inst: the instance, in the dtype of ``mom``; Q: its query projections (all rows).
+        mom: :class:`KeyMoments` of Z = :func:`key_inputs`; ``sk``, ``sv``: X_K's and X_V's columns.
+
+    Returns:
+        (G, aux): ``{"q": (n, d), ...}`` for the adapted weights, and the block's rows of ``"O"``,
+        ``"c"`` (b, d) and ``"pXK"`` (b, n).
+    """
+    rows = mom.rows
+    Wv = inst.weight("v")  # (n, d)
+    meanV = mom.mean[:, sv]  # (b, n) E~[X_V]
+    O = meanV @ Wv  # (b, d) O~ = E~[V]
+    c = O - inst.Y[rows]  # (b, d)
+    need = set(inst.adapt)
+    G: dict[str, torch.Tensor] = {}
+    aux = {"O": O, "c": c}
+    if need & {"q", "k"}:
+        cV = c @ Wv.T  # (b, n): c_i . V_j = (W_V c_i) . X_V,j
+        pXK = (mom.cov[:, sk, sv] * cV[:, None, :]).sum(dim=2)  # (b, n) Cov~_i(X_K, c_i . V)
+        aux["pXK"] = pXK
+        if "q" in need:
+            G["q"] = inst.beta * (inst.Xq[rows].T @ (pXK @ inst.weight("k")))  # beta X_Q^T (p~ K)
+        if "k" in need:
+            G["k"] = inst.beta * (pXK.T @ Q[rows])  # beta X_K^T p~^T Q = beta (p~ X_K)^T Q
+    if "v" in need:
+        G["v"] = meanV.T @ c  # X_V^T f~^T c = sum_i E~_i[X_V] c_i^T
+    return G, aux
+
+
+def moment_gradients(inst: AttentionLoRAInstance, mom: KeyMoments, sk: slice, sv: slice) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The LoRA gradients from the moments of all query rows (one block).
+
+    Returns:
+        (grads, G, aux): the LoRA gradients ``{"A_q": ...}``, the weight gradients and per-row
+        ``"D"`` (L,), ``"O"``, ``"c"`` (L, d), ``"pXK"`` (L, n).
+    """
+    G, aux = block_gradients(inst, mom, sk, sv, inst.projections()[0])
+    return lora_chain(inst, G), G, {"D": mom.D, **aux}
+
+
+def _from_factors(U: torch.Tensor, V: torch.Tensor) -> tuple[Blocks, Blocks]:
+    Ut, Vt = U.T, V.T  # (k, L) views
+
+    def q(i0: int, i1: int) -> torch.Tensor:
+        return Ut[:, i0:i1]
+
+    def kk(j0: int, j1: int) -> torch.Tensor:
+        return Vt[:, j0:j1]
+
+    return q, kk
+
+
 def lowrank_gradients(inst: AttentionLoRAInstance, U: torch.Tensor, V: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """The LoRA gradients with exp(beta Q K^T) replaced by U V^T (any positive factorization).
 
     Args:
-        inst: the instance.
+        inst: the instance (same dtype and device as U, V).
         U: (L, k) query-side factor; V: (L, k) key-side factor; U V^T must be entrywise > 0.
 
     Returns:
-        (grads, G, aux): the LoRA gradients ``{"A_q": ...}``, the weight gradients
-        ``{"q": (d, d), ...}`` and auxiliary tensors (``"D"`` (L,) normalizer, ``"O"`` and
-        ``"c"`` (L, d)) for error bounds.
+        (grads, G, aux) as :func:`moment_gradients`.
     """
-    Q, K, Vv = inst.projections()  # (L, d) each; Vv are the values X_V W_V
-    L, d = Q.shape
-    if U.shape != V.shape or U.shape[0] != L:
+    L = inst.L
+    if U.dim() != 2 or U.shape != V.shape or U.shape[0] != L:
         raise InvalidArgumentError(f"U, V: expected two ({L}, k) factors, got {tuple(U.shape)} and {tuple(V.shape)}")
-    D = U @ V.sum(dim=0)  # (L,) D~ = U (V^T 1)
-    Ut = U / D[:, None]  # (L, k) U~ = D~^{-1} U; D~ > 0 is checked by the caller
-    O = Ut @ (V.T @ Vv)  # (L, d) O~ = D~^{-1} U (V^T V_val)
-    c = O - inst.Y  # (L, d)
-    rho = (c * O).sum(dim=1)  # (L,) rho_i = c_i . O~_i = rowsum(f~ o q)
-    need = set(inst.adapt)
-    G: dict[str, torch.Tensor] = {}
-
-    def pair(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
-        return (X[:, :, None] * Y[:, None, :]).reshape(L, d * d)  # (L, d^2) row-wise Kronecker X (x) Y
-
-    if "q" in need:
-        # T[a, (b, e)] = sum_j V_ja Vv_jb K_je: (k, L) @ (L, d^2); then
-        # (f~ o q) K [i, e] = sum_b c_ib sum_a U~_ia T[a, (b, e)]: (L, k) @ (k, d^2), contracted with c.
-        T = V.T @ pair(Vv, K)  # (k, d^2)
-        pK = torch.einsum("ib,ibe->ie", c, (Ut @ T).reshape(L, d, d))  # (L, d)
-        pK -= rho[:, None] * (Ut @ (V.T @ K))  # - diag(rho) f~ K
-        G["q"] = inst.beta * (inst.Xq.T @ pK)
-    if "k" in need:
-        # T2[a, (b, e)] = sum_i U~_ia c_ib Q_ie; p~^T Q [j, e] = sum_b Vv_jb sum_a V_ja T2[a, (b, e)].
-        T2 = Ut.T @ pair(c, Q)  # (k, d^2)
-        pTQ = torch.einsum("jb,jbe->je", Vv, (V @ T2).reshape(L, d, d))  # (L, d)
-        pTQ -= V @ (Ut.T @ (rho[:, None] * Q))  # - f~^T diag(rho) Q
-        G["k"] = inst.beta * (inst.Xk.T @ pTQ)
-    if "v" in need:
-        G["v"] = inst.Xv.T @ (V @ (Ut.T @ c))  # X_V^T f~^T c
-    return lora_chain(inst, G), G, {"D": D, "O": O, "c": c}
+    Z, sk, sv = key_inputs(inst)
+    q, kk = _from_factors(U, V)
+    return moment_gradients(inst, key_moments(Z, q, kk, L, block=L), sk, sv)
 
 
 class LowRankRun(NamedTuple):
@@ -139,24 +305,46 @@ class LowRankRun(NamedTuple):
     reasons: list[str]
 
 
-def run_lowrank(inst: AttentionLoRAInstance, U: torch.Tensor, V: torch.Tensor, t0: float) -> LowRankRun:
-    """:func:`lowrank_gradients` plus the checks every feature map needs, timed from ``t0``.
+def run_lowrank(inst: AttentionLoRAInstance, query_blocks: Blocks | torch.Tensor, key_blocks: Blocks | torch.Tensor, t0: float, *,
+                block: int | None = None, weights: torch.Tensor | None = None,
+                on_block: Callable[[KeyMoments, dict[str, torch.Tensor]], None] | None = None) -> LowRankRun:
+    """Stream the query rows in blocks through :class:`MomentSource` and :func:`block_gradients`, timed from ``t0``.
 
-    Reasons (for ``ApproxInfo.reason``) are collected, never raised: the normalizer D~ must be
-    positive in every row, and every gradient finite (a subnormal D~ in float32, or a forced
-    degree, can make D~^{-1} U overflow although D~ > 0).
+    ``query_blocks`` and ``key_blocks`` are block functions, or the full (L, k) factors U and V.
+    ``on_block(moments, aux)`` sees every query block (the error bound accumulates there). Reasons
+    (for ``ApproxInfo.reason``) are collected, never raised: the normalizer D~ must be positive and
+    finite in every row, and every gradient finite. ``aux`` holds ``"D"`` (L,).
     """
-    _sync(U)
-    t1 = time.perf_counter()
-    grads, G, aux = lowrank_gradients(inst, U, V)
-    _sync(U)
+    L = inst.L
+    if isinstance(query_blocks, torch.Tensor):
+        if not isinstance(key_blocks, torch.Tensor) or query_blocks.shape != key_blocks.shape or query_blocks.shape[0] != L:
+            raise InvalidArgumentError(f"U, V: expected two ({L}, k) factors, got {tuple(query_blocks.shape)} and {tuple(getattr(key_blocks, 'shape', ()))}")
+        query_blocks, key_blocks = _from_factors(query_blocks, key_blocks)
+    block = block or L
+    Z, sk, sv = key_inputs(inst)
+    with torch.no_grad():
+        Q, _, _ = inst.projections()
+        src = MomentSource(Z, key_blocks, query_blocks, block=block, weights=weights)
+        _sync(src.S)
+        t1 = time.perf_counter()
+        G: dict[str, torch.Tensor] = {}
+        D = torch.empty(L, dtype=Z.dtype, device=Z.device)
+        for i0 in range(0, L, block):
+            mom = src.moments(i0, min(i0 + block, L))
+            Gb, aux = block_gradients(inst, mom, sk, sv, Q)
+            for mu, g in Gb.items():
+                G[mu] = g if mu not in G else G[mu] + g
+            D[mom.rows] = mom.D
+            if on_block is not None:
+                on_block(mom, aux)
+        grads = lora_chain(inst, G)
+        _sync(D)
     t2 = time.perf_counter()
-    D = aux["D"]
     dmin = float(D.min())
     reasons = []
-    if not dmin > 0:
-        reasons.append(f"the approximate normalizer D~ is not positive (min D~ = {dmin:.2e}, max |D~| = {float(D.abs().max()):.2e})")
+    if not dmin > 0 or not math.isfinite(float(D.max())):
+        reasons.append(f"the approximate normalizer D~ is not positive and finite (min D~ = {dmin:.2e}, max |D~| = {float(D.abs().max()):.2e})")
     bad = [k for k, v in grads.items() if not bool(torch.isfinite(v).all())]
     if bad:
         reasons.append(f"non-finite gradients {bad} (min D~ = {dmin:.2e} in {D.dtype})")
-    return LowRankRun(grads, G, aux, {"features": t1 - t0, "gradients": t2 - t1, "total": t2 - t0}, reasons)
+    return LowRankRun(grads, G, {"D": D}, {"keys": t1 - t0, "queries": t2 - t1, "total": t2 - t0}, reasons)

@@ -1,54 +1,370 @@
-"""What the polynomial method will cost before it runs: degree g, rank k = C(g + d, d), bytes, operations.
+"""What the polynomial method and the exact gradient will cost before they run: degree, rank, bytes, seconds.
 
 For an instance (or a shape and a score range R) and a target eps, :func:`approx_plan` returns
 the degree the method needs (measured by :func:`exp_polynomial` when it is reachable, else the
-Aggarwal-Alman bound :func:`degree_bound`), the feature rank k (an exact Python int, reported even
-when it is far too large to build), the bytes of the two (L, k) feature matrices and the
-multiply-add counts of the approximate and the exact gradient. Nothing of size L x k is allocated.
+Aggarwal-Alman bound :func:`degree_bound`), the feature rank k = C(g + d, d) (an exact Python int,
+reported even when it is far too large to build), the predicted peak bytes and multiply-add counts
+of ``approx_gradients`` and of the blocked exact gradient, and predicted seconds on this machine
+from a calibrated cost model (:class:`CostModel`). Nothing of size L x k is allocated.
 
-    exact  ~ L^2 (4 d + d min(n_adapted, 2) + 3)             (blocked closed form, Lemma 3.1)
-    approx ~ L k (2 + 2 d + 2 d^2 min(n_adapted, 2) + 2 d)   (features + the low-rank chain)
+Operation counts (m = the key-side input columns: n for self/cross attention, 2n otherwise;
+c = 1 + m + m(m + 1)/2 moment columns; see ``lowrank``):
+
+    approx ~ 2 L k c (the two moment contractions) + 2 L k (features) + L m^2 d (per-row algebra)
+    exact  ~ L^2 (4 d + d min(n_adapted, 2) + 3)        (blocked closed form, Lemma 3.1)
+
+:func:`check_resources` is the guard ``approx_gradients`` runs before allocating: it refuses, with
+an :class:`ApproximationError` naming the degree, k, the bytes and which of eps, the score range
+(the norm bound) or d would make it fit, when k exceeds ``max_features`` or the predicted peak
+exceeds the memory budget (default: half of the available RAM).
 
 Reference: Hu et al. (2024), Thm 3.1 / A.1 and Sec. 5; Alman & Song (2023), Lemma 3.2-3.3;
 claims ``limits.thm3.1``, ``limits.thmA.1``.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+import os
+import platform
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 
 from .._validate import InvalidArgumentError, check_choice, check_int, check_positive
 from .instance import AttentionLoRAInstance
+from .lowrank import ApproximationError
 from .polynomial import degree_bound, exp_polynomial
 
-__all__ = ["ApproxPlan", "approx_flops", "approx_plan", "exact_flops"]
+__all__ = [
+    "DEFAULT_MAX_FEATURES",
+    "ApproxPlan",
+    "CostModel",
+    "approx_bytes",
+    "approx_flops",
+    "approx_plan",
+    "available_memory_bytes",
+    "calibrate_cost_model",
+    "check_resources",
+    "cost_model",
+    "default_feature_block",
+    "exact_bytes",
+    "exact_flops",
+    "memory_budget_bytes",
+]
+
+#: Default ``max_features`` of ``approx_gradients``: beyond ~1e6 features per row the method is
+#: slower than the exact gradient for every L a CPU can hold (k d^2 > L d), and one (k, c) moment
+#: matrix alone is tens of MB.
+DEFAULT_MAX_FEATURES = 1 << 20
+_FEATURE_BLOCK_BYTES = 1 << 22  # one (k, block) feature slice of ~4 MiB: at L = 2^15, d = 4 blocks of 1k-8k rows ran within 8% of each other, 256 rows 25% slower
 
 
 def exact_flops(L: int, d: int, n_adapted: int = 3) -> float:
     """Multiply-adds of the blocked exact gradient: 4 L^2 d (S, f V, c V^T, f^T c) + L^2 d per Q/K side + 3 L^2."""
-    return L * L * (4 * d + d * min(n_adapted, 2) + 3)
+    return float(L) * float(L) * (4 * d + d * min(n_adapted, 2) + 3)
 
 
-def approx_flops(L: int, d: int, k: int, n_adapted: int = 3) -> float:
-    """Multiply-adds of approx_gradients: features 2 L k, forward 2 L k d, 2 L k d^2 per Q/K side, 2 L k d for V."""
-    return float(L) * float(k) * (2 + 2 * d + 2 * d * d * min(n_adapted, 2) + 2 * d)
+def moment_columns(m: int) -> int:
+    """c = 1 + m + m(m + 1)/2: the columns of the moment contraction for m key-side inputs."""
+    return 1 + m + m * (m + 1) // 2
+
+
+def approx_flops(L: int, d: int, k: int, n_adapted: int = 3, m: int | None = None) -> float:
+    """Multiply-adds of approx_gradients: 2 L k c (moments) + 2 L k (features) + L m^2 (d + 4) (per row).
+
+    ``m`` defaults to d (self/cross attention, X (L, d)); ``n_adapted`` is kept for the callers of
+    the earlier count (the moment form computes every side from the same moments).
+    """
+    m = d if m is None else m
+    return float(L) * float(k) * (2 * moment_columns(m) + 2) + float(L) * m * m * (d + 4)
+
+
+def default_feature_block(k: int, L: int, itemsize: int = 8) -> int:
+    """Rows per feature block: ~4 MiB per (k, block) slice, between 64 and 8192 rows (at most L)."""
+    return max(1, min(L, max(64, min(8192, _FEATURE_BLOCK_BYTES // max(1, k * itemsize)))))
+
+
+def approx_bytes(L: int, d: int, k: int, *, m: int | None = None, n: int | None = None, itemsize: int = 8, block: int | None = None) -> float:
+    """Predicted peak bytes of ``approx_gradients`` (features and rows streamed in blocks).
+
+    One (k, block) feature slice, the (k, c) moment matrix, a (block, c) slice of key columns and
+    ~16 (block, m, m) per-row temporaries of the moments and the bound, the O(L (n + d)) inputs and
+    projections (~8 copies), and the monomial tables (k d int64 + k float64). Measured peaks at
+    L = 2^14 .. 2^16, d = 4 are 0.3-0.9x of it (tests/limits/test_plan.py).
+    """
+    m = d if m is None else m
+    n = d if n is None else n
+    c = moment_columns(m)
+    b = default_feature_block(k, L, itemsize) if block is None else block
+    words = float(k) * b + float(k) * c + float(b) * c + 16.0 * b * m * m + 8.0 * L * (n + d) + 4.0 * float(k)
+    return itemsize * words + 8.0 * float(k) * (d + 2)
+
+
+def exact_bytes(L: int, d: int, *, itemsize: int = 8, block: int | None = None) -> float:
+    """Predicted peak bytes of the blocked ``exact_gradients``: 3 (block, L) pieces + O(L d)."""
+    from .exact import default_block_size  # exact imports instance only; kept local to keep plan's imports light
+
+    b = default_block_size(L) if block is None else block
+    return itemsize * (3.0 * b * L + 10.0 * L * d)
+
+
+def available_memory_bytes() -> float:
+    """Bytes of RAM available now: psutil if installed, else MemAvailable of /proc/meminfo, else 8 GiB."""
+    try:
+        import psutil  # optional
+
+        return float(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024.0
+    except OSError:
+        pass
+    return 8.0 * 2**30  # not Linux and no psutil: a conservative guess
+
+
+def memory_budget_bytes(budget: float | None = None) -> float:
+    """The memory budget in bytes: ``budget`` if given (> 0), else half of :func:`available_memory_bytes`."""
+    if budget is None:
+        return 0.5 * available_memory_bytes()
+    return check_positive("memory_budget", budget)
+
+
+def _fits(k: int, nbytes: float, max_features: int, budget: float) -> bool:
+    return k <= max_features and nbytes <= budget
+
+
+def _need(L: int, d: int, m: int, n: int, R: float, eps: float, method: str, max_degree: int, itemsize: int) -> tuple[int, int, float]:
+    p = exp_polynomial(R, eps, method=method, max_degree=max_degree)
+    g = p.degree if p.certified else max(degree_bound(R, eps), p.degree + 1)
+    k = math.comb(g + d, d)
+    return g, k, approx_bytes(L, d, k, m=m, n=n, itemsize=itemsize)
+
+
+def check_resources(*, L: int, d: int, k: int, degree: int, R: float, eps: float, method: str = "chebyshev", m: int | None = None,
+                    n: int | None = None, itemsize: int = 8, max_features: int = DEFAULT_MAX_FEATURES, budget: float | None = None,
+                    max_degree: int = 40, what: str = "approx_gradients") -> float:
+    """Refuse before allocating when k > max_features or the predicted peak bytes exceed the budget.
+
+    Returns:
+        The predicted peak bytes (when it fits).
+
+    Raises:
+        ApproximationError: naming degree, k, the bytes, the limit, and what would fit: the largest
+            eps (of 10^-1 .. 10^-12 and 0.5) and the largest score range R (a bisection) at which
+            the same (L, d) fits, and the largest d that fits at this degree.
+    """
+    m = d if m is None else m
+    n = d if n is None else n
+    max_features = check_int("max_features", max_features, low=1)
+    limit = memory_budget_bytes(budget)
+    nbytes = approx_bytes(L, d, k, m=m, n=n, itemsize=itemsize)
+    if _fits(k, nbytes, max_features, limit):
+        return nbytes
+    over = (f"k = {k:.3g} > max_features = {max_features}" if k > max_features else
+            f"the predicted peak of {nbytes:.3g} bytes > the memory budget of {limit:.3g} bytes"
+            + (" (half of the available RAM)" if budget is None else ""))
+    advice = []
+    eps_ok = [e for e in (0.5, 1e-1, 1e-2, 1e-3, 1e-4, 1e-6, 1e-8, 1e-10, 1e-12) if e > eps and _fits(*_need(L, d, m, n, R, e, method, max_degree, itemsize)[1:], max_features, limit)]
+    advice.append(f"eps >= {min(eps_ok):.0e} fits" if eps_ok else "no eps < 1 fits at this range")
+    lo, hi = 0.0, R
+    if _fits(*_need(L, d, m, n, 1e-6, eps, method, max_degree, itemsize)[1:], max_features, limit):
+        for _ in range(30):  # bisection on R: the degree is monotone in R
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if _fits(*_need(L, d, m, n, mid, eps, method, max_degree, itemsize)[1:], max_features, limit) else (lo, mid)
+        advice.append(f"a score range R <= {lo:.3g} fits (now {R:.3g}: scale the norm bound by sqrt({lo / R:.2g}) or lower beta)")
+    else:
+        advice.append("no score range fits at this eps and d")
+    d_ok = [dd for dd in range(d - 1, 0, -1) if _fits(math.comb(degree + dd, dd), approx_bytes(L, dd, math.comb(degree + dd, dd), itemsize=itemsize), max_features, limit)]
+    advice.append(f"d <= {d_ok[0]} fits at degree {degree}" if d_ok else f"no d fits at degree {degree}")
+    raise ApproximationError(
+        f"{what}: degree {degree} in d = {d} needs k = C({degree + d}, {d}) = {k:.3g} features per row and about {nbytes:.3g} bytes at L = {L}: "
+        f"{over}. To fit: {'; '.join(advice)}. (Or raise max_features / memory_budget, or use exact_gradients.)")
+
+
+# -- cost model ------------------------------------------------------------------------------------------
+
+_CACHE_ENV = "LORA_THEORY_CACHE"
+_CACHE_FILE = "cost_model.json"
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Seconds = a linear model in operation counts, fitted by timing small runs on this machine.
+
+    approx: ``a_const + a_fit (g + 1) + a_feat 2 L k + a_mm 2 L k c + a_L L + a_row L m^2 d + a_op (2 L / block) d g``
+    (the polynomial fit, the features, the two moment contractions, the per-row algebra and bound,
+    and the per-block small operations); exact: ``e_const + e_mm L^2 d_mm + e_elem L^2 + e_blk L / block``
+    with d_mm = 4 d + d min(n_adapted, 2) (the blocked closed form: GEMMs, exp and the other
+    elementwise passes, per-block overhead).
+
+    Coefficients are seconds per unit (CPU time of one process with ``threads`` torch threads, or
+    synchronized wall time on CUDA). ``source`` says where it came from ("default": constants
+    measured on the development machine, 2 shared cores, one thread; "calibrated":
+    :func:`calibrate_cost_model` on this one).
+    """
+
+    a_const: float = 6.8e-3
+    a_fit: float = 4.1e-4
+    a_feat: float = 1.06e-8
+    a_mm: float = 0.0
+    a_L: float = 1.85e-6
+    a_row: float = 1.06e-8
+    a_op: float = 0.0
+    e_const: float = 0.0
+    e_mm: float = 9.3e-11
+    e_elem: float = 2.0e-8
+    e_blk: float = 1.25e-4
+    threads: int = 1
+    device: str = "cpu"
+    source: str = "default"
+
+    @staticmethod
+    def approx_terms(L: int, d: int, k: int, degree: int, m: int | None = None) -> list[float]:
+        """The operation counts the approx coefficients multiply, in field order."""
+        m = d if m is None else m
+        b = default_feature_block(k, L)
+        return [1.0, degree + 1.0, 2.0 * L * k, 2.0 * L * k * moment_columns(m), float(L), float(L) * m * m * d, 2.0 * math.ceil(L / b) * d * max(degree, 1)]
+
+    @staticmethod
+    def exact_terms(L: int, d: int, n_adapted: int = 3) -> list[float]:
+        from .exact import default_block_size  # see exact_bytes
+
+        return [1.0, float(L) * L * (4 * d + d * min(n_adapted, 2)), float(L) * L, float(math.ceil(L / default_block_size(L)))]
+
+    def approx_seconds(self, L: int, d: int, k: int, degree: int, m: int | None = None) -> float:
+        coef = (self.a_const, self.a_fit, self.a_feat, self.a_mm, self.a_L, self.a_row, self.a_op)
+        return float(sum(c * x for c, x in zip(coef, self.approx_terms(L, d, k, degree, m), strict=True)))
+
+    def exact_seconds(self, L: int, d: int, n_adapted: int = 3) -> float:
+        coef = (self.e_const, self.e_mm, self.e_elem, self.e_blk)
+        return float(sum(c * x for c, x in zip(coef, self.exact_terms(L, d, n_adapted), strict=True)))
+
+
+def _cache_path() -> Path:
+    root = os.environ.get(_CACHE_ENV) or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "lora_theory")
+    return Path(root) / _CACHE_FILE
+
+
+def _machine_key(threads: int, device: str) -> str:
+    return f"{platform.node()}|{platform.machine()}|{platform.processor()}|{os.cpu_count()}|torch {torch.__version__}|{device}|threads {threads}"
+
+
+def _fit_nonneg(X: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Non-negative least squares on relative error (each row divided by its measurement)."""
+    from scipy.optimize import nnls  # heavy
+
+    coef, _ = nnls(X / t[:, None], np.ones_like(t))
+    return coef
+
+
+def _clear_fit_caches() -> None:
+    """Forget fitted polynomials, so that a timed call pays its fit like a user's first call does."""
+    from . import polynomial
+
+    polynomial._fit.cache_clear()
+    polynomial._range_table.cache_clear()
+
+
+def calibrate_cost_model(*, threads: int = 1, device: str = "cpu", save: bool = True, repeats: int = 2) -> CostModel:
+    """Time small runs of ``approx_gradients`` and ``exact_gradients`` and fit :class:`CostModel` (~5-10 s).
+
+    CPU runs are timed with the process CPU clock on ``threads`` torch threads (robust to other work
+    on shared cores); CUDA runs with synchronized wall time. Each approx run starts with cleared
+    polynomial caches (its fit is part of its cost). With ``save``, the fit is stored in
+    ``$LORA_THEORY_CACHE`` or ``~/.cache/lora_theory/cost_model.json``, keyed by machine, torch
+    version, device and threads, where :func:`cost_model` finds it.
+    """
+    from .._threads import torch_threads
+    from .approx import approx_gradients
+    from .exact import exact_gradients
+    from .instance import make_instance
+
+    threads = check_int("threads", threads, low=1)
+    cuda = device.startswith("cuda")
+    tick = time.perf_counter if cuda else time.process_time
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+
+    def best(fn, clear: bool = False) -> float:
+        fn()
+        sync()
+        out = math.inf
+        for _ in range(repeats):
+            if clear:
+                _clear_fit_caches()
+            t0 = tick()
+            fn()
+            sync()
+            out = min(out, tick() - t0)
+        return max(out, 1e-6)
+
+    rows_a, ta, rows_e, te = [], [], [], []
+    with torch_threads(threads):
+        # small k at large L (per-row work), large k at small L (the contractions), several d
+        for L, d, bound in ((16384, 2, 1.0), (8192, 4, 1.0), (2048, 2, 2.0), (4096, 8, 1.5), (1024, 8, 2.5), (2048, 6, 1.5), (512, 4, 3.0), (4096, 3, 2.0)):
+            inst = make_instance(L, d, 2, adapt="qkv", bound=bound, beta=1.0 / d, seed=1, device=device)
+            _, info = approx_gradients(inst, eps=1e-3, on_invalid="flag")
+            rows_a.append(CostModel.approx_terms(L, d, info.rank, info.degree))
+            ta.append(best(lambda inst=inst: approx_gradients(inst, eps=1e-3, on_invalid="flag"), clear=True))
+        for L, d in ((256, 2), (1024, 2), (2048, 8), (512, 8), (4096, 4), (1024, 16)):
+            inst = make_instance(L, d, 2, adapt="qkv", seed=1, device=device)
+            rows_e.append(CostModel.exact_terms(L, d))
+            te.append(best(lambda inst=inst: exact_gradients(inst)))
+    a = _fit_nonneg(np.array(rows_a), np.array(ta))
+    e = _fit_nonneg(np.array(rows_e), np.array(te))
+    model = CostModel(*map(float, a), *map(float, e), threads=threads, device=device, source="calibrated")
+    if save:
+        path = _cache_path()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            data = json.loads(path.read_text()) if path.exists() else {}
+            data[_machine_key(threads, device)] = dataclasses.asdict(model)
+            path.write_text(json.dumps(data, indent=2))
+        except (OSError, ValueError):  # an unwritable cache or a corrupt file: keep the in-memory model
+            pass
+    return model
+
+
+def cost_model(*, threads: int = 1, device: str = "cpu", calibrate: bool = False) -> CostModel:
+    """The calibrated model of this machine from the cache, else the defaults (or calibrate now if asked)."""
+    path = _cache_path()
+    try:
+        data = json.loads(path.read_text())
+        entry = data.get(_machine_key(threads, device))
+        if entry:
+            return CostModel(**entry)
+    except (OSError, ValueError, TypeError):  # no cache yet, or an unreadable one: fall through
+        pass
+    if calibrate:
+        return calibrate_cost_model(threads=threads, device=device)
+    return dataclasses.replace(CostModel(), threads=threads, device=device)
 
 
 @dataclass(frozen=True)
 class ApproxPlan:
-    """The polynomial method's cost for one (L, d, R, eps), computed without running it.
+    """The polynomial method's and the exact gradient's cost for one (L, d, R, eps), computed without running.
 
     Attributes:
         L, d, R, eps, method: the problem (R: the score range the polynomial must cover).
-        degree: g; ``degree_source`` says "measured" (the lowest degree whose measured sup relative
+        degree: g; ``degree_source`` says "measured" (the lowest degree whose certified sup relative
             error on [-R, R] is <= eps, up to ``max_degree``) or "bound" (beyond it: the fitted
             Aggarwal-Alman bound, an estimate).
         k: C(g + d, d) features per row (exact integer, may be astronomically large).
-        feature_bytes: bytes of the two (L, k) feature matrices in ``dtype`` (a float).
+        feature_bytes: bytes the two (L, k) feature matrices would take if materialized (they are
+            not: ``approx_bytes`` is the predicted peak).
+        approx_bytes, exact_bytes: predicted peak bytes of each method.
         approx_flops, exact_flops: multiply-adds of the two methods; ``cost_ratio`` = approx / exact.
+        approx_seconds, exact_seconds: predicted by the cost model (``model`` says which).
+        certifiable: whether eps is reachable (degree_source == "measured") within max_features and the budget.
         n_adapted: how many of W_Q, W_K, W_V carry LoRA (2 for "qv", 3 for "qkv").
     """
 
@@ -64,11 +380,29 @@ class ApproxPlan:
     approx_flops: float
     exact_flops: float
     n_adapted: int
+    approx_bytes: float = math.nan
+    exact_bytes: float = math.nan
+    approx_seconds: float = math.nan
+    exact_seconds: float = math.nan
+    certifiable: bool = True
+    model: str = "default"
 
     @property
     def cost_ratio(self) -> float:
         """approx_flops / exact_flops: < 1 where the polynomial method is predicted to be cheaper."""
         return self.approx_flops / self.exact_flops
+
+    @property
+    def faster(self) -> Literal["approx", "exact"]:
+        """The method predicted to finish first, among those that can run ("exact" if approx cannot certify)."""
+        return "approx" if self.certifiable and self.approx_seconds < self.exact_seconds else "exact"
+
+    def summary(self) -> str:
+        """One line: degree, k, bytes and predicted seconds of both methods."""
+        return (f"L = {self.L}, d = {self.d}, R = {self.R:.3g}, eps = {self.eps:.0e}: approx degree {self.degree} ({self.degree_source}), "
+                f"k = {self.k:.4g}, ~{self.approx_bytes / 2**20:.3g} MiB, ~{self.approx_seconds:.3g} s"
+                f"{'' if self.certifiable else ' (cannot certify eps)'}; exact ~{self.exact_bytes / 2**20:.3g} MiB, ~{self.exact_seconds:.3g} s"
+                f" [{self.model} cost model]")
 
 
 def approx_plan(
@@ -82,8 +416,11 @@ def approx_plan(
     method: Literal["chebyshev", "taylor"] = "chebyshev",
     max_degree: int = 40,
     dtype: torch.dtype = torch.float64,
+    max_features: int = DEFAULT_MAX_FEATURES,
+    memory_budget: float | None = None,
+    model: CostModel | None = None,
 ) -> ApproxPlan:
-    """Degree, rank, bytes and operation counts of ``approx_gradients`` for an instance or a shape.
+    """Degree, rank, bytes, operation counts and predicted seconds of both methods for an instance or a shape.
 
     Args:
         inst: an instance (L, d, adapt and R are read from it; R is the Cauchy-Schwarz bound
@@ -91,7 +428,9 @@ def approx_plan(
         eps: target sup relative error of P(s) ~ e^s, in (0, 1).
         L, d, R, adapt: the shape, score range and adapted weights when ``inst`` is None.
         method: "chebyshev" or "taylor"; max_degree: the largest degree searched by measurement.
-        dtype: of the features (for ``feature_bytes``).
+        dtype: of the computation (for the bytes).
+        max_features, memory_budget: the limits ``approx_gradients`` enforces (for ``certifiable``).
+        model: the cost model; default :func:`cost_model` (the calibrated one if cached, else defaults).
 
     Returns:
         An :class:`ApproxPlan`.
@@ -100,17 +439,28 @@ def approx_plan(
     if eps >= 1:
         raise InvalidArgumentError(f"eps: expected a number in (0, 1), got {eps}")
     check_choice("method", method, ("chebyshev", "taylor"))
+    max_degree = check_int("max_degree", max_degree, low=0, high=60)
+    max_features = check_int("max_features", max_features, low=1)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise InvalidArgumentError(f"dtype: expected a floating torch.dtype, got {dtype!r}")
+    if model is not None and not isinstance(model, CostModel):
+        raise InvalidArgumentError(f"model: expected a CostModel or None, got {type(model).__name__}")
+    m = None
     if inst is not None:
-        from .lowrank import score_range_bound  # lowrank imports exact; kept local to keep plan light
+        if not isinstance(inst, AttentionLoRAInstance):
+            raise InvalidArgumentError(f"inst: expected an AttentionLoRAInstance or None, got {type(inst).__name__}")
+        from .lowrank import key_inputs, score_range_bound  # lowrank imports exact; kept local to keep plan light
 
         L, d, adapt = inst.L, inst.d, inst.adapt
+        m = key_inputs(inst)[0].shape[1]
         R = score_range_bound(inst) if R is None else check_positive("R", R, allow_zero=True)
     else:
         if L is None or d is None or R is None:
             raise InvalidArgumentError(f"inst: expected an instance, or L, d and R, got L={L!r}, d={d!r}, R={R!r}")
         L, d = check_int("L", L, low=1), check_int("d", d, low=1)
         R = check_positive("R", R, allow_zero=True)
-        check_choice("adapt", adapt, ("qv", "qkv"))
+        adapt = "".join(sorted(set(adapt), key="qkv".index)) if isinstance(adapt, str) and set(adapt) <= set("qkv") and adapt else adapt
+        check_choice("adapt", adapt, ("q", "k", "v", "qk", "qv", "kv", "qkv"))
     n_adapted = len(adapt)
     poly = exp_polynomial(R, eps, method=method, max_degree=max_degree)
     if poly.certified:
@@ -119,6 +469,11 @@ def approx_plan(
         degree, source = max(degree_bound(R, eps), poly.degree + 1), "bound"
     k = math.comb(degree + d, d)
     itemsize = torch.empty((), dtype=dtype).element_size()
+    model = cost_model() if model is None else model
+    a_bytes = approx_bytes(L, d, k, m=m, itemsize=itemsize)
+    fits = k <= max_features and a_bytes <= memory_budget_bytes(memory_budget)
     return ApproxPlan(L=L, d=d, R=float(R), eps=eps, method=method, degree=degree, degree_source=source, k=k,
-                      feature_bytes=2.0 * L * float(k) * itemsize, approx_flops=approx_flops(L, d, k, n_adapted),
-                      exact_flops=exact_flops(L, d, n_adapted), n_adapted=n_adapted)
+                      feature_bytes=2.0 * L * float(k) * itemsize, approx_flops=approx_flops(L, d, k, n_adapted, m),
+                      exact_flops=exact_flops(L, d, n_adapted), n_adapted=n_adapted, approx_bytes=a_bytes,
+                      exact_bytes=exact_bytes(L, d, itemsize=itemsize), approx_seconds=model.approx_seconds(L, d, k, degree, m),
+                      exact_seconds=model.exact_seconds(L, d, n_adapted), certifiable=source == "measured" and fits, model=model.source)

@@ -8,7 +8,8 @@ approximate normalizer D~ = U (V^T 1) is positive (up to underflow, which is che
 ``orthogonal=True`` the w_l come in blocks of d mutually orthogonal directions with chi(d)
 norms (each w_l is still N(0, I_d) marginally, so the estimator stays unbiased; the variance
 drops). The gradients then follow exactly the same chain as the polynomial method
-(:func:`lora_theory.limits.lowrank.lowrank_gradients`), in O(L m d^2), no L x L matrix.
+(:func:`lora_theory.limits.lowrank.run_lowrank`, in float64 whatever the instance's dtype), in
+O(L m n^2), no L x L matrix.
 
 There is no a-priori error bound: the estimate is unbiased but random, its relative variance
 per entry is exp(||x + y||^2) / exp(2 x . y) - 1 >= 0 over m, which grows like e^{2R}.
@@ -112,8 +113,9 @@ def random_feature_gradients(
     if not isinstance(orthogonal, bool):
         raise InvalidArgumentError(f"orthogonal: expected a bool, got {orthogonal!r}")
     t0 = time.perf_counter()
-    Q, K, _ = inst.projections()
-    W = random_directions(m, inst.d, seed, orthogonal=orthogonal)
+    ic = inst if inst.dtype == torch.float64 else inst.to(dtype=torch.float64)  # the moments need float64 (covariances by differences)
+    Q, K, _ = ic.projections()
+    W = random_directions(m, Q.shape[1], seed, orthogonal=orthogonal)
     sb = math.sqrt(inst.beta)
     lq = positive_random_features(Q * sb, W)  # (L, m)
     lk = positive_random_features(K * sb, W)  # (L, m)
@@ -121,9 +123,10 @@ def random_feature_gradients(
     # side multiply U V^T by c_i and c: both cancel in D~^{-1} U V^T, and keep exp from overflowing.
     U = torch.exp(lq - lq.amax(dim=1, keepdim=True))
     V = torch.exp(lk - lk.max())
-    run = run_lowrank(inst, U, V, t0)
-    grads = run.grads
-    reason = "; ".join(run.reasons)
+    run = run_lowrank(ic, U, V, t0)
+    grads = {k: v.to(dtype=inst.dtype) for k, v in run.grads.items()}
+    bad = [k for k, v in grads.items() if not bool(torch.isfinite(v).all())]
+    reason = "; ".join(run.reasons + ([f"gradients {bad} overflow {inst.dtype}"] if bad and not run.reasons else []))
     # min D~: only its sign is meaningful here, U carries a per-row factor (the shift above)
     info = ApproxInfo(valid=not reason, reason=reason, degree=0, rank=m, R=score_range_bound(inst), poly_rel_error=float("nan"),
                       min_normalizer=float(run.aux["D"].min()), times=run.times, method="random_features")

@@ -37,6 +37,7 @@ __all__ = ["AlignmentReport", "LoraGAInit", "alignment_report", "first_step_upda
 Direction = Literal["ArB2r", "A2rBr", "ArBr", "random"]
 Scale = Literal["stable", "gd", "unit", "weight_svd"]
 DIRECTIONS = ("ArB2r", "A2rBr", "ArBr", "random")
+_HALF = (torch.float16, torch.bfloat16)
 SCALES = ("stable", "gd", "unit", "weight_svd")
 
 
@@ -132,7 +133,9 @@ def lora_ga_init(
     """A = c V[:, I_A]^T, B = c U[:, I_B] from G = U S V^T; eta = alpha/sqrt(r) (rsLoRA) or alpha/r.
 
     Args:
-        G: (m, n) full fine-tuning gradient dL/dW0 (float32 or float64, any device).
+        G: (m, n) full fine-tuning gradient dL/dW0 (float32 or float64, any device; float16 and
+            bfloat16 are computed in float32, where the SVD exists, and A, B, offset are returned
+            in G's dtype; a result that overflows that dtype raises InvalidArgumentError).
         r: rank, 2r <= min(m, n).
         alpha: LoRA alpha (> 0).
         direction: which singular vectors go to A and B (see :func:`split_indices`).
@@ -151,6 +154,9 @@ def lora_ga_init(
     """
     r = check_int("r", r, low=1)
     G = _check_G(G, r)
+    out_dtype = G.dtype
+    if out_dtype in _HALF:
+        G = G.float()  # torch has no half-precision SVD (and its 3 significant digits would not resolve sigma_2r); cast back below
     alpha = check_positive("alpha", alpha)
     gamma = check_positive("gamma", gamma)
     check_choice("direction", direction, DIRECTIONS)
@@ -174,6 +180,12 @@ def lora_ga_init(
     A = c * V[:, idx_A].T.contiguous()  # (r, n)
     B = c * U[:, idx_B].contiguous()  # (m, r)
     offset = eta * (B @ A)  # (m, n)
+    if out_dtype != G.dtype:
+        A, B, offset = A.to(out_dtype), B.to(out_dtype), offset.to(out_dtype)
+        bad = [name for name, t in (("A", A), ("B", B), ("offset", offset)) if not bool(torch.isfinite(t).all())]
+        if bad:
+            raise InvalidArgumentError(f"G: expected an initialization representable in {out_dtype}, got non-finite {bad} after the cast "
+                                       f"(c = {c:.3g}, eta = {eta:.3g}); pass G in float32, or a smaller scale")
     return LoraGAInit(A, B, eta, eta * eta * c * c, c, offset, tuple(idx_A), tuple(idx_B), direction, scale)
 
 

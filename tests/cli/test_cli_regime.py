@@ -36,9 +36,8 @@ def test_regime_json_and_user_text(tmp_path):
 
 def test_regime_local_model_folder(tmp_path):
     """--model PATH: any transformers model folder with a tokenizer (here a tiny BERT saved with MiniLM's tokenizer)."""
-    from tests.lora.test_attention import tiny
-
     from lora_theory.lora.text import load_tokenizer
+    from tests.lora.test_attention import tiny
 
     tiny("bert").save_pretrained(tmp_path)
     load_tokenizer().save_pretrained(tmp_path)

@@ -60,3 +60,29 @@ def test_bad_input():
         polynomial_features(torch.ones(3, 2), np.array([1.0]), side="value")
     with pytest.raises(ValueError, match="poly"):
         polynomial_features(torch.ones(3, 2), np.ones((2, 2)))
+
+
+@given(d=st.integers(1, 6), g=st.integers(0, 7), b=st.integers(1, 9), seed=st.integers(0, 999))
+def test_feature_map_blocks_and_tables_agree(d, g, b, seed):
+    """FeatureMap built block by block, transposed, equals the per-monomial products of its own index
+    tables (parent * coordinate), and its weights are a_|alpha| |alpha|!/alpha!: fails on a wrong prefix
+    length in the build plan or a wrong multinomial."""
+    from lora_theory.limits.features import FeatureMap, monomial_table
+
+    rng = np.random.default_rng(seed)
+    Z = torch.as_tensor(rng.normal(size=(11, d)))
+    fm = FeatureMap(g, d)
+    full = torch.cat([fm(Z[i:i + b]).clone() for i in range(0, 11, b)], dim=1)  # (k, 11)
+    parent, var, deg, mult = monomial_table(g, d)
+    ref = torch.ones(fm.k, 11, dtype=torch.float64)
+    for m in range(1, fm.k):
+        ref[m] = ref[parent[m]] * Z[:, var[m]]
+    assert torch.equal(full, ref)
+    coef = rng.normal(size=g + 1)
+    assert np.allclose(fm.weights(coef), coef[deg] * mult)
+    counts = np.zeros((fm.k, d), dtype=int)
+    for m in range(1, fm.k):
+        counts[m] = counts[parent[m]]
+        counts[m, var[m]] += 1
+    assert len({tuple(c) for c in counts}) == fm.k == math.comb(g + d, d)  # every monomial exactly once
+    assert all(mult[m] == math.factorial(int(deg[m])) // math.prod(math.factorial(int(c)) for c in counts[m]) for m in range(fm.k))

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 import lora_theory as lt
 from lora_theory import strategies as lts
+from lora_theory._validate import InvalidArgumentError
 
 
 @given(inst=lts.instances())
@@ -240,3 +241,56 @@ def test_batched_matmul_equals_matmul_then_sum(data):
     assert got.shape == shape
     assert torch.allclose(got, (a @ b).sum_to_size(shape), rtol=1e-12, atol=1e-12)
     assert torch.allclose(lt.limits.instance.batched_matmul(a, b), a @ b, rtol=1e-12, atol=1e-12)
+
+
+# -- overflow, devices and dtypes (issue 11) --------------------------------------------------------
+
+@pytest.mark.parametrize("bound", [1e155, 1e200, 1e300])
+def test_overflowing_bounds_refused(bound):
+    """bound = 1e200 used to give R = 0 and NaN gradients without a word; now the instance is refused."""
+    with pytest.raises(InvalidArgumentError, match="overflow"):
+        lt.make_instance(16, 4, 2, bound=bound)
+    with pytest.raises(InvalidArgumentError, match="overflow"):
+        lt.make_instance(16, 4, 2, adapt="qkv", bound=bound)
+
+
+def test_large_but_finite_bound_accepted_and_exact_finite():
+    """The refusal is not a blanket cap: bound = 1e100 (scores ~1e200) is representable, and the exact
+    gradient of it is finite."""
+    inst = lt.make_instance(16, 4, 2, bound=1e100)
+    assert math.isfinite(lt.norm_bounds(inst)["R"])
+    assert all(bool(torch.isfinite(v).all()) for v in lt.exact_gradients(inst).values())
+
+
+def test_dtype_range_checked():
+    """float16 holds at most 65504: an instance whose scores exceed it is refused for float16, kept for float32."""
+    with pytest.raises(InvalidArgumentError, match="float16"):
+        lt.make_instance(16, 4, 2, bound=1e3, dtype=torch.float16)
+    assert lt.make_instance(16, 4, 2, bound=1e3, dtype=torch.float32).dtype == torch.float32
+    with pytest.raises(InvalidArgumentError, match="overflow"):
+        lt.hard_instance(16, 4, 2, bound=1e200)
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:0", "mps", "nonsense", 3.5, "cuda:x"])
+def test_unavailable_device_is_invalid_argument(device):
+    """make_instance(device="cuda") without CUDA ended in a raw torch error; now InvalidArgumentError names the device."""
+    if torch.cuda.is_available() and str(device).startswith("cuda") and device != "cuda:x":
+        pytest.skip("CUDA is available here")
+    with pytest.raises(InvalidArgumentError, match="device"):
+        lt.make_instance(8, 4, 2, device=device)
+    with pytest.raises(InvalidArgumentError, match="device"):
+        lt.hard_instance(8, 4, 2, device=device)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.complex64, torch.bool, "float32", torch.float8_e4m3fn, None])
+def test_bad_dtypes_are_invalid_argument(dtype):
+    with pytest.raises(InvalidArgumentError, match="dtype"):
+        lt.make_instance(8, 4, 2, dtype=dtype)
+    with pytest.raises(InvalidArgumentError, match="dtype"):
+        lt.hard_instance(8, 4, 2, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_instances(dtype):
+    inst = lt.make_instance(8, 4, 2, dtype=dtype)
+    assert inst.dtype == dtype and inst.device.type == "cpu"

@@ -61,3 +61,50 @@ def test_degree_order_continuous_and_monotone():
 def test_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
         exp_polynomial(**kwargs)
+
+
+@given(R=st.floats(0.01, 12.0), eps=st.sampled_from((1e-1, 1e-3, 1e-6, 1e-10)), rho=st.floats(0.0, 1.0), seed=st.integers(0, 10**6))
+def test_error_range_contains_eps_off_grid(R, eps, rho, seed):
+    """error_range(rho) bounds eps(t) = P(t) e^{-R t} - 1 at random points |t| <= rho that are NOT on the
+    grid (and rel_error bounds it on [-1, 1]): fails if the between-grid pad is dropped or the lookup
+    takes intervals short of rho."""
+    p = exp_polynomial(R, eps)
+    t = np.random.default_rng(seed).uniform(-rho, rho, 4000)
+    e = np.polynomial.polynomial.polyval(t, p.coef) * np.exp(-R * t) - 1
+    # this test's own float64 evaluation error (Horner), which the true eps is only known to within
+    noise = 4 * (p.degree + 3) * 1.2e-16 * np.polynomial.polynomial.polyval(np.abs(t), np.abs(p.coef)) * np.exp(-R * t) + 4e-16
+    lo, hi = p.error_range(rho)
+    assert np.all(e + noise >= lo) and np.all(e - noise <= hi)
+    assert np.all(np.abs(e) - noise <= p.rel_error) and p.rel_error >= max(abs(lo), abs(hi))
+
+
+def test_error_range_shrinks_with_rho():
+    """The per-row refinement is worth having: on |t| <= 0.1 the spread of eps is far below its sup."""
+    p = exp_polynomial(2.0, 1e-6)
+    lo, hi = p.error_range(np.array([0.1, 1.0]))
+    assert hi[0] - lo[0] < 0.3 * (hi[1] - lo[1]) and hi[1] <= p.rel_error
+
+
+@pytest.mark.parametrize("R", [709.0, 710.0, 1e4, 1e300])
+def test_huge_ranges_give_inf_never_nan(R):
+    """Issue 11: at R >= ~710 exp overflowed and NaN compared False against eps (valid=True); now inf."""
+    p = exp_polynomial(R, 1e-3)
+    assert not p.certified and p.rel_error == math.inf or (R < 710 and p.rel_error > 1e-3)
+    assert not math.isnan(p.feature_rounding(10, 1e-16))
+    lo, hi = p.error_range(0.5)
+    assert not (np.isnan(lo) or np.isnan(hi))
+
+
+@given(R=st.floats(0.01, 10.0), eps=st.sampled_from((1e-2, 1e-4, 1e-8)), rho=st.floats(0.01, 1.0), seed=st.integers(0, 10**6))
+def test_slope_bound_is_a_lipschitz_constant_off_grid(R, eps, rho, seed):
+    """|eps(s) - eps(t)| <= slope_bound(rho) |s - t| for random pairs in [-rho, rho] (plus evaluation
+    noise): fails if the eps'' pad or the lookup is wrong."""
+    p = exp_polynomial(R, eps)
+    rng = np.random.default_rng(seed)
+    s, t = rng.uniform(-rho, rho, 2000), rng.uniform(-rho, rho, 2000)
+
+    def e(x):
+        return np.polynomial.polynomial.polyval(x, p.coef) * np.exp(-R * x) - 1
+
+    noise = 8 * (p.degree + 3) * 1.2e-16 * np.polynomial.polynomial.polyval(rho, np.abs(p.coef)) * math.exp(R * rho) + 1e-15
+    assert np.all(np.abs(e(s) - e(t)) <= p.slope_bound(rho) * np.abs(s - t) + noise)

@@ -144,3 +144,31 @@ def test_bad_input():
         lora_ga_init(G, 1, alpha=1.0, W0=torch.zeros(5, 6))
     with pytest.raises(ValueError, match="alpha"):
         lora_ga_init(G, 1, alpha=0.0)
+
+
+# -- half precision (issue 11) ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("scale", ["stable", "gd", "weight_svd"])
+def test_half_precision_computed_in_float32(dtype, scale):
+    """float16 / bfloat16 G used to end in torch's "linalg_svd_cpu not implemented for 'Half'"; now the
+    SVD runs in float32 and A, B, offset come back in G's dtype, equal to the float32 result rounded
+    (fails if the half tensor is decomposed directly or the result is left in float32)."""
+    gen = torch.Generator().manual_seed(0)
+    G32 = torch.randn(24, 16, generator=gen)
+    W0 = torch.randn(24, 16, generator=gen)
+    G = G32.to(dtype)
+    init = lora_ga_init(G, 3, alpha=8.0, scale=scale, W0=W0.to(dtype))
+    ref = lora_ga_init(G.float(), 3, alpha=8.0, scale=scale, W0=W0.to(dtype).float())
+    for name in ("A", "B", "offset"):
+        got = getattr(init, name)
+        assert got.dtype == dtype, name
+        assert torch.equal(got, getattr(ref, name).to(dtype)), name
+    assert init.eta == ref.eta and init.c == ref.c
+
+
+def test_half_precision_overflow_is_refused():
+    """A scale that overflows float16 (max 65504) is refused with the dtype named, not returned as inf."""
+    G = torch.randn(16, 12, generator=torch.Generator().manual_seed(1)).half()
+    with pytest.raises(ValueError, match="float16"):
+        lora_ga_init(G, 2, alpha=1e9, scale="unit")
