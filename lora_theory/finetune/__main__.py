@@ -1,6 +1,7 @@
 """``python -m lora_theory.finetune``: run (or resume) the fine-tuning experiment into its store and print its tables.
 
-Example: ``python -m lora_theory.finetune --quick --jobs 2 --part main --part ablation --part ratio``.
+Example: ``python -m lora_theory.finetune --quick --jobs 2 --part main --part ablation --part ratio``;
+``--task vader_valence`` runs the quick budget on the regression task too.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ app = typer.Typer(add_completion=False)
 def run(
     quick: bool = typer.Option(True, "--quick/--full", help="vader_polarity, 3 seeds x 40 steps; or both tasks, 5 seeds x 100 steps."),
     part: list[str] = typer.Option(["main"], "--part", help="main, ablation, ratio (repeatable)."),
+    task: list[str] = typer.Option([], "--task", help="vader_valence and/or vader_polarity (repeatable; default: the budget's tasks)."),
     jobs: int = typer.Option(1, "--jobs", help="Worker processes (each runs torch single-threaded)."),
     store: Path | None = typer.Option(None, "--store", help="Results store (default: $LORA_THEORY_FINETUNE_STORE or ~/.cache/lora-theory/finetune.sqlite)."),
 ) -> None:
@@ -24,7 +26,7 @@ def run(
     from .experiment import experiment, method_table, premise_table
 
     try:
-        out = experiment(quick, tuple(part), store=store, jobs=jobs, progress=True)
+        out = experiment(quick, tuple(part), store=store, jobs=jobs, progress=True, tasks=tuple(task) or None)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     table = method_table(out["main"])
