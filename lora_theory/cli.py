@@ -15,7 +15,7 @@ from rich.table import Table
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="LoRA theory as executable, measured checks.")
 console = Console()
 
-_VERDICT_STYLE = {"holds": "green", "fails": "red", "error": "magenta"}
+_VERDICT_STYLE = {"holds": "green", "fails": "red", "error": "magenta", "inconclusive": "yellow"}
 
 
 def _dtype(name: str):
@@ -124,8 +124,9 @@ def check(
     full: bool = typer.Option(False, "--full", help="Paper-scale configuration instead of the quick one."),
     as_json: bool = typer.Option(False, "--json"),
     list_only: bool = typer.Option(False, "--list", help="List the claims without running them."),
+    controls: bool = typer.Option(False, "--controls", help="Run the claims' negative controls instead: claim, control, verdict under control, caught."),
 ) -> None:
-    """Run claim checks and print a table (exit code 1 if a claim fails or errors)."""
+    """Run claim checks and print a table (exit code 1 if a claim fails or errors; with --controls, if a control is not caught)."""
     from .claims import all_claims, run_checks
 
     if list_only:
@@ -134,6 +135,9 @@ def check(
             t.add_row(c.id, c.statement, c.reference)
         console.print(t)
         return
+    if controls:
+        _check_controls(claim, full, as_json)
+        return
     try:
         with console.status("checking...") as status:
             df = run_checks(claim, quick=not full, progress=lambda cid: status.update(f"checking {cid}"))
@@ -141,6 +145,30 @@ def check(
         raise typer.BadParameter(str(e), param_hint="--claim") from None
     _print_checks(df, as_json)
     raise typer.Exit(0 if (df.verdict == "holds").all() else 1)
+
+
+def _check_controls(claim: Optional[list[str]], full: bool, as_json: bool) -> None:
+    """``check --controls``: every negative control of the selected claims; exit 1 unless all are caught."""
+    from .claims import all_claims, get_claim, run_controls
+
+    try:
+        ids = None if not claim else [get_claim(c).id for c in claim]
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--claim") from None
+    with console.status("running controls...") as status:
+        df = run_controls(ids, quick=not full, progress=lambda what: status.update(f"control {what}"))
+    if as_json:
+        typer.echo(df[["id", "control", "description", "expect", "verdict", "caught", "summary", "seconds"]].to_json(orient="records", indent=2))
+    else:
+        t = Table("claim", "control", "verdict under control", "caught", "s")
+        for row in df.itertuples():
+            caught = "[green]yes[/]" if row.caught else "[red]NO[/]"
+            t.add_row(row.id, row.control + (" (positive)" if row.expect == "holds" else ""),
+                      f"[{_VERDICT_STYLE.get(row.verdict, 'yellow')}]{row.verdict}[/]", caught, f"{row.seconds:.1f}")
+        console.print(t)
+        no_ctl = [c.id for c in (all_claims() if ids is None else map(get_claim, ids)) if not c.controls]
+        console.print(f"controls caught: {int(df.caught.sum())} of {len(df)}" + (f"; claims without a control: {', '.join(no_ctl)}" if no_ctl else ""))
+    raise typer.Exit(0 if bool(df.caught.all()) else 1)
 
 
 @app.command()
