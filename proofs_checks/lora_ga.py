@@ -1,4 +1,4 @@
-"""Symbolic checks for LoRA-GA (claims ``lora_ga.thm3.1``, ``lora_ga.sign_invariance``), in sympy.
+"""Symbolic checks for LoRA-GA (claims ``lora_ga.thm3.1``, ``toolkit.sign_invariance``), in sympy.
 
 1. :func:`check_one_step_expansion`: for a loss whose gradient at W is G (held fixed over the
    step: the first-order setting of the paper), one SGD step of size lr on A and B changes

@@ -443,12 +443,14 @@ def _degree_bound(quick: bool) -> Measurement:
     # its bound (never below the minimal possible degree) and its measured degrees (inside the bracket)
     tk_spread = _spread([ref[p][1] / polynomial.degree_order(*p) for p in pts])
     bound_short = max(reference_degree(R, e, "relative")[0] - polynomial.degree_bound(R, e) for R, e in pts)
-    below, above, bound_violations, measured = [], [], [], 0
+    below, above, bound_violations, measured, c_fit = [], [], [], 0, 0.0
     for R, e in pts:
         p = polynomial.exp_polynomial(R, e)
         if not p.certified:
             continue
         measured += 1
+        if (R, e) in DEGREE_TRAIN:  # the constant of degree_bound, re-fitted on the training grid (DEGREE_BOUND_C must cover it)
+            c_fit = max(c_fit, p.degree / polynomial.degree_order(R, e))
         lo, hi = reference_degree(R, e, "relative")
         if p.degree < lo:
             below.append((R, e, p.degree, lo))  # certified below the minimal possible degree: the measurement is wrong
@@ -465,7 +467,7 @@ def _degree_bound(quick: bool) -> Measurement:
         "measured_above_degree_bound": Margin(float(len(bound_violations)), 0.0),
     }
     ok = all(m.ok for m in margins.values())
-    figs = {"train_band": band, "held_out_ratio_range": (min(held), max(held)), "spread_paper": paper_spread, "spread_alternatives": alt_spread,
+    figs = {"C_fitted": c_fit, "train_band": band, "held_out_ratio_range": (min(held), max(held)), "spread_paper": paper_spread, "spread_alternatives": alt_spread,
             "spread_toolkit_order": tk_spread, "measured_points": measured, "measured_above_interpolation_degree": above,
             "measured_below_minimal": below, "degree_bound_violations": bound_violations}
     summary = (f"minimal degree / order over R 0.05..64, eps 1e-2..1e-15: paper's order spread {paper_spread:.1f}x (held-out within "

@@ -176,7 +176,7 @@ def gradient_error_sweep(Ls=(256, 1024, 4096), gammas=(0.25, 0.5, 1.0, 1.5, 2.0,
     ``hard_instance(L, d, 2, bound=Gamma)`` (beta = 1; scores up to Gamma^2 ceil(d/2)).
     With ``peer``, each point also gets a row for FAVOR+ random features at the same feature
     count k = C(degree + d, d) (median error over ``peer_seeds`` seeds; claim
-    ``limits.poly_vs_random_features``).
+    ``toolkit.poly_vs_random_features``).
 
     Rows: method ("polynomial" | "favor+"), kind, L, d, Gamma, x (= Gamma / sqrt(ln L)), seed, R,
     degree, k, poly_rel_error, valid, rel_err (max over gradients of max|err| / max over gradients
