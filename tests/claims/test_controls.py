@@ -88,3 +88,28 @@ def test_positive_control_semantics():
         from lora_theory.claims import control
 
         control("limits.lemma3.1", "bad", "d", expect="maybe")
+
+
+def test_cli_check_controls_table_and_exit_code():
+    """`check --controls` prints claim, control, verdict under control, caught; exit 1 when a control is not caught."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from lora_theory.claims import _CONTROLS, control, patch
+    from lora_theory.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["check", "--controls", "--claim", "limits.lemma3.2", "--json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)
+    assert {r["control"] for r in rows} == {"scale_squared", "G_transposed"} and all(r["caught"] and r["verdict"] == "fails" for r in rows)
+    # a control that corrupts nothing the check sees is not caught: the command must say so and exit 1
+    control("limits.lemma3.2", "_test_noop", "patches an unused name")(lambda: patch("lora_theory.limits.exact", "default_block_size", lambda L: L))
+    try:
+        res = runner.invoke(app, ["check", "--controls", "--claim", "limits.lemma3.2"])
+        assert res.exit_code == 1 and "_test_noop" in res.output and "NO" in res.output
+    finally:
+        _CONTROLS.pop(("limits.lemma3.2", "_test_noop"))
+    res = runner.invoke(app, ["check", "--controls", "--claim", "limits.nope"])
+    assert res.exit_code != 0 and "limits.nope" in res.output
