@@ -724,7 +724,7 @@ def _full_from_partial(P, seed: int = 0):
     "limits.remark4.2",
     statement="Full adaptation (W_Q, W_K, W_V) is at least as hard as partial adaptation (Remark 4.2: the lower bound carries over; one point with Y = 0 is already hard): every partial instance is a full instance with a key adapter whose W_K* + (alpha/r) B_K A_K equals the partial W_K, with the same Q and V gradients, the same Gamma scale (Remark 5.2's four norms) and the same certification by the polynomial method.",
     reference="Hu et al. 2024, Remark 4.2 (ICLR 2025 numbering), Remark 5.2, Thm 4.1, Thm A.1",
-    test="tests/claims/test_controls.py::test_every_claim_has_a_caught_control",
+    test="tests/claims/test_limits.py::test_full_from_partial_keeps_W_K_and_the_QV_gradients",
 )
 def _remark42(quick: bool) -> Measurement:
     tol = tolerance(torch.float64)

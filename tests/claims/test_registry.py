@@ -94,3 +94,17 @@ def test_verdicts_and_margins():
     assert m.ok and m.slack == pytest.approx(0.1) and "slack +10%" in str(m)
     g = Margin(5.0, 10.0, ">=")
     assert not g.ok and g.slack == pytest.approx(-0.5)
+
+
+def test_every_claims_test_and_proof_exist():
+    """A claim's `test` and `proof` name a real test function and a real proof-check function (not a stale path)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    for c in lt.all_claims():
+        for ref in (c.test, c.proof):
+            if not ref:
+                continue
+            path, _, func = ref.partition("::")
+            text = (root / path).read_text()
+            assert f"def {func}(" in text, f"{c.id}: {ref} does not exist"
