@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 #: module -> (source file, the tests that exercise it)
 MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "exact": ("lora_theory/limits/exact.py", ("tests/limits/test_exact.py",)),
-    "polynomial": ("lora_theory/limits/polynomial.py", ("tests/limits/test_polynomial.py", "tests/proofs_checks/test_limits_polynomial.py")),
+    "polynomial": ("lora_theory/limits/polynomial.py", ("tests/limits/test_polynomial.py", "tests/limits/test_core_arguments.py", "tests/claims/test_limits.py",
+                                                        "tests/proofs_checks/test_limits_polynomial.py")),
     "features": ("lora_theory/limits/features.py", ("tests/limits/test_features.py", "tests/limits/test_core_arguments.py",
                                                     "tests/proofs_checks/test_limits_polynomial.py")),
     "approx": ("lora_theory/limits/approx.py", ("tests/limits/test_approx.py",)),
