@@ -34,13 +34,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: module -> (source file, the tests that exercise it)
 MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "exact": ("lora_theory/limits/exact.py", ("tests/limits/test_exact.py",)),
+    "exact": ("lora_theory/limits/exact.py", ("tests/limits/test_exact.py", "tests/limits/test_core_arguments.py")),
     "polynomial": ("lora_theory/limits/polynomial.py", ("tests/limits/test_polynomial.py", "tests/limits/test_core_arguments.py", "tests/claims/test_limits.py",
                                                         "tests/proofs_checks/test_limits_polynomial.py")),
     "features": ("lora_theory/limits/features.py", ("tests/limits/test_features.py", "tests/limits/test_core_arguments.py",
                                                     "tests/proofs_checks/test_limits_polynomial.py")),
-    "approx": ("lora_theory/limits/approx.py", ("tests/limits/test_approx.py",)),
-    "lora_ga_init": ("lora_theory/lora_ga/init.py", ("tests/lora_ga/test_init.py", "tests/proofs_checks/test_lora_ga.py")),
+    "approx": ("lora_theory/limits/approx.py", ("tests/limits/test_approx.py", "tests/limits/test_core_arguments.py")),
+    "lora_ga_init": ("lora_theory/lora_ga/init.py", ("tests/lora_ga/test_init.py", "tests/lora_ga/test_init_arguments.py", "tests/proofs_checks/test_lora_ga.py")),
     "exponents": ("lora_theory/lora_plus/exponents.py", ("tests/lora_plus/test_exponents.py", "tests/proofs_checks/test_lora_plus.py")),
 }
 

@@ -115,3 +115,73 @@ def test_degree_order_values():
     assert degree_order(10.0, 1e-6) == pytest.approx(20.0)  # 2R dominates
     assert degree_order(0.0, 0.9) == 1.0 and degree_order(0.01, 0.5) == 1.0  # the floor of 1
     assert degree_bound(10.0, 1e-6) == 30 and degree_bound(10.0, 1e-6, C=1.0) == 20
+
+
+# -- exact.py and approx.py ------------------------------------------------------------------------
+
+from lora_theory.limits import approx, exact  # noqa: E402
+from lora_theory.limits.instance import make_instance  # noqa: E402
+
+
+def test_exact_arguments():
+    inst = make_instance(16, 4, 2, seed=0)
+    with pytest.raises(ValueError, match=r"^inst: expected an AttentionLoRAInstance \(see make_instance\), got str"):
+        exact.exact_gradients("x")
+    with pytest.raises(ValueError, match=r"^block_size: expected an integer >= 1, got 0"):
+        exact.exact_gradients(inst, block_size=0)
+    with pytest.raises(ValueError, match=r"^L: expected an integer >= 1, got 0"):
+        exact.default_block_size(0)
+    with pytest.raises(ValueError, match=r"^names: expected one of 'q', 'k', 'v', got 'x'"):
+        exact.weight_gradients(inst, names=("x",))
+    with pytest.raises(ValueError, match=r"^method: expected one of 'sdpa', 'dense'"):
+        exact.autograd_gradients(inst, method="numeric")
+    with pytest.raises(ValueError, match=r"^inst: dense_terms forms L x L matrices; expected L <= 4096, got L = 4097"):
+        exact.dense_terms(make_instance(4097, 2, 1, seed=0))
+
+
+def test_default_block_size_values():
+    """min(L, max(16, 2^18 // L)): about 2^18 entries per (block, L) piece, at least 16 rows, never more than L."""
+    assert exact.default_block_size(1) == 1 and exact.default_block_size(10) == 10
+    assert exact.default_block_size(1024) == 256 and exact.default_block_size(1 << 14) == 16 and exact.default_block_size(1 << 16) == 16
+    assert exact.default_block_size(100) == 100
+
+
+def test_weight_gradients_names_and_values():
+    """names selects which weight gradients come back (not only the adapted ones), each (d, d); they chain to exact_gradients."""
+    inst = make_instance(32, 4, 2, adapt="qv", seed=1)
+    G = exact.weight_gradients(inst, names=("k",))
+    assert set(G) == {"k"} and G["k"].shape == (4, 4)
+    full = exact.weight_gradients(inst)
+    assert set(full) == {"q", "v"}
+    chained, direct = exact.lora_chain(inst, full), exact.exact_gradients(inst)
+    assert all(torch.equal(chained[k], direct[k]) for k in direct)
+    assert float(exact.loss(inst)) == pytest.approx(float(0.5 * ((torch.softmax(inst.beta * (inst.Xq @ inst.weight("q")) @ (inst.Xk @ inst.weight("k")).T, 1)
+                                                                   @ (inst.Xv @ inst.weight("v")) - inst.Y) ** 2).sum()), rel=1e-12)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"method": "pade"}, r"^method: expected one of 'chebyshev', 'taylor'"),
+    ({"on_invalid": "warn"}, r"^on_invalid: expected one of 'raise', 'flag'"),
+    ({"eps": 0.0}, r"^eps: expected a finite number > 0"),
+    ({"eps": 1.0}, r"^eps: expected a number in \(0, 1\), got 1.0"),
+    ({"degree": -1}, r"^degree: expected an integer >= 0"),
+    ({"degree": 61}, r"^degree: expected an integer <= 60"),
+    ({"R": -1.0}, r"^R: expected a finite number >= 0"),
+])
+def test_approx_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        approx.approx_gradients(make_instance(16, 4, 2, seed=0), **kwargs)
+
+
+def test_approx_info_fields():
+    """ApproxInfo reports what ran: degree, rank C(g + d, d), the R covered, times, method, and delta >= the fit's own error."""
+    inst = make_instance(64, 4, 2, bound=1.0, beta=0.25, seed=2)
+    g, info = approx.approx_gradients(inst, eps=1e-4, method="taylor")
+    assert info.valid and info.reason == "" and info.method == "taylor" and info.rank == math.comb(info.degree + 4, 4)
+    assert info.R == pytest.approx(approx.score_range_bound(inst)) and set(info.times) == {"features", "gradients", "total"}
+    assert 0 < info.poly_rel_error <= 1e-4 and info.min_normalizer > 0 and set(info.error_bound) == set(g)
+    _, forced = approx.approx_gradients(inst, degree=3, R=5.0, on_invalid="flag")
+    assert forced.degree == 3 and forced.R == 5.0 and not forced.valid and "degree 3" in forced.reason
+    zero = make_instance(8, 2, 1, seed=0).replace(Xq=torch.zeros(8, 2, dtype=torch.float64), attention="general")
+    _, zinfo = approx.approx_gradients(zero)  # all scores 0: any positive half-width works
+    assert zinfo.valid and zinfo.R > 0
