@@ -38,7 +38,7 @@ def _fitted(opt: str, init: int, a: str, b: str, steps: int, quick: bool, model:
     control that corrupts them is measured, not answered from the cache.
     """
     code = (width_sweep.width_sweep, width_sweep.simulate_toy, width_sweep.simulate_layer, _update.Updater.__call__)
-    return _fitted_cached(opt, init, a, b, steps, quick, model, tuple(map(id, code)))
+    return _fitted_cached(opt, init, a, b, steps, quick, model, code)  # the functions themselves, not id()s: a freed id can be reused
 
 
 @functools.lru_cache(maxsize=128)
