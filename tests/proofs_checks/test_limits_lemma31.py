@@ -40,7 +40,7 @@ def test_full_symbolic_gradient_catches_untransposed_key_side():
         return {"q": beta * Xq.T * p * K, "k": beta * Xk.T * p * Q, "v": Xv.T * f.T * c}
 
     with pytest.raises(ProofCheckFailed, match="closed form differs"):
-        pc.check_full_gradient(adapt="qkv", points=1, digits=30, weight_grads=wrong)
+        pc.check_full_gradient(L=2, d=1, r=1, adapt="qkv", points=1, digits=30, weight_grads=wrong)
 
 
 @pytest.mark.slow
