@@ -346,8 +346,12 @@ def check(
     full: bool = typer.Option(False, "--full", help="Paper-scale configuration instead of the quick one."),
     as_json: bool = typer.Option(False, "--json"),
     list_only: bool = typer.Option(False, "--list", help="List the claims without running them."),
+    controls: bool = typer.Option(False, "--controls", help="Run the claims' negative controls instead: claim, control, verdict under control, caught."),
 ) -> None:
-    """Run claim checks and print a table (exit 1 if a claim fails, 3 if a check errored; inconclusive is not a failure)."""
+    """Run claim checks and print a table (exit 1 if a claim fails, 3 if a check errored; inconclusive is not a failure).
+
+    With --controls: run the claims' negative controls instead (exit 1 unless every control is caught).
+    """
     from .claims import all_claims, get_claim, run_checks
 
     if list_only:
@@ -361,6 +365,9 @@ def check(
         return
     for c in claim or []:
         get_claim(c)  # an unknown id is bad input (exit 2) before anything runs
+    if controls:
+        _check_controls(claim, full, as_json)
+        return
     with console.status("checking...") as status:
         df = run_checks(claim, quick=not full, progress=lambda cid: status.update(f"checking {cid}"))
     _print_checks(df, as_json)
@@ -392,6 +399,27 @@ _POINT_TIMEOUT = typer.Option(None, "--point-timeout", help="Seconds after which
 _FORCE = typer.Option(False, "--force", help="Overwrite existing output files even if lora-theory did not write them.")
 
 
+def _check_controls(claim: Optional[list[str]], full: bool, as_json: bool) -> None:
+    """``check --controls``: every negative control of the selected claims; exit 1 unless all are caught."""
+    from .claims import all_claims, get_claim, run_controls
+
+    ids = None if not claim else [get_claim(c).id for c in claim]
+    with console.status("running controls...") as status:
+        df = run_controls(ids, quick=not full, progress=lambda what: status.update(f"control {what}"))
+    if as_json:
+        typer.echo(df[["id", "control", "description", "expect", "verdict", "caught", "summary", "seconds"]].to_json(orient="records", indent=2))
+    else:
+        t = Table("claim", "control", "verdict under control", "caught", "s")
+        for row in df.itertuples():
+            caught = "[green]yes[/]" if row.caught else "[red]NO[/]"
+            t.add_row(row.id, row.control + (" (positive)" if row.expect == "holds" else ""),
+                      f"[{_VERDICT_STYLE.get(row.verdict, 'yellow')}]{row.verdict}[/]", caught, f"{row.seconds:.1f}")
+        console.print(t)
+        no_ctl = [c.id for c in (all_claims() if ids is None else map(get_claim, ids)) if not c.controls]
+        console.print(f"controls caught: {int(df.caught.sum())} of {len(df)}" + (f"; claims without a control: {', '.join(no_ctl)}" if no_ctl else ""))
+    raise typer.Exit(0 if bool(df.caught.all()) else 1)
+
+
 @app.command()
 def reproduce(
     out: Path = typer.Option(Path("results"), "--out", help="Output folder for report.md, results.json, figures/."),
@@ -405,8 +433,9 @@ def reproduce(
     max_retries: int = _MAX_RETRIES,
     point_timeout: Optional[float] = _POINT_TIMEOUT,
     force: bool = _FORCE,
+    controls: bool = typer.Option(True, "--controls/--no-controls", help="Also run every claim's negative controls (the report says 'controls caught: k of n')."),
 ) -> None:
-    """Run every claim check and figure, and write OUT/report.md and OUT/results.json (resumes from OUT/store.sqlite).
+    """Run every claim check, its negative controls and every figure, and write OUT/report.md and OUT/results.json (resumes from OUT/store.sqlite).
 
     Exit 0 when every claim holds (or is inconclusive), 1 when some claim fails, 3 when a check or figure errored; the
     report is written in each of these cases.
@@ -420,7 +449,7 @@ def reproduce(
     opts = _sweep_options(max_retries, point_timeout)
     with console.status("reproducing...") as status:
         df, report = _reproduce(out, quick=quick, progress=lambda msg: status.update(msg), jobs=jobs, claims=claim or None, figures=figure or None,
-                                executor="process" if jobs > 1 and executor == "inprocess" else executor, retry_failed=retry_failed, force=force, **opts)
+                                executor="process" if jobs > 1 and executor == "inprocess" else executor, retry_failed=retry_failed, force=force, controls=controls, **opts)
     _print_checks(df, as_json=False)
     for name, err in df.attrs.get("figure_errors", {}).items():
         console.print(f"[magenta]figure {name} failed[/]: {err}")

@@ -1,8 +1,10 @@
 """The report of ``lora-theory reproduce``: every claim's check and every figure, in one folder.
 
-Writes ``OUT/report.md`` (one row per claim: id, paper, statement, measured figure, verdict,
-links to its figure and test; then the figures inline), ``OUT/results.json`` (the same, machine
-readable) and ``OUT/figures/NAME.{png,csv}``.
+Writes ``OUT/report.md`` (one section per kind of claim: the papers' claims, the toolkit's own
+guarantees, audits of third-party code; one row per claim: id, statement, measured figure, verdict,
+margins, "controls caught: k of n", links to its figure, test and proof check; then the negative
+controls, then the figures inline), ``OUT/results.json`` (the same, machine readable) and
+``OUT/figures/NAME.{png,csv}``.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import torch
 from . import _json
 from ._outputs import check_folder, check_output, record_output
 from ._version import __version__
-from .claims import PAPERS, all_claims, get_claim, run_check
+from .claims import KINDS, PAPERS, all_claims, get_claim, run_check
 from .studies import all_figures, get_figure, render
 from .sweeps import ResultStore, run_sweep
 
@@ -46,29 +48,72 @@ def _md_escape(s: object) -> str:
     return str(s).replace("|", "\\|").replace("\n", " ")
 
 
-def write_report(results: pd.DataFrame, figures: dict[str, dict], out: Path, *, mode: str, seconds: float) -> Path:
-    """Write report.md and results.json from the checks table and the rendered figures."""
+_KIND_TITLES = {"paper": "Claims of the papers", "toolkit": "The toolkit's own guarantees", "audit": "Audits of third-party code"}
 
 
+def _controls_cell(cid: str, controls: pd.DataFrame | None) -> str:
+    if controls is None or not len(controls):
+        return "not run"
+    mine = controls[controls.id == cid]
+    if not len(mine):
+        return "none"
+    caught = int(mine.caught.sum())
+    missed = ", ".join(f"`{n}`" for n in mine.control[~mine.caught.astype(bool)])
+    return f"{caught} of {len(mine)}" + (f" (not caught: {missed})" if missed else "")
+
+
+def _margins_cell(margins: object) -> str:
+    if not isinstance(margins, dict) or not margins:
+        return ""
+    return "; ".join(f"{k}: {v}" for k, v in margins.items())
+
+
+def write_report(results: pd.DataFrame, figures: dict[str, dict], out: Path, *, mode: str, seconds: float,
+                 controls: pd.DataFrame | None = None) -> Path:
+    """Write report.md and results.json from the checks table, the controls table and the rendered figures.
+
+    Args:
+        results: one row per claim (:func:`lora_theory.claims.run_checks` columns).
+        figures: {name: render info or {"error": ...}}.
+        out: the output folder.
+        mode, seconds: for the header.
+        controls: one row per (claim, control) (:func:`lora_theory.claims.run_controls` columns:
+            id, control, verdict, caught, ...), or None when the controls were not run.
+    """
     out.mkdir(parents=True, exist_ok=True)
+    counts = results.verdict.value_counts()
     lines = [
         "# lora-theory report",
         "",
         f"lora-theory {__version__}, torch {torch.__version__}, Python {platform.python_version()}, "
         f"{platform.machine()}, {torch.get_num_threads()} threads; mode `{mode}`; {seconds:.0f} s.",
         "",
-        f"**{(results.verdict == 'holds').sum()} of {len(results)} claims hold**"
-        + (f"; fails: {', '.join(results.id[results.verdict == 'fails'])}" if (results.verdict == "fails").any() else "")
-        + (f"; errors: {', '.join(results.id[results.verdict == 'error'])}" if (results.verdict == "error").any() else ""),
-        "",
-        "| id | paper | statement | measured | verdict | figure | test, proof check |",
-        "|---|---|---|---|---|---|---|",
+        f"**{counts.get('holds', 0)} of {len(results)} claims hold**"
+        + "".join(f"; {v}: {', '.join(results.id[results.verdict == v])}" for v in ("fails", "inconclusive", "error") if counts.get(v, 0)),
     ]
-    for row in results.itertuples():
-        name = row.figure if isinstance(row.figure, str) else ""
-        fig = f"[{name}](figures/{name}.png)" if name in figures else name
-        checks = " ".join(f"`{x}`" for x in (row.test, row.proof) if isinstance(x, str) and x)
-        lines.append(f"| `{row.id}` | {row.paper} | {_md_escape(row.statement)} | {_md_escape(row.summary)} | **{row.verdict}** | {fig} | {checks} |")
+    if controls is not None and len(controls):
+        missed = controls[~controls.caught.astype(bool)]
+        lines.append(f"; negative controls caught: {int(controls.caught.sum())} of {len(controls)}"
+                     + (f" (not caught: {', '.join(f'{r.id}/{r.control}' for r in missed.itertuples())})" if len(missed) else ""))
+    kinds = results.kind if "kind" in results else results.id.str.split(".").str[0].map(KINDS)
+    for kind, title in _KIND_TITLES.items():
+        part = results[kinds == kind]
+        if not len(part):
+            continue
+        lines += ["", f"## {title}", "", "| id | statement | measured | verdict | margins | controls caught | figure | test, proof check |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for row in part.itertuples():
+            name = row.figure if isinstance(row.figure, str) else ""
+            fig = f"[{name}](figures/{name}.png)" if name in figures else name
+            checks = " ".join(f"`{x}`" for x in (row.test, row.proof) if isinstance(x, str) and x)
+            lines.append(f"| `{row.id}` | {_md_escape(row.statement)} | {_md_escape(row.summary)} | **{row.verdict}** | {_md_escape(_margins_cell(row.margins))} | "
+                         f"{_controls_cell(row.id, controls)} | {fig} | {checks} |")
+    if controls is not None and len(controls):
+        lines += ["", "## Negative controls", "", "Each control corrupts the code under test for one check (a positive control of an audit "
+                  "substitutes a correct implementation, and must hold); caught = the check gave the expected verdict.", "",
+                  "| claim | control | corruption | verdict under control | caught |", "|---|---|---|---|---|"]
+        for r in controls.itertuples():
+            lines.append(f"| `{r.id}` | `{r.control}` | {_md_escape(r.description)} | {r.verdict} | {'yes' if r.caught else '**no**'} |")
     lines += ["", "Papers: " + "; ".join(f"`{k}`: {v}" for k, v in PAPERS.items()), "", "## Figures", ""]
     for name, info in figures.items():
         if "error" in info:
@@ -82,6 +127,7 @@ def write_report(results: pd.DataFrame, figures: dict[str, dict], out: Path, *, 
         "seconds": seconds,
         "claims": results.drop(columns=["error"]).to_dict("records"),  # raw values: _json.dumps names each non-finite one
         "errors": {r.id: r.error for r in results.itertuples() if r.error},
+        "controls": [] if controls is None else json.loads(controls.drop(columns=[c for c in ("error", "figures") if c in controls]).to_json(orient="records")),
         "figures": {k: {kk: str(vv) for kk, vv in v.items()} for k, v in figures.items()},
     }
     (out / "results.json").write_text(_json.dumps(payload))  # strict JSON: a non-finite figure is null, listed under "nonfinite"
@@ -147,18 +193,48 @@ def _render_figures(out: Path, store: Path, mode: str, quick: bool, names: list[
     return rendered
 
 
-def check_point(claim: str, quick: bool) -> dict:
-    """One claim check as a sweep point (module-level so worker processes can run it)."""
-    row = run_check(claim, quick=quick)
+def check_point(claim: str, quick: bool, control: str | None = None) -> dict:
+    """One claim check (under negative control ``control`` if given) as a sweep point (module-level so worker processes can run it)."""
+    row = run_check(claim, quick=quick, control=control)
     row["figures"] = json.loads(json.dumps(row["figures"], default=str))  # JSON-safe for the store
     return {k: row[k] for k in ("verdict", "summary", "figures", "margins", "seconds", "error")}
+
+
+def _discard_errored(store: Path, sweep: str) -> None:
+    """Forget the stored checks of ``sweep`` whose verdict is "error" (the check raised), so this run runs them again."""
+    with ResultStore(store) as st:
+        stored = st.load(sweep)
+        if len(stored) and "verdict" in stored:
+            st.discard(sweep, stored[(stored.verdict == "error") & stored._error.isna()]._hash)
+
+
+def _run_controls(ids: list[str], store: Path, mode: str, quick: bool, jobs: int, executor: str, sweep_options: dict) -> pd.DataFrame:
+    """Every control of ``ids`` through the sweep engine (stored, resumable, parallel); one row per (claim, control)."""
+    specs = [(c, ctl) for c in map(get_claim, ids) for ctl in c.controls]
+    if not specs:
+        return pd.DataFrame(columns=["id", "control", "description", "expect", "verdict", "summary", "caught"])
+    points = [{"claim": c.id, "quick": quick, "control": ctl.name} for c, ctl in specs]
+    sweep = f"controls-{mode}"
+    _discard_errored(store, sweep)
+    if run_sweep(check_point, points, store, name=sweep, jobs=jobs, executor=executor, progress=False, **sweep_options).get("interrupted"):
+        raise KeyboardInterrupt
+    with ResultStore(store, readonly=True) as st:
+        stored = st.load(f"controls-{mode}").drop_duplicates(["claim", "control"], keep="last").set_index(["claim", "control"])
+    rows = []
+    for c, ctl in specs:
+        r = stored.loc[(c.id, ctl.name)]
+        verdict = "error" if isinstance(r["_error"], str) else r["verdict"]
+        summary = r["_error"].strip().splitlines()[-1] if isinstance(r["_error"], str) else r["summary"]
+        rows.append({"id": c.id, "control": ctl.name, "description": ctl.description, "expect": ctl.expect, "verdict": verdict, "summary": summary,
+                     "seconds": float(r["_seconds"]), "caught": ctl.caught(verdict)})
+    return pd.DataFrame(rows)
 
 
 def reproduce(out: str | Path = "results", *, quick: bool = True, claims: list[str] | None = None,
               figures: list[str] | None = None, progress: Callable[[str], None] | None = None,
               jobs: int = 1, executor: str = "inprocess", retry_failed: bool = False, max_retries: int = 2,
-              point_timeout: float | None = None, force: bool = False) -> tuple[pd.DataFrame, Path]:
-    """Run every claim check and render every figure into ``out``; return (table, report path).
+              point_timeout: float | None = None, force: bool = False, controls: bool = True) -> tuple[pd.DataFrame, Path]:
+    """Run every claim check and its negative controls, render every figure into ``out``; return (table, report path).
 
     Claim checks and figure studies run through the sweep engine into ``out/store.sqlite``: each
     finished check and each figure's table is committed as it finishes, so an interrupted run
@@ -175,6 +251,8 @@ def reproduce(out: str | Path = "results", *, quick: bool = True, claims: list[s
 
     The table's ``attrs["figure_errors"]`` maps each figure that failed to its error; pass both to
     :func:`exit_status` for the exit status.
+    With ``controls`` every negative control of the checked claims runs the same way (sweep
+    ``controls-MODE``); the report shows "controls caught: k of n" per claim and a controls table.
     """
 
     t0 = time.perf_counter()
@@ -189,11 +267,7 @@ def reproduce(out: str | Path = "results", *, quick: bool = True, claims: list[s
     sweep_options = {"retry_failed": retry_failed, "max_retries": max_retries, "point_timeout": point_timeout}
     store = out / "store.sqlite"
     sweep = f"claims-{mode}"
-    with ResultStore(store) as st:  # a foreign or read-only store is refused here, before any work
-        stored = st.load(sweep)
-        if len(stored) and "verdict" in stored:
-            errored = stored[(stored.verdict == "error") & stored._error.isna()]
-            st.discard(sweep, errored._hash)  # a check that raised is run again (the run that stored it said "error")
+    _discard_errored(store, sweep)  # also refuses a foreign or read-only store, before any work
     if progress:
         progress(f"checking {len(ids)} claims ({mode})")
     if run_sweep(check_point, [{"claim": i, "quick": quick} for i in ids], store, name=sweep, jobs=jobs, executor=executor,
@@ -212,8 +286,13 @@ def reproduce(out: str | Path = "results", *, quick: bool = True, claims: list[s
                      "figures": {} if failed_point else r["figures"], "margins": {} if failed_point else (r.get("margins") or {}), "figure": c.figure, "test": c.test, "proof": c.proof,
                      "seconds": float(r["_seconds"]), "error": r["_error"] if failed_point else r.get("error")})
     results = pd.DataFrame(rows)
+    ctl_table = None
+    if controls:
+        if progress:
+            progress(f"running the negative controls of {len(ids)} claims ({mode})")
+        ctl_table = _run_controls(ids, store, mode, quick, jobs, executor, sweep_options)
     rendered = _render_figures(out, store, mode, quick, figures, jobs, executor, progress, sweep_options)
-    report = write_report(results, rendered, out, mode=mode, seconds=time.perf_counter() - t0)
+    report = write_report(results, rendered, out, mode=mode, seconds=time.perf_counter() - t0, controls=ctl_table)
     record_output(report)
     record_output(out / "results.json")
     results.attrs["figure_errors"] = {k: v["error"] for k, v in rendered.items() if "error" in v}

@@ -14,7 +14,9 @@
    respect to every entry of every A and B, against the closed form, evaluated at random
    rational points with 60 significant digits (mpmath).
 
-Each function returns a dict of what it checked and raises AssertionError on a mismatch.
+Each function returns a dict of what it checked and raises :class:`~proofs_checks.ProofCheckFailed` on a
+mismatch (also under ``python -O``). The formula under check is a parameter (default: the paper's,
+corrected as in paper_notes), so a test can hand in a wrong one and watch the check fail.
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ import random
 import mpmath
 import sympy as sp
 
+from . import require
+
 __all__ = ["check_full_gradient", "check_lemma31_score_gradient", "check_lemma32_chain", "run_all"]
 
 
@@ -30,8 +34,15 @@ def _mat(name: str, rows: int, cols: int, **kw) -> sp.Matrix:
     return sp.Matrix(rows, cols, lambda i, j: sp.Symbol(f"{name}_{i}{j}", **kw))
 
 
-def check_lemma31_score_gradient(L: int = 3, d: int = 2) -> dict:
-    """dL/dS = f o q - diag(rho) f, exactly, with e = exp(S) as positive symbols (L x L)."""
+def _p_paper(f, q, rho, i, j):
+    return f[i, j] * q[i, j] - rho[i] * f[i, j]  # Part II minus Part III
+
+
+def check_lemma31_score_gradient(L: int = 3, d: int = 2, p_formula=_p_paper) -> dict:
+    """dL/dS = f o q - diag(rho) f, exactly, with e = exp(S) as positive symbols (L x L).
+
+    ``p_formula(f, q, rho, i, j)`` is the claimed p_ij (default: Lemma 3.1's).
+    """
     E = _mat("e", L, L, positive=True)
     V = _mat("v", L, d, real=True)
     Y = _mat("y", L, d, real=True)
@@ -43,11 +54,11 @@ def check_lemma31_score_gradient(L: int = 3, d: int = 2) -> dict:
     rho = [sum(f[i, j] * q[i, j] for j in range(L)) for i in range(L)]
     rho_alt = [sum(c[i, k] * O[i, k] for k in range(d)) for i in range(L)]
     for i in range(L):
-        assert sp.cancel(rho[i] - rho_alt[i]) == 0, f"rowsum(f o q) != rowsum(c o O) in row {i}"
+        require(sp.cancel(rho[i] - rho_alt[i]) == 0, f"rowsum(f o q) != rowsum(c o O) in row {i}")
         for j in range(L):
             dS = E[i, j] * sp.diff(loss, E[i, j])  # d/dS_ij = e_ij d/de_ij since e = exp(S)
-            p_ij = f[i, j] * q[i, j] - rho[i] * f[i, j]
-            assert sp.cancel(dS - p_ij) == 0, f"Lemma 3.1 fails at ({i}, {j})"
+            p_ij = p_formula(f, q, rho, i, j)
+            require(sp.cancel(dS - p_ij) == 0, f"Lemma 3.1 fails at ({i}, {j})")
     return {"L": L, "d": d, "entries_checked": L * L}
 
 
@@ -68,8 +79,15 @@ def _grad(expr, M: sp.Matrix) -> sp.Matrix:
     return M.applyfunc(lambda x: sp.diff(expr, x))
 
 
-def check_lemma32_chain(L: int = 2, d: int = 2, r: int = 1, adapt: str = "qkv") -> dict:
-    """Chain rule through W = W* + (alpha/r) B A for generic P = dL/dS and generic f (exact)."""
+def _chain_paper(s, A, B, G):
+    return s * B.T * G, s * G * A.T  # (dL/dA, dL/dB), Lemma 3.2
+
+
+def check_lemma32_chain(L: int = 2, d: int = 2, r: int = 1, adapt: str = "qkv", chain=_chain_paper) -> dict:
+    """Chain rule through W = W* + (alpha/r) B A for generic P = dL/dS and generic f (exact).
+
+    ``chain(s, A, B, G) -> (dL/dA, dL/dB)`` is the claimed chain rule (default: Lemma 3.2's, s = alpha/r).
+    """
     alpha, beta, s, W, A, B = _weights(d, r, adapt)
     Xq, Xk, Xv = (_mat(n, L, d, real=True) for n in ("xq", "xk", "xv"))
     P = _mat("P", L, L, real=True)  # a generic upstream gradient dL/dS
@@ -81,8 +99,9 @@ def check_lemma32_chain(L: int = 2, d: int = 2, r: int = 1, adapt: str = "qkv") 
     for mu in ("q", "k"):
         if mu not in adapt:
             continue
-        assert (_grad(lin, A[mu]) - s * B[mu].T * G[mu]).expand() == sp.zeros(r, d), f"dL/dA_{mu}"
-        assert (_grad(lin, B[mu]) - s * G[mu] * A[mu].T).expand() == sp.zeros(d, r), f"dL/dB_{mu}"
+        dA, dB = chain(s, A[mu], B[mu], G[mu])
+        require((_grad(lin, A[mu]) - dA).expand() == sp.zeros(r, d), f"dL/dA_{mu}")
+        require((_grad(lin, B[mu]) - dB).expand() == sp.zeros(d, r), f"dL/dB_{mu}")
         n += 2
     if "v" in adapt:
         F = _mat("f", L, L, real=True)  # generic attention matrix, held fixed
@@ -90,14 +109,23 @@ def check_lemma32_chain(L: int = 2, d: int = 2, r: int = 1, adapt: str = "qkv") 
         c = F * Xv * W["v"] - Yt
         loss_v = sp.Rational(1, 2) * sum(x**2 for x in c)
         Gv = Xv.T * F.T * c
-        assert (_grad(loss_v, A["v"]) - s * B["v"].T * Gv).expand() == sp.zeros(r, d), "dL/dA_v"
-        assert (_grad(loss_v, B["v"]) - s * Gv * A["v"].T).expand() == sp.zeros(d, r), "dL/dB_v"
+        dA, dB = chain(s, A["v"], B["v"], Gv)
+        require((_grad(loss_v, A["v"]) - dA).expand() == sp.zeros(r, d), "dL/dA_v")
+        require((_grad(loss_v, B["v"]) - dB).expand() == sp.zeros(d, r), "dL/dB_v")
         n += 2
     return {"L": L, "d": d, "r": r, "adapt": adapt, "gradients_checked": n}
 
 
-def check_full_gradient(L: int = 2, d: int = 2, r: int = 1, adapt: str = "qkv", points: int = 2, seed: int = 0, digits: int = 60) -> dict:
-    """Symbolic d(loss)/d(A, B) of the full loss vs the closed form, at random rational points."""
+def _weight_grads_paper(beta, Xq, Xk, Xv, p, f, c, Q, K):
+    return {"q": beta * Xq.T * p * K, "k": beta * Xk.T * p.T * Q, "v": Xv.T * f.T * c}
+
+
+def check_full_gradient(L: int = 2, d: int = 2, r: int = 1, adapt: str = "qkv", points: int = 2, seed: int = 0, digits: int = 60,
+                        weight_grads=_weight_grads_paper) -> dict:
+    """Symbolic d(loss)/d(A, B) of the full loss vs the closed form, at random rational points.
+
+    ``weight_grads(beta, Xq, Xk, Xv, p, f, c, Q, K) -> {"q", "k", "v": G_mu}`` is the claimed closed form.
+    """
     alpha, beta, s, W, A, B = _weights(d, r, adapt)
     Xq, Xk, Xv = (_mat(n, L, d, real=True) for n in ("xq", "xk", "xv"))
     Y = _mat("y", L, d, real=True)
@@ -111,7 +139,7 @@ def check_full_gradient(L: int = 2, d: int = 2, r: int = 1, adapt: str = "qkv", 
     q = c * V.T
     rho = sp.Matrix(L, 1, lambda i, _: sum(c[i, k] * O[i, k] for k in range(d)))
     p = sp.Matrix(L, L, lambda i, j: f[i, j] * (q[i, j] - rho[i]))
-    G = {"q": beta * Xq.T * p * K, "k": beta * Xk.T * p.T * Q, "v": Xv.T * f.T * c}
+    G = weight_grads(beta, Xq, Xk, Xv, p, f, c, Q, K)
     symbolic = {}
     closed = {}
     for mu in adapt:
@@ -139,7 +167,7 @@ def check_full_gradient(L: int = 2, d: int = 2, r: int = 1, adapt: str = "qkv", 
                 a, b = mpmath.matrix(a), mpmath.matrix(b)
                 scale = max(abs(x) for x in a) or 1
                 worst = max(worst, max(abs(x - y) for x, y in zip(a, b, strict=True)) / scale)
-    assert worst < mpmath.mpf(10) ** (-(digits - 10)), f"closed form differs from the symbolic derivative by {worst}"
+    require(worst < mpmath.mpf(10) ** (-(digits - 10)), f"closed form differs from the symbolic derivative by {worst}")
     return {"L": L, "d": d, "r": r, "adapt": adapt, "points": points, "max_rel_diff": float(worst)}
 
 

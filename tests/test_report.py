@@ -23,10 +23,10 @@ def test_reproduce_resumes_from_its_store(tmp_path):
 
     reproduce(tmp_path, quick=True, claims=["limits.lemma3.2"], figures=[])
     with ResultStore(tmp_path / "store.sqlite") as st:
-        first = st.load()._finished.tolist()
+        first = st.load("claims-quick")._finished.tolist()
     df, _ = reproduce(tmp_path, quick=True, claims=["limits.lemma3.2", "limits.lemma3.1"], figures=[])
     with ResultStore(tmp_path / "store.sqlite") as st:
-        stored = st.load()
+        stored = st.load("claims-quick")
     assert len(stored) == 2 and stored._finished.iloc[0] == first[0]  # the finished check was not redone
     assert list(df.verdict) == ["holds", "holds"]
 
@@ -81,3 +81,41 @@ def test_results_json_is_strict_with_nonfinite_figures(tmp_path):
     payload = json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
     assert payload["claims"][0]["figures"] == {"ratio": None, "err": None, "ok": 1.5}
     assert payload["nonfinite"] == {"claims[0].figures.ratio": "inf", "claims[0].figures.err": "nan"}
+
+
+def test_report_sections_by_kind_with_margins_and_controls(tmp_path):
+    """report.md: one section per kind, each claim's margins and "controls caught: k of n", and the controls table.
+
+    Fails if a kind's claims land in another section, if the controls column counts the wrong rows, or if a
+    control that was not caught is not named.
+    """
+    import pandas as pd
+
+    from lora_theory.report import write_report
+
+    results = pd.DataFrame([
+        {"id": "limits.x", "paper": "limits", "kind": "paper", "statement": "S1", "verdict": "holds", "summary": "m1", "figures": {},
+         "margins": {"err": "1e-15 <= 1e-10 (slack +100%)"}, "figure": None, "test": None, "proof": None, "error": None},
+        {"id": "toolkit.y", "paper": "toolkit", "kind": "toolkit", "statement": "S2", "verdict": "inconclusive", "summary": "m2", "figures": {},
+         "margins": {}, "figure": None, "test": None, "proof": None, "error": None},
+        {"id": "audit.z", "paper": "audit", "kind": "audit", "statement": "S3", "verdict": "fails", "summary": "m3", "figures": {},
+         "margins": {}, "figure": None, "test": None, "proof": None, "error": None},
+    ])
+    controls = pd.DataFrame([
+        {"id": "limits.x", "control": "a", "description": "d1", "expect": "fails", "verdict": "fails", "summary": "", "caught": True},
+        {"id": "limits.x", "control": "b", "description": "d2", "expect": "fails", "verdict": "holds", "summary": "", "caught": False},
+        {"id": "audit.z", "control": "c", "description": "d3", "expect": "holds", "verdict": "holds", "summary": "", "caught": True},
+    ])
+    text = write_report(results, {}, tmp_path, mode="quick", seconds=1.0, controls=controls).read_text()
+    sections = text.split("\n## ")
+    paper = next(s for s in sections if s.startswith("Claims of the papers"))
+    toolkit = next(s for s in sections if s.startswith("The toolkit's own guarantees"))
+    audit = next(s for s in sections if s.startswith("Audits of third-party code"))
+    assert "`limits.x`" in paper and "`toolkit.y`" not in paper and "`toolkit.y`" in toolkit and "`audit.z`" in audit
+    assert "err: 1e-15 <= 1e-10 (slack +100%)" in paper
+    assert "1 of 2 (not caught: `b`)" in paper and "1 of 1" in audit and "| none |" in toolkit
+    assert "negative controls caught: 2 of 3 (not caught: limits.x/b)" in text
+    assert "inconclusive: toolkit.y" in text and "fails: audit.z" in text
+    assert "| `limits.x` | `b` | d2 | holds | **no** |" in text
+    payload = json.loads((tmp_path / "results.json").read_text())
+    assert len(payload["controls"]) == 3 and payload["controls"][1]["caught"] is False

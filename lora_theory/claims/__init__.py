@@ -16,6 +16,9 @@ exponent, a dropped term, a wrong scale), registered with :func:`control` for on
 applied only for the duration of one check (``run_check(id, control=name)``). A check is worth
 as much as its power to fail: every control must be *caught* (the check says "fails" or
 crashes under it). A control corrupts the code under test, never the check's own reference.
+An audit whose verdict is "fails" (third-party code that does not do what the paper says) gets
+*positive* controls instead (``expect="holds"``): a correct implementation substituted for the
+audited one must make the audit say "holds", so that its "fails" is about the code audited.
 
 Claim modules are imported lazily the first time the registry is read (``CLAIM_MODULES``).
 
@@ -107,12 +110,22 @@ class Measurement:
 
 @dataclass(frozen=True)
 class Control:
-    """A negative control of one claim: ``apply()`` is a context manager that corrupts the code under test."""
+    """A control of one claim: ``apply()`` is a context manager that changes the code under test.
+
+    ``expect`` is the verdict the change must produce: "fails" (a negative control: a corruption
+    the check must catch) or "holds" (a positive control of an audit: a correct implementation
+    substituted for the audited one must pass).
+    """
 
     claim: str
     name: str
     description: str
     apply: Callable[[], ContextManager[Any]] = field(repr=False)
+    expect: Literal["fails", "holds"] = "fails"
+
+    def caught(self, verdict: str) -> bool:
+        """Whether the check under this control gave the expected answer ("fails"/"error" for a negative control)."""
+        return verdict in ("fails", "error") if self.expect == "fails" else verdict == "holds"
 
 
 @dataclass(frozen=True)
@@ -166,8 +179,8 @@ def claim(id: str, *, statement: str, reference: str, figure: str | None = None,
     return deco
 
 
-def control(claim_id: str, name: str, description: str):
-    """Register the decorated context-manager factory as negative control ``name`` of ``claim_id``.
+def control(claim_id: str, name: str, description: str, *, expect: Literal["fails", "holds"] = "fails"):
+    """Register the decorated context-manager factory as control ``name`` of ``claim_id``.
 
     The factory takes no argument and returns a context manager (write it as a generator with
     ``@contextlib.contextmanager``, or return :func:`patch`) that corrupts the code under test
@@ -176,13 +189,18 @@ def control(claim_id: str, name: str, description: str):
         @control("limits.lemma3.2", "no_scale", "dL/dA without the alpha/r factor")
         def _():
             return patch("lora_theory.limits.exact", "lora_chain", wrong_chain)
+
+    ``expect="holds"`` registers a positive control (audits only; see :class:`Control`).
     """
+    if expect not in ("fails", "holds"):
+        raise InvalidArgumentError(f"expect: expected 'fails' or 'holds', got {expect!r}")
+
     def deco(factory: Callable[[], ContextManager[Any]]) -> Callable[[], ContextManager[Any]]:
         key = (claim_id, name)
         old = _CONTROLS.get(key)
         if old is not None and old.apply is not factory and old.apply.__qualname__ != factory.__qualname__:
             raise InvalidArgumentError(f"name: control {name!r} of {claim_id!r} is registered twice")
-        _CONTROLS[key] = Control(claim_id, name, " ".join(description.split()), factory)
+        _CONTROLS[key] = Control(claim_id, name, " ".join(description.split()), factory, expect)
         return factory
 
     return deco
@@ -253,10 +271,11 @@ def run_checks(ids: Iterable[str] | None = None, *, quick: bool = True, progress
 
 
 def run_controls(ids: Iterable[str] | None = None, *, quick: bool = True, progress: Callable[[str], None] | None = None) -> pd.DataFrame:
-    """Run every negative control of ``ids`` (default: all claims); one row per (claim, control).
+    """Run every control of ``ids`` (default: all claims); one row per (claim, control).
 
-    Columns: those of :func:`run_check` plus ``description`` and ``caught`` (the check did not say
-    "holds" under the corruption: "fails", or "error" when the corruption crashed it).
+    Columns: those of :func:`run_check` plus ``description``, ``expect`` and ``caught``: for a
+    negative control the check did not say "holds" under the corruption ("fails", or "error" when
+    the corruption crashed it); for a positive control (``expect="holds"``) it said "holds".
     """
     claims = all_claims() if ids is None else [get_claim(i) for i in ids]
     rows = []
@@ -265,6 +284,6 @@ def run_controls(ids: Iterable[str] | None = None, *, quick: bool = True, progre
             if progress is not None:
                 progress(f"{c.id} / {ctl.name}")
             row = run_check(c, quick=quick, control=ctl.name)
-            rows.append({**row, "description": ctl.description, "caught": row["verdict"] in ("fails", "error")})
-    return pd.DataFrame(rows, columns=[*_COLUMNS, "description", "caught"])
+            rows.append({**row, "description": ctl.description, "expect": ctl.expect, "caught": ctl.caught(row["verdict"])})
+    return pd.DataFrame(rows, columns=[*_COLUMNS, "description", "expect", "caught"])
 

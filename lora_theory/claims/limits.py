@@ -1,30 +1,29 @@
 """Claims of Hu et al. (2024), "Computational Limits of LoRA" (arXiv 2406.03136): ``limits.*``.
 
-Each check measures on generated instances (float64 unless stated) and returns the figures
-it measured; the tolerances come from :data:`lora_theory.tolerances.TOLERANCES`.
+Each check measures on generated instances (float64 unless stated) and returns the figures it
+measured, its verdict and the margins behind it; the tolerances come from
+:data:`lora_theory.tolerances.TOLERANCES`. Checks reach the code under test through its module
+(``exact.exact_gradients``, ``approx.approx_gradients``, ...), so that a negative control (a
+``@control`` below each claim) can corrupt it for the duration of one check; the references they
+compare against (autograd, the paper's closed forms, Bessel-function bounds) never go through it.
 """
 from __future__ import annotations
 
 import itertools
 import math
-import statistics
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
-from .._memory import peak_memory_bytes
 from .._threads import torch_threads
-from ..limits import exact
-from ..limits.approx import ApproximationError, approx_gradients
-from ..limits.exact import autograd_gradients, dense_terms, exact_gradients
-from ..limits.features import polynomial_features
-from ..limits.instance import hard_instance, make_instance, norm_bounds
-from ..limits.norm_sweeps import degree_sweep, fit_degree_constant, gradient_error_sweep
-from ..limits.polynomial import degree_bound
-from ..limits.random_features import random_feature_gradients
+from ..limits import approx, exact, features, instance, norm_sweeps, polynomial
+from ..limits.lowrank import ApproximationError
 from ..tolerances import max_rel_error, tolerance
-from . import Measurement, claim, control, patch
+from . import Margin, Measurement, claim, control, patch
+
+__all__ = ["ALTERNATIVE_LAWS", "paper_order", "reference_degree"]
 
 _CONFIGS = tuple(itertools.product(("qv", "qkv"), ("self", "cross"), (1.0, 0.6)))
 
@@ -34,9 +33,19 @@ def _configs(quick: bool):
         for seed in range(1 if quick else 3):
             # alpha = 3 (alpha / r = 1.5) in every other configuration: with alpha / r = 1 a wrong power of
             # the LoRA multiplier would go unseen (negative control limits.lemma3.2/scale_squared)
-            yield make_instance(24 if quick else 64, 6, 2, alpha=3.0 if i % 2 else None, adapt=adapt, attention=attention, beta=beta,
-                                bound=(1.0, 3.0)[seed % 2] if seed else None, seed=seed + 10 * i)
+            yield instance.make_instance(24 if quick else 64, 6, 2, alpha=3.0 if i % 2 else None, adapt=adapt, attention=attention, beta=beta,
+                                         bound=(1.0, 3.0)[seed % 2] if seed else None, seed=seed + 10 * i)
 
+
+def _wrap(module: str, name: str, make: Callable[[Callable], Callable]):
+    """A control that replaces ``module.name`` by ``make(original)`` while it is open."""
+    import importlib
+
+    original = getattr(importlib.import_module(module), name)
+    return patch(module, name, make(original))
+
+
+# -- Lemma 3.1 / 3.2: the exact gradient ---------------------------------------------------------
 
 @claim(
     "limits.lemma3.1",
@@ -48,16 +57,41 @@ def _configs(quick: bool):
 def _lemma31(quick: bool) -> Measurement:
     worst, worst_rho = 0.0, 0.0
     for inst in _configs(quick):
-        t = dense_terms(inst)
-        S = t["S"].detach().clone().requires_grad_(True)
-        _, _, V = inst.projections()
-        value = 0.5 * ((torch.softmax(S, dim=1) @ V - inst.Y) ** 2).sum()
-        (dS,) = torch.autograd.grad(value, S)
+        t = exact.dense_terms(inst)  # the code under test
+        Q, K, V = inst.projections()
+        S = (inst.beta * Q @ K.T).detach().clone().requires_grad_(True)  # the reference builds its own S
+        O = torch.softmax(S, dim=1) @ V
+        (dS,) = torch.autograd.grad(0.5 * ((O - inst.Y) ** 2).sum(), S)
         worst = max(worst, max_rel_error(t["p"], dS))
-        worst_rho = max(worst_rho, max_rel_error(t["rho"], (t["c"] * t["O"]).sum(1)))
+        c = O.detach() - inst.Y
+        worst_rho = max(worst_rho, max_rel_error(t["rho"], (c * O.detach()).sum(1)))
     tol = tolerance(torch.float64)
+    margins = {"p_vs_autograd": Margin(worst, tol), "rho_vs_rowsum_c_O": Margin(worst_rho, tol)}
     return Measurement(worst <= tol and worst_rho <= tol, {"max_rel_err_p": worst, "max_rel_err_rho": worst_rho, "rtol": tol},
-                       f"p vs autograd dL/dS: {worst:.1e}; rho two ways: {worst_rho:.1e} (rtol {tol:.0e})")
+                       f"p vs autograd dL/dS: {worst:.1e}; rho vs rowsum(c o O): {worst_rho:.1e} (rtol {tol:.0e})", margins)
+
+
+@control("limits.lemma3.1", "no_part_iii", "p = f o q: the diag(rho) f term (Part III) dropped")
+def _():
+    def make(orig):
+        def wrong(inst):
+            t = dict(orig(inst))
+            t["p"] = t["f"] * t["q"]
+            return t
+        return wrong
+    return _wrap("lora_theory.limits.exact", "dense_terms", make)
+
+
+@control("limits.lemma3.1", "rho_rowsum_q", "rho = rowsum(q) instead of rowsum(f o q) (the f weights dropped)")
+def _():
+    def make(orig):
+        def wrong(inst):
+            t = dict(orig(inst))
+            t["rho"] = t["q"].sum(1)
+            t["p"] = t["f"] * t["q"] - t["rho"][:, None] * t["f"]
+            return t
+        return wrong
+    return _wrap("lora_theory.limits.exact", "dense_terms", make)
 
 
 @claim(
@@ -75,10 +109,11 @@ def _lemma32(quick: bool) -> Measurement:
         value = 0.5 * ((torch.softmax(inst.beta * Q @ K.T, dim=1) @ V - inst.Y) ** 2).sum()
         G = dict(zip(W, torch.autograd.grad(value, list(W.values())), strict=True))
         chained = exact.lora_chain(inst, G)  # through the module, so that a control can corrupt it
-        ref = autograd_gradients(inst, method="dense")
+        ref = exact.autograd_gradients(inst, method="dense")
         worst = max(worst, *(max_rel_error(chained[k], ref[k]) for k in ref))
     tol = tolerance(torch.float64)
-    return Measurement(worst <= tol, {"max_rel_err": worst, "rtol": tol}, f"chain rule vs autograd on A, B: {worst:.1e} (rtol {tol:.0e})")
+    return Measurement(worst <= tol, {"max_rel_err": worst, "rtol": tol}, f"chain rule vs autograd on A, B: {worst:.1e} (rtol {tol:.0e})",
+                       {"chain_vs_autograd": Margin(worst, tol)})
 
 
 def _chain_with_scale(power: float):
@@ -98,6 +133,11 @@ def _():
     return patch("lora_theory.limits.exact", "lora_chain", _chain_with_scale(2.0))
 
 
+@control("limits.lemma3.2", "G_transposed", "dL/dA = (alpha/r) B^T G^T, dL/dB = (alpha/r) G^T A^T (the printed vec-form's transpose slip)")
+def _():
+    return _wrap("lora_theory.limits.exact", "lora_chain", lambda orig: lambda inst, G: orig(inst, {k: v.T for k, v in G.items()}))
+
+
 @claim(
     "limits.grad_closed_form",
     statement="The closed form (f, c, q, p; G_Q = beta X_Q^T p K, G_K = beta X_K^T p^T Q, G_V = X_V^T f^T c) equals autograd for all six gradients, partial and full adaptation, self and cross attention, beta != 1, including score ranges of 1e3.",
@@ -109,137 +149,353 @@ def _():
 def _closed_form(quick: bool) -> Measurement:
     worst, worst_big, Rmax = 0.0, 0.0, 0.0
     for inst in _configs(quick):
-        g, ref = exact_gradients(inst, block_size=7), autograd_gradients(inst)
+        g, ref = exact.exact_gradients(inst, block_size=7), exact.autograd_gradients(inst)
         worst = max(worst, *(max_rel_error(g[k], ref[k]) for k in ref))
     for adapt in ("qv", "qkv"):  # scores of order 1e3: the log-sum-exp shift must keep this finite and exact
-        inst = make_instance(48, 8, 2, adapt=adapt, bound=30.0, seed=5)
-        Rmax = max(Rmax, norm_bounds(inst)["R"])
-        g, ref = exact_gradients(inst, block_size=5), autograd_gradients(inst, method="dense")
+        inst = instance.make_instance(48, 8, 2, adapt=adapt, bound=30.0, seed=5)
+        Rmax = max(Rmax, instance.score_range(inst))
+        g, ref = exact.exact_gradients(inst, block_size=5), exact.autograd_gradients(inst, method="dense")
         finite = all(bool(torch.isfinite(v).all()) for v in g.values())
         worst_big = max(worst_big, *(max_rel_error(g[k], ref[k]) for k in ref)) if finite else float("inf")
     tol = tolerance(torch.float64)
+    margins = {"vs_autograd": Margin(worst, tol), "vs_autograd_R_1e3": Margin(worst_big, tol)}
     return Measurement(max(worst, worst_big) <= tol, {"max_rel_err": worst, "max_rel_err_large_R": worst_big, "R_large": Rmax, "rtol": tol},
-                       f"vs autograd: {worst:.1e}; at R = {Rmax:.0f}: {worst_big:.1e} (rtol {tol:.0e})")
+                       f"vs autograd: {worst:.1e}; at R = {Rmax:.0f}: {worst_big:.1e} (rtol {tol:.0e})", margins)
 
 
-@claim(
-    "limits.grad_blocked",
-    statement="Row-blocked evaluation with a log-sum-exp shift gives the same gradients as one dense block, with peak memory O(block L + L d) instead of O(L^2).",
-    reference="Hu et al. 2024, Sec. 3 (exact cost Theta(L^2 d)); streaming softmax as in FlashAttention",
-    figure="limits_grad_closed_form",
-    test="tests/limits/test_exact.py::test_blocked_equals_unblocked",
-)
-def _blocked(quick: bool) -> Measurement:
-
-    worst = 0.0
-    for inst in _configs(quick):
-        dense = exact_gradients(inst, block_size=inst.L)
-        for b in (1, 5, 16):
-            g = exact_gradients(inst, block_size=b)
-            worst = max(worst, *(max_rel_error(g[k], dense[k]) for k in dense))
-    L = 1 << (14 if quick else 15)
-    mem = peak_memory_bytes(
-        f"from lora_theory import make_instance, exact_gradients\ninst = make_instance({L}, 8, 2, dtype=torch.float32, seed=0)",
-        "g = exact_gradients(inst)",
-    )
-    dense_bytes = L * L * 4  # one L x L float32 matrix, the least a dense evaluation needs
-    tol = tolerance(torch.float64)
-    ok = worst <= tol and mem["peak_bytes"] < dense_bytes
-    return Measurement(ok, {"max_rel_err": worst, "L": L, "peak_bytes": mem["peak_bytes"], "one_LxL_bytes": dense_bytes, "seconds": mem["seconds"]},
-                       f"blocked vs dense: {worst:.1e}; peak {mem['peak_bytes'] / 2**20:.0f} MiB at L = {L} (one L x L float32: {dense_bytes / 2**20:.0f} MiB)")
+@control("limits.grad_closed_form", "beta_dropped_on_Q", "dL/dQ without its factor beta (G_Q = X_Q^T p K)")
+def _():
+    def make(orig):
+        def wrong(inst, block, need):
+            value, d = orig(inst, block, need)
+            if "Q" in d:
+                d = {**d, "Q": d["Q"] / inst.beta}
+            return value, d
+        return wrong
+    return _wrap("lora_theory.limits.exact", "_blocked_pass", make)
 
 
-# -- the polynomial method and the phase transition (Thm 3.1, A.1, 4.1) -------------------------
+@control("limits.grad_closed_form", "G_K_transposed", "G_K = (beta X_K^T p^T Q)^T: the key-side weight gradient transposed")
+def _():
+    def make(orig):
+        def wrong(inst, **kw):
+            G = dict(orig(inst, **kw))
+            if "k" in G:
+                G["k"] = G["k"].T
+            return G
+        return wrong
+    return _wrap("lora_theory.limits.exact", "weight_gradients", make)
 
-def _loglog_slope(Ls, ts) -> float:
 
-    return float(np.polyfit(np.log(Ls), np.log(ts), 1)[0])
+# -- Thm 3.1 / A.1: almost-linear time ---------------------------------------------------------
+
+#: |local time exponent| allowed above 1 at fixed rank (the benchmark target of issue 3); a fitted
+#: exponent at or above FAILS_AT is super-linear beyond what cache effects explain (a quadratic step)
+LINEAR_TOL, FAILS_AT = 0.15, 1.5
+_SCHEDULES: dict[str, Callable[[int], float]] = {"eps=1e-3": lambda L: 1e-3, "eps=1/L": lambda L: 1.0 / L, "eps=1/L^2": lambda L: 1.0 / L**2}
 
 
-def _bounded_regime(adapt: str, quick: bool) -> tuple[bool, dict, str]:
-    """Accuracy within the computed bound, and the time exponent, for R <= 2, d = 4, eps = 1e-3."""
+def _cpu_seconds(fn: Callable[[], object], repeats: int) -> float:
+    """Best of ``repeats`` CPU-seconds of this process after one warm-up (time.process_time, one torch thread).
+
+    CPU time, not wall time: the exponent is a property of the algorithm and must not change when
+    other work shares the cores (a parallel reproduce measured a wall-time exponent of 1.24 for
+    code that measures ~1.0 alone).
+    """
+    fn()
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.process_time()
+        fn()
+        best = min(best, time.process_time() - t0)
+    return best
 
 
-    worst_ratio, worst_rel, Rmax = 0.0, 0.0, 0.0
-    for seed, attention in enumerate(("self", "cross")):
-        inst = make_instance(1024 if quick else 4096, 4, 2, adapt=adapt, attention=attention, bound=2.0, beta=0.25, seed=seed)
-        ex = exact_gradients(inst)
-        g, info = approx_gradients(inst, eps=1e-3)
+def _bounded_instance(L: int, adapt: str, seed: int = 0, attention: str = "self"):
+    # entries of X_Q W_Q, X_K W_K bounded by 2 and beta = 1/4: R (Cauchy-Schwarz) <= 2, the bounded regime
+    return instance.make_instance(L, 4, 2, adapt=adapt, attention=attention, bound=2.0, beta=0.25, seed=seed)
+
+
+def _bounded_regime(adapt: str, quick: bool) -> Measurement:
+    """Accuracy (error within the certified bound, at eps = 1e-3, 1/L, 1/L^2) first; then the local time exponents."""
+    acc_Ls = (1024, 2048) if quick else (1024, 4096, 8192)
+    worst_ratio, worst_amp, Rmax, acc_rows = 0.0, 0.0, 0.0, []
+    for (name, sched), L, (seed, attention) in itertools.product(_SCHEDULES.items(), acc_Ls, enumerate(("self", "cross"))):
+        inst = _bounded_instance(L, adapt, seed, attention)
+        eps = sched(L)
+        ex = exact.exact_gradients(inst)
+        g, info = approx.approx_gradients(inst, eps=eps)
         Rmax = max(Rmax, info.R)
-        for k in ex:
-            err = float((g[k] - ex[k]).abs().max())
-            worst_ratio = max(worst_ratio, err / info.error_bound[k])
-            worst_rel = max(worst_rel, err / float(ex[k].abs().max()))
-    # the benchmark target's range (issue: "fitted time exponent over L = 2^11 .. 2^16 <= 1.15"); over
-    # 2^14..2^17 the single-thread CPU-time exponent is ~1.15 (the (L, k) features leave the cache)
-    Ls = [2**j for j in range(11, 17)]
-    # CPU seconds of this process on one thread (time.process_time), not wall time: the exponent is a
-    # property of the algorithm and must not change when other work shares the cores (a parallel
-    # reproduce measured a wall-time exponent of 1.24 for the same code that measures ~1.0 alone).
-    ts = []
+        ratio = max(float((g[k] - ex[k]).abs().max()) / info.error_bound[k] for k in ex)
+        rel = max(float((g[k] - ex[k]).abs().max()) / float(ex[k].abs().max()) for k in ex)
+        worst_ratio, worst_amp = max(worst_ratio, ratio), max(worst_amp, rel / eps)
+        acc_rows.append({"schedule": name, "L": L, "attention": attention, "degree": info.degree, "k": info.rank, "err_over_bound": ratio, "rel_err": rel})
+        if worst_ratio > 1.0 or worst_amp > 10.0:  # one violation decides; the rest would only cost time
+            break
+    margins = {"err_over_certified_bound": Margin(worst_ratio, 1.0), "rel_err_over_eps": Margin(worst_amp, 10.0)}
+    figs: dict = {"R_max": Rmax, "max_err_over_bound": worst_ratio, "max_rel_err_over_eps": worst_amp, "accuracy": acc_rows}
+    if worst_ratio > 1.0 or worst_amp > 10.0:
+        last = acc_rows[-1]
+        return Measurement(False, figs, f"accuracy fails (timing skipped): error / certified bound {worst_ratio:.2g} (<= 1), rel. error / eps "
+                                        f"{worst_amp:.2g} (<= 10) at {last['schedule']}, L = {last['L']}, {last['attention']} attention", margins)
+    Ls = [2**j for j in (range(11, 15) if quick else range(11, 17))]
+    timing = {}
     with torch_threads(1):
-        for L in Ls:
-            inst = make_instance(L, 4, 2, adapt=adapt, bound=2.0, beta=0.25, seed=0)
-            approx_gradients(inst, eps=1e-3)
-            best = float("inf")
-            for _ in range(3):
-                t0 = time.process_time()
-                approx_gradients(inst, eps=1e-3)
-                best = min(best, time.process_time() - t0)
-            ts.append(best)
-    slope = _loglog_slope(Ls, ts)
-    ok = worst_ratio <= 1.0 and worst_rel <= 1e-2 and slope <= 1.15
-    figs = {"R_max": Rmax, "max_err_over_bound": worst_ratio, "max_rel_err": worst_rel, "time_exponent": slope, "Ls": Ls, "cpu_seconds": ts}
-    return ok, figs, f"R <= {Rmax:.2f}: rel err {worst_rel:.1e} (<= 1e-2), err/bound {worst_ratio:.1e} (<= 1); CPU-time exponent {slope:.2f} over L = 2^{Ls[0].bit_length() - 1}..2^{Ls[-1].bit_length() - 1} (<= 1.15)"
+        for name, sched in _SCHEDULES.items():
+            rows = []
+            for L in Ls:
+                inst = _bounded_instance(L, adapt)
+                eps = sched(L)
+                _, info = approx.approx_gradients(inst, eps=eps)
+                rows.append({"L": L, "eps": eps, "degree": info.degree, "k": info.rank,
+                             "cpu_seconds": _cpu_seconds(lambda inst=inst, eps=eps: approx.approx_gradients(inst, eps=eps), 3)})
+            timing[name] = rows
+    verdicts, parts = [], []
+    for name, rows in timing.items():
+        L = np.array([r["L"] for r in rows], float)
+        t = np.array([r["cpu_seconds"] for r in rows])
+        k = np.array([r["k"] for r in rows], float)
+        local = np.diff(np.log2(t))  # local exponent per octave of L
+        local_k = np.diff(np.log2(t / k))  # the same at fixed rank: the L^{o(1)} of the theorem is the rank
+        fixed_rank = float(np.polyfit(np.log(L), np.log(t / k), 1)[0])
+        rank_exp = np.log(k) / np.log(L)  # log_L k: must fall (o(1)) for L^{1 + o(1)}
+        for r, e, ek in zip(rows[1:], local, local_k, strict=True):
+            r["local_exponent"], r["local_exponent_fixed_rank"] = float(e), float(ek)
+        margins[f"fixed_rank_exponent[{name}]"] = Margin(fixed_rank, 1 + LINEAR_TOL)
+        margins[f"log_L_k_trend[{name}]"] = Margin(float(rank_exp[-1] - rank_exp[0]), 0.0)
+        if fixed_rank >= FAILS_AT or float(local_k[-1]) >= FAILS_AT:
+            verdicts.append(False)
+        elif fixed_rank <= 1 + LINEAR_TOL and rank_exp[-1] <= rank_exp[0]:
+            verdicts.append(True)
+        else:
+            verdicts.append(None)
+        parts.append(f"{name}: exponents/octave " + ", ".join(f"{e:.2f}" for e in local) + f" (at fixed rank {fixed_rank:.2f}; k {int(k[0])}->{int(k[-1])},"
+                     f" log_L k {rank_exp[0]:.2f}->{rank_exp[-1]:.2f})")
+    figs["timing"] = timing
+    holds = False if False in verdicts else (True if all(verdicts) else None)
+    tail = {True: "holds", False: "fails", None: "inconclusive: at fixed rank the time grows faster than L^1.15 over this range (cache effects); "
+                                                   "it needs L where the (L, k) features stay on one side of the cache"}[holds]
+    summary = (f"R <= {Rmax:.2f}; error / certified bound <= {worst_ratio:.1e}, rel. error / eps <= {worst_amp:.2g}; CPU time (1 thread) over "
+               f"L = 2^{Ls[0].bit_length() - 1}..2^{Ls[-1].bit_length() - 1}: " + "; ".join(parts) + f" -> {tail}")
+    return Measurement(holds, figs, summary, margins)
 
 
 @claim(
     "limits.thm3.1",
-    statement="Partial adaptation (W_Q, W_V): when ||X_Q W_Q||_max, ||X_K W_K*||_max <= Gamma = o(sqrt(log L)) the LoRA gradient is approximable to eps in L^{1+o(1)} time. Measured: at R <= 2, d = 4, eps = 1e-3 the polynomial method's error is within its computed bound and <= 1e-2 relative, and its wall time grows like L^{<= 1.15}.",
+    statement="Partial adaptation (W_Q, W_V): when ||X_Q W_Q||_max, ||X_K W_K*||_max <= Gamma = o(sqrt(log L)), d = O(log L), r = L^{o(1)} and eps = 1/poly(L), the LoRA gradient is approximable to eps in L^{1+o(1)} time. Measured at R <= 2, d = 4: the polynomial method's error is within its certified bound at eps = 1e-3, 1/L, 1/L^2, and its single-thread CPU time has local exponents per octave of L consistent with L^{1+o(1)}: at fixed rank <= 1.15, with the rank's share log_L k falling.",
     reference="Hu et al. 2024, Thm 3.1; Alman & Song 2023/2024 (polynomial method, gradient chain)",
     figure="runtime_scaling",
     test="tests/limits/test_approx.py::test_error_within_bound",
     proof="proofs_checks/limits_polynomial.py::check_rowwise_kronecker",
 )
 def _thm31(quick: bool) -> Measurement:
-    ok, figs, summary = _bounded_regime("qv", quick)
-    return Measurement(ok, figs, summary)
+    return _bounded_regime("qv", quick)
 
 
 @claim(
     "limits.thmA.1",
-    statement="Full adaptation (W_Q, W_K, W_V) under the four norm bounds of Remark 5.2: the same almost-linear approximation for all six gradients.",
+    statement="Full adaptation (W_Q, W_K, W_V) under the four norm bounds of Remark 5.2: the same almost-linear approximation for all six gradients (measured as for limits.thm3.1).",
     reference="Hu et al. 2024, Thm A.1, Remark 5.2",
     figure="runtime_scaling",
     test="tests/limits/test_approx.py::test_error_within_bound",
     proof="proofs_checks/limits_polynomial.py::check_rowwise_kronecker",
 )
 def _thmA1(quick: bool) -> Measurement:
-    ok, figs, summary = _bounded_regime("qkv", quick)
-    return Measurement(ok, figs, summary)
+    return _bounded_regime("qkv", quick)
+
+
+def _degree_minus_two():
+    def make(orig):
+        def wrong(R, eps=None, **kw):
+            p = orig(R, eps, **kw)
+            q = orig(R, degree=max(p.degree - 2, 0), method=kw.get("method", "chebyshev"))
+            return polynomial.ExpPolynomial(p.R, q.degree, q.coef, p.rel_error, p.method, p.eps)  # reports the better fit's error
+        return wrong
+    return _wrap("lora_theory.limits.approx", "exp_polynomial", make)
+
+
+def _quadratic_range_check():
+    def make(orig):
+        def wrong(inst):
+            bound = orig(inst)
+            if instance.score_range(inst) > bound * (1 + 1e-12):  # an O(L^2 d) sanity check left in the hot path
+                raise AssertionError("score range above its bound")
+            return bound
+        return wrong
+    return _wrap("lora_theory.limits.approx", "score_range_bound", make)
+
+
+def _rho_dropped(side: str):
+    """lowrank_gradients without the - diag(rho) term on one side (Part III of Lemma 3.1 dropped)."""
+    def make(orig):
+        def wrong(inst, U, V):
+            grads, G, aux = orig(inst, U, V)
+            Q, K, _ = inst.projections()
+            Ut = U / aux["D"][:, None]
+            rho = (aux["c"] * aux["O"]).sum(1)
+            G = dict(G)
+            if side == "q" and "q" in G:
+                G["q"] = G["q"] + inst.beta * (inst.Xq.T @ (rho[:, None] * (Ut @ (V.T @ K))))
+            if side == "k" and "k" in G:
+                G["k"] = G["k"] + inst.beta * (inst.Xk.T @ (V @ (Ut.T @ (rho[:, None] * Q))))
+            return exact.lora_chain(inst, G), G, aux
+        return wrong
+    return _wrap("lora_theory.limits.lowrank", "lowrank_gradients", make)
+
+
+for _cid in ("limits.thm3.1", "limits.thmA.1"):
+    control(_cid, "degree_minus_two", "the polynomial two degrees below the certified one, reporting the certified error")(_degree_minus_two)
+    control(_cid, "quadratic_range_check", "an O(L^2 d) exact score-range check left in approx_gradients (the time grows like L^2)")(_quadratic_range_check)
+control("limits.thm3.1", "Q_side_rho_dropped", "the query-side gradient without - diag(rho) f K (Part III dropped)")(lambda: _rho_dropped("q"))
+control("limits.thmA.1", "K_side_rho_dropped", "the key-side gradient without - f^T diag(rho) Q (Part III dropped)")(lambda: _rho_dropped("k"))
+
+
+# -- the degree of the exp polynomial (Aggarwal-Alman) -------------------------------------------
+
+def _log_bessel(R: float, n: int) -> np.ndarray:
+    """log I_k(R) for k = 0..n-1 (scipy's exponentially scaled ive: no overflow at any R)."""
+    from scipy.special import ive  # heavy
+
+    with np.errstate(divide="ignore"):  # I_k(R) underflows to 0 for k >> R: log 0 = -inf is the right answer
+        return np.log(ive(np.arange(n), R)) + R
+
+
+def reference_degree(R: float, eps: float, kind: str = "additive") -> tuple[int, int]:
+    """(lo, hi): the minimal degree of p with error eps for e^x, bracketed from Bessel coefficients.
+
+    On t in [-1, 1], e^{R t} = I_0(R) + 2 sum_k I_k(R) T_k(t) (Chebyshev series). For any p of
+    degree g, the (g+1)-th Chebyshev coefficient of e^{Rt} - p is 2 I_{g+1}(R) and is at most
+    2 ||e^{Rt} - p||_w in the weighted norm, so the error is >= I_{g+1}(R) (additive) or
+    >= eps requires I_{g+1}(R) <= eps I_0(R) (relative, w = e^{Rt}); the truncated series
+    (additive) or its interpolant (relative: twice the tail, measured against min e^{Rt} = e^{-R})
+    reach the error with the tail 2 sum_{k>g} I_k(R). ``kind="additive"``: Aggarwal-Alman's
+    sup_{x in [0, 2R]} |p(x) - e^x| <= eps (e^x = e^R e^{Rt}); ``"relative"``: the toolkit's
+    sup_{|s| <= R} |P(s) - e^s| / e^s <= eps. Independent of the code under test (no power basis,
+    no fitted constant), exact in float64 for any R.
+    """
+    n = int(4 * R + 4 * math.log(1 / eps) + 40)
+    li = _log_bessel(R, n)
+    tail = np.logaddexp.accumulate(li[::-1])[::-1]  # log sum_{k >= j} I_k(R)
+    le = math.log(eps)
+    if kind == "additive":
+        lo = next(g for g in range(n - 1) if R + li[g + 1] <= le)
+        hi = next(g for g in range(n - 1) if R + math.log(2) + tail[g + 1] <= le)
+    else:
+        lo = next(g for g in range(n - 1) if li[g + 1] <= le + li[0])
+        hi = next(g for g in range(n - 1) if math.log(4) + tail[g + 1] <= le - R)
+    return lo, hi
+
+
+def _interpolant_rel_error(R: float, g: int) -> float:
+    """sup_{|t| <= 1} |p_g(t) - e^{R t}| / e^{R t} for the degree-g Chebyshev interpolant, evaluated in the Chebyshev basis."""
+    from numpy.polynomial import chebyshev  # the reference evaluates in the Chebyshev basis, not the toolkit's power basis
+
+    c = chebyshev.chebinterpolate(lambda t: np.exp(R * t), g)
+    t = np.concatenate([np.cos(np.linspace(0.0, math.pi, 4097)), np.linspace(-1.0, 1.0, 2049)])
+    return float(np.max(np.abs(chebyshev.chebval(t, c) - np.exp(R * t)) / np.exp(R * t)))
+
+
+def paper_order(R: float, eps: float) -> float:
+    """The Aggarwal-Alman order max{B, log(1/eps) / log(log(1/eps) / B)}, B = 2R, written here from the paper.
+
+    The second term is an asymptotic statement; ``max(1, .)`` keeps it finite where log(1/eps) / B < e.
+    """
+    B, q = 2.0 * R, math.log(1.0 / eps)
+    return max(B, q / max(1.0, math.log(q / B)) if B > 0 else q, 1.0)
+
+
+#: growth laws the paper's order must be told apart from (same guard as paper_order)
+ALTERNATIVE_LAWS: dict[str, Callable[[float, float], float]] = {
+    "R^2": lambda R, eps: max((2 * R) ** 2, math.log(1 / eps) / max(1.0, math.log(math.log(1 / eps) / (2 * R))), 1.0),
+    "sqrt(R)": lambda R, eps: max(math.sqrt(2 * R), math.log(1 / eps) / max(1.0, math.log(math.log(1 / eps) / (2 * R))), 1.0),
+    "log(1/eps) only": lambda R, eps: max(math.log(1 / eps) / max(1.0, math.log(math.log(1 / eps))), 1.0),
+    "R only": lambda R, eps: max(2 * R, 1.0),
+    "log(1/eps) + R, no log log": lambda R, eps: max(2 * R, math.log(1 / eps), 1.0),
+}
+DEGREE_TRAIN = tuple(itertools.product((0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0), (1e-2, 1e-4, 1e-6, 1e-8)))
+DEGREE_HELD_OUT = tuple(itertools.product((16.0, 32.0, 64.0), (1e-3, 1e-8, 1e-12))) + tuple(itertools.product((0.05, 0.5, 4.0), (1e-10, 1e-12, 1e-15)))
+
+
+def _spread(ratios) -> float:
+    return float(max(ratios) / min(ratios))
 
 
 @claim(
     "limits.degree_bound",
-    statement="The minimal degree of a polynomial with sup relative error eps for e^s on [-R, R] is Theta(max{2R, log(1/eps) / log(log(1/eps) / 2R)}) (Aggarwal-Alman). Measured: the constant C fitted on one grid bounds the degree on a held-out grid, and degree / order stays in a bounded band.",
+    statement="The minimal degree of a polynomial p with sup_{[0, B]} |p(x) - e^x| < eps is Theta(max{B, log(1/eps) / log(log(1/eps) / B)}) (Aggarwal-Alman), B = 2R. Measured against an independent Bessel-coefficient bracket of the minimal degree: the paper's order stays within a constant band from a training grid (R <= 8, eps >= 1e-8) to a held-out grid (R to 64, eps to 1e-15), and separates from R^2, sqrt(R), log(1/eps)-only and R-only growth; the toolkit's degree_order, degree_bound and exp_polynomial agree with the bracket.",
     reference="Aggarwal & Alman 2022, Thm 1.2; AS23 Lemma 3.2; Hu et al. 2024, Sec. 5",
     figure="degree_vs_range",
     test="tests/limits/test_polynomial.py::test_degree_bound_holds_on_held_out_grid",
     proof="proofs_checks/limits_polynomial.py::check_taylor_remainder",
 )
 def _degree_bound(quick: bool) -> Measurement:
+    pts = DEGREE_TRAIN + DEGREE_HELD_OUT
+    ref = {p: reference_degree(*p) for p in pts}  # additive, on [0, 2R]
+    ratio = {name: [ref[p][1] / law(*p) for p in pts] for name, law in {"paper": paper_order, **ALTERNATIVE_LAWS}.items()}
+    n_train = len(DEGREE_TRAIN)
+    band = (min(ratio["paper"][:n_train]), max(ratio["paper"][:n_train]))
+    held = ratio["paper"][n_train:]
+    held_out_of_band = max(max(held) / band[1], band[0] / min(held))  # <= 1.5: the held-out grid stays in the training band (x 1.5)
+    paper_spread = _spread(ratio["paper"])
+    alt_spread = {name: _spread(r) for name, r in ratio.items() if name != "paper"}
+    closest_alt = min(alt_spread.values())
+    # the code under test: the toolkit's order (must be Theta of the minimal degree: bounded spread),
+    # its bound (never below the minimal possible degree) and its measured degrees (inside the bracket)
+    tk_spread = _spread([ref[p][1] / polynomial.degree_order(*p) for p in pts])
+    bound_short = max(reference_degree(R, e, "relative")[0] - polynomial.degree_bound(R, e) for R, e in pts)
+    below, above, bound_violations, measured, c_fit = [], [], [], 0, 0.0
+    for R, e in pts:
+        p = polynomial.exp_polynomial(R, e)
+        if not p.certified:
+            continue
+        measured += 1
+        if (R, e) in DEGREE_TRAIN:  # the constant of degree_bound, re-fitted on the training grid (DEGREE_BOUND_C must cover it)
+            c_fit = max(c_fit, p.degree / polynomial.degree_order(R, e))
+        lo, hi = reference_degree(R, e, "relative")
+        if p.degree < lo:
+            below.append((R, e, p.degree, lo))  # certified below the minimal possible degree: the measurement is wrong
+        if p.degree > hi:
+            above.append((R, e, p.degree, hi))  # more than Chebyshev interpolation needs: the power basis lost digits
+        if p.degree > polynomial.degree_bound(R, e):
+            bound_violations.append((R, e, p.degree, polynomial.degree_bound(R, e)))
+    margins = {
+        "held_out_band_excess": Margin(held_out_of_band, 1.5),
+        "closest_alternative_spread_over_paper": Margin(closest_alt / paper_spread, 2.0, ">="),
+        "toolkit_order_spread_over_paper": Margin(tk_spread / paper_spread, 1.5),
+        "degree_bound_minus_minimal_degree": Margin(float(-bound_short), 0.0, ">="),
+        "measured_below_minimal": Margin(float(len(below)), 0.0),
+        "measured_above_degree_bound": Margin(float(len(bound_violations)), 0.0),
+    }
+    ok = all(m.ok for m in margins.values())
+    figs = {"C_fitted": c_fit, "train_band": band, "held_out_ratio_range": (min(held), max(held)), "spread_paper": paper_spread, "spread_alternatives": alt_spread,
+            "spread_toolkit_order": tk_spread, "measured_points": measured, "measured_above_interpolation_degree": above,
+            "measured_below_minimal": below, "degree_bound_violations": bound_violations}
+    summary = (f"minimal degree / order over R 0.05..64, eps 1e-2..1e-15: paper's order spread {paper_spread:.1f}x (held-out within "
+               f"{held_out_of_band:.2f}x of the training band); alternatives " + ", ".join(f"{k} {v:.0f}x" for k, v in alt_spread.items())
+               + f"; toolkit degree_order spread {tk_spread:.1f}x; exp_polynomial: {measured} certified points, {len(below)} below the minimal degree, "
+               f"{len(above)} above the interpolation degree (power-basis rounding), {len(bound_violations)} above degree_bound")
+    return Measurement(ok, figs, summary, margins)
 
-    train = degree_sweep(Rs=(0.1, 0.5, 1, 2, 4, 8), epss=(1e-2, 1e-4, 1e-6, 1e-8), methods=("chebyshev",))
-    C = fit_degree_constant(train)
-    held = degree_sweep(Rs=(0.05, 0.3, 0.7, 1.5, 3, 6), epss=(1e-3, 1e-5, 1e-7, 1e-9), methods=("chebyshev",))
-    held = held[held.certified]
-    ratio = held.degree / held.order
-    within = bool((held.degree <= [degree_bound(R, e, C=C) for R, e in zip(held.R, held.eps, strict=True)]).all())
-    lo, hi = float(ratio.min()), float(ratio.max())
-    ok = within and lo >= 0.3
-    return Measurement(ok, {"C_fitted": C, "held_out_ratio_min": lo, "held_out_ratio_max": hi, "held_out_points": len(held)},
-                       f"C = {C:.2f} (fitted); held-out degree / order in [{lo:.2f}, {hi:.2f}], all <= ceil(C order): {within}")
 
+def _order_law(law: Callable[[float, float], float]):
+    return patch("lora_theory.limits.polynomial", "degree_order", lambda R, eps: law(R, eps))
+
+
+control("limits.degree_bound", "order_R_squared", "degree_order grows like R^2 instead of R")(lambda: _order_law(ALTERNATIVE_LAWS["R^2"]))
+control("limits.degree_bound", "order_sqrt_R", "degree_order grows like sqrt(R) instead of R")(lambda: _order_law(ALTERNATIVE_LAWS["sqrt(R)"]))
+control("limits.degree_bound", "order_log_only", "degree_order without its R term (log(1/eps) only)")(lambda: _order_law(ALTERNATIVE_LAWS["log(1/eps) only"]))
+
+
+@control("limits.degree_bound", "half_interval", "exp_polynomial fits e^s on [-R/2, R/2] only (half the score range)")
+def _():
+    def make(orig):
+        def wrong(R, eps=None, **kw):
+            return orig(R / 2, eps, **kw)
+        return wrong
+    return _wrap("lora_theory.limits.polynomial", "exp_polynomial", make)
+
+
+# -- the feature map ---------------------------------------------------------------------------
 
 @claim(
     "limits.rank_count",
@@ -250,73 +506,278 @@ def _degree_bound(quick: bool) -> Measurement:
     proof="proofs_checks/limits_polynomial.py::check_multinomial_identity",
 )
 def _rank_count(quick: bool) -> Measurement:
-
-
-
     worst, bad_rank = 0.0, []
     gen = torch.Generator().manual_seed(0)
     for g, d in itertools.product(range(0, 7), range(1, 6)):
         coef = np.linspace(1.0, 0.2, g + 1)
         Q = torch.randn(9, d, generator=gen, dtype=torch.float64) / math.sqrt(d)
         K = torch.randn(11, d, generator=gen, dtype=torch.float64) / math.sqrt(d)
-        U, V = polynomial_features(Q, coef, "query"), polynomial_features(K, coef, "key")
-        if U.shape[1] != math.comb(g + d, d):
-            bad_rank.append((g, d, U.shape[1]))
+        U, V = features.polynomial_features(Q, coef, "query"), features.polynomial_features(K, coef, "key")
+        if not U.shape[1] == V.shape[1] == math.comb(g + d, d) == features.feature_rank(g, d):
+            bad_rank.append((g, d, U.shape[1], features.feature_rank(g, d)))
         S = Q @ K.T
         P = sum(c * S**j for j, c in enumerate(coef))
         worst = max(worst, max_rel_error(U @ V.T, P))
     tol = tolerance(torch.float64)
+    margins = {"phi_psi_vs_P": Margin(worst, tol), "rank_mismatches": Margin(float(len(bad_rank)), 0.0)}
     return Measurement(not bad_rank and worst <= tol, {"max_rel_err": worst, "rank_mismatches": bad_rank},
-                       f"k = C(g + d, d) for all g <= 6, d <= 5: {not bad_rank}; phi . psi vs P(q . k): {worst:.1e}")
+                       f"k = C(g + d, d) = feature_rank for all g <= 6, d <= 5: {not bad_rank}; phi . psi vs P(q . k): {worst:.1e}", margins)
+
+
+def _unit_multinomials():
+    def make(orig):
+        def wrong(g, d):
+            parent, var, deg, mult = orig(g, d)
+            return parent, var, deg, np.ones_like(mult)
+        return wrong
+    return _wrap("lora_theory.limits.features", "monomial_table", make)
+
+
+control("limits.rank_count", "dropped_multinomial_weights", "phi without the |alpha|!/alpha! weights")(_unit_multinomials)
+control("limits.rank_count", "rank_AS23_count", "feature_rank returns AS23's C(2(g + d), 2g)")(
+    lambda: patch("lora_theory.limits.features", "feature_rank", lambda g, d: math.comb(2 * (g + d), 2 * g)))
+
+
+# -- the lower bound (Thm 4.1) and the threshold -----------------------------------------------
+
+_REGIME_LS_QUICK, _REGIME_LS_FULL = (256, 1024, 4096, 16384), (256, 1024, 4096, 16384, 65536)
+
+
+def _hard_shape(inst, L: int, kappa: float) -> dict[str, float]:
+    """AS23 Lemma 4.7's shape, measured in row blocks: ||Q||, ||K|| vs kappa sqrt(ln L), scores in [0, B'], half of each row at B', V binary."""
+    Q, K, V = inst.projections()
+    gamma = kappa * math.sqrt(math.log(L))  # the Thm 4.1 scale, written here from the paper
+    w = (inst.d + 1) // 2
+    Bp = gamma**2 * w
+    lo, hi, min_frac = math.inf, -math.inf, 1.0
+    for i in range(0, L, 1024):
+        S = inst.beta * (Q[i:i + 1024] @ K.T)  # (b, L)
+        lo, hi = min(lo, float(S.min())), max(hi, float(S.max()))
+        min_frac = min(min_frac, float((S >= Bp * (1 - 1e-12)).double().mean(1).min()))
+    binary = bool(((V == 0) | ((V - 1).abs() < 1e-12)).all())
+    return {"Q_max_over_gamma": float(Q.abs().max()) / gamma, "K_max_over_gamma": float(K.abs().max()) / gamma,
+            "min_score_over_Bp": lo / Bp, "max_score_over_Bp": hi / Bp, "min_row_fraction_at_Bp": min_frac, "V_binary": float(binary)}
+
+
+def _low_rank_budget(L: int, d: int) -> int:
+    """The largest degree g whose rank C(g + d, d) stays below L (beyond it the factorization is not low rank)."""
+    g = 0
+    while math.comb(g + 1 + d, d) < L:
+        g += 1
+    return g
 
 
 @claim(
     "limits.thm4.1_regime",
-    statement="At Gamma ~ sqrt(log L) kappa no sub-quadratic algorithm exists (SETH). Measured on AS23 Lemma 4.7-shaped hard instances: at a fixed degree budget the gradient error explodes as Gamma grows past sqrt(ln L), and approx_gradients flags the instances it cannot certify.",
+    statement="Under SETH there is no O(L^{2-delta}) algorithm when Gamma = O(sqrt(log L) kappa), kappa = omega(1) (Y = 0, eps = O(1/log^4 L) suffice). Measured at L = 2^8..2^14 on AS23 Lemma 4.7-shaped hard instances at the Thm 4.1 scale Gamma = kappa sqrt(ln L): the instances have the lemma's shape; at kappa = 1.5, 2 the polynomial method needs rank k >= L for eps = 1/L (approx_plan) and approx_gradients refuses eps = 1/L within the low-rank budget (k < L, run for L <= 2^12) at every L, while at kappa = 0.25 it certifies; at a fixed degree budget the gradient error explodes between kappa = 0.25 and 1.5.",
     reference="Hu et al. 2024, Thm 4.1; AS23 Lemma 4.7",
     figure="gradient_error_vs_bound",
     test="tests/limits/test_approx.py::test_hard_instances_past_threshold_flagged",
 )
 def _thm41(quick: bool) -> Measurement:
+    from ..limits import plan
+
+    Ls = _REGIME_LS_QUICK if quick else _REGIME_LS_FULL
+    shapes, rows = [], []
+    insts = {(L, kappa): instance.hard_instance(L, 4, 2, kappa=kappa) for L in Ls for kappa in (0.25, 1.5, 2.0)}
+    shape_dev = 0.0
+    for (L, kappa), inst in insts.items():
+        sh = _hard_shape(inst, L, kappa)
+        dev = max(abs(sh["Q_max_over_gamma"] - 1), abs(sh["K_max_over_gamma"] - 1), max(0.0, -sh["min_score_over_Bp"]),
+                  abs(sh["max_score_over_Bp"] - 1), max(0.0, 0.5 - sh["min_row_fraction_at_Bp"]), 1 - sh["V_binary"])
+        shape_dev = max(shape_dev, dev)
+        shapes.append({"L": L, "kappa": kappa, **sh})
+    margins = {"shape_deviation": Margin(shape_dev, 1e-9)}
+    if shape_dev > 1e-9:  # not the lemma's instances: what follows would measure something else
+        return Measurement(False, {"shapes": shapes}, f"the hard instances do not have AS23 Lemma 4.7's shape (deviation {shape_dev:.2g}); rest skipped", margins)
+    n_hi = n_lo = hi_ok = lo_ok = agree = runs = 0
+    err_lo, err_hi = 0.0, math.inf
+    for (L, kappa), inst in insts.items():
+        pl = plan.approx_plan(inst, eps=1.0 / L)
+        low_rank = pl.k < L and pl.degree_source == "measured"
+        row = {"L": L, "kappa": kappa, "Gamma": kappa * math.sqrt(math.log(L)), "R": pl.R, "degree_needed": pl.degree, "k_needed": pl.k, "low_rank": low_rank}
+        if L <= 4096:  # run the method itself within the low-rank budget (its (L, k) features stay below ~100 MB)
+            try:
+                approx.approx_gradients(inst, eps=1.0 / L, max_degree=_low_rank_budget(L, inst.d))
+                row["certified"] = True
+            except ApproximationError:
+                row["certified"] = False
+            runs += 1
+            agree += row["certified"] == low_rank
+        if kappa > 1:
+            n_hi += 1
+            hi_ok += not low_rank
+        else:
+            n_lo += 1
+            lo_ok += low_rank
+        if L <= (4096 if quick else 16384) and kappa in (0.25, 1.5):  # the fixed-degree error (needs the exact gradient)
+            ex = exact.exact_gradients(inst)
+            scale = max(float(v.abs().max()) for v in ex.values())
+            g, _ = approx.approx_gradients(inst, degree=8, on_invalid="flag")
+            rel = max(float((g[k] - ex[k]).abs().max()) for k in ex) / scale
+            rel = rel if math.isfinite(rel) else math.inf
+            row["rel_err_degree_8"] = rel
+            if kappa == 0.25:
+                err_lo = max(err_lo, rel)
+            else:
+                err_hi = min(err_hi, rel)
+        rows.append(row)
+    margins.update({"not_low_rank_at_kappa_1.5_2": Margin(float(hi_ok), float(n_hi), ">="), "low_rank_at_kappa_0.25": Margin(float(lo_ok), float(n_lo), ">="),
+                    "approx_gradients_agrees_with_plan": Margin(float(agree), float(runs), ">="),
+                    "error_explosion_ratio": Margin(err_hi / max(err_lo, 1e-300), 1e3, ">=")})
+    ok = all(m.ok for m in margins.values())
+    return Measurement(ok, {"points": rows, "shapes": shapes, "Ls": list(Ls)},
+                       f"L = 2^{Ls[0].bit_length() - 1}..2^{Ls[-1].bit_length() - 1}, d = 4, eps = 1/L: Lemma 4.7 shape exact; rank needed >= L at "
+                       f"kappa = 1.5, 2: {hi_ok}/{n_hi} (k = {min(r['k_needed'] for r in rows if r['kappa'] > 1)}..{max(r['k_needed'] for r in rows if r['kappa'] > 1)}), "
+                       f"< L at kappa = 0.25: {lo_ok}/{n_lo}; approx_gradients within k < L agrees {agree}/{runs}; degree 8: rel. error <= {err_lo:.1e} at "
+                       f"kappa = 0.25 vs >= {err_hi:.1e} at kappa = 1.5", margins)
 
 
-    L = 512 if quick else 2048
-    df = gradient_error_sweep(Ls=(L,), gammas=(0.25, 0.5, 1.0, 2.0, 3.0), kinds=("hard",), degree=8)
-    small = float(df[df.Gamma == 0.25].rel_err.max())
-    large = float(df[df.Gamma == 3.0].rel_err.max())
-    flagged = 0
-    for kappa in (1.5, 2.0):
-        inst = hard_instance(L, 4, 2, kappa=kappa)
-        try:
-            approx_gradients(inst, eps=1e-3, max_degree=24)
-        except ApproximationError:
-            flagged += 1
-    ok = large >= 1e3 * small and large >= 1e-3 and flagged == 2
-    return Measurement(ok, {"L": L, "rel_err_gamma_0.25": small, "rel_err_gamma_3": large, "sqrt_ln_L": math.sqrt(math.log(L)), "flagged_of_2": flagged},
-                       f"L = {L}, degree 8: rel err {small:.1e} at Gamma = 0.25 -> {large:.1e} at Gamma = 3 (sqrt(ln L) = {math.sqrt(math.log(L)):.2f}); kappa = 1.5, 2 flagged: {flagged}/2")
+@control("limits.thm4.1_regime", "gamma_without_sqrt_log_L", "hard_instance with Gamma = kappa: the sqrt(ln L) of the Thm 4.1 scale dropped (no L dependence)")
+def _():
+    def make(orig):
+        def wrong(L, d, r=1, *, kappa=1.0, bound=None, **kw):
+            return orig(L, d, r, kappa=kappa, bound=kappa if bound is None else bound, **kw)
+        return wrong
+    return _wrap("lora_theory.limits.instance", "hard_instance", make)
+
+
+@control("limits.thm4.1_regime", "scores_over_d", "hard_instance with AS23's 1/d inside exp (beta = 1/d): scores d times smaller than the lemma's")
+def _():
+    def make(orig):
+        def wrong(L, d, r=1, **kw):
+            return orig(L, d, r, **kw).replace(beta=1.0 / d)
+        return wrong
+    return _wrap("lora_theory.limits.instance", "hard_instance", make)
 
 
 @claim(
-    "limits.poly_vs_random_features",
-    statement="At equal feature count k = C(g + d, d) and score range R <= 2, the polynomial method's LoRA gradient error is at least 10x below that of Performer FAVOR+ positive random features (median over seeds): the deterministic low-rank factorization of exp beats the unbiased random one.",
-    reference="Hu et al. 2024, Sec. 5 (polynomial method); Choromanski et al. 2021, Lemma 1 (FAVOR+); issue 3 benchmark target",
-    figure="gradient_error_vs_bound",
-    test="tests/limits/test_random_features.py::test_polynomial_beats_random_features_at_equal_rank",
-    proof="proofs_checks/limits_polynomial.py::check_multinomial_identity",
+    "limits.threshold",
+    statement="The efficiency of LoRA gradient computation has a sharp transition at ||X W||_max = Gamma* = Theta(sqrt(log L)) when d = Theta(log L) (almost linear below by Thm 3.1 / A.1, no sub-quadratic algorithm above by Thm 4.1 under SETH; Gamma = Theta(sqrt(log L)) itself is left open). Measured in the toolkit's cost model (degree measured at eps = 1/L, rank C(g + d, d), AS23 scaling R = Gamma^2, d = log2(L) / 2): the Gamma* at which the rank reaches L, at L = 2^8..2^16; 'holds' when Gamma* ~ (ln L)^p with p in [0.25, 0.75] (leave-one-out range), 'fails' when Gamma* does not grow (p < 0.05) or grows faster than log L (p > 1).",
+    reference="Hu et al. 2024, abstract and Sec. 1 (phase transition), Thm 3.1, Thm 4.1; AS23 (the same threshold for the forward pass)",
+    figure="phase_transition",
+    test="tests/limits/test_norm_sweeps.py::test_threshold_sweep_against_independent_degrees",
 )
-def _poly_vs_rf(quick: bool) -> Measurement:
+def _threshold(quick: bool) -> Measurement:
+    Ls = tuple(2**j for j in range(8, 17, 2)) if quick else tuple(2**j for j in range(8, 33, 2))
+    df = norm_sweeps.threshold_sweep(Ls, regime="half_log")
+    lnL, G = np.log(np.log(df.L.to_numpy(float))), np.log(df.Gamma_star.to_numpy(float))
+    if not np.isfinite(G).all():
+        return Measurement(False, {"table": df.to_dict("records")}, "Gamma* is 0 or infinite at some L: no transition inside R in (0, 300]",
+                           {"finite_Gamma_star": Margin(0.0, 1.0, ">=")})
+    p = float(np.polyfit(lnL, G, 1)[0])
+    loo = [float(np.polyfit(np.delete(lnL, i), np.delete(G, i), 1)[0]) for i in range(len(lnL))]
+    p_lo, p_hi = min(loo + [p]), max(loo + [p])
+    # the transition must be where eps = 1/L needs the next degree: just below R*, the Chebyshev interpolant of degree
+    # g* - 1 (evaluated in the Chebyshev basis, independently of the toolkit's power basis) reaches 1/L; just above, it does not
+    early = max(_interpolant_rel_error(R * (1 - 1e-3), g - 1) * L for L, R, g in zip(df.L, df.R_star, df.degree, strict=True))
+    late = min(_interpolant_rel_error(R * (1 + 1e-3), g - 1) * L for L, R, g in zip(df.L, df.R_star, df.degree, strict=True))
+    short = max(early - 1.0, 0.5 - late)
+    if p_hi < 0.05 or p_lo > 1.0 or short > 0:
+        holds: bool | None = False
+    elif 0.25 <= p_lo and p_hi <= 0.75:
+        holds = True
+    else:
+        holds = None
+    x = df.x_star.to_numpy()
+    margins = {"interpolant_error_below_transition_times_L": Margin(early, 1.0), "interpolant_error_above_transition_times_L": Margin(late, 0.5, ">="),
+               "p_min_vs_constant": Margin(p_lo, 0.05, ">="), "p_max_vs_log_L": Margin(p_hi, 1.0), "p_min_vs_sqrt_band": Margin(p_lo, 0.25, ">="),
+               "p_max_vs_sqrt_band": Margin(p_hi, 0.75)}
+    tail = {True: "tracks sqrt(ln L)", False: "the transition is not where eps = 1/L needs the next degree" if short > 0 else "does not track sqrt(ln L)",
+            None: "grows with L, but slower than sqrt(ln L) at these L: x* = Gamma*/sqrt(ln L) is still falling, so the asymptotic constant x* is not reached; "
+                  "deciding needs L far beyond 2^32 in this cost model"}[holds]
+    summary = (f"d = log2(L)/2, eps = 1/L: Gamma* = " + ", ".join(f"{g:.2f}" for g in df.Gamma_star) + f" at L = 2^{int(math.log2(Ls[0]))}..2^{int(math.log2(Ls[-1]))}"
+               f" (x* {x[0]:.2f} -> {x[-1]:.2f}); Gamma* ~ (ln L)^p with p = {p:.2f} [{p_lo:.2f}, {p_hi:.2f}] (sqrt: 0.5, constant: 0) -> {tail}")
+    return Measurement(holds, {"p": p, "p_leave_one_out": (p_lo, p_hi), "table": df.to_dict("records")}, summary, margins)
 
 
-    ratios, rows = [], []
-    for L, adapt in ((512, "qkv"), (512, "qv")) if quick else ((1024, "qkv"), (4096, "qkv"), (4096, "qv")):
-        inst = make_instance(L, 4, 2, adapt=adapt, bound=2.0, beta=0.25, seed=L)
-        ex = exact_gradients(inst)
-        g, info = approx_gradients(inst, eps=1e-3)
-        poly = max(max_rel_error(g[k], ex[k]) for k in ex)
-        rf = statistics.median(max(max_rel_error(gr[k], ex[k]) for k in ex)
-                               for gr, _ in (random_feature_gradients(inst, info.rank, seed=s) for s in range(3 if quick else 5)))
-        ratios.append(rf / poly)
-        rows.append({"L": L, "adapt": adapt, "R": info.R, "k": info.rank, "poly_err": poly, "rf_err_median": rf})
-    worst = min(ratios)
-    return Measurement(worst >= 10.0, {"min_ratio": worst, "points": rows},
-                       f"FAVOR+ / polynomial gradient error at equal k: min {worst:.0f}x over {len(rows)} configurations (R <= 2; >= 10x required)")
+@control("limits.threshold", "fixed_d", "the regime's d fixed at 4 (the L dependence of d = Theta(log L) removed)")
+def _():
+    return patch("lora_theory.limits.norm_sweeps", "regime_dimension", lambda L, regime, d_fixed=4: 4)
+
+
+@control("limits.threshold", "eps_fixed", "approx_plan ignores eps and plans for eps = 1e-3 (the L dependence of eps = 1/L removed)")
+def _():
+    from ..limits import plan
+
+    orig = plan.approx_plan
+
+    def wrong(inst=None, eps=1e-3, **kw):
+        return orig(inst, 1e-3, **kw)
+
+    return patch("lora_theory.limits.plan", "approx_plan", wrong)
+
+
+# -- Remark 4.2: full adaptation is at least as hard (reduction from the partial case) ------------
+
+def _full_from_partial(P, seed: int = 0):
+    """The full-adaptation instance F with a genuine key adapter and the same W_K: W_K*(F) = W_K(P) - (alpha/r) B_K A_K."""
+    gen = torch.Generator().manual_seed(seed)
+    r, d = P.r, P.d
+    A_k = torch.randn(r, d, generator=gen, dtype=P.dtype) / math.sqrt(d)
+    B_k = torch.randn(d, r, generator=gen, dtype=P.dtype) / math.sqrt(d)
+    Wk_star = P.weight("k") - P.scale * (B_k @ A_k)
+    return P.replace(Wk=Wk_star, A={**P.A, "k": A_k}, B={**P.B, "k": B_k})
+
+
+@claim(
+    "limits.remark4.2",
+    statement="Full adaptation (W_Q, W_K, W_V) is at least as hard as partial adaptation (Remark 4.2: the lower bound carries over; one point with Y = 0 is already hard): every partial instance is a full instance with a key adapter whose W_K* + (alpha/r) B_K A_K equals the partial W_K, with the same Q and V gradients, the same Gamma scale (Remark 5.2's four norms) and the same certification by the polynomial method.",
+    reference="Hu et al. 2024, Remark 4.2 (ICLR 2025 numbering), Remark 5.2, Thm 4.1, Thm A.1",
+    test="tests/claims/test_limits.py::test_full_from_partial_keeps_W_K_and_the_QV_gradients",
+)
+def _remark42(quick: bool) -> Measurement:
+    tol = tolerance(torch.float64)
+    grad_err, norm_err, gamma_excess, approx_err, cert_mismatch = 0.0, 0.0, 0.0, 0.0, 0
+    cases = []
+    for L in ((256, 1024) if quick else (256, 1024, 4096)):
+        partials = [("hard", kappa, instance.hard_instance(L, 4, 2, kappa=kappa, adapt="qv")) for kappa in (0.25, 1.5)]
+        partials.append(("random", 1.0, instance.make_instance(L, 4, 2, adapt="qv", attention="cross", bound=1.0, seed=L)))
+        for kind, kappa, P in partials:
+            F = _full_from_partial(P, seed=L)
+            gP, gF = exact.exact_gradients(P), exact.exact_gradients(F)
+            grad_err = max(grad_err, *(max_rel_error(gF[k], gP[k]) for k in gP))
+            nb = instance.norm_bounds(F)  # the code under test; the reference below is dense and written from Remark 5.2
+            Q, K = F.Xq @ F.weight("q"), F.Xk @ F.weight("k")
+            ref = {"Xq_Wq": Q.abs().max(), "Xk_Wk": K.abs().max(), "Xq_Wq_WkT": (Q @ F.weight("k").T).abs().max(), "Xk": F.Xk.abs().max()}
+            norm_err = max(norm_err, *(abs(nb[k] - float(v)) / float(v) for k, v in ref.items()))
+            gamma_P = max(float((P.Xq @ P.weight("q")).abs().max()), float((P.Xk @ P.weight("k")).abs().max()))
+            gamma_F = max(float(v) for v in ref.values())
+            gamma_excess = max(gamma_excess, gamma_F / max(gamma_P, float(F.Xk.abs().max()), float((Q @ F.weight("k").T).abs().max())) - 1)
+            aP, iP = approx.approx_gradients(P, eps=1.0 / L, max_degree=24, on_invalid="flag")
+            aF, iF = approx.approx_gradients(F, eps=1.0 / L, max_degree=24, on_invalid="flag")
+            cert_mismatch += iP.valid != iF.valid
+            if iP.valid and iF.valid:
+                approx_err = max(approx_err, *(max_rel_error(aF[k], aP[k]) for k in aP))
+            cases.append({"L": L, "kind": kind, "kappa": kappa, "certified_partial": iP.valid, "certified_full": iF.valid, "Gamma_full": gamma_F})
+    margins = {"QV_gradients_full_vs_partial": Margin(grad_err, tol), "norm_bounds_vs_remark_5.2": Margin(norm_err, 1e-12),
+               "approx_full_vs_partial": Margin(approx_err, 1e-8), "certification_mismatches": Margin(float(cert_mismatch), 0.0)}
+    ok = all(m.ok for m in margins.values())
+    hard = [c for c in cases if c["kind"] == "hard" and c["kappa"] > 1]
+    return Measurement(ok, {"cases": cases}, f"{len(cases)} partial instances embedded as full ones: Q, V gradients equal to {grad_err:.1e}; norm_bounds vs Remark 5.2 "
+                       f"{norm_err:.1e}; polynomial method certifies the same instances ({cert_mismatch} mismatches; hard kappa = 1.5 refused in "
+                       f"{sum(not c['certified_full'] for c in hard)}/{len(hard)} full instances), approximations agree to {approx_err:.1e}", margins)
+
+
+@control("limits.remark4.2", "key_adapter_ignored", "the full case's forward pass ignores the key adapter (W_K = W_K*)")
+def _():
+    orig = instance.AttentionLoRAInstance.weight
+
+    def wrong(self, mu):
+        return self.pretrained(mu) if mu == "k" else orig(self, mu)
+
+    return patch("lora_theory.limits.instance.AttentionLoRAInstance", "weight", wrong)
+
+
+@control("limits.remark4.2", "norm_untransposed", "norm_bounds' full-case norm X_Q W_Q W_K as printed (W_K^T needed)")
+def _():
+    def make(orig):
+        def wrong(inst):
+            out = dict(orig(inst))
+            if "k" in inst.adapt:
+                Q, _, _ = inst.projections()
+                out["Xq_Wq_WkT"] = float((Q @ inst.weight("k")).abs().max())
+            return out
+        return wrong
+    return _wrap("lora_theory.limits.instance", "norm_bounds", make)
+

@@ -12,6 +12,9 @@
   Gamma, random and hard (AS23 Lemma 4.7) instances.
 - :func:`runtime_sweep`: wall time of exact vs approximate gradients vs L, with fitted log-log
   exponents (:func:`fit_loglog`) and the crossover length (:func:`crossover`).
+- :func:`transition_gamma` / :func:`threshold_sweep`: the norm Gamma* at which the polynomial
+  method stops being low rank (its rank C(g + d, d) at eps = 1/L reaches L), per L, in the
+  regime d = Theta(log L) (claim ``limits.threshold``).
 
 Plotting is in :mod:`lora_theory.plotting.limits`.
 """
@@ -48,7 +51,9 @@ __all__ = [
     "phase_transition_sweep",
     "regime_dimension",
     "runtime_sweep",
+    "threshold_sweep",
     "threshold_table",
+    "transition_gamma",
 ]
 
 
@@ -69,9 +74,12 @@ def fit_degree_constant(df: pd.DataFrame) -> float:
 
 
 def regime_dimension(L: int, regime: str, d_fixed: int = 4) -> int:
-    """d for a regime: "log" -> max(2, round(log2(L) / 4)) = Theta(log L); "fixed" -> d_fixed."""
-    check_choice("regime", regime, ("log", "fixed"))
-    return max(2, round(math.log2(L) / 4)) if regime == "log" else d_fixed
+    """d for a regime: "log" -> max(2, round(log2(L) / 4)) and "half_log" -> max(2, round(log2(L) / 2))
+    (both Theta(log L), the theorems' regime); "fixed" -> d_fixed."""
+    check_choice("regime", regime, ("log", "half_log", "fixed"))
+    if regime == "fixed":
+        return d_fixed
+    return max(2, round(math.log2(L) / (4 if regime == "log" else 2)))
 
 
 def phase_transition_sweep(Ls=tuple(2**j for j in range(8, 17)), xs=tuple(np.round(np.arange(0.05, 1.51, 0.05), 3)), regimes=("log", "fixed"), d_fixed: int = 4) -> pd.DataFrame:
@@ -111,6 +119,55 @@ def threshold_table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def transition_gamma(L: int, d: int, *, eps: float | None = None, r_scale: str = "as23", tol: float = 1e-6) -> dict:
+    """Gamma* at which the polynomial method's rank k = C(g + d, d) reaches L (it stops being low rank).
+
+    g is the degree :func:`~lora_theory.limits.plan.approx_plan` gives for the score range R and
+    eps (default 1/L, the theorems' eps = 1/poly(L)); in AS23's scaling (beta = 1/d inside exp) entries
+    bounded by Gamma give R = Gamma^2. The rank is non-decreasing in R, so Gamma* is found by
+    bisection on R (to a relative ``tol``). Reference: Hu et al. (2024), Thm 3.1 / 4.1 (the
+    transition at Gamma = Theta(sqrt(log L)) when d = Theta(log L)); claim ``limits.threshold``.
+
+    Returns:
+        {"L", "d", "eps", "Gamma_star", "R_star", "degree", "k"}: degree and k just above the transition.
+        Gamma_star is 0 when even R -> 0 needs rank >= L, inf when R = 300 still does not.
+    """
+    from . import plan  # the cost model under test (module attribute, so a negative control can patch it)
+
+    eps = 1.0 / L if eps is None else eps
+    check_choice("r_scale", r_scale, ("as23",))
+
+    def rank(R: float) -> int:
+        return plan.approx_plan(L=L, d=d, R=R, eps=eps).k
+
+    lo, hi = 1e-9, 300.0  # R = 300: e^{2R} is still finite in float64; beyond it no degree can be measured
+    if rank(lo) >= L:
+        return {"L": L, "d": d, "eps": eps, "Gamma_star": 0.0, "R_star": 0.0, "degree": math.nan, "k": rank(lo)}
+    if rank(hi) < L:
+        return {"L": L, "d": d, "eps": eps, "Gamma_star": math.inf, "R_star": math.inf, "degree": math.nan, "k": rank(hi)}
+    while hi - lo > tol * hi:
+        mid = math.sqrt(lo * hi) if hi / lo > 4 else 0.5 * (lo + hi)  # geometric steps while the bracket spans decades
+        if rank(mid) >= L:
+            hi = mid
+        else:
+            lo = mid
+    p = plan.approx_plan(L=L, d=d, R=hi, eps=eps)
+    return {"L": L, "d": d, "eps": eps, "Gamma_star": math.sqrt(hi), "R_star": hi, "degree": p.degree, "k": p.k}
+
+
+def threshold_sweep(Ls=tuple(2**j for j in range(8, 17, 2)), regime: str = "half_log", d_fixed: int = 4) -> pd.DataFrame:
+    """:func:`transition_gamma` per L, with d = :func:`regime_dimension` (L, regime) and eps = 1/L.
+
+    Rows: L, d, eps, Gamma_star, R_star, degree, k, x_star (= Gamma* / sqrt(ln L)), regime.
+    """
+    rows = []
+    for L in Ls:
+        d = regime_dimension(L, regime, d_fixed)
+        row = transition_gamma(L, d)
+        rows.append({**row, "x_star": row["Gamma_star"] / math.sqrt(math.log(L)), "regime": regime})
+    return pd.DataFrame(rows)
+
+
 def gradient_error_sweep(Ls=(256, 1024, 4096), gammas=(0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0), *, d: int = 4, degree: int = 8,
                          kinds=("random", "hard"), seeds=(0,), adapt: str = "qv", peer: bool = False, peer_seeds: int = 3) -> pd.DataFrame:
     """Max relative error (over the gradients) of approx_gradients at a fixed degree vs Gamma.
@@ -119,7 +176,7 @@ def gradient_error_sweep(Ls=(256, 1024, 4096), gammas=(0.25, 0.5, 1.0, 1.5, 2.0,
     ``hard_instance(L, d, 2, bound=Gamma)`` (beta = 1; scores up to Gamma^2 ceil(d/2)).
     With ``peer``, each point also gets a row for FAVOR+ random features at the same feature
     count k = C(degree + d, d) (median error over ``peer_seeds`` seeds; claim
-    ``limits.poly_vs_random_features``).
+    ``toolkit.poly_vs_random_features``).
 
     Rows: method ("polynomial" | "favor+"), kind, L, d, Gamma, x (= Gamma / sqrt(ln L)), seed, R,
     degree, k, poly_rel_error, valid, rel_err (max over gradients of max|err| / max over gradients

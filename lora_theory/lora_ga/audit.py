@@ -13,7 +13,7 @@ Implementations: ``"lora_theory"`` (this toolkit's :func:`~lora_theory.lora_ga.m
 on PEFT-wrapped or toolkit-wrapped layers) and ``"peft"`` (PEFT's own
 ``init_lora_weights="lora_ga"`` with ``preprocess_loraga``, every direction and scale PEFT offers).
 
-Reference: Wang et al. (2024), Thm 3.1, Def. 3.1; claim ``lora_ga.audit_peft``.
+Reference: Wang et al. (2024), Thm 3.1, Def. 3.1; claim ``audit.peft_lora_ga``.
 """
 from __future__ import annotations
 

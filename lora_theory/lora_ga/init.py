@@ -19,7 +19,7 @@ authors' code and PEFT, see paper_notes/lora_ga.md).
 
 Reference: Wang, Yu, Li (2024), "LoRA-GA", arXiv 2407.05000, Sec. 3, Thm 3.1, Def. 3.1;
 claims ``lora_ga.thm3.1``, ``lora_ga.eckart_young``, ``lora_ga.stable_output``,
-``lora_ga.offset_exact``, ``lora_ga.sign_invariance``.
+``lora_ga.offset_exact``, ``toolkit.sign_invariance``.
 """
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ def plot_closed_form_agreement(df: pd.DataFrame):
     ax.set_yscale("log")
     ax.set_xlabel("score range R = max |beta Q K^T|")
     ax.set_ylabel("max relative error vs float64 autograd")
-    ax.set_title("limits.grad_closed_form / limits.grad_blocked", fontsize=10)
+    ax.set_title("limits.grad_closed_form / toolkit.grad_blocked", fontsize=10)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     return fig
@@ -126,7 +126,7 @@ def plot_gradient_error_vs_bound(df: pd.DataFrame):
     k = int(df.k.iloc[0])
     ax.set_xlabel("Gamma (max-entry norm bound)")
     ax.set_ylabel("max gradient error / max |gradient|")
-    peer = " / limits.poly_vs_random_features" if (df.method == "favor+").any() else ""
+    peer = " / toolkit.poly_vs_random_features" if (df.method == "favor+").any() else ""
     ax.set_title(f"limits.thm4.1_regime{peer}: error at fixed degree g={deg} (d={d}, k={k})\n"
                  "solid: random, dashed: AS23 hard instances; triangles: FAVOR+ with the same k (median of seeds)\n"
                  "x: flagged invalid (eps=1e-3 not certified); dotted verticals: Gamma = sqrt(ln L)", fontsize=8)

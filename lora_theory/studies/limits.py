@@ -60,7 +60,7 @@ def _compute(quick: bool) -> pd.DataFrame:
 
 register_figure(
     "limits_grad_closed_form",
-    claims=("limits.grad_closed_form", "limits.grad_blocked"),
+    claims=("limits.grad_closed_form", "toolkit.grad_blocked"),
     description="Blocked closed-form LoRA gradient vs float64 autograd: max relative error per score range R, float64 and float32.",
     compute=_compute,
     plot=lazy_plot("limits", "plot_closed_form_agreement"),
@@ -74,14 +74,14 @@ register_figure(
 )
 register_figure(
     "phase_transition",
-    claims=("limits.thm3.1", "limits.thm4.1_regime"),
+    claims=("limits.thm3.1", "limits.thm4.1_regime", "limits.threshold", "limits.rank_count"),
     description="Cost exponent log_L(flops) of the approximate gradient vs Gamma / sqrt(ln L) for L = 2^8 .. 2^16, eps = 1/L; left d = Theta(log L), right fixed d = 4; the estimated threshold Gamma*.",
     compute=lambda quick: phase_transition_sweep(Ls=tuple(2**j for j in (8, 10, 12, 14, 16)) if quick else tuple(2**j for j in range(8, 17))),
     plot=lazy_plot("limits", "plot_phase_transition"),
 )
 register_figure(
     "gradient_error_vs_bound",
-    claims=("limits.thm3.1", "limits.thm4.1_regime", "limits.poly_vs_random_features"),
+    claims=("limits.thm3.1", "limits.thm4.1_regime", "toolkit.poly_vs_random_features"),
     description="Measured relative gradient error of approx_gradients at a fixed degree budget (g = 8, d = 4) vs Gamma, random and AS23 hard instances, several L; FAVOR+ random features at the same feature count for comparison.",
     compute=lambda quick: gradient_error_sweep(Ls=(256, 1024) if quick else (256, 1024, 4096), gammas=(0.5, 1, 1.5, 2, 3, 4) if quick else (0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0),
                                                peer=True),

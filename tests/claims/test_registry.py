@@ -1,4 +1,4 @@
-"""Tests for the claim registry (lora_theory.claims) and the limits.* checks of the foundation."""
+"""Tests for the claim registry (lora_theory.claims): ids by kind, verdicts, margins, controls, and the foundation's checks."""
 from __future__ import annotations
 
 import pytest
@@ -9,9 +9,22 @@ from lora_theory.claims import Measurement, claim, run_check
 
 def test_registry_has_foundation_claims():
     ids = {c.id for c in lt.all_claims()}
-    assert {"limits.lemma3.1", "limits.lemma3.2", "limits.grad_closed_form", "limits.grad_blocked"} <= ids
+    assert {"limits.lemma3.1", "limits.lemma3.2", "limits.grad_closed_form", "toolkit.grad_blocked", "limits.remark4.2", "limits.threshold"} <= ids
     for c in lt.all_claims():
-        assert c.paper in {"limits", "lora_ga", "lora_plus"} and c.statement and c.reference
+        assert c.paper in {"limits", "lora_ga", "lora_plus", "toolkit", "audit"} and c.statement and c.reference
+        assert c.kind == {"toolkit": "toolkit", "audit": "audit"}.get(c.paper, "paper")
+
+
+def test_ids_by_kind():
+    """Toolkit guarantees and third-party audits are not filed under a paper's id (issue 12)."""
+    ids = {c.id for c in lt.all_claims()}
+    for moved in ("grad_blocked", "poly_vs_random_features", "sign_invariance"):
+        assert f"toolkit.{moved}" in ids and not any(i.endswith(f".{moved}") and not i.startswith("toolkit.") for i in ids)
+    assert "audit.peft_lora_ga" in ids and "lora_ga.audit_peft" not in ids
+    from lora_theory.studies import all_figures
+
+    for fig in all_figures():  # figures name only registered claims
+        assert set(fig.claims) <= ids, fig.name
 
 
 @pytest.mark.parametrize("cid", ["limits.lemma3.1", "limits.lemma3.2", "limits.grad_closed_form"])
@@ -22,7 +35,7 @@ def test_foundation_claims_hold(cid):
 
 
 def test_grad_blocked_claim_measures_memory():
-    row = run_check("limits.grad_blocked", quick=True)
+    row = run_check("toolkit.grad_blocked", quick=True)
     assert row["verdict"] == "holds", row["summary"]
     assert 0 < row["figures"]["peak_bytes"] < row["figures"]["one_LxL_bytes"]
 
@@ -81,3 +94,17 @@ def test_verdicts_and_margins():
     assert m.ok and m.slack == pytest.approx(0.1) and "slack +10%" in str(m)
     g = Margin(5.0, 10.0, ">=")
     assert not g.ok and g.slack == pytest.approx(-0.5)
+
+
+def test_every_claims_test_and_proof_exist():
+    """A claim's `test` and `proof` name a real test function and a real proof-check function (not a stale path)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    for c in lt.all_claims():
+        for ref in (c.test, c.proof):
+            if not ref:
+                continue
+            path, _, func = ref.partition("::")
+            text = (root / path).read_text()
+            assert f"def {func}(" in text, f"{c.id}: {ref} does not exist"

@@ -1,6 +1,6 @@
 """Tests for lora_theory.limits.exact: closed form vs autograd, blocking, invariants, bad input.
 
-Claims: limits.lemma3.1, limits.lemma3.2, limits.grad_closed_form, limits.grad_blocked.
+Claims: limits.lemma3.1, limits.lemma3.2, limits.grad_closed_form, toolkit.grad_blocked.
 """
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def test_finite_differences(adapt, attention):
 
 @given(inst=lts.instances(max_L=60), block=st.integers(1, 61))
 def test_blocked_equals_unblocked(inst, block):
-    """limits.grad_blocked: any block size gives the one-block result."""
+    """toolkit.grad_blocked: any block size gives the one-block result."""
     dense = lt.exact_gradients(inst, block_size=inst.L)
     _assert_close(lt.exact_gradients(inst, block_size=block), dense, tolerance(torch.float64))
     assert abs(float(lt.loss(inst, block_size=block)) - float(lt.loss(inst, block_size=inst.L))) <= 1e-12 * max(1.0, float(lt.loss(inst)))

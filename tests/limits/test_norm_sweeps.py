@@ -1,8 +1,9 @@
-"""Smoke tests of the phase-transition sweeps and figures at tiny sizes."""
+"""Tests of the norm-bound sweeps (claims limits.thm3.1, limits.thm4.1_regime, limits.threshold) and their figures."""
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from lora_theory.limits import norm_sweeps as phase
@@ -10,11 +11,59 @@ from lora_theory.studies import get_figure, render
 
 
 def test_phase_transition_sweep_and_threshold():
+    """The sweep's exponents are the flop counts' and grow with x; threshold_table finds the crossing of the table it is given."""
     df = phase.phase_transition_sweep(Ls=(256, 4096), xs=(0.1, 0.5, 1.0, 1.5))
     assert set(df.regime) == {"log", "fixed"} and len(df) == 16
     assert (df.groupby(["regime", "L"]).approx_exponent.apply(lambda s: s.is_monotonic_increasing)).all()
-    thr = phase.threshold_table(df)
-    assert len(thr) == 4 and thr.x_star.between(0.1, 1.5).all()
+    row = df.iloc[5]  # an independent recomputation of one row's exponents from the multiply-add formulas
+    k = math.comb(int(row.degree) + int(row.d), int(row.d))
+    assert row.k == k
+    assert row.approx_exponent == pytest.approx(math.log(row.L * k * (2 + 4 * row.d + 4 * row.d**2)) / math.log(row.L))
+    assert row.exact_exponent == pytest.approx(math.log(row.L**2 * (6 * row.d + 3)) / math.log(row.L))
+
+
+def test_threshold_table_interpolates_the_crossing():
+    """x* is the zero of the exponent gap, linearly interpolated; NaN without a crossing; the first x when already crossed.
+
+    Fails on a plausible bug: interpolating towards the wrong neighbour, returning a grid point, or a crossing where there is none.
+    """
+    import pandas as pd
+
+    xs = [0.1, 0.4, 0.7, 1.0, 1.3]
+    rows = []
+    for L, zero in ((256, 0.73), (1024, None), (4096, 0.0)):
+        for x in xs:
+            gap = (x - zero) if zero is not None else -1.0  # linear in x: crossing exactly at `zero`
+            rows.append({"regime": "log", "L": L, "d": 3, "x": x, "approx_exponent": 2.0 + gap, "exact_exponent": 2.0})
+    thr = phase.threshold_table(pd.DataFrame(rows)).set_index("L")
+    assert thr.x_star[256] == pytest.approx(0.73)
+    assert math.isnan(thr.x_star[1024])
+    assert thr.x_star[4096] == pytest.approx(0.1)
+    assert thr.Gamma_star[256] == pytest.approx(0.73 * math.sqrt(math.log(256)))
+
+
+def test_threshold_sweep_against_independent_degrees():
+    """limits.threshold: at Gamma* the rank C(g + d, d) first reaches L, and eps = 1/L needs degree g there.
+
+    Checked against numpy's Chebyshev interpolant evaluated in the Chebyshev basis (not the toolkit's power basis):
+    just below R* = Gamma*^2 degree g - 1 reaches 1/L, just above it does not.
+    """
+    from numpy.polynomial import chebyshev
+
+    def rel_err(R, g):
+        c = chebyshev.chebinterpolate(lambda t: np.exp(R * t), g)
+        t = np.cos(np.linspace(0, math.pi, 2001))
+        return float(np.max(np.abs(chebyshev.chebval(t, c) - np.exp(R * t)) / np.exp(R * t)))
+
+    df = phase.threshold_sweep(Ls=(256, 4096, 65536))
+    assert list(df.d) == [4, 6, 8]  # d = log2(L) / 2
+    for r in df.itertuples():
+        assert math.comb(r.degree + r.d, r.d) >= r.L > math.comb(r.degree - 1 + r.d, r.d)
+        assert r.R_star == pytest.approx(r.Gamma_star**2) and r.eps == 1 / r.L
+        assert rel_err(r.R_star * (1 - 1e-3), r.degree - 1) <= 1 / r.L < rel_err(r.R_star * (1 + 1e-2), r.degree - 1)
+    assert df.Gamma_star.is_monotonic_increasing  # grows with L in this regime (limits.threshold)
+    fixed = phase.threshold_sweep(Ls=(256, 4096), regime="fixed")
+    assert (fixed.d == 4).all() and fixed.Gamma_star.iloc[1] > df.Gamma_star.iloc[1]
 
 
 def test_runtime_sweep_fits():

@@ -1,4 +1,4 @@
-"""Tests for lora_theory.lora_ga.init (claims lora_ga.thm3.1, eckart_young, stable_output, sign_invariance)."""
+"""Tests for lora_theory.lora_ga.init (claims lora_ga.thm3.1, eckart_young, stable_output, toolkit.sign_invariance)."""
 from __future__ import annotations
 
 import math
@@ -84,7 +84,7 @@ def test_first_step_exact_vs_first_order(direction):
 
 
 def test_sign_invariance():
-    assert run_check("lora_ga.sign_invariance")["verdict"] == "holds"
+    assert run_check("toolkit.sign_invariance")["verdict"] == "holds"
 
 
 def test_randomized_svd_close_to_exact_on_decaying_spectrum():

@@ -69,3 +69,24 @@ def test_bad_input():
         predict_exponents("gd", 3, -1, 0, 2)
     with pytest.raises(ValueError, match="steps"):
         predict_exponents("gd", 1, -1, 0, 0)
+
+
+def test_table_shape_and_float_column():
+    """One row per (step, term) for exactly ``steps`` steps, gamma_float = float(gamma) or -inf for an exactly-zero term.
+
+    Mutation testing (benchmarks/mutation.py) found these unchecked: an extra step, and a gamma_float column
+    (what width_sweep.compare reads) that was -inf everywhere or missing, went unnoticed.
+    """
+    import math
+
+    df = predict_exponents("gd", 1, -1, 0, 3)
+    assert list(df.columns) == ["step", "term", "gamma", "gamma_float"]
+    assert len(df) == 3 * 7 and sorted(set(df.step)) == [1, 2, 3]
+    for g, gf in zip(df.gamma, df.gamma_float, strict=True):
+        assert (gf == -math.inf) if g is None else (gf == float(g) and math.isfinite(gf))
+    assert (df.gamma_float > -math.inf).sum() > 10  # most terms are finite here
+
+
+def test_bad_steps_named():
+    with pytest.raises(ValueError, match="steps"):
+        predict_exponents("gd", 1, -1, 0, 0)

@@ -35,7 +35,8 @@ def test_cli_reproduce_with_a_process_pool_then_resume(tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert all(f"`{c}`" in report for c in _CHEAP) and "figures/degree_vs_range.png" in report
     first = _stored(tmp_path)
-    assert sorted(first._sweep) == ["claims-quick", "claims-quick", "figures-quick"] and first._error.isna().all()
+    assert sorted(first._sweep[first._sweep != "controls-quick"]) == ["claims-quick", "claims-quick", "figures-quick"] and first._error.isna().all()
+    assert (first._sweep == "controls-quick").sum() == 6  # the negative controls of both claims ran through the engine too
     assert set(first[first._sweep == "claims-quick"].verdict) == {"holds"}
     res = CliRunner().invoke(app, args)  # a re-run resumes: nothing is recomputed
     assert res.exit_code == 0, res.output

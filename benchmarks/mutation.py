@@ -1,0 +1,139 @@
+"""Mutation testing of the mathematical core with mutmut (issue 12): score per module and the surviving mutants.
+
+mutmut makes small changes to the code (a ``+`` for a ``-``, ``<`` for ``<=``, a constant off by one, a
+dropped argument) and runs the tests that reach the changed function; a mutant the tests do not
+notice *survives*. The score is killed / (all mutants - skipped), mutmut's own definition.
+
+Each module runs in its own throw-away copy of the checkout (``--workdir``, default a temp folder):
+mutmut 3 copies the sources into ``mutants/`` and rewrites them, so the working tree is never touched,
+and a killed run leaves nothing behind. The tests of each module are a subset (the modules' own test
+files, plus the proof checks that read them), run with the ``ci`` hypothesis profile (15 derandomized
+examples), torch single-threaded, through mutmut's fork server (torch is not fork-safe after import).
+
+    python benchmarks/mutation.py                      # every module (tens of minutes on 2 cores)
+    python benchmarks/mutation.py --module exponents   # one module
+    python benchmarks/mutation.py --mutmut /tmp/mm3/bin/mutmut --max-children 2 --json results.json
+
+Needs mutmut >= 3.3 (``pip install mutmut``; not a dependency of the package). Prints, per module, the
+counts (killed, survived, no tests, timeout, suspicious, skipped) and the score, then the total, then
+the diff of every surviving mutant (``mutmut show``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: module -> (source file, the tests that exercise it)
+MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "exact": ("lora_theory/limits/exact.py", ("tests/limits/test_exact.py", "tests/limits/test_core_arguments.py")),
+    "polynomial": ("lora_theory/limits/polynomial.py", ("tests/limits/test_polynomial.py", "tests/limits/test_core_arguments.py", "tests/claims/test_limits.py",
+                                                        "tests/proofs_checks/test_limits_polynomial.py")),
+    "features": ("lora_theory/limits/features.py", ("tests/limits/test_features.py", "tests/limits/test_core_arguments.py",
+                                                    "tests/proofs_checks/test_limits_polynomial.py")),
+    "approx": ("lora_theory/limits/approx.py", ("tests/limits/test_approx.py", "tests/limits/test_core_arguments.py")),
+    "lora_ga_init": ("lora_theory/lora_ga/init.py", ("tests/lora_ga/test_init.py", "tests/lora_ga/test_init_arguments.py", "tests/proofs_checks/test_lora_ga.py")),
+    "exponents": ("lora_theory/lora_plus/exponents.py", ("tests/lora_plus/test_exponents.py", "tests/proofs_checks/test_lora_plus.py")),
+}
+
+#: mutmut's exit codes (mutmut.stats.status_by_exit_code)
+_STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", 35: "suspicious", 36: "timeout",
+           -24: "timeout", 24: "timeout", 152: "timeout", 255: "timeout", None: "not checked", -11: "segfault", -9: "segfault", 37: "killed"}
+
+
+def _copy_checkout(dest: Path) -> None:
+    """The tracked and untracked-but-not-ignored files of the checkout (what git would commit), copied to ``dest``."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\n")
+    for f in filter(None, files):
+        src = ROOT / f
+        if src.is_file():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / f)
+
+
+def _setup_cfg(source: str, tests: tuple[str, ...]) -> str:
+    lines = ["[mutmut]", "source_paths = lora_theory", f"only_mutate = {source}", "also_copy =", "    proofs_checks/",
+             "pytest_add_cli_args_test_selection ="] + [f"    {t}" for t in tests] + [
+             "pytest_add_cli_args =", "    -p", "    no:cacheprovider", "    -q",
+             "process_isolation = forkserver"]
+    return "\n".join(lines) + "\n"
+
+
+def run_module(name: str, mutmut: str, workdir: Path, max_children: int) -> dict:
+    """Mutate one module in a fresh copy; returns counts, score, survivors (name and diff) and seconds."""
+    source, tests = MODULES[name]
+    work = workdir / name
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    _copy_checkout(work)
+    (work / "setup.cfg").write_text(_setup_cfg(source, tests))
+    env = {**os.environ, "LORA_THEORY_PROFILE": "ci", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(work)}
+    t0 = time.perf_counter()
+    run = subprocess.run([mutmut, "run", "--max-children", str(max_children)], cwd=work, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    meta = work / "mutants" / f"{source}.meta"
+    if not meta.exists():
+        return {"module": name, "error": (run.stdout + run.stderr)[-3000:], "seconds": seconds}
+    codes = json.loads(meta.read_text())["exit_code_by_key"]
+    counts: dict[str, int] = {}
+    survivors = []
+    for mutant, code in sorted(codes.items()):
+        status = _STATUS.get(code, "suspicious")
+        counts[status] = counts.get(status, 0) + 1
+        if status in ("survived", "no tests", "suspicious", "not checked"):
+            diff = subprocess.run([mutmut, "show", mutant], cwd=work, env=env, capture_output=True, text=True).stdout
+            survivors.append({"mutant": mutant, "status": status, "diff": diff})
+    tested = len(codes) - counts.get("skipped", 0)
+    score = (counts.get("killed", 0) + counts.get("timeout", 0)) / tested if tested else float("nan")
+    return {"module": name, "source": source, "tests": list(tests), "counts": counts, "mutants": len(codes), "score": score,
+            "survivors": survivors, "seconds": seconds}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--module", action="append", choices=sorted(MODULES), help="only these modules (repeatable; default all)")
+    ap.add_argument("--mutmut", default=shutil.which("mutmut") or "mutmut", help="the mutmut executable (>= 3.3)")
+    ap.add_argument("--max-children", type=int, default=2, help="parallel mutant workers")
+    ap.add_argument("--workdir", type=Path, default=None, help="where the throw-away copies go (default: a temp folder, removed)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
+    args = ap.parse_args(argv)
+    names = args.module or list(MODULES)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="lora-theory-mutation-"))
+    results = []
+    try:
+        for name in names:
+            res = run_module(name, args.mutmut, workdir, args.max_children)
+            results.append(res)
+            if "error" in res:
+                print(f"{name}: mutmut failed after {res['seconds']:.0f} s:\n{res['error']}", flush=True)
+                continue
+            c = res["counts"]
+            print(f"{name:13s} {res['mutants']:4d} mutants: killed {c.get('killed', 0)}, survived {c.get('survived', 0)}, no tests {c.get('no tests', 0)}, "
+                  f"timeout {c.get('timeout', 0)}, suspicious {c.get('suspicious', 0)}, skipped {c.get('skipped', 0)}: score {res['score']:.1%} "
+                  f"({res['seconds']:.0f} s)", flush=True)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    ok = [r for r in results if "error" not in r]
+    killed = sum(r["counts"].get("killed", 0) + r["counts"].get("timeout", 0) for r in ok)
+    tested = sum(r["mutants"] - r["counts"].get("skipped", 0) for r in ok)
+    print(f"total: {killed} of {tested} mutants killed: score {killed / tested:.1%}" if tested else "total: no mutants ran")
+    for r in ok:
+        for s in r["survivors"]:
+            print(f"\n--- {r['module']}: {s['mutant']} ({s['status']})\n{s['diff'].strip()}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0 if len(ok) == len(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

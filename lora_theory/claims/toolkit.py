@@ -1,0 +1,169 @@
+"""The toolkit's own guarantees: ``toolkit.*`` (properties this library promises, not statements of a paper).
+
+- ``toolkit.grad_blocked``: the row-blocked exact gradient equals one dense block, in O(block L + L d) memory.
+- ``toolkit.poly_vs_random_features``: at equal feature count the polynomial method's gradient error
+  is at least 10x below Performer FAVOR+'s (the reason the toolkit implements the polynomial method).
+- ``toolkit.sign_invariance``: the LoRA-GA first step does not depend on the signs the SVD picks.
+
+Checks reach the code under test through its module so that the negative controls below can
+corrupt it; see :mod:`lora_theory.claims`.
+"""
+from __future__ import annotations
+
+import statistics
+
+import torch
+
+from .._memory import peak_memory_bytes
+from ..limits import approx, exact, instance, random_features
+from ..lora_ga import init as ga_init
+from ..tolerances import max_rel_error, tolerance
+from . import Margin, Measurement, claim, control, patch
+from .lora_ga import instances as _ga_instances
+from .limits import _configs, _unit_multinomials, _wrap
+
+
+@claim(
+    "toolkit.grad_blocked",
+    statement="Row-blocked evaluation with a log-sum-exp shift gives the same gradients as one dense block, and the default block size keeps peak memory O(block L + L d), below one L x L float32 matrix.",
+    reference="Hu et al. 2024, Sec. 3 (exact cost Theta(L^2 d)); streaming softmax as in FlashAttention",
+    figure="limits_grad_closed_form",
+    test="tests/limits/test_exact.py::test_blocked_equals_unblocked",
+)
+def _blocked(quick: bool) -> Measurement:
+    worst = 0.0
+    for inst in _configs(quick):
+        dense = exact.exact_gradients(inst, block_size=inst.L)
+        for b in (1, 5, 16):
+            g = exact.exact_gradients(inst, block_size=b)
+            worst = max(worst, *(max_rel_error(g[k], dense[k]) for k in dense))
+    tol = tolerance(torch.float64)
+    if worst > tol:  # wrong gradients: no point measuring their memory
+        return Measurement(False, {"max_rel_err": worst}, f"blocked vs dense: {worst:.1e} (rtol {tol:.0e}); memory not measured",
+                           {"blocked_vs_one_block": Margin(worst, tol)})
+    L = 1 << (13 if quick else 15)
+    block = exact.default_block_size(L)  # the library's choice, measured in a fresh process with the same block
+    mem = peak_memory_bytes(
+        f"from lora_theory import make_instance, exact_gradients\ninst = make_instance({L}, 8, 2, dtype=torch.float32, seed=0)",
+        f"g = exact_gradients(inst, block_size={block})",
+    )
+    dense_bytes = L * L * 4  # one L x L float32 matrix, the least a dense evaluation needs
+    margins = {"blocked_vs_one_block": Margin(worst, tol), "peak_bytes_over_one_LxL": Margin(mem["peak_bytes"] / dense_bytes, 1.0)}
+    ok = worst <= tol and mem["peak_bytes"] < dense_bytes
+    return Measurement(ok, {"max_rel_err": worst, "L": L, "block": block, "peak_bytes": mem["peak_bytes"], "one_LxL_bytes": dense_bytes, "seconds": mem["seconds"]},
+                       f"blocked vs dense: {worst:.1e}; peak {mem['peak_bytes'] / 2**20:.0f} MiB at L = {L}, block {block} (one L x L float32: {dense_bytes / 2**20:.0f} MiB)",
+                       margins)
+
+
+@control("toolkit.grad_blocked", "dK_last_block_only", "dK and dV overwritten by each block instead of accumulated (only the last block's rows count)")
+def _():
+    def make(orig):
+        def wrong(inst, block, need):
+            value, d = orig(inst, block, need)
+            if block >= inst.L:
+                return value, d
+            start = ((inst.L - 1) // block) * block  # the last block's rows only, through the same pass on a row slice
+            sl = slice(start, inst.L)
+            part = _RowSlice(inst, sl)
+            _, last = orig(part, block, tuple(n for n in need if n in ("K", "V")))
+            return value, {**d, **last}
+        return wrong
+    return _wrap("lora_theory.limits.exact", "_blocked_pass", make)
+
+
+class _RowSlice:
+    """The instance seen through a slice of query rows (what one block of a streaming pass sees)."""
+
+    def __init__(self, inst, sl: slice) -> None:
+        self._inst, self._sl = inst, sl
+        self.beta, self.Y = inst.beta, inst.Y[sl]
+        self.L = sl.stop - sl.start  # query rows of the slice; keys and values keep all L rows
+
+    def projections(self):
+        Q, K, V = self._inst.projections()
+        return Q[self._sl], K, V
+
+
+@control("toolkit.grad_blocked", "dense_default_block", "default_block_size returns L: one L x L block, memory O(L^2)")
+def _():
+    return patch("lora_theory.limits.exact", "default_block_size", lambda L: L)
+
+
+@claim(
+    "toolkit.poly_vs_random_features",
+    statement="At equal feature count k = C(g + d, d) and score range R <= 2, the polynomial method's LoRA gradient error is at least 10x below that of Performer FAVOR+ positive random features (median over seeds): the deterministic low-rank factorization of exp beats the unbiased random one.",
+    reference="Hu et al. 2024, Sec. 5 (polynomial method); Choromanski et al. 2021, Lemma 1 (FAVOR+); issue 3 benchmark target",
+    figure="gradient_error_vs_bound",
+    test="tests/limits/test_random_features.py::test_polynomial_beats_random_features_at_equal_rank",
+    proof="proofs_checks/limits_polynomial.py::check_multinomial_identity",
+)
+def _poly_vs_rf(quick: bool) -> Measurement:
+    ratios, rows, worst_bound = [], [], 0.0
+    for L, adapt in ((512, "qkv"), (512, "qv")) if quick else ((1024, "qkv"), (4096, "qkv"), (4096, "qv")):
+        inst = instance.make_instance(L, 4, 2, adapt=adapt, bound=2.0, beta=0.25, seed=L)
+        ex = exact.exact_gradients(inst)
+        g, info = approx.approx_gradients(inst, eps=1e-3, on_invalid="flag")
+        poly = max(max_rel_error(g[k], ex[k]) for k in ex)
+        worst_bound = max(worst_bound, max(float((g[k] - ex[k]).abs().max()) / info.error_bound[k] for k in ex))  # the comparison presumes a correct method
+        rf = statistics.median(max(max_rel_error(gr[k], ex[k]) for k in ex)
+                               for gr, _ in (random_features.random_feature_gradients(inst, info.rank, seed=s) for s in range(3 if quick else 5)))
+        ratios.append(rf / poly)
+        rows.append({"L": L, "adapt": adapt, "R": info.R, "k": info.rank, "poly_err": poly, "rf_err_median": rf})
+    worst = min(ratios)
+    worst_poly = max(r["poly_err"] for r in rows)
+    # the comparison presumes a correct polynomial method: within its certified bound, and within 10 eps (as limits.thm3.1)
+    margins = {"favor_over_polynomial_error": Margin(worst, 10.0, ">="), "polynomial_error_over_its_bound": Margin(worst_bound, 1.0),
+               "polynomial_rel_error_over_eps": Margin(worst_poly / 1e-3, 10.0)}
+    return Measurement(all(m.ok for m in margins.values()), {"min_ratio": worst, "max_poly_err_over_bound": worst_bound, "points": rows},
+                       f"FAVOR+ / polynomial gradient error at equal k: min {worst:.0f}x over {len(rows)} configurations (R <= 2; >= 10x required); "
+                       f"polynomial: rel. error <= {worst_poly:.1e} (eps = 1e-3), error / certified bound <= {worst_bound:.1e}", margins)
+
+
+control("toolkit.poly_vs_random_features", "dropped_multinomial_weights", "polynomial features without the |alpha|!/alpha! weights")(_unit_multinomials)
+
+
+@control("toolkit.poly_vs_random_features", "degree_two", "the polynomial method at degree 2 whatever eps asks (k = C(2 + d, d), far below the certified degree)")
+def _():
+    def make(orig):
+        def wrong(inst, **kw):
+            kw.pop("degree", None)
+            return orig(inst, **{**kw, "degree": 2, "on_invalid": "flag"})
+        return wrong
+    return _wrap("lora_theory.limits.approx", "approx_gradients", make)
+
+
+@claim(
+    "toolkit.sign_invariance",
+    statement="Flipping the sign of any singular-vector pair (u_i, v_i) leaves the first-step update unchanged.",
+    reference="Wang et al. 2024, Sec. 3 (the SVD is unique up to such signs)",
+    test="tests/lora_ga/test_init.py::test_sign_invariance",
+    proof="proofs_checks/lora_ga.py::check_sign_invariance",
+)
+def _signs(quick: bool) -> Measurement:
+    worst = 0.0
+    gen = torch.Generator().manual_seed(11)
+    for G in _ga_instances(quick):
+        r = 4
+        init = ga_init.lora_ga_init(G, r, alpha=8.0)
+        U, S, V = ga_init.gradient_svd(G, 2 * r)
+        flips = torch.where(torch.rand(2 * r, generator=gen) < 0.5, -1.0, 1.0).to(G.dtype)
+        flips[0] = -1.0  # at least one flip on each side (A from index 0, B from index r)
+        flips[r] = -1.0
+        U2, V2 = U * flips, V * flips
+        iA, iB = list(init.idx_A), list(init.idx_B)
+        A2, B2 = init.c * V2[:, iA].T, init.c * U2[:, iB]
+        flipped = ga_init.LoraGAInit(A2, B2, init.eta, init.zeta, init.c, init.eta * B2 @ A2, init.idx_A, init.idx_B, init.direction, init.scale)
+        d1 = ga_init.first_step_update(G, init, 1.0)
+        d2 = ga_init.first_step_update(G, flipped, 1.0)
+        worst = max(worst, float((d1 - d2).norm() / d1.norm()))
+    return Measurement(worst <= 1e-13, {"max_rel_diff": worst}, f"first-step update with random sign flips vs without: {worst:.1e}",
+                       {"flipped_vs_unflipped": Margin(worst, 1e-13)})
+
+
+@control("toolkit.sign_invariance", "second_order_step", "first_step_update includes the lr^2 eta^3 G A^T B^T G term (odd in each factor)")
+def _():
+    def make(orig):
+        def wrong(G, init, lr, *, exact=False):
+            return orig(G, init, lr, exact=True)
+        return wrong
+    return _wrap("lora_theory.lora_ga.init", "first_step_update", make)
