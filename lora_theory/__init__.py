@@ -57,6 +57,7 @@ from .lora_plus import (
 from .tolerances import TOLERANCES, max_rel_error
 
 __all__ = [
+    "TOLERANCES",
     "AlignmentReport",
     "ApproxInfo",
     "ApproxPlan",
@@ -66,7 +67,6 @@ __all__ = [
     "InvalidArgumentError",
     "LoRALinear",
     "LoraGAInit",
-    "TOLERANCES",
     "adapter_gradients",
     "add_lora",
     "alignment_report",

@@ -340,6 +340,11 @@ def _print_checks(df, as_json: bool) -> None:
     console.print(t)
 
 
+_EXPERIMENTS = typer.Option(None, "--experiments/--no-experiments",
+                            help="Also run the fine-tuning claims (and figures): about 30 CPU-minutes on 2 cores for the quick budget, "
+                                 "stored and resumable. Default: only with --full.")
+
+
 @app.command()
 def check(
     claim: Optional[list[str]] = typer.Option(None, "--claim", help="Claim id (repeatable); default all."),
@@ -347,10 +352,12 @@ def check(
     as_json: bool = typer.Option(False, "--json"),
     list_only: bool = typer.Option(False, "--list", help="List the claims without running them."),
     controls: bool = typer.Option(False, "--controls", help="Run the claims' negative controls instead: claim, control, verdict under control, caught."),
+    experiments: Optional[bool] = _EXPERIMENTS,
 ) -> None:
     """Run claim checks and print a table (exit 1 if a claim fails, 3 if a check errored; inconclusive is not a failure).
 
-    With --controls: run the claims' negative controls instead (exit 1 unless every control is caught).
+    With --controls: run the claims' negative controls instead (exit 1 unless every control is caught). Without --claim,
+    the fine-tuning claims run only with --experiments (or --full).
     """
     from .claims import all_claims, get_claim, run_checks
 
@@ -365,6 +372,8 @@ def check(
         return
     for c in claim or []:
         get_claim(c)  # an unknown id is bad input (exit 2) before anything runs
+    if not claim:
+        claim = _default_claims(full if experiments is None else experiments)
     if controls:
         _check_controls(claim, full, as_json)
         return
@@ -372,6 +381,16 @@ def check(
         df = run_checks(claim, quick=not full, progress=lambda cid: status.update(f"checking {cid}"))
     _print_checks(df, as_json)
     raise typer.Exit(_checks_exit(df))
+
+
+def _default_claims(experiments: bool) -> list[str]:
+    """Every claim id, less the fine-tuning experiment's unless ``experiments`` (named on stderr when skipped)."""
+    from .claims import all_claims
+
+    skipped = [c.id for c in all_claims() if c.experiment and not experiments]
+    if skipped:
+        typer.echo(f"note: skipping {len(skipped)} fine-tuning claims ({', '.join(skipped)}); --experiments runs them", err=True)
+    return [c.id for c in all_claims() if c.id not in skipped]
 
 
 def _checks_exit(df, figure_errors: dict | None = None) -> int:
@@ -434,6 +453,7 @@ def reproduce(
     point_timeout: Optional[float] = _POINT_TIMEOUT,
     force: bool = _FORCE,
     controls: bool = typer.Option(True, "--controls/--no-controls", help="Also run every claim's negative controls (the report says 'controls caught: k of n')."),
+    experiments: Optional[bool] = _EXPERIMENTS,
 ) -> None:
     """Run every claim check, its negative controls and every figure, and write OUT/report.md and OUT/results.json (resumes from OUT/store.sqlite).
 
@@ -449,7 +469,7 @@ def reproduce(
     opts = _sweep_options(max_retries, point_timeout)
     with console.status("reproducing...") as status:
         df, report = _reproduce(out, quick=quick, progress=lambda msg: status.update(msg), jobs=jobs, claims=claim or None, figures=figure or None,
-                                executor="process" if jobs > 1 and executor == "inprocess" else executor, retry_failed=retry_failed, force=force, controls=controls, **opts)
+                                executor="process" if jobs > 1 and executor == "inprocess" else executor, retry_failed=retry_failed, force=force, controls=controls, experiments=experiments, **opts)
     _print_checks(df, as_json=False)
     for name, err in df.attrs.get("figure_errors", {}).items():
         console.print(f"[magenta]figure {name} failed[/]: {err}")

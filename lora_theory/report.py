@@ -69,7 +69,7 @@ def _margins_cell(margins: object) -> str:
 
 
 def write_report(results: pd.DataFrame, figures: dict[str, dict], out: Path, *, mode: str, seconds: float,
-                 controls: pd.DataFrame | None = None) -> Path:
+                 controls: pd.DataFrame | None = None, skipped: dict[str, list[str]] | None = None) -> Path:
     """Write report.md and results.json from the checks table, the controls table and the rendered figures.
 
     Args:
@@ -79,6 +79,7 @@ def write_report(results: pd.DataFrame, figures: dict[str, dict], out: Path, *, 
         mode, seconds: for the header.
         controls: one row per (claim, control) (:func:`lora_theory.claims.run_controls` columns:
             id, control, verdict, caught, ...), or None when the controls were not run.
+        skipped: {"claims": ids, "figures": names} not run in this mode (the fine-tuning experiment).
     """
     out.mkdir(parents=True, exist_ok=True)
     counts = results.verdict.value_counts()
@@ -95,6 +96,12 @@ def write_report(results: pd.DataFrame, figures: dict[str, dict], out: Path, *, 
         missed = controls[~controls.caught.astype(bool)]
         lines.append(f"; negative controls caught: {int(controls.caught.sum())} of {len(controls)}"
                      + (f" (not caught: {', '.join(f'{r.id}/{r.control}' for r in missed.itertuples())})" if len(missed) else ""))
+    skipped = {k: v for k, v in (skipped or {}).items() if v}
+    if skipped:
+        lines += ["", "**Not run in this mode** (they fine-tune MiniLM: about 30 CPU-minutes on 2 cores for the quick budget, resumable): "
+                  + "; ".join(f"{k}: {', '.join(f'`{x}`' for x in v)}" for k, v in skipped.items())
+                  + ". Run them with `lora-theory reproduce --experiments` (or `python -m lora_theory.finetune --quick --jobs 2 "
+                  "--part main --part ablation --part ratio`, then the same reproduce reads the stored runs)."]
     kinds = results.kind if "kind" in results else results.id.str.split(".").str[0].map(KINDS)
     for kind, title in _KIND_TITLES.items():
         part = results[kinds == kind]
@@ -127,6 +134,7 @@ def write_report(results: pd.DataFrame, figures: dict[str, dict], out: Path, *, 
         "seconds": seconds,
         "claims": results.drop(columns=["error"]).to_dict("records"),  # raw values: _json.dumps names each non-finite one
         "errors": {r.id: r.error for r in results.itertuples() if r.error},
+        "skipped": skipped,
         "controls": [] if controls is None else json.loads(controls.drop(columns=[c for c in ("error", "figures") if c in controls]).to_json(orient="records")),
         "figures": {k: {kk: str(vv) for kk, vv in v.items()} for k, v in figures.items()},
     }
@@ -230,11 +238,33 @@ def _run_controls(ids: list[str], store: Path, mode: str, quick: bool, jobs: int
     return pd.DataFrame(rows)
 
 
+def select(claims: list[str] | None, figures: list[str] | None, experiments: bool) -> tuple[list[str], list[str] | None, dict[str, list[str]]]:
+    """(claim ids, figure names or None for all, skipped) for :func:`reproduce`.
+
+    Named claims and figures are taken as given (unknown names raise); when none are named, every
+    registered one is taken except, unless ``experiments``, those marked ``experiment``, which are
+    returned in ``skipped`` ({"claims": [...], "figures": [...]}) for the report to name.
+    """
+    ids = [c.id for c in all_claims() if experiments or not c.experiment] if claims is None else [get_claim(i).id for i in claims]
+    skipped = {"claims": [c.id for c in all_claims() if c.id not in ids] if claims is None else [],
+               "figures": [s.name for s in all_figures() if s.experiment and not experiments] if figures is None else []}
+    if figures is None and not experiments:
+        figures = [s.name for s in all_figures() if not s.experiment]
+    return ids, figures, skipped
+
+
 def reproduce(out: str | Path = "results", *, quick: bool = True, claims: list[str] | None = None,
               figures: list[str] | None = None, progress: Callable[[str], None] | None = None,
               jobs: int = 1, executor: str = "inprocess", retry_failed: bool = False, max_retries: int = 2,
-              point_timeout: float | None = None, force: bool = False, controls: bool = True) -> tuple[pd.DataFrame, Path]:
+              point_timeout: float | None = None, force: bool = False, controls: bool = True,
+              experiments: bool | None = None) -> tuple[pd.DataFrame, Path]:
     """Run every claim check and its negative controls, render every figure into ``out``; return (table, report path).
+
+    ``experiments`` (default: ``not quick``): also run the claims and figures marked ``experiment``
+    (the fine-tuning experiment, tens of CPU minutes even on its quick budget; its runs are stored in
+    :func:`lora_theory.finetune.experiment.store_path` and resume). When they are skipped, the report
+    lists them under "Not run in this mode" with the command that runs them; claims or figures named
+    in ``claims`` / ``figures`` always run.
 
     Claim checks and figure studies run through the sweep engine into ``out/store.sqlite``: each
     finished check and each figure's table is committed as it finishes, so an interrupted run
@@ -258,7 +288,7 @@ def reproduce(out: str | Path = "results", *, quick: bool = True, claims: list[s
     t0 = time.perf_counter()
     out = check_folder(out, what="out")
     mode = "quick" if quick else "full"
-    ids = [c.id for c in all_claims()] if claims is None else [get_claim(i).id for i in claims]
+    ids, figures, skipped = select(claims, figures, (not quick) if experiments is None else experiments)
     specs = _figure_specs(figures)
     for path in [out / "report.md", out / "results.json", *(out / "figures" / f"{s.name}.{ext}" for s in specs for ext in ("csv", "png"))]:
         check_output(path, force=force, what="out")
@@ -292,7 +322,7 @@ def reproduce(out: str | Path = "results", *, quick: bool = True, claims: list[s
             progress(f"running the negative controls of {len(ids)} claims ({mode})")
         ctl_table = _run_controls(ids, store, mode, quick, jobs, executor, sweep_options)
     rendered = _render_figures(out, store, mode, quick, figures, jobs, executor, progress, sweep_options)
-    report = write_report(results, rendered, out, mode=mode, seconds=time.perf_counter() - t0, controls=ctl_table)
+    report = write_report(results, rendered, out, mode=mode, seconds=time.perf_counter() - t0, controls=ctl_table, skipped=skipped)
     record_output(report)
     record_output(out / "results.json")
     results.attrs["figure_errors"] = {k: v["error"] for k, v in rendered.items() if "error" in v}

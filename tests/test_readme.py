@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _readme_commands() -> list[str]:
     text = (ROOT / "README.md").read_text()
-    block = re.search(r"```(?:bash|sh)?\n(.*?)```", text, re.S)
+    block = re.search(r"```(?:bash|sh)?\n(.*?)```", text, re.DOTALL)
     assert block and text.index(block.group(0)) < 200, "README must open with the command block"
     return [ln.strip() for ln in block.group(1).splitlines() if ln.strip()]
 
@@ -33,7 +33,7 @@ def test_ci_runs_the_readme_test_command():
 
 def test_python_blocks_run(tmp_path):
     """Every ```python block of the README runs as written (in a fresh interpreter, outside the repo)."""
-    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
     assert blocks
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
     for code in blocks:

@@ -119,3 +119,39 @@ def test_report_sections_by_kind_with_margins_and_controls(tmp_path):
     assert "| `limits.x` | `b` | d2 | holds | **no** |" in text
     payload = json.loads((tmp_path / "results.json").read_text())
     assert len(payload["controls"]) == 3 and payload["controls"][1]["caught"] is False
+
+
+def test_select_skips_the_fine_tuning_experiment_unless_asked():
+    """Quick defaults leave out exactly the claims and figures marked experiment, and name them; named ones always run.
+
+    Fails if a fine-tuning claim runs by default (reproduce would take tens of minutes), if a skipped one is not
+    reported, or if an explicitly named experiment claim is dropped.
+    """
+    from lora_theory.claims import all_claims
+    from lora_theory.report import select
+    from lora_theory.studies import all_figures
+
+    exp_claims = {c.id for c in all_claims() if c.experiment}
+    exp_figs = {s.name for s in all_figures() if s.experiment}
+    assert "lora_ga.speedup" in exp_claims and "lora_plus.best_ratio" in exp_claims and "finetune_steps" in exp_figs
+    assert "limits.thm3.1" not in exp_claims and "regime_real_heads" not in exp_figs
+    ids, figs, skipped = select(None, None, experiments=False)
+    assert set(ids) == {c.id for c in all_claims()} - exp_claims and set(skipped["claims"]) == exp_claims
+    assert set(figs) == {s.name for s in all_figures()} - exp_figs and set(skipped["figures"]) == exp_figs
+    ids, figs, skipped = select(None, None, experiments=True)
+    assert set(ids) == {c.id for c in all_claims()} and figs is None and not any(skipped.values())
+    ids, figs, skipped = select(["lora_ga.speedup"], ["finetune_steps"], experiments=False)
+    assert ids == ["lora_ga.speedup"] and figs == ["finetune_steps"] and not any(skipped.values())
+
+
+def test_report_names_what_was_not_run(tmp_path):
+    import pandas as pd
+
+    from lora_theory.report import write_report
+
+    row = {"id": "limits.x", "paper": "limits", "kind": "paper", "statement": "s", "reference": "r", "verdict": "holds", "summary": "m",
+           "figures": {}, "margins": {}, "figure": None, "test": None, "proof": None, "seconds": 0.1, "error": None}
+    text = write_report(pd.DataFrame([row]), {}, tmp_path, mode="quick", seconds=1.0,
+                        skipped={"claims": ["lora_ga.speedup"], "figures": ["finetune_steps"]}).read_text()
+    assert "Not run in this mode" in text and "`lora_ga.speedup`" in text and "`finetune_steps`" in text and "--experiments" in text
+    assert json.loads((tmp_path / "results.json").read_text())["skipped"] == {"claims": ["lora_ga.speedup"], "figures": ["finetune_steps"]}

@@ -139,6 +139,7 @@ class Claim:
     figure: str | None = None
     test: str | None = None
     proof: str | None = None
+    experiment: bool = False  # its check runs a fine-tuning experiment (tens of CPU minutes): quick defaults skip it
 
     @property
     def paper(self) -> str:
@@ -162,18 +163,22 @@ _REGISTRY: LazyRegistry[Claim] = LazyRegistry("claim", CLAIM_MODULES)
 _CONTROLS: dict[tuple[str, str], Control] = {}
 
 
-def claim(id: str, *, statement: str, reference: str, figure: str | None = None, test: str | None = None, proof: str | None = None):
+def claim(id: str, *, statement: str, reference: str, figure: str | None = None, test: str | None = None, proof: str | None = None,
+          experiment: bool = False):
     """Register the decorated ``check(quick: bool) -> Measurement`` under ``id``.
 
     ``figure`` names the registered figure that shows the claim, ``test`` the pytest node and
     ``proof`` the symbolic check in proofs_checks/ (``"proofs_checks/file.py::function"``).
+    ``experiment`` marks a check that runs a fine-tuning experiment (tens of CPU minutes even in
+    quick mode): ``reproduce --quick`` and ``check`` without ``--claim`` skip it unless asked
+    (``--experiments``) and say so.
     """
     prefix = id.split(".", 1)[0]
     if prefix not in KINDS or "." not in id:
         raise InvalidArgumentError(f"id: expected '<prefix>.<name>' with prefix in {sorted(KINDS)}, got {id!r}")
 
     def deco(fn: Callable[[bool], Measurement]) -> Callable[[bool], Measurement]:
-        _REGISTRY.add(id, Claim(id, " ".join(statement.split()), reference, fn, figure, test, proof), same=lambda a, b: a.check is b.check)
+        _REGISTRY.add(id, Claim(id, " ".join(statement.split()), reference, fn, figure, test, proof, experiment), same=lambda a, b: a.check is b.check)
         return fn
 
     return deco

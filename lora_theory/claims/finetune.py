@@ -82,6 +82,7 @@ def _speedup(quick: bool, method: str, threshold: float, label: str) -> Measurem
     reference="Wang et al. 2024, abstract and Sec. 4 (Fig. 1, training-loss curves)",
     figure="finetune_steps",
     test="tests/claims/test_finetune.py::test_speedup_verdicts_follow_intervals_and_premise",
+    experiment=True,
 )
 def _ga_speedup(quick: bool) -> Measurement:
     return _speedup(quick, "lora_ga", 2.0, "LoRA-GA speed-up over LoRA")
@@ -93,6 +94,7 @@ def _ga_speedup(quick: bool) -> Measurement:
     reference="Hayou et al. 2024, abstract and Fig. 7 (steps to LoRA's final accuracy)",
     figure="finetune_steps",
     test="tests/claims/test_finetune.py::test_speedup_verdicts_follow_intervals_and_premise",
+    experiment=True,
 )
 def _plus_speedup(quick: bool) -> Measurement:
     return _speedup(quick, "lora_plus", 1.5, "LoRA+ speed-up over LoRA")
@@ -109,6 +111,7 @@ def _gap(idx: np.ndarray, full: np.ndarray, lora: np.ndarray, ga: np.ndarray) ->
     reference="Wang et al. 2024, Table 1 (T5-base: full 87.91, LoRA 82.08, LoRA-GA 87.77)",
     figure="finetune_steps",
     test="tests/claims/test_finetune.py::test_gap_closed_fraction",
+    experiment=True,
 )
 def _ga_gap(quick: bool) -> Measurement:
     d = _tables(quick)
@@ -136,6 +139,7 @@ def _ga_gap(quick: bool) -> Measurement:
     reference="Wang et al. 2024, Table 3 and the NeurIPS direction ablation (ArB2r / A2rBr / random)",
     figure="finetune_ablation",
     test="tests/claims/test_finetune.py::test_ablation_verdict",
+    experiment=True,
 )
 def _ga_ablation(quick: bool) -> Measurement:
     d = _tables(quick, ("ablation",), tasks=(ft.ABLATION_TASK,))
@@ -170,6 +174,7 @@ INIT_BUDGET = 0.1
     reference="Wang et al. 2024, Sec. 4 (memory and time of the initialization)",
     figure="finetune_steps",
     test="tests/claims/test_finetune.py::test_init_cost_units",
+    experiment=True,
 )
 def _ga_init_cost(quick: bool) -> Measurement:
     from ..finetune.data import load_task
@@ -199,6 +204,7 @@ def _ga_init_cost(quick: bool) -> Measurement:
     reference="Hayou et al. 2024, abstract and Fig. 3 (RoBERTa GLUE: MNLI 86.5 vs 84.5, SST2 94.7 vs 93.1)",
     figure="finetune_steps",
     test="tests/claims/test_finetune.py::test_speedup_verdicts_follow_intervals_and_premise",
+    experiment=True,
 )
 def _plus_accuracy(quick: bool) -> Measurement:
     d = _tables(quick, tasks=("vader_polarity",))
@@ -237,6 +243,7 @@ def best_ratios(ratio_runs: pd.DataFrame, rel_tie: float = 1e-6) -> pd.Series:
     reference="Hayou et al. 2024, Sec. 5 and Fig. 3 (RoBERTa: ratio ~2^4; 2^2-2^3 with Init[1])",
     figure="finetune_ratio_heatmap",
     test="tests/claims/test_finetune.py::test_best_ratio_ties_go_to_the_smaller_ratio",
+    experiment=True,
 )
 def _plus_best_ratio(quick: bool) -> Measurement:
     d = _tables(quick, ("ratio",), tasks=(ft.RATIO_TASK,))

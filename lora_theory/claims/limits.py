@@ -508,7 +508,7 @@ def _():
 def _rank_count(quick: bool) -> Measurement:
     worst, bad_rank = 0.0, []
     gen = torch.Generator().manual_seed(0)
-    for g, d in itertools.product(range(0, 7), range(1, 6)):
+    for g, d in itertools.product(range(7), range(1, 6)):
         coef = np.linspace(1.0, 0.2, g + 1)
         Q = torch.randn(9, d, generator=gen, dtype=torch.float64) / math.sqrt(d)
         K = torch.randn(11, d, generator=gen, dtype=torch.float64) / math.sqrt(d)
@@ -686,7 +686,7 @@ def _threshold(quick: bool) -> Measurement:
     tail = {True: "tracks sqrt(ln L)", False: "the transition is not where eps = 1/L needs the next degree" if short > 0 else "does not track sqrt(ln L)",
             None: "grows with L, but slower than sqrt(ln L) at these L: x* = Gamma*/sqrt(ln L) is still falling, so the asymptotic constant x* is not reached; "
                   "deciding needs L far beyond 2^32 in this cost model"}[holds]
-    summary = (f"d = log2(L)/2, eps = 1/L: Gamma* = " + ", ".join(f"{g:.2f}" for g in df.Gamma_star) + f" at L = 2^{int(math.log2(Ls[0]))}..2^{int(math.log2(Ls[-1]))}"
+    summary = ("d = log2(L)/2, eps = 1/L: Gamma* = " + ", ".join(f"{g:.2f}" for g in df.Gamma_star) + f" at L = 2^{int(math.log2(Ls[0]))}..2^{int(math.log2(Ls[-1]))}"
                f" (x* {x[0]:.2f} -> {x[-1]:.2f}); Gamma* ~ (ln L)^p with p = {p:.2f} [{p_lo:.2f}, {p_hi:.2f}] (sqrt: 0.5, constant: 0) -> {tail}")
     return Measurement(holds, {"p": p, "p_leave_one_out": (p_lo, p_hi), "table": df.to_dict("records")}, summary, margins)
 

@@ -19,8 +19,8 @@ from ..limits import approx, exact, instance, random_features
 from ..lora_ga import init as ga_init
 from ..tolerances import max_rel_error, tolerance
 from . import Margin, Measurement, claim, control, patch
-from .lora_ga import instances as _ga_instances
 from .limits import _configs, _unit_multinomials, _wrap
+from .lora_ga import instances as _ga_instances
 
 
 @claim(

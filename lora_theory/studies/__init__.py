@@ -31,15 +31,17 @@ class FigureSpec:
     description: str
     compute: Callable[[bool], pd.DataFrame]
     plot: Callable[[pd.DataFrame], object]
+    experiment: bool = False  # its study runs fine-tuning (tens of CPU minutes): quick reproduce skips it unless asked
 
 
 #: every registered figure, filled lazily from FIGURE_MODULES
 _FIGS: LazyRegistry[FigureSpec] = LazyRegistry("name", FIGURE_MODULES)
 
 
-def register_figure(name: str, *, claims: tuple[str, ...], description: str, compute: Callable[[bool], pd.DataFrame], plot: Callable[[pd.DataFrame], object]) -> FigureSpec:
-    """Register ``compute(quick) -> DataFrame`` and ``plot(df) -> matplotlib Figure`` as ``name``."""
-    spec = FigureSpec(name, tuple(claims), " ".join(description.split()), compute, plot)
+def register_figure(name: str, *, claims: tuple[str, ...], description: str, compute: Callable[[bool], pd.DataFrame], plot: Callable[[pd.DataFrame], object],
+                    experiment: bool = False) -> FigureSpec:
+    """Register ``compute(quick) -> DataFrame`` and ``plot(df) -> matplotlib Figure`` as ``name`` (``experiment``: as for claims)."""
+    spec = FigureSpec(name, tuple(claims), " ".join(description.split()), compute, plot, experiment)
     _FIGS.add(name, spec, same=lambda a, b: a.name == b.name)
     return spec
 

@@ -79,16 +79,16 @@ register_figure("finetune_curves", claims=_CLAIMS,
                 description="Validation loss vs step on the real tasks (MiniLM-L6 under a frozen probe head; VADER valence and polarity): "
                             "full FT, LoRA, LoRA-GA, LoRA+, median over seeds with the min-max band, at the papers' lr and at each method's tuned lr; "
                             "dashed: the target (half of full FT's improvement).",
-                compute=curves_table, plot=lazy_plot("finetune", "plot_curves"))
+                compute=curves_table, plot=lazy_plot("finetune", "plot_curves"), experiment=True)
 register_figure("finetune_steps", claims=_CLAIMS,
                 description="Steps to the target (median and 95% bootstrap interval over seeds; LoRA-GA charged its gradient batches) and "
                             "test metric per method, task and protocol, with the premise check (full FT vs LoRA).",
-                compute=steps_table, plot=lazy_plot("finetune", "plot_steps"))
+                compute=steps_table, plot=lazy_plot("finetune", "plot_steps"), experiment=True)
 register_figure("finetune_ablation", claims=("lora_ga.ablation",),
                 description="LoRA-GA directions (ArB2r, A2rBr, ArBr, random) and scales (stable, gd, unit, weight_svd) on VADER polarity at "
                             "LoRA-GA's tuned lr: final validation loss per seed.",
-                compute=ablation_table, plot=lazy_plot("finetune", "plot_ablation"))
+                compute=ablation_table, plot=lazy_plot("finetune", "plot_ablation"), experiment=True)
 register_figure("finetune_ratio_heatmap", claims=("lora_plus.best_ratio",),
                 description="LoRA+ on VADER polarity: median final validation loss over (eta_A, ratio eta_B/eta_A), beside the Fig. 2 toy "
                             "model's test loss over its (eta_A, eta_B) grid.",
-                compute=ratio_heatmap_table, plot=lazy_plot("finetune", "plot_ratio_heatmap"))
+                compute=ratio_heatmap_table, plot=lazy_plot("finetune", "plot_ratio_heatmap"), experiment=True)

@@ -15,7 +15,10 @@ from lora_theory.claims import all_claims, get_claim, run_check
 #: claims allowed to lack a control (none: every claim has one)
 NOT_YET_CONTROLLED: set[str] = set()
 #: checks that take more than ~5 s in quick mode: all their controls run only with -m slow
-SLOW_CHECKS = {"limits.thm4.1_regime", "lora_plus.ratio", "audit.peft_lora_ga"}
+SLOW_CHECKS = {"limits.thm4.1_regime", "lora_plus.ratio", "audit.peft_lora_ga",
+               # the fine-tuning claims: a control re-runs the corrupted method's fine-tuning (tens of CPU minutes)
+               "lora_ga.speedup", "lora_ga.gap_to_full", "lora_ga.ablation", "lora_ga.init_cost",
+               "lora_plus.speedup", "lora_plus.accuracy_gain", "lora_plus.best_ratio"}
 #: single controls of fast checks that take more than ~5 s (a timing sweep or a dense memory probe)
 SLOW_CONTROLS = {("limits.thm3.1", "quadratic_range_check"), ("limits.thmA.1", "quadratic_range_check"),
                  ("limits.thm3.1", "Q_side_rho_dropped"), ("limits.thmA.1", "K_side_rho_dropped"),
@@ -58,8 +61,7 @@ def test_every_claim_has_margins():
 
 def test_control_patch_is_undone_after_a_crash():
     """A control whose corruption crashes the check is reported as caught (error) and still restored."""
-    from lora_theory.claims import control, patch
-    from lora_theory.claims import _CONTROLS
+    from lora_theory.claims import _CONTROLS, control, patch
     from lora_theory.limits import exact
 
     original = exact.dense_terms

@@ -57,7 +57,7 @@ def test_float32_features_stay_float32():
 
 # -- polynomial.py -------------------------------------------------------------------------------
 
-from lora_theory.limits.polynomial import degree_bound, degree_order, exp_polynomial  # noqa: E402
+from lora_theory.limits.polynomial import degree_bound, degree_order, exp_polynomial
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -119,8 +119,8 @@ def test_degree_order_values():
 
 # -- exact.py and approx.py ------------------------------------------------------------------------
 
-from lora_theory.limits import approx, exact  # noqa: E402
-from lora_theory.limits.instance import make_instance  # noqa: E402
+from lora_theory.limits import approx, exact
+from lora_theory.limits.instance import make_instance
 
 
 def test_exact_arguments():

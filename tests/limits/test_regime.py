@@ -29,7 +29,7 @@ from lora_theory.lora.peft_bridge import find_lora_layers
 from lora_theory.tolerances import max_rel_error, tolerance
 
 pytest.importorskip("transformers")
-from tests.lora.test_attention import VOCAB, _batch, tiny  # noqa: E402  (the tiny offline models)
+from tests.lora.test_attention import VOCAB, _batch, tiny
 
 
 def _dense_R(model: nn.Module, batch, layer: int) -> torch.Tensor:

