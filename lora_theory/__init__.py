@@ -39,6 +39,8 @@ from .limits.random_features import random_feature_gradients
 from .limits.regime import adapter_gradients, attention_regime, instance_from_attention, regime_summary, regime_trajectory
 from .lora.attention import capture_attention, find_attention_layers
 from .lora.layer import LoRALinear, add_lora, lora_parameters, merge_lora
+from .finetune.data import load_task
+from .lora.pretrained import load_minilm, load_tokenizer
 from .lora.text import reference_text, text_batches
 from .lora_ga.audit import audit_lora_ga
 from .lora_ga.init import AlignmentReport, LoraGAInit, alignment_report, first_step_update, lora_ga_init, stable_scale_report
@@ -94,6 +96,9 @@ __all__ = [
     "instance_from_attention",
     "lora_chain",
     "lora_ga_init",
+    "load_minilm",
+    "load_task",
+    "load_tokenizer",
     "lora_parameters",
     "loraplus_param_groups",
     "loss",
