@@ -10,6 +10,7 @@ corrupt it; see :mod:`lora_theory.claims`.
 """
 from __future__ import annotations
 
+import contextlib
 import statistics
 
 import torch
@@ -56,32 +57,30 @@ def _blocked(quick: bool) -> Measurement:
 
 
 @control("toolkit.grad_blocked", "dK_last_block_only", "dK and dV overwritten by each block instead of accumulated (only the last block's rows count)")
+@contextlib.contextmanager
 def _():
+    # the accumulators of exact._blocked_pass (its only torch.zeros_like calls) turn "+=" into "=";
+    # the pass's outputs are plain tensors again before anything else sees them
+    class Overwrite(torch.Tensor):
+        def __iadd__(self, other):
+            return self.copy_(other)
+
+    class TorchOverwritingAccumulators:
+        def __getattr__(self, name):
+            return getattr(torch, name)
+
+        @staticmethod
+        def zeros_like(t, *args, **kwargs):
+            return torch.zeros_like(t, *args, **kwargs).as_subclass(Overwrite)
+
     def make(orig):
         def wrong(inst, block, need):
             value, d = orig(inst, block, need)
-            if block >= inst.L:
-                return value, d
-            start = ((inst.L - 1) // block) * block  # the last block's rows only, through the same pass on a row slice
-            sl = slice(start, inst.L)
-            part = _RowSlice(inst, sl)
-            _, last = orig(part, block, tuple(n for n in need if n in ("K", "V")))
-            return value, {**d, **last}
+            return value.as_subclass(torch.Tensor), {k: v.as_subclass(torch.Tensor) for k, v in d.items()}
         return wrong
-    return _wrap("lora_theory.limits.exact", "_blocked_pass", make)
 
-
-class _RowSlice:
-    """The instance seen through a slice of query rows (what one block of a streaming pass sees)."""
-
-    def __init__(self, inst, sl: slice) -> None:
-        self._inst, self._sl = inst, sl
-        self.beta, self.Y = inst.beta, inst.Y[sl]
-        self.L = sl.stop - sl.start  # query rows of the slice; keys and values keep all L rows
-
-    def projections(self):
-        Q, K, V = self._inst.projections()
-        return Q[self._sl], K, V
+    with patch("lora_theory.limits.exact", "torch", TorchOverwritingAccumulators()), _wrap("lora_theory.limits.exact", "_blocked_pass", make):
+        yield
 
 
 @control("toolkit.grad_blocked", "dense_default_block", "default_block_size returns L: one L x L block, memory O(L^2)")

@@ -217,7 +217,7 @@ def test_reproduce_exit_statuses_write_the_report_and_rerun_errored_checks(tmp_p
     with _crashing():
         res = runner.invoke(app, [*args[:2], str(out2), *args[3:]])
     assert res.exit_code == 3, res.output
-    assert "errors: limits.lemma3.2" in (out2 / "report.md").read_text()
+    assert "error: limits.lemma3.2" in (out2 / "report.md").read_text()
     from lora_theory.sweeps import ResultStore
 
     with ResultStore(out2 / "store.sqlite") as st:
