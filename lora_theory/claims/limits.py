@@ -326,21 +326,26 @@ def _quadratic_range_check():
 
 
 def _rho_dropped(side: str):
-    """lowrank_gradients without the - diag(rho) term on one side (Part III of Lemma 3.1 dropped)."""
+    """The streamed block gradients without the - diag(rho) term on one side (Part III of Lemma 3.1 dropped).
+
+    In the moment form p~ X_K = Cov~_i(X_K, c_i . V): the covariance is the raw second moment minus
+    E~[X_K] rho_i (rho_i = c_i . O_i = E~[c_i . V]); the corruption uses the raw moment on one side.
+    """
     def make(orig):
-        def wrong(inst, U, V):
-            grads, G, aux = orig(inst, U, V)
-            Q, K, _ = inst.projections()
-            Ut = U / aux["D"][:, None]
-            rho = (aux["c"] * aux["O"]).sum(1)
-            G = dict(G)
+        def wrong(inst, mom, sk, sv, Q):
+            G, aux = orig(inst, mom, sk, sv, Q)
+            if "pXK" not in aux:
+                return G, aux
+            rho = (aux["c"] * aux["O"]).sum(1)  # (b,)
+            raw = aux["pXK"] + mom.mean[:, sk] * rho[:, None]  # (b, n) E~[X_K (c . V)]: rho's term not subtracted
+            G, rows = dict(G), mom.rows
             if side == "q" and "q" in G:
-                G["q"] = G["q"] + inst.beta * (inst.Xq.T @ (rho[:, None] * (Ut @ (V.T @ K))))
+                G["q"] = inst.beta * (inst.Xq[rows].T @ (raw @ inst.weight("k")))
             if side == "k" and "k" in G:
-                G["k"] = G["k"] + inst.beta * (inst.Xk.T @ (V @ (Ut.T @ (rho[:, None] * Q))))
-            return exact.lora_chain(inst, G), G, aux
+                G["k"] = inst.beta * (raw.T @ Q[rows])
+            return G, aux
         return wrong
-    return _wrap("lora_theory.limits.lowrank", "lowrank_gradients", make)
+    return _wrap("lora_theory.limits.lowrank", "block_gradients", make)
 
 
 for _cid in ("limits.thm3.1", "limits.thmA.1"):

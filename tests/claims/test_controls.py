@@ -21,7 +21,6 @@ SLOW_CHECKS = {"limits.thm4.1_regime", "lora_plus.ratio", "audit.peft_lora_ga",
                "lora_plus.speedup", "lora_plus.accuracy_gain", "lora_plus.best_ratio"}
 #: single controls of fast checks that take more than ~5 s (a timing sweep or a dense memory probe)
 SLOW_CONTROLS = {("limits.thm3.1", "quadratic_range_check"), ("limits.thmA.1", "quadratic_range_check"),
-                 ("limits.thm3.1", "Q_side_rho_dropped"), ("limits.thmA.1", "K_side_rho_dropped"),
                  ("toolkit.grad_blocked", "dense_default_block"), ("lora_plus.thm1", "unprocessed_updates"),
                  ("lora_plus.thm1_layer", "unprocessed_updates")}
 
