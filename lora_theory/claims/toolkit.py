@@ -11,11 +11,14 @@ corrupt it; see :mod:`lora_theory.claims`.
 from __future__ import annotations
 
 import contextlib
+import math
 import statistics
 
+import numpy as np
 import torch
 
 from .._memory import peak_memory_bytes
+from .._validate import InvalidArgumentError
 from ..limits import approx, exact, instance, random_features
 from ..lora_ga import init as ga_init
 from ..tolerances import max_rel_error, tolerance
@@ -166,3 +169,73 @@ def _():
             return orig(G, init, lr, exact=True)
         return wrong
     return _wrap("lora_theory.lora_ga.init", "first_step_update", make)
+
+
+# -- the central promise: certified or refused -------------------------------------------------------
+
+def certification_cases(n: int, seed: int = 0):
+    """``n`` seeded (instance, kwargs, R_true, mode) draws over the promise's input space.
+
+    Score range R log-uniform in [1e-2, 16] or [16, 1e4] (equal odds; beta set so that max |beta Q K^T| is the draw), L in
+    1..40, d in 1..4 or 1..16 (equal odds), r in 1..d, qv / qkv, self / cross, float64 / float32 instances and compute
+    dtypes, eps log-uniform in [1e-12, 0.5], the caller's R omitted, below the truth, or above the
+    Cauchy-Schwarz bound. The same space as ``tests/limits/test_approx.py::test_certified_or_refused``,
+    drawn without hypothesis so that the check is deterministic and cheap.
+    """
+    rng = np.random.default_rng(seed)
+    f32, f64 = torch.float32, torch.float64
+    for _ in range(n):
+        d = int(rng.integers(1, 5) if rng.random() < 0.5 else rng.integers(1, 17))  # half small, where the features fit
+        L, r = int(rng.integers(1, 41)), int(rng.integers(1, d + 1))
+        kw = {"adapt": str(rng.choice(["qv", "qkv"])), "attention": str(rng.choice(["self", "cross"])), "seed": int(rng.integers(0, 2**20))}
+        R = 10 ** (rng.uniform(-2, math.log10(16)) if rng.random() < 0.5 else rng.uniform(math.log10(16), 4))  # half where most calls certify
+        R0 = instance.score_range(instance.make_instance(L, d, r, **kw))
+        inst = instance.make_instance(L, d, r, **kw, beta=R / R0 if R0 > 0 else 1.0, dtype=f32 if rng.random() < 0.25 else f64)
+        R_true = instance.score_range(inst.to(dtype=f64))
+        mode = str(rng.choice(["none", "below", "above"], p=[0.4, 0.2, 0.4]))
+        R_arg = {"none": None, "below": R_true * 10 ** rng.uniform(-1, -0.01), "above": approx.score_range_bound(inst) * 10 ** rng.uniform(0, 1)}[mode]
+        kwargs = {"eps": float(10 ** rng.uniform(-12, math.log10(0.5))), "R": R_arg, "compute_dtype": f32 if rng.random() < 0.25 else f64,
+                  "max_features": 20_000}
+        yield inst, kwargs, R_true, mode
+
+
+@claim(
+    "toolkit.certification",
+    statement="approx_gradients is certified or refused: every call either raises a documented error (ApproximationError, InvalidArgumentError) or returns gradients whose max error against the exact float64 gradient is within its info.error_bound (plus the reference's own rounding), over score ranges 1e-2..1e4, eps 1e-12..0.5, d 1..16, a caller's R below or above the truth.",
+    reference="issue 11, section 1 (the toolkit's central promise); the bound: lora_theory.limits.approx._ErrorBound, proofs_checks/limits_bound.py",
+    test="tests/limits/test_approx.py::test_certified_or_refused",
+    proof="proofs_checks/limits_bound.py::check_mean_shift",
+)
+def _certification(quick: bool) -> Measurement:
+    n = 80 if quick else 1500
+    counts = {"certified": 0, "raised": 0}
+    worst, violations, below_accepted = 0.0, [], 0
+    for i, (inst, kwargs, R_true, mode) in enumerate(certification_cases(n)):
+        try:
+            g, info = approx.approx_gradients(inst, **kwargs)
+        except (approx.ApproximationError, InvalidArgumentError):
+            counts["raised"] += 1
+            continue
+        counts["certified"] += 1
+        if mode == "below" and kwargs["R"] < R_true:
+            below_accepted += 1  # a caller's R below the true range was accepted: nothing could be certified
+        ex = exact.exact_gradients(inst.to(dtype=torch.float64))
+        slack = exact.rounding_slack(inst)
+        for k in ex:
+            err = float((g[k].double() - ex[k]).abs().max())
+            allowed = info.error_bound[k] + slack[k]
+            ratio = err / allowed if allowed > 0 else (0.0 if err == 0 else math.inf)
+            worst = max(worst, ratio)
+            if not err <= allowed:
+                violations.append(f"case {i} {k}: error {err:.2e} > bound {info.error_bound[k]:.2e} (R {R_true:.3g}, eps {kwargs['eps']:.1e}, mode {mode})")
+    ok = not violations and below_accepted == 0 and counts["certified"] > 0
+    summary = (f"{n} seeded cases: {counts['certified']} certified, {counts['raised']} refused with a documented error; "
+               f"max error / (bound + reference rounding) {worst:.2e}; violations {len(violations)}; caller R below the truth accepted {below_accepted}"
+               + (f"; first: {violations[0]}" if violations else ""))
+    return Measurement(ok, {**counts, "max_error_over_bound": worst, "violations": violations[:10], "below_accepted": below_accepted}, summary,
+                       {"error_over_bound": Margin(worst, 1.0)})
+
+
+@control("toolkit.certification", "range_unverified", "the verified score-range bound replaced by 0: the caller's R (or none) is trusted")
+def _():
+    return patch("lora_theory.limits.approx", "score_range_bound", lambda inst: 0.0)

@@ -30,7 +30,7 @@ import torch
 from .._validate import InvalidArgumentError, check_choice, check_int
 from .instance import AttentionLoRAInstance, batched_matmul
 
-__all__ = ["autograd_gradients", "default_block_size", "dense_terms", "exact_gradients", "lora_chain", "loss", "weight_gradients"]
+__all__ = ["autograd_gradients", "default_block_size", "dense_terms", "exact_gradients", "lora_chain", "loss", "rounding_slack", "weight_gradients"]
 
 # Entries of one (block, L) piece: 2^18 (1 MiB float32) keeps the pieces cache-resident; on
 # 2 cores this ran 2-3x faster than 2^22-entry pieces at L = 2^12 .. 2^15 (benchmarks/README.md).
@@ -276,4 +276,31 @@ def autograd_gradients(
     for mu in inst.adapt:
         out[f"A_{mu}"] = next(it)
         out[f"B_{mu}"] = next(it)
+    return out
+
+
+def rounding_slack(inst: AttentionLoRAInstance) -> dict[str, float]:
+    """A bound on the float64 rounding of :func:`exact_gradients` itself, per LoRA gradient (small L only).
+
+    gamma_n = n u / (1 - n u), n = L + 3 max(d, n_in) + 8, times the max entry of the chain evaluated
+    on absolute values (|X|^T |p| |K|, |X|^T |p|^T |Q|, |X|^T f^T |c|, then (alpha / r) |B|^T, |A|^T):
+    the standard bound for sums of products. Comparing an approximation with the exact gradient
+    within ``error_bound + rounding_slack`` makes a failure never the reference's fault. Uses
+    :func:`dense_terms` (L x L matrices): L <= 4096.
+
+    Reference: Higham (2002), Accuracy and Stability of Numerical Algorithms, Sec. 3.5 (gamma_n).
+    """
+    u = torch.finfo(torch.float64).eps / 2  # unit roundoff of float64
+    i64 = _check_instance(inst).to(dtype=torch.float64)
+    t = dense_terms(i64)
+    Q, K, V = i64.projections()
+    f, c = t["f"], t["c"]
+    pabs = f * ((c.abs() @ V.abs().T) + (c * t["O"]).sum(1, keepdim=True).abs())  # >= |p| entrywise
+    G = {"q": i64.beta * i64.Xq.abs().T @ (pabs @ K.abs()), "k": i64.beta * i64.Xk.abs().T @ (pabs.T @ Q.abs()), "v": i64.Xv.abs().T @ (f.T @ c.abs())}
+    n = inst.L + 3 * max(inst.d, inst.Xq.shape[1]) + 8
+    gam = n * u / (1 - n * u)
+    out = {}
+    for mu in inst.adapt:
+        out[f"A_{mu}"] = gam * float((i64.scale * i64.B[mu].abs().T @ G[mu]).max())
+        out[f"B_{mu}"] = gam * float((i64.scale * G[mu] @ i64.A[mu].abs().T).max())
     return out

@@ -19,32 +19,8 @@ import lora_theory as lt
 from lora_theory import strategies as lts
 from lora_theory._validate import InvalidArgumentError
 from lora_theory.limits.approx import ApproximationError, approx_gradients, score_range_bound
+from lora_theory.limits.exact import rounding_slack
 from lora_theory.tolerances import tolerance
-
-U64 = torch.finfo(torch.float64).eps / 2
-
-
-def reference_slack(inst: lt.AttentionLoRAInstance) -> dict[str, float]:
-    """A bound on the float64 rounding of the exact reference itself (small L only).
-
-    gamma_n (n = L + 3d + 8) times the max entry of the chain evaluated on absolute values
-    (|X|^T |p| |K|, |X|^T |p|^T |Q|, |X|^T f^T |c|, then (alpha/r) |B|^T, |A|^T): the standard
-    bound for sums of products, so that a failure of the property is never the reference's fault.
-    """
-    i64 = inst.to(dtype=torch.float64)
-    t = lt.dense_terms(i64)
-    Q, K, V = i64.projections()
-    f, c = t["f"], t["c"]
-    pabs = f * ((c.abs() @ V.abs().T) + (c * t["O"]).sum(1, keepdim=True).abs())  # >= |p| entrywise
-    G = {"q": i64.beta * i64.Xq.abs().T @ (pabs @ K.abs()), "k": i64.beta * i64.Xk.abs().T @ (pabs.T @ Q.abs()), "v": i64.Xv.abs().T @ (f.T @ c.abs())}
-    n = inst.L + 3 * max(inst.d, inst.Xq.shape[1]) + 8
-    gam = n * U64 / (1 - n * U64)
-    out = {}
-    for mu in inst.adapt:
-        out[f"A_{mu}"] = gam * float((i64.scale * i64.B[mu].abs().T @ G[mu]).max())
-        out[f"B_{mu}"] = gam * float((i64.scale * G[mu] @ i64.A[mu].abs().T).max())
-    return out
-
 
 class _TooSlow(Exception):
     pass
@@ -89,7 +65,7 @@ def _check_certified(inst, kwargs, R_true, mode):
         event("flagged invalid")
         return "flagged"
     ex = lt.exact_gradients(inst.to(dtype=torch.float64))
-    slack = reference_slack(inst)
+    slack = rounding_slack(inst)
     assert set(g) == set(ex) and all(v.dtype == inst.dtype for v in g.values())
     for k in ex:
         err = float((g[k].double() - ex[k]).abs().max())
