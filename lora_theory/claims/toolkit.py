@@ -239,3 +239,52 @@ def _certification(quick: bool) -> Measurement:
 @control("toolkit.certification", "range_unverified", "the verified score-range bound replaced by 0: the caller's R (or none) is trusted")
 def _():
     return patch("lora_theory.limits.approx", "score_range_bound", lambda inst: 0.0)
+
+
+# -- real heads: the closed form on a Hugging Face layer ------------------------------------------
+
+@claim(
+    "toolkit.real_heads_exact",
+    statement="On a real pretrained attention layer (MiniLM-L6, all 12 heads, LoRA on query and value, real English text), instance_from_attention + exact_gradients + adapter_gradients equal autograd through the Hugging Face module on the paper's loss, in float64.",
+    reference="issue 13 ('Exact gradients on real heads'); Hu et al. 2024, Def. 1.2, 2.5, Lemma 3.2",
+    figure="regime_real_heads",
+    test="tests/limits/test_regime.py::test_exact_gradients_equal_autograd_through_minilm_layer",
+)
+def _real_heads_exact(quick: bool) -> Measurement:
+    from ..limits import regime  # heavy (transformers through lora/)
+    from ..lora.attention import capture_attention
+    from ..lora.layer import add_lora
+    from ..lora.peft_bridge import find_lora_layers
+    from ..lora.pretrained import load_minilm, load_tokenizer
+    from ..lora.text import text_batches
+
+    model = load_minilm(torch.float64)
+    add_lora(model, ["query", "value"], r=4, alpha=12)  # alpha / r = 3: a wrong power of the scale shows
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for h in find_lora_layers(model):  # both factors random, so no gradient is trivially 0
+            h.A.copy_(0.05 * torch.randn(h.A.shape, generator=gen, dtype=torch.float64))
+            h.B.copy_(0.05 * torch.randn(h.B.shape, generator=gen, dtype=torch.float64))
+    T = 20 if quick else 64
+    batch = text_batches(load_tokenizer(), T, batch_size=2)[0]
+    Y = torch.randn(2, T, 384, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    worst, layers = 0.0, ((0, 3) if quick else tuple(range(6)))
+    for layer in layers:
+        got = regime.adapter_gradients(model, layer, exact.exact_gradients(regime.instance_from_attention(model, layer, None, batch, target=Y)))
+        (cap,) = capture_attention(model, batch, layers=[layer])
+        out = model.encoder.layer[layer].attention.self(cap.X)[0]  # (B, T, H d): per-head outputs, concatenated
+        handles = [h for h in find_lora_layers(model) if h.name.startswith(f"encoder.layer.{layer}.")]
+        ref = torch.autograd.grad(0.5 * ((out - Y) ** 2).sum(), [p for h in handles for p in (h.A, h.B)])
+        for h, gA, gB in zip(handles, ref[0::2], ref[1::2]):
+            worst = max(worst, max_rel_error(got[h.name]["A"], gA), max_rel_error(got[h.name]["B"], gB))
+    tol = tolerance(torch.float64)
+    return Measurement(worst <= tol, {"max_rel_error": worst, "layers": list(layers), "tokens": T},
+                       f"MiniLM layers {list(layers)}, 12 heads x 2 sequences of {T} real tokens, LoRA q, v: toolkit vs autograd through "
+                       f"BertSelfAttention {worst:.1e} (rtol {tol:.0e})", {"rel_error": Margin(worst, tol)})
+
+
+@control("toolkit.real_heads_exact", "heads_split_interleaved", "the projection's columns split into heads interleaved (column j to head j mod H) instead of in blocks")
+def _():
+    def wrong(t, H, d):
+        return t.reshape(t.shape[0], d, H).permute(2, 0, 1)  # (H, rows, d) from interleaved columns
+    return patch("lora_theory.limits.regime", "_per_head", wrong)
