@@ -95,14 +95,16 @@ def approx_bytes(L: int, d: int, k: int, *, m: int | None = None, n: int | None 
 
     One (k, block) feature slice, the (k, c) moment matrix, a (block, c) slice of key columns and
     ~16 (block, m, m) per-row temporaries of the moments and the bound, the O(L (n + d)) inputs and
-    projections (~8 copies), and the monomial tables (k d int64 + k float64). Measured peaks at
-    L = 2^14 .. 2^16, d = 4 are 0.3-0.9x of it (tests/limits/test_plan.py).
+    projections (~10 copies), and the monomial tables (k d int64 + k float64). Measured peaks at
+    L = 2^14 .. 2^16, d = 4 are 0.3-0.9x of it in isolation (tests/limits/test_plan.py); inside the
+    full test suite one run measured 49.8 MB at L = 2^16, qkv (1.06x the earlier 8-copy count, an
+    extra copy of the inputs), hence 10.
     """
     m = d if m is None else m
     n = d if n is None else n
     c = moment_columns(m)
     b = default_feature_block(k, L, itemsize) if block is None else block
-    words = float(k) * b + float(k) * c + float(b) * c + 16.0 * b * m * m + 8.0 * L * (n + d) + 4.0 * float(k)
+    words = float(k) * b + float(k) * c + float(b) * c + 16.0 * b * m * m + 10.0 * L * (n + d) + 4.0 * float(k)
     return itemsize * words + 8.0 * float(k) * (d + 2)
 
 

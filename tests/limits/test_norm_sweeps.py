@@ -18,7 +18,9 @@ def test_phase_transition_sweep_and_threshold():
     row = df.iloc[5]  # an independent recomputation of one row's exponents from the multiply-add formulas
     k = math.comb(int(row.degree) + int(row.d), int(row.d))
     assert row.k == k
-    assert row.approx_exponent == pytest.approx(math.log(row.L * k * (2 + 4 * row.d + 4 * row.d**2)) / math.log(row.L))
+    c = 1 + row.d + row.d * (row.d + 1) // 2  # moment columns: 1, the means, the upper triangle of the covariance
+    flops = row.L * k * (2 * c + 2) + row.L * row.d**2 * (row.d + 4)  # the moment form: 2 L k c + 2 L k + L m^2 (d + 4), m = d
+    assert row.approx_exponent == pytest.approx(math.log(flops) / math.log(row.L))
     assert row.exact_exponent == pytest.approx(math.log(row.L**2 * (6 * row.d + 3)) / math.log(row.L))
 
 
