@@ -90,19 +90,23 @@ def default_feature_block(k: int, L: int, itemsize: int = 8) -> int:
     return max(1, min(L, max(64, min(8192, _FEATURE_BLOCK_BYTES // max(1, k * itemsize)))))
 
 
-def approx_bytes(L: int, d: int, k: int, *, m: int | None = None, n: int | None = None, itemsize: int = 8, block: int | None = None) -> float:
+def approx_bytes(L: int, d: int, k: int, *, m: int | None = None, n: int | None = None, itemsize: int = 8, block: int | None = None,
+                 batch: int = 1) -> float:
     """Predicted peak bytes of ``approx_gradients`` (features and rows streamed in blocks).
 
     One (k, block) feature slice, the (k, c) moment matrix, a (block, c) slice of key columns and
     ~16 (block, m, m) per-row temporaries of the moments and the bound, the O(L (n + d)) inputs and
     projections (~8 copies), and the monomial tables (k d int64 + k float64). Measured peaks at
-    L = 2^14 .. 2^16, d = 4 are 0.3-0.9x of it (tests/limits/test_plan.py).
+    L = 2^14 .. 2^16, d = 4 are 0.3-0.9x of it (tests/limits/test_plan.py). A batched instance of
+    ``batch`` elements E runs them at once: every term but the tables is per element (times E),
+    and the default block shrinks so that the (k, E, block) slice stays ~4 MiB.
     """
     m = d if m is None else m
     n = d if n is None else n
     c = moment_columns(m)
-    b = default_feature_block(k, L, itemsize) if block is None else block
-    words = float(k) * b + float(k) * c + float(b) * c + 16.0 * b * m * m + 8.0 * L * (n + d) + 4.0 * float(k)
+    E = float(batch)
+    b = default_feature_block(k * batch, L, itemsize) if block is None else block
+    words = E * (float(k) * b + float(k) * c + float(b) * c + 16.0 * b * m * m + 8.0 * L * (n + d)) + 4.0 * float(k)
     return itemsize * words + 8.0 * float(k) * (d + 2)
 
 
@@ -143,17 +147,19 @@ def _fits(k: int, nbytes: float, max_features: int, budget: float) -> bool:
     return k <= max_features and nbytes <= budget
 
 
-def _need(L: int, d: int, m: int, n: int, R: float, eps: float, method: str, max_degree: int, itemsize: int) -> tuple[int, int, float]:
+def _need(L: int, d: int, m: int, n: int, R: float, eps: float, method: str, max_degree: int, itemsize: int, batch: int = 1) -> tuple[int, int, float]:
     p = exp_polynomial(R, eps, method=method, max_degree=max_degree)
     g = p.degree if p.certified else max(degree_bound(R, eps), p.degree + 1)
     k = math.comb(g + d, d)
-    return g, k, approx_bytes(L, d, k, m=m, n=n, itemsize=itemsize)
+    return g, k, approx_bytes(L, d, k, m=m, n=n, itemsize=itemsize, batch=batch)
 
 
 def check_resources(*, L: int, d: int, k: int, degree: int, R: float, eps: float, method: str = "chebyshev", m: int | None = None,
                     n: int | None = None, itemsize: int = 8, max_features: int = DEFAULT_MAX_FEATURES, budget: float | None = None,
-                    max_degree: int = 40, what: str = "approx_gradients") -> float:
+                    max_degree: int = 40, what: str = "approx_gradients", batch: int = 1) -> float:
     """Refuse before allocating when k > max_features or the predicted peak bytes exceed the budget.
+
+    ``batch``: the number of elements E of a batched instance (run at once; the bytes scale with E).
 
     Returns:
         The predicted peak bytes (when it fits).
@@ -167,28 +173,29 @@ def check_resources(*, L: int, d: int, k: int, degree: int, R: float, eps: float
     n = d if n is None else n
     max_features = check_int("max_features", max_features, low=1)
     limit = memory_budget_bytes(budget)
-    nbytes = approx_bytes(L, d, k, m=m, n=n, itemsize=itemsize)
+    batch = check_int("batch", batch, low=1)
+    nbytes = approx_bytes(L, d, k, m=m, n=n, itemsize=itemsize, batch=batch)
     if _fits(k, nbytes, max_features, limit):
         return nbytes
     over = (f"k = {k:.3g} > max_features = {max_features}" if k > max_features else
             f"the predicted peak of {nbytes:.3g} bytes > the memory budget of {limit:.3g} bytes"
             + (" (half of the available RAM)" if budget is None else ""))
     advice = []
-    eps_ok = [e for e in (0.5, 1e-1, 1e-2, 1e-3, 1e-4, 1e-6, 1e-8, 1e-10, 1e-12) if e > eps and _fits(*_need(L, d, m, n, R, e, method, max_degree, itemsize)[1:], max_features, limit)]
+    eps_ok = [e for e in (0.5, 1e-1, 1e-2, 1e-3, 1e-4, 1e-6, 1e-8, 1e-10, 1e-12) if e > eps and _fits(*_need(L, d, m, n, R, e, method, max_degree, itemsize, batch)[1:], max_features, limit)]
     advice.append(f"eps >= {min(eps_ok):.0e} fits" if eps_ok else "no eps < 1 fits at this range")
     lo, hi = 0.0, R
-    if _fits(*_need(L, d, m, n, 1e-6, eps, method, max_degree, itemsize)[1:], max_features, limit):
+    if _fits(*_need(L, d, m, n, 1e-6, eps, method, max_degree, itemsize, batch)[1:], max_features, limit):
         for _ in range(30):  # bisection on R: the degree is monotone in R
             mid = 0.5 * (lo + hi)
-            lo, hi = (mid, hi) if _fits(*_need(L, d, m, n, mid, eps, method, max_degree, itemsize)[1:], max_features, limit) else (lo, mid)
+            lo, hi = (mid, hi) if _fits(*_need(L, d, m, n, mid, eps, method, max_degree, itemsize, batch)[1:], max_features, limit) else (lo, mid)
         advice.append(f"a score range R <= {lo:.3g} fits (now {R:.3g}: scale the norm bound by sqrt({lo / R:.2g}) or lower beta)")
     else:
         advice.append("no score range fits at this eps and d")
-    d_ok = [dd for dd in range(d - 1, 0, -1) if _fits(math.comb(degree + dd, dd), approx_bytes(L, dd, math.comb(degree + dd, dd), itemsize=itemsize), max_features, limit)]
+    d_ok = [dd for dd in range(d - 1, 0, -1) if _fits(math.comb(degree + dd, dd), approx_bytes(L, dd, math.comb(degree + dd, dd), itemsize=itemsize, batch=batch), max_features, limit)]
     advice.append(f"d <= {d_ok[0]} fits at degree {degree}" if d_ok else f"no d fits at degree {degree}")
     raise ApproximationError(
         f"{what}: degree {degree} in d = {d} needs k = C({degree + d}, {d}) = {k:.3g} features per row and about {nbytes:.3g} bytes at L = {L}: "
-        f"{over}. To fit: {'; '.join(advice)}. (Or raise max_features / memory_budget, or use exact_gradients.)")
+        f"{over}{f' (for {batch} batch elements at once)' if batch > 1 else ''}. To fit: {'; '.join(advice)}. (Or raise max_features / memory_budget, or use exact_gradients.)")
 
 
 # -- cost model ------------------------------------------------------------------------------------------
@@ -366,6 +373,11 @@ class ApproxPlan:
         approx_seconds, exact_seconds: predicted by the cost model (``model`` says which).
         certifiable: whether eps is reachable (degree_source == "measured") within max_features and the budget.
         n_adapted: how many of W_Q, W_K, W_V carry LoRA (2 for "qv", 3 for "qkv").
+        batch: the number of batch elements E (heads times sequences) of a batched instance, 1
+            otherwise. For E > 1, R is the largest per-element score range (the one polynomial
+            covers the worst element), degree and k are per element (the same for all), and the
+            bytes, flops and seconds are totals for all E elements (approx_gradients runs them
+            at once; exact_gradients too).
     """
 
     L: int
@@ -386,6 +398,7 @@ class ApproxPlan:
     exact_seconds: float = math.nan
     certifiable: bool = True
     model: str = "default"
+    batch: int = 1
 
     @property
     def cost_ratio(self) -> float:
@@ -425,6 +438,7 @@ def approx_plan(
     Args:
         inst: an instance (L, d, adapt and R are read from it; R is the Cauchy-Schwarz bound
             :func:`lora_theory.score_range_bound`, the range ``approx_gradients`` covers), or None.
+            A batched instance plans all its elements at once (totals; see :class:`ApproxPlan`).
         eps: target sup relative error of P(s) ~ e^s, in (0, 1).
         L, d, R, adapt: the shape, score range and adapted weights when ``inst`` is None.
         method: "chebyshev" or "taylor"; max_degree: the largest degree searched by measurement.
@@ -446,13 +460,15 @@ def approx_plan(
     if model is not None and not isinstance(model, CostModel):
         raise InvalidArgumentError(f"model: expected a CostModel or None, got {type(model).__name__}")
     m = None
+    E = 1
     if inst is not None:
         if not isinstance(inst, AttentionLoRAInstance):
             raise InvalidArgumentError(f"inst: expected an AttentionLoRAInstance or None, got {type(inst).__name__}")
         from .lowrank import key_inputs, score_range_bound  # lowrank imports exact; kept local to keep plan light
 
         L, d, adapt = inst.L, inst.d, inst.adapt
-        m = key_inputs(inst)[0].shape[1]
+        m = key_inputs(inst)[0].shape[-1]
+        E = math.prod(inst.batch_shape)
         R = score_range_bound(inst) if R is None else check_positive("R", R, allow_zero=True)
     else:
         if L is None or d is None or R is None:
@@ -470,10 +486,11 @@ def approx_plan(
     k = math.comb(degree + d, d)
     itemsize = torch.empty((), dtype=dtype).element_size()
     model = cost_model() if model is None else model
-    a_bytes = approx_bytes(L, d, k, m=m, itemsize=itemsize)
+    a_bytes = approx_bytes(L, d, k, m=m, itemsize=itemsize, batch=E)
     fits = k <= max_features and a_bytes <= memory_budget_bytes(memory_budget)
     return ApproxPlan(L=L, d=d, R=float(R), eps=eps, method=method, degree=degree, degree_source=source, k=k,
-                      feature_bytes=2.0 * L * float(k) * itemsize, approx_flops=approx_flops(L, d, k, n_adapted, m),
-                      exact_flops=exact_flops(L, d, n_adapted), n_adapted=n_adapted, approx_bytes=a_bytes,
-                      exact_bytes=exact_bytes(L, d, itemsize=itemsize), approx_seconds=model.approx_seconds(L, d, k, degree, m),
-                      exact_seconds=model.exact_seconds(L, d, n_adapted), certifiable=source == "measured" and fits, model=model.source)
+                      feature_bytes=2.0 * E * L * float(k) * itemsize, approx_flops=E * approx_flops(L, d, k, n_adapted, m),
+                      exact_flops=E * exact_flops(L, d, n_adapted), n_adapted=n_adapted, approx_bytes=a_bytes,
+                      exact_bytes=E * exact_bytes(L, d, itemsize=itemsize), approx_seconds=E * model.approx_seconds(L, d, k, degree, m),
+                      exact_seconds=E * model.exact_seconds(L, d, n_adapted), certifiable=source == "measured" and fits, model=model.source,
+                      batch=E)

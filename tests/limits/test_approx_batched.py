@@ -1,0 +1,250 @@
+"""approx_gradients / random_feature_gradients on batched multi-head instances (issues 13, 15; claims limits.thm3.1, limits.thmA.1).
+
+The batched call must be the per-head loop over ``inst.element(...)`` (same polynomial: the worst
+head's R and degree) run in one pass: equal gradients after summing shared factors, equal
+per-element bounds, and the central promise of test_approx.py (every call raises a documented
+error or is within its bounds) over random batch shapes and sharing patterns.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, event, given, note, settings
+from hypothesis import strategies as st
+
+import lora_theory as lt
+from lora_theory._validate import InvalidArgumentError
+from lora_theory.limits.approx import ApproximationError, approx_gradients
+from lora_theory.limits.random_features import random_feature_gradients
+from tests.limits.test_approx import reference_slack
+
+F64 = torch.float64
+
+
+def batched_instance(*, batch=2, heads=3, L=24, n=5, d=4, r=2, adapt="qkv", attention="self", share_x=True, share_b=True,
+                     bound=1.0, beta=0.8, alpha=2.0, seed=0, identical=False):
+    """A random (batch, heads) instance: X (batch, 1, L, n) when ``share_x`` (else per head), W* and A per head
+    (heads, ., .), B (n, r) shared by every element when ``share_b`` (else per head), Y per element.
+
+    ``bound`` scales Q and K so that the largest entry of X W is about ``bound``; ``identical`` repeats one
+    head (every element the same), so a shared factor's gradient is exactly E times one element's.
+    """
+    gen = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape, std=1.0):
+        return torch.randn(*shape, generator=gen, dtype=F64) * std
+
+    hx = 1 if share_x else heads
+    hh = 1 if identical else heads
+    bb = 1 if identical else batch
+    Xq = rnd(bb, 1 if identical else hx, L, n).expand(batch, hx if not identical else 1, L, n).contiguous()
+    Xk = Xq if attention == "self" else rnd(batch, hx, L, n)
+    Xv = Xk if attention in ("self", "cross") else rnd(batch, hx, L, n)
+    W = {mu: rnd(hh, n, d, std=1 / math.sqrt(n)).expand(heads, n, d).contiguous() for mu in "qkv"}
+    A = {mu: rnd(hh, r, d, std=0.5).expand(heads, r, d).contiguous() for mu in adapt}
+    B = {mu: rnd(n, r, std=0.5) if share_b else rnd(hh, n, r, std=0.5).expand(heads, n, r).contiguous() for mu in adapt}
+    Y = rnd(bb, hh, L, d).expand(batch, heads, L, d).contiguous()
+    inst = lt.AttentionLoRAInstance(Xq, Xk, Xv, W["q"], W["k"], W["v"], A, B, alpha, r, beta, Y, attention)
+    Q, K, _ = inst.projections()
+    s = bound / max(float(Q.abs().max()), float(K.abs().max()))
+    Wq = W["q"] * s
+    Wk = W["k"] * s
+    Bs = {mu: B[mu] * s if mu in "qk" else B[mu] for mu in adapt}
+    return inst.replace(Wq=Wq, Wk=Wk, B=Bs)
+
+
+def per_head_loop(inst, fn):
+    """(summed gradients, {element index: (grads, info)}) of ``fn`` on every ``inst.element(...)``, the
+    gradients of each factor summed over the dims it is shared along (autograd's convention)."""
+    out, per = {}, {}
+    for idx in itertools.product(*map(range, inst.batch_shape)):
+        g, info = fn(inst.element(*idx))
+        per[idx] = (g, info)
+        for name, v in g.items():
+            mu = name[2]
+            shape = (inst.A if name[0] == "A" else inst.B)[mu].shape
+            lead = shape[:-2]
+            key = tuple(i if s != 1 else 0 for i, s in zip(idx[len(idx) - len(lead):], lead))  # the slot this element adds into
+            out.setdefault(name, torch.zeros(shape, dtype=v.dtype))
+            out[name][key] += v
+    return out, per
+
+
+LAYOUTS = {
+    "self_shared_x_shared_b": {},
+    "self_per_head_x_per_head_b": {"share_x": False, "share_b": False},
+    "general_qv": {"attention": "general", "adapt": "qv", "share_x": False},
+    "cross_rect_n8_d3": {"attention": "cross", "n": 8, "d": 3},
+    "one_batch_many_heads": {"batch": 1, "heads": 4},
+    "qk_only_rect_n3_d5": {"adapt": "qk", "n": 3, "d": 5, "r": 2},
+}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_batched_equals_per_head_loop(layout):
+    """issue 13 / 15: one batched call = the loop over inst.element(...) with the same polynomial (R, degree):
+    gradients equal to float64 rounding after summing shared factors (X and B shared by heads, per-head X and
+    B, general and cross attention, rectangular n != d), and each element's bound equals the single-head
+    call's bound. Fails on: a wrong sum over a shared factor (e.g. a mean, or only the first element), an
+    element's moments mixed with another's (a wrong reshape/transpose of the (k, E, b) features), any
+    per-element quantity taken over the whole batch (the key statistics, the rounding length n_sum)."""
+    inst = batched_instance(**LAYOUTS[layout])
+    g, info = approx_gradients(inst, eps=1e-6)
+    assert info.valid and info.batch_shape == inst.batch_shape
+    assert info.element_R.shape == inst.batch_shape and info.element_min_normalizer.shape == inst.batch_shape
+    assert info.R == pytest.approx(float(info.element_R.max()), rel=1e-12)
+    loop, per = per_head_loop(inst, lambda e: approx_gradients(e, eps=1e-6, R=info.R, degree=info.degree))
+    assert set(g) == set(loop)
+    for name in g:
+        assert g[name].shape == loop[name].shape
+        scale = float(loop[name].abs().max())
+        assert float((g[name] - loop[name]).abs().max()) <= 1e-12 * scale, name
+        for idx, (_, ie) in per.items():
+            assert info.element_error_bound[name][idx] == pytest.approx(ie.error_bound[name], rel=1e-9), (name, idx)
+    for idx, (_, ie) in per.items():
+        assert info.element_min_normalizer[idx] == pytest.approx(ie.min_normalizer, rel=1e-12)
+        assert info.element_R[idx] == pytest.approx(lt.score_range_bound(inst.element(*idx)), rel=1e-12)
+
+
+def test_batched_equals_exact_within_bound():
+    """The batched result against exact_gradients on the same batched instance (an independent algorithm):
+    within info.error_bound for every factor, shared or not."""
+    inst = batched_instance(batch=2, heads=3, L=40, share_b=True)
+    g, info = approx_gradients(inst, eps=1e-4)
+    ex = lt.exact_gradients(inst)
+    for name in ex:
+        err = float((g[name] - ex[name]).abs().max())
+        assert 0 < err <= info.error_bound[name], (name, err, info.error_bound[name])
+
+
+def test_shared_factor_bound_is_the_sum_of_element_bounds():
+    """A factor shared by E identical elements: its gradient is exactly E times one element's, and so must its
+    bound be (the entrywise sum of the per-element bounds). Fails when the bound of a summed factor is the
+    largest per-element bound (or any per-element figure) instead of their sum: that would be E times too small."""
+    inst = batched_instance(batch=2, heads=3, identical=True, share_b=True)
+    E = math.prod(inst.batch_shape)
+    g, info = approx_gradients(inst, eps=1e-6)
+    one, i1 = approx_gradients(inst.element(0, 0), eps=1e-6, R=info.R, degree=info.degree)
+    for mu in inst.adapt:
+        name = f"B_{mu}"  # B (n, r) is shared by all E elements
+        assert torch.allclose(g[name], E * one[name], rtol=1e-12, atol=0)
+        assert np.allclose(info.element_error_bound[name], i1.error_bound[name], rtol=1e-9)
+        assert info.error_bound[name] >= E * i1.error_bound[name] * (1 - 1e-9)
+        assert info.error_bound[name] <= E * i1.error_bound[name] * (1 + 1e-6)  # + only the longer sum's rounding
+        name = f"A_{mu}"  # A (heads, r, d): summed over the batch dimension only
+        assert info.error_bound[name] >= inst.batch_shape[0] * i1.error_bound[name] * (1 - 1e-9)
+
+
+def test_batch_shape_one_is_the_single_head():
+    """A (1, 1) batch gives the single head's gradients (squeezed) and bounds."""
+    inst = lt.make_instance(32, 4, 2, bound=1.0, adapt="qkv")
+    b = inst.replace(Xq=inst.Xq[None, None], Xk=inst.Xq[None, None], Xv=inst.Xq[None, None], Y=inst.Y[None, None])
+    g1, i1 = approx_gradients(inst)
+    gb, ib = approx_gradients(b)
+    for name in g1:
+        assert torch.allclose(gb[name], g1[name], rtol=1e-12, atol=0)
+        assert ib.error_bound[name] == pytest.approx(i1.error_bound[name], rel=1e-9)
+    assert ib.degree == i1.degree and ib.element_R.shape == (1, 1)
+
+
+def test_causal_refused_with_a_clear_error():
+    """Causal instances have no certified low-rank form here: both methods refuse before computing, naming causal."""
+    inst = batched_instance().replace(causal=True)
+    for fn in (lambda i: approx_gradients(i), lambda i: random_feature_gradients(i, 8)):
+        with pytest.raises(InvalidArgumentError, match="causal=True"):
+            fn(inst)
+        with pytest.raises(InvalidArgumentError, match="causal=True"):
+            fn(inst.element(0, 0))
+
+
+def test_degree_is_the_worst_heads():
+    """One head with a 4x larger score range: the batch runs at that head's degree, and certifies every head."""
+    inst = batched_instance(batch=1, heads=3, bound=1.0)
+    Wq = inst.Wq.clone()
+    Wq[2] *= 4.0
+    inst = inst.replace(Wq=Wq)
+    g, info = approx_gradients(inst, eps=1e-6)
+    worst = max(approx_gradients(inst.element(0, h), eps=1e-6)[1].degree for h in range(3))
+    assert info.degree == worst
+    assert int(np.argmax(info.element_R)) == 2
+    ex = lt.exact_gradients(inst)
+    for name in ex:
+        assert float((g[name] - ex[name]).abs().max()) <= info.error_bound[name]
+
+
+def test_random_features_batched_equals_per_head_loop():
+    """random_feature_gradients on a batch = the loop with the same seed (the same directions for every element)."""
+    inst = batched_instance(batch=2, heads=2, share_b=True, attention="cross")
+    g, info = random_feature_gradients(inst, 32, seed=5)
+    loop, per = per_head_loop(inst, lambda e: random_feature_gradients(e, 32, seed=5))
+    for name in g:
+        assert float((g[name] - loop[name]).abs().max()) <= 1e-12 * float(loop[name].abs().max()), name
+    assert info.element_R.shape == inst.batch_shape and info.batch_shape == inst.batch_shape
+
+
+def test_plan_of_a_batched_instance():
+    """approx_plan on a batch: the worst element's R and the degree approx_gradients runs; totals scale with E."""
+    inst = batched_instance(batch=2, heads=3, L=32)
+    plan = lt.approx_plan(inst, 1e-6)
+    _, info = approx_gradients(inst, eps=1e-6)
+    one = lt.approx_plan(inst.element(0, 0), 1e-6, R=info.R)
+    assert plan.batch == 6 and plan.R == pytest.approx(info.R) and plan.degree == info.degree and plan.k == info.rank
+    assert plan.approx_flops == pytest.approx(6 * one.approx_flops) and plan.exact_flops == pytest.approx(6 * one.exact_flops)
+    assert plan.approx_bytes > one.approx_bytes
+
+
+@st.composite
+def batched_cases(draw):
+    """Small batched instances with random batch shapes, sharing patterns, score ranges and eps."""
+    kw = {"batch": draw(st.integers(1, 2)), "heads": draw(st.integers(1, 3)), "L": draw(st.integers(1, 20)),
+          "n": draw(st.integers(1, 5)), "d": draw(st.integers(1, 4)), "adapt": draw(st.sampled_from(("qv", "qkv", "k"))),
+          "attention": draw(st.sampled_from(("self", "cross", "general"))), "share_x": draw(st.booleans()),
+          "share_b": draw(st.booleans()), "bound": 10 ** draw(st.floats(-1.5, 0.9)), "beta": draw(st.sampled_from((0.5, 1.0))),
+          "seed": draw(st.integers(0, 2**16))}
+    kw["r"] = draw(st.integers(1, max(kw["n"], kw["d"])))
+    eps = 10 ** draw(st.floats(-9, -1))
+    compute_dtype = draw(st.sampled_from((F64, torch.float32)))
+    return kw, {"eps": eps, "compute_dtype": compute_dtype, "max_features": 20_000}
+
+
+@settings(max_examples=max(30, 2 * settings.default.max_examples), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(case=batched_cases())
+def test_batched_certified_or_refused(case):
+    """THE central promise on batched instances: a documented error, or gradients within info.error_bound
+    (every factor, shared or not, vs exact_gradients in float64), and every unshared factor's element within
+    its own element bound. Fails on a bound that is not summed over a shared factor, a per-element bound
+    computed from another element's moments, or a degree that certifies only the first head."""
+    kw, kwargs = case
+    try:
+        inst = batched_instance(**kw)
+    except InvalidArgumentError:
+        event("invalid instance")
+        return
+    try:
+        g, info = approx_gradients(inst, **kwargs)
+    except (ApproximationError, InvalidArgumentError) as e:
+        assert str(e)
+        event(f"raised {type(e).__name__}")
+        return
+    note(f"{inst!r} degree {info.degree} R {info.R:.3g} bounds {info.error_bound}")
+    assert info.valid
+    ex = lt.exact_gradients(inst)
+    slack = {}  # the exact reference's own rounding, summed over the elements
+    for idx in itertools.product(*map(range, inst.batch_shape)):
+        for name, v in reference_slack(inst.element(*idx)).items():
+            slack[name] = slack.get(name, 0.0) + v
+    for name in ex:
+        err = float((g[name] - ex[name]).abs().max())
+        note(f"{name}: err {err:.3e} bound {info.error_bound[name]:.3e}")
+        assert err <= info.error_bound[name] + slack[name], name
+        factor = (inst.A if name[0] == "A" else inst.B)[name[2]]
+        if tuple(factor.shape[:-2]) == inst.batch_shape:  # not shared: each element's own gradient is returned
+            for idx in itertools.product(*map(range, inst.batch_shape)):
+                e_err = float((g[name][idx] - ex[name][idx]).abs().max())
+                assert e_err <= info.element_error_bound[name][idx] + slack[name], (name, idx)
+    event("certified")
