@@ -13,11 +13,16 @@ shared cores; the ratios and exponents use it) and wall time (``wall``).
 4. at equal feature count k, the polynomial's gradient error vs Performer FAVOR+ (median over seeds);
 5. bound tightness over the bounded regime: measured / certified bound for every gradient of
    L = 2^10 .. 2^13 x qv/qkv x self/cross x 2 seeds and part 1 (median and worst; soundness: worst <= 1);
-6. with --profile: where approx's CPU time goes at L = 2^15 (cProfile on the process CPU clock).
+6. with --profile: where approx's CPU time goes at L = 2^15 (cProfile on the process CPU clock);
+7. with --batched (runs only this part): batched multi-head instances (issues 13, 15): per-head time
+   of ONE approx_gradients call on 12 heads (batch shape (1, 12)) vs one head alone vs a Python
+   loop over the 12 heads, L = 2^12 .. 2^14 at d = 4 and L = 2^12, 2^13 at d = 8 (--quick: L = 2^12
+   only), both clocks, plus the batched result's max error / certified bound vs exact_gradients.
 
 Usage:
     python benchmarks/bench_approx.py [--quick] [--profile] [--threads 1] [--json out.json]
     python benchmarks/bench_approx.py --device cuda      # L = 2^17 in part 1, synchronized wall time
+    python benchmarks/bench_approx.py --batched [--quick] [--heads 12]   # part 7 only
 """
 from __future__ import annotations
 
@@ -61,6 +66,55 @@ def ratios_to_bound(g, ex, info) -> list[float]:
     return [float((g[k].double() - ex[k].double()).abs().max()) / info.error_bound[k] for k in ex]
 
 
+def heads_instance(L: int, d: int, heads: int, args) -> lt.AttentionLoRAInstance:
+    """(1, heads) batched instance: head h is ``make_instance(L, d, 2, seed=h)`` (bound 2, beta 1/d as in part 1), stacked."""
+    parts = [lt.make_instance(L, d, 2, adapt="qkv", bound=2.0, beta=1.0 / d, seed=h, dtype=getattr(torch, args.dtype), device=args.device)
+             for h in range(heads)]
+
+    def stack(get):
+        return torch.stack([get(p) for p in parts])[None]  # (1, heads, a, b)
+
+    X = stack(lambda p: p.Xq)
+    return lt.AttentionLoRAInstance(X, X, X, stack(lambda p: p.Wq), stack(lambda p: p.Wk), stack(lambda p: p.Wv),
+                                    {mu: stack(lambda p, mu=mu: p.A[mu]) for mu in "qkv"}, {mu: stack(lambda p, mu=mu: p.B[mu]) for mu in "qkv"},
+                                    parts[0].alpha, 2, parts[0].beta, stack(lambda p: p.Y), "self")
+
+
+def batched_part(args) -> list[dict]:
+    """Part 7: per-head seconds of one batched call vs one head alone vs a Python loop over the heads.
+
+    The batched call runs every head at the worst head's R and degree; "one head" and "loop" use the
+    same polynomial (R, degree) so that the ratio measures the batching alone; the loop at each head's
+    own (lower) degree is reported too (what a per-head caller would pay).
+    """
+    H = args.heads
+    cases = [(1 << 12, 4)] if args.quick else [(1 << 12, 4), (1 << 13, 4), (1 << 14, 4), (1 << 12, 8), (1 << 13, 8)]
+    rows = []
+    print(f"[7] batched multi-head: {H} heads (batch shape (1, {H})), eps = {args.eps}; per-head seconds, min of 2 runs after a warm-up")
+    for L, d in cases:
+        inst = heads_instance(L, d, H, args)
+        heads = [inst.element(0, h) for h in range(H)]
+        g, info = approx_gradients(inst, eps=args.eps)
+        degrees = [approx_gradients(e, eps=args.eps)[1].degree for e in heads]
+        tb = timed(lambda: approx_gradients(inst, eps=args.eps), 2, args.device)
+        same = {"eps": args.eps, "R": info.R, "degree": info.degree}  # the batch's polynomial (the worst head's R and degree)
+        t1 = timed(lambda: approx_gradients(heads[0], **same), 2, args.device)
+        tl = timed(lambda: [approx_gradients(e, **same) for e in heads], 2, args.device, warmup=False)
+        to = timed(lambda: [approx_gradients(e, eps=args.eps) for e in heads], 1, args.device, warmup=False)  # each head at its own R
+        ex = lt.exact_gradients(inst.to(dtype=torch.float64))
+        rb = max(ratios_to_bound(g, ex, info))
+        row = {"L": L, "d": d, "heads": H, "degree_batched": info.degree, "k": info.rank, "degrees_per_head": degrees, "R": info.R,
+               "batched_per_head": {c: tb[c] / H for c in tb}, "one_head": t1, "loop_per_head": {c: tl[c] / H for c in tl},
+               "loop_own_degree_per_head": {c: to[c] / H for c in to}, "err_over_bound": rb}
+        rows.append(row)
+        print(f"    L={L:>6} d={d} degree {info.degree} (per head alone: {min(degrees)}..{max(degrees)}), k={info.rank}: per head "
+              f"batched {1e3 * tb['cpu'] / H:.1f} ms cpu / {1e3 * tb['wall'] / H:.1f} ms wall, one head {1e3 * t1['cpu']:.1f} / {1e3 * t1['wall']:.1f}, "
+              f"loop {1e3 * tl['cpu'] / H:.1f} / {1e3 * tl['wall'] / H:.1f} (same polynomial); batched / one head = {tb['cpu'] / H / t1['cpu']:.2f} cpu, "
+              f"{tb['wall'] / H / t1['wall']:.2f} wall; batched / loop = {tb['cpu'] / tl['cpu']:.2f} cpu; "
+              f"loop at each head's own degree {1e3 * to['cpu'] / H:.1f} ms cpu per head; error / bound {rb:.1e}")
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--d", type=int, default=4)
@@ -70,6 +124,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="L = 2^12, 2^13 in part 1, 2^11..2^14 in part 2, no memory probes")
     ap.add_argument("--profile", action="store_true", help="part 6: where approx's CPU time goes at L = 2^15")
+    ap.add_argument("--batched", action="store_true", help="part 7 only: batched multi-head instances, per-head speed")
+    ap.add_argument("--heads", type=int, default=12)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -78,6 +134,12 @@ def main() -> None:
     out: dict = {"args": vars(args), "device_name": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__}
     print(f"device {out['device_name']}, torch {torch.__version__}, {args.threads} thread(s); ratios and exponents on the {main_clock} clock")
     tight: list[float] = []
+    if args.batched:
+        out["part7"] = batched_part(args)
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(out, fh, indent=2, default=float)
+        return
 
     # 1. speed, accuracy and bound at the target lengths
     Ls1 = [1 << 17] if cuda else ([1 << 12, 1 << 13] if args.quick else [1 << 15, 1 << 16])

@@ -446,7 +446,7 @@ def approx_gradients(
     scale = math.sqrt(ic.beta / R_used)  # q' . k' = beta q . k / R = t in [-1, 1]
     Qs, Ks = Q * scale, K * scale
     fmap = FeatureMap(poly.degree, d)
-    block = min(block_size or default_feature_block(k_rank * n_elem, inst.L, itemsize), inst.L)
+    block = min(block_size or default_feature_block(k_rank, inst.L, itemsize, n_elem), inst.L)
     buf = torch.empty(k_rank, *Q.shape[:-2], block, dtype=compute_dtype, device=Q.device)  # the one (k, E, block) feature slice, reused
 
     def query_blocks(i0: int, i1: int) -> torch.Tensor:

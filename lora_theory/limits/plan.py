@@ -85,9 +85,16 @@ def approx_flops(L: int, d: int, k: int, n_adapted: int = 3, m: int | None = Non
     return float(L) * float(k) * (2 * moment_columns(m) + 2) + float(L) * m * m * (d + 4)
 
 
-def default_feature_block(k: int, L: int, itemsize: int = 8) -> int:
-    """Rows per feature block: ~4 MiB per (k, block) slice, between 64 and 8192 rows (at most L)."""
-    return max(1, min(L, max(64, min(8192, _FEATURE_BLOCK_BYTES // max(1, k * itemsize)))))
+def default_feature_block(k: int, L: int, itemsize: int = 8, batch: int = 1) -> int:
+    """Rows per feature block: ~4 MiB per (k, block) slice, between 64 and 8192 rows (at most L).
+
+    A batch of E elements shares one (k, E, block) slice of up to min(E, 8) x 4 MiB: the per-block
+    work outside the GEMMs (the bound's ~100 small ops) is paid once per block for all E elements, so
+    E-fold smaller blocks ran 1.2-1.5x slower per head (12 heads, L = 2^12, d = 4, k = 495: 57.6 ms per
+    head at 88 rows, 39.3 at 1024; benchmarks/README.md).
+    """
+    per_row = max(1, k * itemsize * batch)
+    return max(1, min(L, max(64, min(8192, _FEATURE_BLOCK_BYTES * min(batch, 8) // per_row))))
 
 
 def approx_bytes(L: int, d: int, k: int, *, m: int | None = None, n: int | None = None, itemsize: int = 8, block: int | None = None,
@@ -105,7 +112,7 @@ def approx_bytes(L: int, d: int, k: int, *, m: int | None = None, n: int | None 
     n = d if n is None else n
     c = moment_columns(m)
     E = float(batch)
-    b = default_feature_block(k * batch, L, itemsize) if block is None else block
+    b = default_feature_block(k, L, itemsize, batch) if block is None else block
     words = E * (float(k) * b + float(k) * c + float(b) * c + 16.0 * b * m * m + 8.0 * L * (n + d)) + 4.0 * float(k)
     return itemsize * words + 8.0 * float(k) * (d + 2)
 
