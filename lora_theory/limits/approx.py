@@ -36,6 +36,13 @@ Soundness (what ``valid`` and ``error_bound`` promise, for every input):
   algebra, the reductions over rows and the final cast are added as a separate allowance
   (standard gamma_n = n u / (1 - n u) bounds on the absolute values of every term).
 
+Batched multi-head instances (issue 13, 15): all E = prod(batch shape) elements run in one pass of
+the same driver (a leading E on every tensor above, no loop over heads), with ONE polynomial for the
+worst element's range R = max_e R+_e; everything else (row ranges rho_i, key statistics, moments,
+every term of the bound) is per element, ``info.element_error_bound`` bounds each element's own
+gradient and ``info.error_bound`` the returned one (for a shared factor, the entrywise sum over the
+elements sharing it). Causal instances are refused (see :func:`approx_gradients`).
+
 Reference: Alman & Song (2023) (AS23) for the forward pass; Alman & Song (2024) (AS24) and
 Hu et al. (2024), Sec. 4-5, Thm 3.1 / A.1 for the gradient chain; claims ``limits.thm3.1``,
 ``limits.thmA.1``, ``limits.thm4.1_regime``.
@@ -52,11 +59,13 @@ import torch
 from .._validate import InvalidArgumentError, check_choice, check_int, check_positive
 from .exact import _check_instance
 from .features import FeatureMap
+from .exact import lora_chain
 from .instance import AttentionLoRAInstance, batched_matmul
 from .lowrank import (
     ApproximationError,
     ApproxInfo,
     KeyMoments,
+    LowRankRun,
     flat_instance,
     key_inputs,
     key_range_stats,
@@ -64,6 +73,7 @@ from .lowrank import (
     run_lowrank,
     score_range_bound,
     score_range_bounds,
+    select_elements,
 )
 from .plan import DEFAULT_MAX_FEATURES, check_resources, default_feature_block
 from .polynomial import ExpPolynomial, exp_polynomial
@@ -259,57 +269,123 @@ class _ErrorBound:
             self._add("v", bE.mT @ cabs + (meanV.abs() + err_meanV + bE).mT @ bO  # the approximation
                       + err_meanV.mT @ c.abs() + meanV.abs().mT @ errc + self.g_L * (meanV.abs().mT @ c.abs()))  # the rounding
 
-    def result(self, G: dict[str, torch.Tensor], target: AttentionLoRAInstance) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-        """The chain dL/dA = s B^T G, dL/dB = s G A^T of the accumulated bounds, its rounding, and the cast.
+def _chain_bounds(inst: AttentionLoRAInstance, bG: dict[str, torch.Tensor] | None, G: dict[str, torch.Tensor], target: AttentionLoRAInstance,
+                  u: float, u_out: float) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """The chain dL/dA = s B^T G, dL/dB = s G A^T of the weight-gradient bounds ``bG``, its rounding, and the cast.
 
-        Args:
-            G: the computed weight gradients (per element when batched, as ``run_lowrank`` returns them).
-            target: the instance whose factor shapes the returned gradients have (``inst`` unflattened).
+    Args:
+        inst: the compute-dtype instance (flattened (E, ...) when batched); ``bG``: max-entry bounds on
+            |G~ - G| per adapted weight (per element when batched), or None when no bound could be established.
+        G: the computed weight gradients (per element when batched, as ``run_lowrank`` returns them).
+        target: the instance whose factor shapes the returned gradients have (``inst`` unflattened).
+        u, u_out: unit roundoffs of the computation and of the returned dtype (0 when the same).
 
-        Returns:
-            (bound, per_element): ``bound[name]`` bounds the max-entry error of the returned gradient
-            ``name``; for a factor shared along batch dimensions that gradient is a sum over elements,
-            and its bound is the entrywise sum of the per-element bounds (plus the rounding of the
-            longer sum). ``per_element[name]`` (an array shaped like the batch) bounds the max-entry
-            error of each element's own gradient (its loss alone).
-        """
-        inst, bs = self.inst, target.batch_shape
-        E = math.prod(bs)  # 1 for a single head
-        if not self.ok or set(self.bG) != self.need:
-            names = [f"{p}_{mu}" for mu in inst.adapt for p in "AB"]
-            return {nm: math.inf for nm in names}, {nm: np.full(bs, math.inf) for nm in names}
-        sc, u = inst.scale, self.u
-        out: dict[str, float] = {}
-        per: dict[str, np.ndarray] = {}
+    Returns:
+        (bound, per_element): ``bound[name]`` bounds the max-entry error of the returned gradient
+        ``name``; for a factor shared along batch dimensions that gradient is a sum over elements,
+        and its bound is the entrywise sum of the per-element bounds (plus the rounding of the
+        longer sum). ``per_element[name]`` (an array shaped like the batch) bounds the max-entry
+        error of each element's own gradient (its loss alone).
+    """
+    bs = target.batch_shape
+    E = math.prod(bs)  # 1 for a single head
+    if bG is None or set(bG) != set(inst.adapt):
+        names = [f"{p}_{mu}" for mu in inst.adapt for p in "AB"]
+        return {nm: math.inf for nm in names}, {nm: np.full(bs, math.inf) for nm in names}
+    sc = inst.scale
+    out: dict[str, float] = {}
+    per: dict[str, np.ndarray] = {}
 
-        def finish(bound: torch.Tensor, mag: torch.Tensor, g_r: float) -> torch.Tensor:
-            return bound + g_r * mag + self.u_out * (mag + bound)  # the chain's rounding and the final cast
+    def finish(bound: torch.Tensor, mag: torch.Tensor, g_r: float) -> torch.Tensor:
+        return bound + g_r * mag + u_out * (mag + bound)  # the chain's rounding and the final cast
 
-        def top(t: torch.Tensor) -> float:
-            val = float(t.max()) if t.numel() else 0.0
-            return val if math.isfinite(val) else math.inf
+    def top(t: torch.Tensor) -> float:
+        val = float(t.max()) if t.numel() else 0.0
+        return val if math.isfinite(val) else math.inf
 
-        for mu in inst.adapt:
-            A_, B_, bG = inst.A[mu], inst.B[mu], self.bG[mu]  # (*lead, r, d), (*lead, n, r), (*lead, n, d)
-            n_sum = max(A_.shape[-1], B_.shape[-2])  # the chain's sums run over n (dL/dA) or d (dL/dB)
-            Gabs = G[mu].abs() + bG
-            for name, bound, mag in ((f"A_{mu}", sc * (B_.abs().mT @ bG), sc * (B_.abs().mT @ Gabs)),
-                                     (f"B_{mu}", sc * (bG @ A_.abs().mT), sc * (Gabs @ A_.abs().mT))):
-                total = finish(bound, mag, _gamma(n_sum + 2, u))  # (*lead, r, n) or (*lead, n, r): each element's own gradient
-                if not bs:
-                    out[name] = top(total)
-                    per[name] = np.asarray(out[name])
-                    continue
-                e = total.amax(dim=(-2, -1)).cpu().numpy()  # (E,) max entry per element
-                per[name] = np.where(np.isfinite(e), e, math.inf).reshape(bs)
-            if bs:  # the returned gradients: sum over the elements each factor is shared along, entry by entry
-                tA, tB = target.A[mu], target.B[mu]
-                bGb, Gb = bG.reshape(*bs, *bG.shape[-2:]), Gabs.reshape(*bs, *Gabs.shape[-2:])  # (E, n, d) -> (*batch, n, d)
-                g_r = _gamma(n_sum * E + 2, u)  # one einsum sums over n (or d) and the shared elements
-                for name, bound, mag in ((f"A_{mu}", sc * batched_matmul(tB.abs().mT, bGb, tA.shape), sc * batched_matmul(tB.abs().mT, Gb, tA.shape)),
-                                         (f"B_{mu}", sc * batched_matmul(bGb, tA.abs().mT, tB.shape), sc * batched_matmul(Gb, tA.abs().mT, tB.shape))):
-                    out[name] = top(finish(bound, mag, g_r))
-        return out, per
+    for mu in inst.adapt:
+        A_, B_, bGm = inst.A[mu], inst.B[mu], bG[mu]  # (*lead, r, d), (*lead, n, r), (*lead, n, d)
+        n_sum = max(A_.shape[-1], B_.shape[-2])  # the chain's sums run over n (dL/dA) or d (dL/dB)
+        Gabs = G[mu].abs() + bGm
+        for name, bound, mag in ((f"A_{mu}", sc * (B_.abs().mT @ bGm), sc * (B_.abs().mT @ Gabs)),
+                                 (f"B_{mu}", sc * (bGm @ A_.abs().mT), sc * (Gabs @ A_.abs().mT))):
+            total = finish(bound, mag, _gamma(n_sum + 2, u))  # (*lead, r, n) or (*lead, n, r): each element's own gradient
+            if not bs:
+                out[name] = top(total)
+                per[name] = np.asarray(out[name])
+                continue
+            e = total.amax(dim=(-2, -1)).cpu().numpy()  # (E,) max entry per element
+            per[name] = np.where(np.isfinite(e), e, math.inf).reshape(bs)
+        if bs:  # the returned gradients: sum over the elements each factor is shared along, entry by entry
+            tA, tB = target.A[mu], target.B[mu]
+            bGb, Gb = bGm.reshape(*bs, *bGm.shape[-2:]), Gabs.reshape(*bs, *Gabs.shape[-2:])  # (E, n, d) -> (*batch, n, d)
+            g_r = _gamma(n_sum * E + 2, u)  # one einsum sums over n (or d) and the shared elements
+            for name, bound, mag in ((f"A_{mu}", sc * batched_matmul(tB.abs().mT, bGb, tA.shape), sc * batched_matmul(tB.abs().mT, Gb, tA.shape)),
+                                     (f"B_{mu}", sc * batched_matmul(bGb, tA.abs().mT, tB.shape), sc * batched_matmul(Gb, tA.abs().mT, tB.shape))):
+                out[name] = top(finish(bound, mag, g_r))
+    return out, per
+
+
+def _degree_groups(R: torch.Tensor, eps: float, method: str, max_degree: int) -> list[tuple[torch.Tensor, float]]:
+    """Elements grouped by the degree their own range R_e needs: [(element indices, largest R_e in the group)], by degree.
+
+    The degree of the certified polynomial grows with R, so over the elements sorted by R it is found by
+    bisection (O(groups log E) fits instead of E). Soundness does not rest on that monotonicity: each
+    group's polynomial is fitted and certified again on the group's largest range, which covers every
+    element in it; a wrong grouping could only cost speed.
+    """
+    order = torch.argsort(R)
+    Rs = R[order].tolist()
+    memo: dict[int, int] = {}
+
+    def deg(i: int) -> int:
+        if i not in memo:
+            memo[i] = exp_polynomial(Rs[i], eps, method=method, max_degree=max_degree).degree
+        return memo[i]
+
+    label = [0] * len(Rs)
+
+    def assign(lo: int, hi: int) -> None:  # deg(lo) and deg(hi) known; fill lo..hi
+        if deg(lo) == deg(hi) or hi - lo <= 1:
+            for i in range(lo, hi + 1):
+                label[i] = deg(hi) if deg(lo) == deg(hi) else deg(i)
+            return
+        mid = (lo + hi) // 2
+        assign(lo, mid)
+        assign(mid, hi)
+
+    assign(0, len(Rs) - 1)
+    out = []
+    for g in sorted(set(label)):
+        pos = [i for i, x in enumerate(label) if x == g]
+        out.append((order[pos], max(Rs[i] for i in pos)))
+    return out
+
+
+def _run_polynomial(inst: AttentionLoRAInstance, poly: ExpPolynomial, R: float, k_rank: int, block_size: int | None, out_dtype: torch.dtype,
+                    t0: float) -> tuple[LowRankRun, _ErrorBound]:
+    """One streaming pass of the polynomial method over ``inst`` (a single head, or flattened (E, ...) elements) and its bound."""
+    Z, sk, sv = key_inputs(inst)
+    Q, K, _ = inst.projections()  # (*lead, L, d), lead = () or (E,)
+    dt, L, d = Q.dtype, inst.L, Q.shape[-1]
+    scale = math.sqrt(inst.beta / R)  # q' . k' = beta q . k / R = t in [-1, 1]
+    Qs, Ks = Q * scale, K * scale
+    fmap = FeatureMap(poly.degree, d)
+    itemsize = torch.empty((), dtype=dt).element_size()
+    n_elem = Q.shape[0] if Q.dim() == 3 else 1
+    block = min(block_size or default_feature_block(k_rank, L, itemsize, n_elem), L)
+    buf = torch.empty(k_rank, *Q.shape[:-2], block, dtype=dt, device=Q.device)  # the one (k, E, block) feature slice, reused
+
+    def query_blocks(i0: int, i1: int) -> torch.Tensor:
+        return fmap(Qs[..., i0:i1, :], out=buf)
+
+    def key_blocks(j0: int, j1: int) -> torch.Tensor:
+        return fmap(Ks[..., j0:j1, :], out=buf)
+
+    weights = torch.as_tensor(fmap.weights(poly.coef), dtype=dt, device=Q.device)
+    acc = _ErrorBound(inst, poly, R, sk, sv, Z.shape[-1], out_dtype)
+    run = run_lowrank(inst, query_blocks, key_blocks, t0, block=block, weights=weights, on_block=acc, flat=inst)
+    return run, acc
 
 
 def approx_gradients(
@@ -419,60 +495,88 @@ def approx_gradients(
             f"approx_gradients: cannot certify eps = {eps:.1e} at score range R = {R_used:.4g} in {compute_dtype}: the rounding of the "
             f"monomial sums alone is at least u e^(2R) = {u * math.exp(min(2 * R_used, 700.0)):.2e}; R must be <= {R_cap:.3g}. "
             f"Reduce the norms (bound) or beta, or raise eps.")
-    poly = exp_polynomial(R_used, eps, method=method, degree=degree, max_degree=max_degree)
-    if not poly.finite:
-        raise ApproximationError(f"approx_gradients: the degree-{poly.degree} polynomial of e^s on [-R, R], R = {R_used:.4g}, overflows float64; "
-                                 f"nothing can be computed. Reduce the norms (bound) or beta.")
+    n_elem = math.prod(bs)  # E elements (1 for a single head)
+    R_elem = score_range_bounds(inst)  # (*batch) float64: each element's verified range
+    # One polynomial per degree group: each element at the degree its own range needs (per-element R+_e),
+    # the group's polynomial covering the largest range in the group; a caller's R or degree: one group.
+    if bs and R is None and degree is None:
+        groups = _degree_groups(R_elem.reshape(-1).clamp(min=1e-12).cpu(), eps, method, max_degree)
+    else:
+        groups = [(None, R_used)]
     d = inst.d  # head dimension: the width of Q = X_Q W_Q
-    k_rank = math.comb(poly.degree + d, d)
-    n_elem = math.prod(bs)  # E elements run at once (1 for a single head)
     m = key_inputs(inst)[0].shape[-1]
     itemsize = torch.empty((), dtype=compute_dtype).element_size()
-    check_resources(L=inst.L, d=d, k=k_rank, degree=poly.degree, R=R_used, eps=eps, method=method, m=m, n=inst.n,
-                    itemsize=itemsize, max_features=max_features, budget=memory_budget, max_degree=max_degree, batch=n_elem)
-    # delta: the entrywise relative error of U V^T vs exp(S): the polynomial's own error plus the
-    # rounding of summing k monomial products in this dtype (see ExpPolynomial.feature_rounding).
-    delta = poly.rel_error + poly.feature_rounding(k_rank + poly.degree, 2 * u)
-    reasons = []
-    if not delta <= eps:
-        reasons.append(f"degree {poly.degree} reaches sup relative error {delta:.2e} > eps = {eps:.0e} on [-R, R], R = {R_used:.3g}"
-                       f" (fit {poly.rel_error:.1e}, rounding {delta - poly.rel_error:.1e})")
-    if not delta < 1:
-        reasons.append("P can be <= 0 on the score range (relative error >= 1)")
+    plans = []
+    for idx, R_g in groups:  # every polynomial and its resources before anything of size k is allocated
+        poly = exp_polynomial(R_g, eps, method=method, degree=degree, max_degree=max_degree)
+        if not poly.finite:
+            raise ApproximationError(f"approx_gradients: the degree-{poly.degree} polynomial of e^s on [-R, R], R = {R_g:.4g}, overflows float64; "
+                                     f"nothing can be computed. Reduce the norms (bound) or beta.")
+        k_rank = math.comb(poly.degree + d, d)
+        check_resources(L=inst.L, d=d, k=k_rank, degree=poly.degree, R=R_g, eps=eps, method=method, m=m, n=inst.n, itemsize=itemsize,
+                        max_features=max_features, budget=memory_budget, max_degree=max_degree, batch=n_elem if idx is None else len(idx))
+        plans.append((idx, R_g, poly, k_rank))
     ic = inst if inst.dtype == compute_dtype else inst.to(dtype=compute_dtype)
     fi = flat_instance(ic)  # (E, ...) when batched: every tensor expanded to the full batch shape, flattened
-    Z, sk, sv = key_inputs(fi)
-    Q, K, _ = fi.projections()  # (*lead, L, d), lead = () or (E,)
-    scale = math.sqrt(ic.beta / R_used)  # q' . k' = beta q . k / R = t in [-1, 1]
-    Qs, Ks = Q * scale, K * scale
-    fmap = FeatureMap(poly.degree, d)
-    block = min(block_size or default_feature_block(k_rank, inst.L, itemsize, n_elem), inst.L)
-    buf = torch.empty(k_rank, *Q.shape[:-2], block, dtype=compute_dtype, device=Q.device)  # the one (k, E, block) feature slice, reused
-
-    def query_blocks(i0: int, i1: int) -> torch.Tensor:
-        return fmap(Qs[..., i0:i1, :], out=buf)
-
-    def key_blocks(j0: int, j1: int) -> torch.Tensor:
-        return fmap(Ks[..., j0:j1, :], out=buf)
-
-    weights = torch.as_tensor(fmap.weights(poly.coef), dtype=compute_dtype, device=Q.device)
-    acc = _ErrorBound(fi, poly, R_used, sk, sv, Z.shape[-1], inst.dtype)
-    run = run_lowrank(ic, query_blocks, key_blocks, t0, block=block, weights=weights, on_block=acc, flat=fi)
-    reasons += run.reasons
+    reasons: list[str] = []
+    deltas, runs = [], []
+    for idx, R_g, poly, k_rank in plans:
+        # delta: the entrywise relative error of U V^T vs exp(S): the polynomial's own error plus the
+        # rounding of summing k monomial products in this dtype (see ExpPolynomial.feature_rounding).
+        delta = poly.rel_error + poly.feature_rounding(k_rank + poly.degree, 2 * u)
+        deltas.append(delta)
+        if not delta <= eps:
+            reasons.append(f"degree {poly.degree} reaches sup relative error {delta:.2e} > eps = {eps:.0e} on [-R, R], R = {R_g:.3g}"
+                           f" (fit {poly.rel_error:.1e}, rounding {delta - poly.rel_error:.1e})")
+        if not delta < 1:
+            reasons.append("P can be <= 0 on the score range (relative error >= 1)")
+        sub = fi if idx is None else select_elements(fi, idx)
+        run, acc = _run_polynomial(sub, poly, R_g, k_rank, block_size, inst.dtype, t0)
+        reasons += [r for r in run.reasons if r not in reasons]
+        runs.append((idx, run, acc))
     names = [f"{p}_{mu}" for mu in inst.adapt for p in "AB"]
-    bound, elem_bound = acc.result(run.G, ic) if not run.reasons else ({nm: math.inf for nm in names}, {nm: np.full(bs, math.inf) for nm in names})
-    if not run.reasons and not all(math.isfinite(b) for b in bound.values()):
-        reasons.append(f"the error bound is not finite: the rounding of sums over L = {inst.L} keys and k = {k_rank} features in {compute_dtype} "
-                       f"cannot be bounded at R = {R_used:.3g}")
-    times = {**run.times, "total": time.perf_counter() - t0}
-    grads = {k: v.to(dtype=inst.dtype) for k, v in run.grads.items()}
-    D = run.aux["D"]  # (*batch, L)
+    if len(runs) == 1 and runs[0][0] is None:  # one polynomial for every element (a single head, or a caller's R / degree)
+        _, run, acc = runs[0]
+        grads, G, D, bG = run.grads, run.G, run.aux["D"], (acc.bG if acc.ok else None)
+    else:  # reassemble the groups' per-element results in element order, then the chain on the whole instance
+        G = {mu: torch.empty(n_elem, *fi.weight(mu).shape[-2:], dtype=compute_dtype, device=fi.device) for mu in inst.adapt}
+        bG = {mu: torch.empty_like(G[mu]) for mu in inst.adapt}
+        D = torch.empty(n_elem, inst.L, dtype=compute_dtype, device=fi.device)
+        ok = True
+        for idx, run, acc in runs:
+            D[idx] = run.aux["D"].reshape(len(idx), inst.L)
+            ok = ok and acc.ok and set(acc.bG) == set(inst.adapt)
+            for mu in inst.adapt:
+                G[mu][idx] = run.G[mu]
+                if ok:
+                    bG[mu][idx] = acc.bG[mu]
+        bG = bG if ok else None
+        grads = lora_chain(ic, {mu: g.reshape(*bs, *g.shape[-2:]) for mu, g in G.items()})  # summed over shared dimensions
+        D = D.reshape(*bs, inst.L)
+        bad = [k for k, v in grads.items() if not bool(torch.isfinite(v).all())]
+        if bad and not any("non-finite" in r for r in reasons):
+            reasons.append(f"non-finite gradients {bad}")
+    failed = any(run.reasons for _, run, _ in runs)
+    bound, elem_bound = _chain_bounds(fi, bG, G, ic, u, torch.finfo(inst.dtype).eps / 2 if inst.dtype != compute_dtype else 0.0) \
+        if not failed else ({nm: math.inf for nm in names}, {nm: np.full(bs, math.inf) for nm in names})
+    if not failed and not all(math.isfinite(b) for b in bound.values()):
+        reasons.append(f"the error bound is not finite: the rounding of sums over L = {inst.L} keys and k = {max(p[3] for p in plans)} features in "
+                       f"{compute_dtype} cannot be bounded at R = {R_used:.3g}")
+    keys_t = sum(run.times["keys"] for _, run, _ in runs)
+    times = {"keys": keys_t, "queries": time.perf_counter() - t0 - keys_t, "total": time.perf_counter() - t0}
+    grads = {k: v.to(dtype=inst.dtype) for k, v in grads.items()}
+    # per-element degree and covered range: the group's
+    e_deg, e_range = np.empty(n_elem, dtype=np.int64), np.empty(n_elem)
+    for (idx, R_g, poly, _), _r in zip(plans, runs, strict=True):
+        sel = slice(None) if idx is None else idx.numpy()
+        e_deg[sel], e_range[sel] = poly.degree, R_g
+    top = max(range(len(plans)), key=lambda i: plans[i][1])
     info = ApproxInfo(
-        valid=not reasons, reason="; ".join(reasons), degree=poly.degree, rank=k_rank, R=R_used,
-        poly_rel_error=delta, min_normalizer=float(D.min()), error_bound=bound, times=times, method=method,
+        valid=not reasons, reason="; ".join(reasons), degree=max(p[2].degree for p in plans), rank=max(p[3] for p in plans), R=plans[top][1],
+        poly_rel_error=max(deltas), min_normalizer=float(D.min()), error_bound=bound, times=times, method=method,
         compute_dtype=str(compute_dtype).replace("torch.", ""), batch_shape=bs,
-        element_R=score_range_bounds(inst).cpu().numpy(), element_min_normalizer=D.amin(dim=-1).double().cpu().numpy(),
-        element_error_bound=elem_bound,
+        element_R=R_elem.cpu().numpy(), element_min_normalizer=D.amin(dim=-1).double().cpu().numpy(),
+        element_error_bound=elem_bound, element_degree=e_deg.reshape(bs), element_range=e_range.reshape(bs),
     )
     if reasons and on_invalid == "raise":
         raise ApproximationError("approx_gradients: cannot certify the approximation: " + "; ".join(reasons)

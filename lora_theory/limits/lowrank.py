@@ -70,6 +70,7 @@ __all__ = [
     "run_lowrank",
     "score_range_bound",
     "score_range_bounds",
+    "select_elements",
 ]
 
 Blocks = Callable[[int, int], torch.Tensor]  # (start, stop) -> (k, stop - start) features, transposed ((k, E, stop - start) batched)
@@ -106,6 +107,9 @@ class ApproxInfo:
         element_error_bound: per-element max-entry error bounds of each element's own gradient
             (arrays of ``batch_shape``; for a factor shared by E elements, ``error_bound`` bounds
             their sum, the returned gradient). Empty for the random-feature peer.
+        element_degree, element_range: per element, the degree of the polynomial it ran with and the
+            range [-R, R] that polynomial covers (>= element_R). ``degree``, ``rank`` and ``R`` are the
+            largest over the elements (batched elements are grouped by the degree each needs).
     """
 
     valid: bool
@@ -123,6 +127,8 @@ class ApproxInfo:
     element_R: np.ndarray | None = None
     element_min_normalizer: np.ndarray | None = None
     element_error_bound: dict[str, np.ndarray] = field(default_factory=dict)
+    element_degree: np.ndarray | None = None
+    element_range: np.ndarray | None = None
 
 
 def score_range_bounds(inst: AttentionLoRAInstance) -> torch.Tensor:
@@ -203,6 +209,20 @@ def flat_instance(inst: AttentionLoRAInstance) -> AttentionLoRAInstance:
     Xv = Xk if inst.Xv is inst.Xk else (Xq if inst.Xv is inst.Xq else flat(inst.Xv))
     return inst.replace(Xq=Xq, Xk=Xk, Xv=Xv, Wq=flat(inst.Wq), Wk=flat(inst.Wk), Wv=flat(inst.Wv),
                         A={k: flat(v) for k, v in inst.A.items()}, B={k: flat(v) for k, v in inst.B.items()}, Y=flat(inst.Y))
+
+
+def select_elements(flat: AttentionLoRAInstance, idx: torch.Tensor) -> AttentionLoRAInstance:
+    """The elements ``idx`` (1-D indices) of a :func:`flat_instance` (batch shape (E,)), as an (len(idx), ...) instance (ties kept)."""
+    idx = idx.to(device=flat.device)
+
+    def pick(t: torch.Tensor) -> torch.Tensor:
+        return t.index_select(0, idx)
+
+    Xq = pick(flat.Xq)
+    Xk = Xq if flat.Xk is flat.Xq else pick(flat.Xk)
+    Xv = Xk if flat.Xv is flat.Xk else (Xq if flat.Xv is flat.Xq else pick(flat.Xv))
+    return flat.replace(Xq=Xq, Xk=Xk, Xv=Xv, Wq=pick(flat.Wq), Wk=pick(flat.Wk), Wv=pick(flat.Wv),
+                        A={k: pick(v) for k, v in flat.A.items()}, B={k: pick(v) for k, v in flat.B.items()}, Y=pick(flat.Y))
 
 
 def _lead(M: torch.Tensor) -> torch.Tensor:
