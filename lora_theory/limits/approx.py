@@ -36,10 +36,11 @@ Soundness (what ``valid`` and ``error_bound`` promise, for every input):
   algebra, the reductions over rows and the final cast are added as a separate allowance
   (standard gamma_n = n u / (1 - n u) bounds on the absolute values of every term).
 
-Batched multi-head instances (issue 13, 15): all E = prod(batch shape) elements run in one pass of
-the same driver (a leading E on every tensor above, no loop over heads), with ONE polynomial for the
-worst element's range R = max_e R+_e; everything else (row ranges rho_i, key statistics, moments,
-every term of the bound) is per element, ``info.element_error_bound`` bounds each element's own
+Batched multi-head instances (issue 13, 15): the E = prod(batch shape) elements are grouped by the
+degree their own range R+_e needs, and each group runs in one pass of the same driver (a leading
+dimension on every tensor above, no loop over heads) with one polynomial certified on the group's
+largest range; everything else (row ranges rho_i, key statistics, moments, every term of the bound)
+is per element, ``info.element_error_bound`` bounds each element's own
 gradient and ``info.error_bound`` the returned one (for a shared factor, the entrywise sum over the
 elements sharing it). Causal instances are refused (see :func:`approx_gradients`).
 
@@ -433,11 +434,13 @@ def approx_gradients(
     :func:`lora_theory.exact_gradients`. Certification stays per element: every element's score
     range R+_e (Cauchy-Schwarz) is verified and reported (``info.element_R``), the row ranges,
     moments and bound terms are each element's own, and ``info.element_error_bound[name]`` bounds
-    each element's own gradient (its loss alone). One polynomial serves every element: the one
-    that certifies eps on [-R, R] with R = max_e R+_e (the worst head), so the degree is the worst
-    head's (a smaller R_e needs no higher degree, since [-R_e, R_e] lies inside [-R, R]; per-head
-    degrees would need per-head feature counts, which does not vectorize). ``info.error_bound``
-    bounds the returned gradients: for a shared factor, the entrywise sum of the per-element bounds.
+    each element's own gradient (its loss alone). Degree choice: the elements are grouped by the
+    degree their own R+_e needs for eps; each group runs vectorized with the polynomial certified on
+    its largest range (``info.element_degree``, ``info.element_range``), so a head never pays for a
+    wider head's degree, and the Python loop is over the (few) distinct degrees, not the heads.
+    With a caller's ``R`` or ``degree`` every element runs that one polynomial. ``info.degree``,
+    ``rank``, ``R`` are the largest over the elements; ``info.error_bound`` bounds the returned
+    gradients: for a shared factor, the entrywise sum of the per-element bounds.
 
     Causal instances are refused (InvalidArgumentError): the moment form needs the key sums
     S = psi(K)^T [1, Z, Z Z] over ALL keys, the same for every query; a causal mask needs a

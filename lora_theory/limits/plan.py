@@ -381,10 +381,10 @@ class ApproxPlan:
         certifiable: whether eps is reachable (degree_source == "measured") within max_features and the budget.
         n_adapted: how many of W_Q, W_K, W_V carry LoRA (2 for "qv", 3 for "qkv").
         batch: the number of batch elements E (heads times sequences) of a batched instance, 1
-            otherwise. For E > 1, R is the largest per-element score range (the one polynomial
-            covers the worst element), degree and k are per element (the same for all), and the
-            bytes, flops and seconds are totals for all E elements (approx_gradients runs them
-            at once; exact_gradients too).
+            otherwise. For E > 1, R is the largest per-element score range, degree and k are the
+            worst element's, and the bytes, flops and seconds are totals for all E elements at that
+            degree: an upper bound, since approx_gradients runs each element at the degree its own
+            range needs (groups of equal degree, each vectorized); exact_gradients runs all at once.
     """
 
     L: int
