@@ -42,7 +42,7 @@ dimension on every tensor above, no loop over heads) with one polynomial certifi
 largest range; everything else (row ranges rho_i, key statistics, moments, every term of the bound)
 is per element, ``info.element_error_bound`` bounds each element's own
 gradient and ``info.error_bound`` the returned one (for a shared factor, the entrywise sum over the
-elements sharing it). Causal instances are refused (see :func:`approx_gradients`).
+elements sharing it). Causal instances use prefix moments (see :func:`approx_gradients`).
 
 Reference: Alman & Song (2023) (AS23) for the forward pass; Alman & Song (2024) (AS24) and
 Hu et al. (2024), Sec. 4-5, Thm 3.1 / A.1 for the gradient chain; claims ``limits.thm3.1``,
@@ -63,6 +63,7 @@ from .features import FeatureMap
 from .exact import lora_chain
 from .instance import AttentionLoRAInstance, batched_matmul
 from .lowrank import (
+    CAUSAL_BLOCK,
     ApproximationError,
     ApproxInfo,
     KeyMoments,
@@ -375,6 +376,8 @@ def _run_polynomial(inst: AttentionLoRAInstance, poly: ExpPolynomial, R: float, 
     itemsize = torch.empty((), dtype=dt).element_size()
     n_elem = Q.shape[0] if Q.dim() == 3 else 1
     block = min(block_size or default_feature_block(k_rank, L, itemsize, n_elem), L)
+    if inst.causal and block_size is None:
+        block = min(block, CAUSAL_BLOCK)  # the masked diagonal block costs O(b^2 k)
     buf = torch.empty(k_rank, *Q.shape[:-2], block, dtype=dt, device=Q.device)  # the one (k, E, block) feature slice, reused
 
     def query_blocks(i0: int, i1: int) -> torch.Tensor:
@@ -442,25 +445,24 @@ def approx_gradients(
     ``rank``, ``R`` are the largest over the elements; ``info.error_bound`` bounds the returned
     gradients: for a shared factor, the entrywise sum of the per-element bounds.
 
-    Causal instances are refused (InvalidArgumentError): the moment form needs the key sums
-    S = psi(K)^T [1, Z, Z Z] over ALL keys, the same for every query; a causal mask needs a
-    different prefix of them per query row (prefix sums of (k, c) matrices over the keys), and the
-    certified bound (row ranges, the mean and covariance shifts) has not been derived for
-    prefix moments. Use :func:`lora_theory.exact_gradients` for causal instances.
+    Causal instances (query i sees keys j <= i): the moments of row i are over its allowed keys,
+    computed as prefix sums of the (k, c) key contractions over query blocks plus a masked
+    diagonal block (the causal linear-attention chunk form; blocks of at most
+    :data:`lora_theory.limits.lowrank.CAUSAL_BLOCK` rows). The bound carries over unchanged: every
+    term of it is a per-row statement about the distribution f~_i over the keys row i sees (its
+    row range rho_i bounds those scores, the key statistics over all keys bound the allowed ones),
+    and the rounding allowance counts one more addition (prefix + diagonal block).
 
     Returns:
         (grads, info): grads as :func:`lora_theory.exact_gradients`; info an :class:`ApproxInfo`.
 
     Raises:
-        InvalidArgumentError: bad arguments, or a causal instance.
+        InvalidArgumentError: bad arguments.
         ApproximationError: see ``on_invalid``.
 
     Reference: Hu et al. (2024), Thm 3.1 (partial) and Thm A.1 (full); AS23, AS24.
     """
     inst = _check_instance(inst)
-    if inst.causal:
-        raise InvalidArgumentError("inst: approx_gradients has no causal mask (the paper's loss has none, and the moment form sums over all keys), "
-                                   "got causal=True; use exact_gradients for causal instances")
     check_choice("method", method, ("chebyshev", "taylor"))
     check_choice("on_invalid", on_invalid, ("raise", "flag"))
     eps = check_positive("eps", eps)

@@ -73,6 +73,10 @@ __all__ = [
     "select_elements",
 ]
 
+#: Largest query block of a causal instance: the diagonal block costs O(b^2 k) (b x b masked scores), the
+#: rest O(b k c) per block, so b of order c..128 keeps the diagonal block from dominating (b = 128, k = 210,
+#: c = 15 at d = 4: 2x the non-causal work per row).
+CAUSAL_BLOCK = 128
 Blocks = Callable[[int, int], torch.Tensor]  # (start, stop) -> (k, stop - start) features, transposed ((k, E, stop - start) batched)
 
 
@@ -265,18 +269,30 @@ class MomentSource:
             tensor may be reused by the next call.
         block: rows per key block.
         weights: (k,) query-side factors (phi = weights * monomials), folded into S.
+        causal: query i sees the keys j <= i only (queries and keys are the same L rows). Then S is
+            a running prefix sum: ``moments`` must be called on consecutive blocks from row 0, and
+            block I's moments are phi_I S_{<I} + tril(phi_I psi_I^T) W_I (the causal linear-attention
+            chunk form: O(b^2 k) per block for the diagonal block, no L x L matrix).
 
     Memory: one (k, block) feature slice, one (block, c) slice of the key columns and S (k, c);
     nothing of size L x k or L x c.
     """
 
-    def __init__(self, Z: torch.Tensor, key_blocks: Blocks, query_blocks: Blocks, *, block: int, weights: torch.Tensor | None = None) -> None:
+    def __init__(self, Z: torch.Tensor, key_blocks: Blocks, query_blocks: Blocks, *, block: int, weights: torch.Tensor | None = None,
+                 causal: bool = False) -> None:
         L_key, m = Z.shape[-2:]
         lead = Z.shape[:-2]  # () or (E,)
         self.m = m
         self.query_blocks = query_blocks
         self.zbar = Z.mean(dim=-2)  # (*lead, m) any shift works; the mean keeps E~[(Z - zbar)^2] close to the covariances
         self.ia, self.ib = torch.triu_indices(m, m, device=Z.device)
+        self.causal = causal
+        if causal:
+            self.Z, self.key_blocks, self.weights, self.next_row = Z, key_blocks, weights, 0
+            self.S = None  # the prefix sum psi_{<i0}^T W_{<i0}, (*lead, k, c), built as the blocks come
+            # one more addition than the non-causal sums: prefix part + diagonal-block part (each <= L_key + k deep)
+            self.n_sum = L_key + 1  # + k, added at the first block (k is known from the features)
+            return
         S = None
         for j0 in range(0, L_key, block):
             j1 = min(j0 + block, L_key)
@@ -289,10 +305,39 @@ class MomentSource:
         self.S = S
         self.n_sum = L_key + S.shape[-2]  # keys + features (S is (*lead, k, c))
 
+    def _key_columns(self, j0: int, j1: int) -> torch.Tensor:
+        """(*lead, b, c) = [1, Z - zbar, (Z - zbar)_a (Z - zbar)_b] of key rows j0 .. j1."""
+        Zc = self.Z[..., j0:j1, :] - self.zbar[..., None, :]  # (*lead, b, m)
+        one = torch.ones(*Zc.shape[:-1], 1, dtype=Zc.dtype, device=Zc.device)
+        return torch.cat([one, Zc, Zc[..., self.ia] * Zc[..., self.ib]], dim=-1)
+
+    def _causal_numerators(self, i0: int, i1: int) -> torch.Tensor:
+        """(*lead, b, c) unnormalized moments of rows i0 .. i1 over their keys j <= i; then S += block i0 .. i1."""
+        if i0 != self.next_row:
+            raise InvalidArgumentError(f"i0: a causal MomentSource takes consecutive blocks from row 0, expected {self.next_row}, got {i0}")
+        W = self._key_columns(i0, i1)  # (*lead, b, c)
+        Mk = _lead(self.key_blocks(i0, i1)).clone()  # (*lead, k, b): copied, the query features may reuse its buffer
+        Mq = _lead(self.query_blocks(i0, i1))  # (*lead, k, b)
+        if self.weights is not None:
+            Mq = Mq * self.weights[:, None]  # phi = weights * monomials (folded into the queries: S is shared by later blocks)
+        A = (Mq.mT @ Mk).tril_()  # (*lead, b, b) A~_ij for the block's own keys, 0 above the diagonal (j > i: masked)
+        N = A @ W  # (*lead, b, c) the diagonal block's share
+        if self.S is not None:
+            N += Mq.mT @ self.S  # the keys before the block
+        upd = Mk @ W  # (*lead, k, c)
+        self.S = upd if self.S is None else self.S.add_(upd)
+        if i0 == 0:
+            self.n_sum += Mk.shape[-2]
+        self.next_row = i1
+        return N
+
     def moments(self, i0: int, i1: int) -> KeyMoments:
         """:class:`KeyMoments` of query rows i0 .. i1."""
         m = self.m
-        N = _lead(self.query_blocks(i0, i1)).mT @ self.S  # (*lead, b, c) = (*lead, b, k) @ (*lead, k, c), unnormalized moments
+        if self.causal:
+            N = self._causal_numerators(i0, i1)
+        else:
+            N = _lead(self.query_blocks(i0, i1)).mT @ self.S  # (*lead, b, c) = (*lead, b, k) @ (*lead, k, c), unnormalized moments
         D = N[..., 0]
         m1 = N[..., 1 : 1 + m] / D[..., None]  # (*lead, b, m) E~[Z - zbar]
         m2 = N[..., 1 + m :] / D[..., None]  # (*lead, b, m(m+1)/2) E~[(Z - zbar)_a (Z - zbar)_b]
@@ -411,6 +456,9 @@ def run_lowrank(inst: AttentionLoRAInstance, query_blocks: Blocks | torch.Tensor
     return (k, E, b) and factors are (E, L, k). ``grads`` are then summed to the shapes of ``inst``'s
     factors (over the dimensions each is shared along), ``G`` stays per element (E, n, d), and
     ``aux["D"]`` is (*batch, L).
+
+    Causal ``inst``: query i sees keys j <= i; the moments are prefix sums over the key blocks
+    (:class:`MomentSource` with ``causal=True``) and blocks are at most :data:`CAUSAL_BLOCK` rows.
     """
     L, bs = inst.L, inst.batch_shape
     fi = flat_instance(inst) if flat is None else flat
@@ -420,12 +468,12 @@ def run_lowrank(inst: AttentionLoRAInstance, query_blocks: Blocks | torch.Tensor
         if (not isinstance(V, torch.Tensor) or U.shape != V.shape or U.dim() != len(lead) + 2 or tuple(U.shape[:-1]) != (*lead, L)):
             raise InvalidArgumentError(f"U, V: expected two ({', '.join(map(str, (*lead, L)))}, k) factors, got {tuple(U.shape)} and {tuple(getattr(V, 'shape', ()))}")
         query_blocks, key_blocks = _from_factors(U, V)
-    block = block or L
+    block = block or (min(L, CAUSAL_BLOCK) if inst.causal else L)
     Z, sk, sv = key_inputs(fi)
     with torch.no_grad():
         Q, _, _ = fi.projections()
-        src = MomentSource(Z, key_blocks, query_blocks, block=block, weights=weights)
-        _sync(src.S)
+        src = MomentSource(Z, key_blocks, query_blocks, block=block, weights=weights, causal=inst.causal)
+        _sync(Z)
         t1 = time.perf_counter()
         G: dict[str, torch.Tensor] = {}
         D = torch.empty(*lead, L, dtype=Z.dtype, device=Z.device)

@@ -103,8 +103,8 @@ def random_feature_gradients(
     Batched multi-head instances run all elements at once (as in :func:`lora_theory.approx_gradients`):
     the same m directions serve every element (so element e's result is the single-head call on
     ``inst.element(e)`` with the same seed), the key-side stabilizing constant is per element, and
-    the gradient of a shared factor is summed over the elements sharing it. Causal instances are
-    refused (no prefix-sum form; see ``approx_gradients``).
+    the gradient of a shared factor is summed over the elements sharing it. Causal instances use the
+    prefix moments of :func:`lora_theory.limits.lowrank.run_lowrank`.
 
     Returns:
         (grads, info): grads as :func:`lora_theory.exact_gradients`; ``info`` an
@@ -116,9 +116,6 @@ def random_feature_gradients(
     compared against); claims ``limits.thm3.1``, ``limits.thmA.1``.
     """
     inst = _check_instance(inst)
-    if inst.causal:
-        raise InvalidArgumentError("inst: random_feature_gradients has no causal mask (the moment form sums over all keys), got causal=True; "
-                                   "use exact_gradients for causal instances")
     m = check_int("m", m, low=1)
     seed = check_int("seed", seed, low=0)
     check_choice("on_invalid", on_invalid, ("raise", "flag"))

@@ -26,7 +26,7 @@ F64 = torch.float64
 
 
 def batched_instance(*, batch=2, heads=3, L=24, n=5, d=4, r=2, adapt="qkv", attention="self", share_x=True, share_b=True,
-                     bound=1.0, beta=0.8, alpha=2.0, seed=0, identical=False):
+                     bound=1.0, beta=0.8, alpha=2.0, seed=0, identical=False, causal=False):
     """A random (batch, heads) instance: X (batch, 1, L, n) when ``share_x`` (else per head), W* and A per head
     (heads, ., .), B (n, r) shared by every element when ``share_b`` (else per head), Y per element.
 
@@ -48,7 +48,7 @@ def batched_instance(*, batch=2, heads=3, L=24, n=5, d=4, r=2, adapt="qkv", atte
     A = {mu: rnd(hh, r, d, std=0.5).expand(heads, r, d).contiguous() for mu in adapt}
     B = {mu: rnd(n, r, std=0.5) if share_b else rnd(hh, n, r, std=0.5).expand(heads, n, r).contiguous() for mu in adapt}
     Y = rnd(bb, hh, L, d).expand(batch, heads, L, d).contiguous()
-    inst = lt.AttentionLoRAInstance(Xq, Xk, Xv, W["q"], W["k"], W["v"], A, B, alpha, r, beta, Y, attention)
+    inst = lt.AttentionLoRAInstance(Xq, Xk, Xv, W["q"], W["k"], W["v"], A, B, alpha, r, beta, Y, attention, causal)
     Q, K, _ = inst.projections()
     s = bound / max(float(Q.abs().max()), float(K.abs().max()))
     Wq = W["q"] * s
@@ -74,6 +74,13 @@ def per_head_loop(inst, fn):
     return out, per
 
 
+def element_call(e, idx, info, eps=1e-6):
+    """approx_gradients on one element with the polynomial the batched call reports for it (its range, up to the
+    rounding of the element's own Cauchy-Schwarz bound, which may differ from the batched one in the last bit)."""
+    R = max(float(info.element_range[idx]), lt.score_range_bound(e))
+    return approx_gradients(e, eps=eps, R=R, degree=int(info.element_degree[idx]))
+
+
 LAYOUTS = {
     "self_shared_x_shared_b": {},
     "self_per_head_x_per_head_b": {"share_x": False, "share_b": False},
@@ -81,6 +88,8 @@ LAYOUTS = {
     "cross_rect_n8_d3": {"attention": "cross", "n": 8, "d": 3},
     "one_batch_many_heads": {"batch": 1, "heads": 4},
     "qk_only_rect_n3_d5": {"adapt": "qk", "n": 3, "d": 5, "r": 2},
+    "causal_self": {"causal": True, "L": 30},
+    "causal_general_qv": {"causal": True, "attention": "general", "adapt": "qv", "share_b": False},
 }
 
 
@@ -98,7 +107,7 @@ def test_batched_equals_per_head_loop(layout):
     assert info.element_R.shape == inst.batch_shape and info.element_min_normalizer.shape == inst.batch_shape
     assert info.R == pytest.approx(float(info.element_R.max()), rel=1e-12) and info.degree == int(info.element_degree.max())
     assert np.all(info.element_range >= info.element_R)
-    loop, per = per_head_loop(inst, lambda e, idx: approx_gradients(e, eps=1e-6, R=float(info.element_range[idx]), degree=int(info.element_degree[idx])))
+    loop, per = per_head_loop(inst, lambda e, idx: element_call(e, idx, info))
     assert set(g) == set(loop)
     for name in g:
         assert g[name].shape == loop[name].shape
@@ -152,14 +161,36 @@ def test_batch_shape_one_is_the_single_head():
     assert ib.degree == i1.degree and ib.element_R.shape == (1, 1)
 
 
-def test_causal_refused_with_a_clear_error():
-    """Causal instances have no certified low-rank form here: both methods refuse before computing, naming causal."""
-    inst = batched_instance().replace(causal=True)
-    for fn in (lambda i: approx_gradients(i), lambda i: random_feature_gradients(i, 8)):
-        with pytest.raises(InvalidArgumentError, match="causal=True"):
-            fn(inst)
-        with pytest.raises(InvalidArgumentError, match="causal=True"):
-            fn(inst.element(0, 0))
+@pytest.mark.parametrize("block_size", [None, 7])
+def test_causal_within_bound_and_masked(block_size):
+    """Causal instances (prefix moments + a masked diagonal block): within the bound of the causal exact
+    gradient, independent of the block size (blocks of 7 rows cut through the diagonal blocks), and far from
+    the unmasked gradient (so a dropped or shifted mask, e.g. j < i or keys of the next block, fails)."""
+    inst = batched_instance(batch=2, heads=2, L=45, share_b=True, causal=True)
+    g, info = approx_gradients(inst, eps=1e-6, block_size=block_size)
+    ex = lt.exact_gradients(inst)
+    unmasked = lt.exact_gradients(inst.replace(causal=False))
+    g_ref, _ = approx_gradients(inst, eps=1e-6, block_size=45)  # one block: the diagonal block is the whole matrix
+    for name in ex:
+        err = float((g[name] - ex[name]).abs().max())
+        assert err <= info.error_bound[name], (name, err, info.error_bound[name])
+        assert float((unmasked[name] - ex[name]).abs().max()) > 100 * info.error_bound[name]
+        assert float((g[name] - g_ref[name]).abs().max()) <= 1e-12 * float(ex[name].abs().max())
+    gr, _ = random_feature_gradients(inst, 256, seed=1)
+    for name in ex:  # the random-feature peer runs the same causal driver: closer to the masked than to the unmasked gradient
+        assert float((gr[name] - ex[name]).abs().max()) < float((gr[name] - unmasked[name]).abs().max())
+
+
+def test_causal_moment_source_takes_consecutive_blocks():
+    """A causal MomentSource accumulates prefix sums: a skipped block is refused, not silently wrong."""
+    from lora_theory.limits.lowrank import MomentSource
+
+    Z = torch.randn(10, 2, dtype=F64)
+    M = torch.rand(3, 10, dtype=F64) + 0.1
+    src = MomentSource(Z, lambda a, b: M[:, a:b], lambda a, b: M[:, a:b], block=4, causal=True)
+    src.moments(0, 4)
+    with pytest.raises(InvalidArgumentError, match="consecutive"):
+        src.moments(8, 10)
 
 
 def test_each_head_runs_at_its_own_degree():
@@ -176,7 +207,7 @@ def test_each_head_runs_at_its_own_degree():
     own = np.array([[approx_gradients(inst.element(b, h), eps=1e-6)[1].degree for h in range(3)] for b in range(2)])
     assert np.array_equal(info.element_degree, own) and len(set(own.ravel().tolist())) > 1
     assert info.degree == own.max()
-    loop, per = per_head_loop(inst, lambda e, idx: approx_gradients(e, eps=1e-6, R=float(info.element_range[idx]), degree=int(info.element_degree[idx])))
+    loop, per = per_head_loop(inst, lambda e, idx: element_call(e, idx, info))
     for name in g:
         assert float((g[name] - loop[name]).abs().max()) <= 1e-12 * float(loop[name].abs().max()), name
         for idx, (_, ie) in per.items():
@@ -214,20 +245,21 @@ def batched_cases(draw):
           "n": draw(st.integers(1, 5)), "d": draw(st.integers(1, 4)), "adapt": draw(st.sampled_from(("qv", "qkv", "k"))),
           "attention": draw(st.sampled_from(("self", "cross", "general"))), "share_x": draw(st.booleans()),
           "share_b": draw(st.booleans()), "bound": 10 ** draw(st.floats(-1.5, 0.9)), "beta": draw(st.sampled_from((0.5, 1.0))),
-          "seed": draw(st.integers(0, 2**16))}
+          "seed": draw(st.integers(0, 2**16)), "causal": draw(st.booleans())}
     kw["r"] = draw(st.integers(1, max(kw["n"], kw["d"])))
     eps = 10 ** draw(st.floats(-9, -1))
     compute_dtype = draw(st.sampled_from((F64, torch.float32)))
-    return kw, {"eps": eps, "compute_dtype": compute_dtype, "max_features": 20_000}
+    block_size = draw(st.sampled_from((None, 3, 8)))  # several query blocks: the causal prefix sums and the bound's per-block sums
+    return kw, {"eps": eps, "compute_dtype": compute_dtype, "max_features": 20_000, "block_size": block_size}
 
 
 @settings(max_examples=max(30, 2 * settings.default.max_examples), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(case=batched_cases())
 def test_batched_certified_or_refused(case):
-    """THE central promise on batched instances: a documented error, or gradients within info.error_bound
-    (every factor, shared or not, vs exact_gradients in float64), and every unshared factor's element within
-    its own element bound. Fails on a bound that is not summed over a shared factor, a per-element bound
+    """THE central promise on batched instances (causal or not): a documented error, or gradients within
+    info.error_bound (every factor, shared or not, vs exact_gradients in float64), and every unshared factor's
+    element within its own element bound. Fails on a bound that is not summed over a shared factor, a per-element bound
     computed from another element's moments, or a degree that certifies only the first head."""
     kw, kwargs = case
     try:
