@@ -101,11 +101,11 @@ def batched_part(args) -> list[dict]:
         inst = heads_instance(L, d, H, args)
         heads = [inst.element(0, h) for h in range(H)]
         g, info = approx_gradients(inst, eps=args.eps)
-        tb = timed(lambda: approx_gradients(inst, eps=args.eps), 2, args.device)
-        tl = timed(lambda: [approx_gradients(e, eps=args.eps) for e in heads], 2, args.device)
-        t1 = timed(lambda: approx_gradients(heads[0], eps=args.eps), 2, args.device)
+        tb = timed(lambda inst=inst: approx_gradients(inst, eps=args.eps), 2, args.device)
+        tl = timed(lambda heads=heads: [approx_gradients(e, eps=args.eps) for e in heads], 2, args.device)
+        t1 = timed(lambda heads=heads: approx_gradients(heads[0], eps=args.eps), 2, args.device)
         same = {"eps": args.eps, "R": info.R, "degree": info.degree}
-        ts = timed(lambda: [approx_gradients(e, **same) for e in heads], 1, args.device, warmup=False)
+        ts = timed(lambda heads=heads, same=same: [approx_gradients(e, **same) for e in heads], 1, args.device, warmup=False)
         ex = lt.exact_gradients(inst.to(dtype=torch.float64))
         rb = max(ratios_to_bound(g, ex, info))
         degrees = sorted(int(x) for x in info.element_degree.ravel())
@@ -144,7 +144,7 @@ def rectangular_part(args) -> list[dict]:
     for n in (4, 8, 16, 32):
         gen = torch.Generator().manual_seed(0)
 
-        def rnd(*shape, std=1.0):
+        def rnd(*shape, std=1.0, gen=gen):
             return torch.randn(*shape, generator=gen, dtype=torch.float64) * std
 
         X = rnd(L, n)

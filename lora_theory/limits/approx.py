@@ -58,9 +58,8 @@ import numpy as np
 import torch
 
 from .._validate import InvalidArgumentError, check_choice, check_int, check_positive
-from .exact import _check_instance
+from .exact import _check_instance, lora_chain
 from .features import FeatureMap
-from .exact import lora_chain
 from .instance import AttentionLoRAInstance, batched_matmul
 from .lowrank import (
     CAUSAL_BLOCK,
@@ -169,7 +168,7 @@ class _ErrorBound:
         if not self.ok:
             return
         inst, poly, R, sk, sv, u = self.inst, self.poly, self.R, self.sk, self.sv, self.u
-        rows, b, m = mom.rows, mom.D.shape[-1], self.m
+        rows, m = mom.rows, self.m
         Q = self.Q[..., rows, :]  # (*lead, b, d); every (b,)-shaped comment below is (*lead, b) when batched
         dt, dev = Q.dtype, Q.device
         beta = inst.beta

@@ -221,7 +221,7 @@ def test_random_features_batched_equals_per_head_loop():
     """random_feature_gradients on a batch = the loop with the same seed (the same directions for every element)."""
     inst = batched_instance(batch=2, heads=2, share_b=True, attention="cross")
     g, info = random_feature_gradients(inst, 32, seed=5)
-    loop, per = per_head_loop(inst, lambda e, idx: random_feature_gradients(e, 32, seed=5))
+    loop, _ = per_head_loop(inst, lambda e, idx: random_feature_gradients(e, 32, seed=5))
     for name in g:
         assert float((g[name] - loop[name]).abs().max()) <= 1e-12 * float(loop[name].abs().max()), name
     assert info.element_R.shape == inst.batch_shape and info.batch_shape == inst.batch_shape
