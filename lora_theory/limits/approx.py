@@ -76,7 +76,7 @@ from .lowrank import (
     score_range_bounds,
     select_elements,
 )
-from .plan import DEFAULT_MAX_FEATURES, check_resources, default_feature_block
+from .plan import DEFAULT_MAX_FEATURES, check_resources, default_feature_block, degree_groups
 from .polynomial import ExpPolynomial, exp_polynomial
 
 __all__ = ["ApproxInfo", "ApproximationError", "approx_gradients", "score_range_bound"]
@@ -327,42 +327,6 @@ def _chain_bounds(inst: AttentionLoRAInstance, bG: dict[str, torch.Tensor] | Non
     return out, per
 
 
-def _degree_groups(R: torch.Tensor, eps: float, method: str, max_degree: int) -> list[tuple[torch.Tensor, float]]:
-    """Elements grouped by the degree their own range R_e needs: [(element indices, largest R_e in the group)], by degree.
-
-    The degree of the certified polynomial grows with R, so over the elements sorted by R it is found by
-    bisection (O(groups log E) fits instead of E). Soundness does not rest on that monotonicity: each
-    group's polynomial is fitted and certified again on the group's largest range, which covers every
-    element in it; a wrong grouping could only cost speed.
-    """
-    order = torch.argsort(R)
-    Rs = R[order].tolist()
-    memo: dict[int, int] = {}
-
-    def deg(i: int) -> int:
-        if i not in memo:
-            memo[i] = exp_polynomial(Rs[i], eps, method=method, max_degree=max_degree).degree
-        return memo[i]
-
-    label = [0] * len(Rs)
-
-    def assign(lo: int, hi: int) -> None:  # deg(lo) and deg(hi) known; fill lo..hi
-        if deg(lo) == deg(hi) or hi - lo <= 1:
-            for i in range(lo, hi + 1):
-                label[i] = deg(hi) if deg(lo) == deg(hi) else deg(i)
-            return
-        mid = (lo + hi) // 2
-        assign(lo, mid)
-        assign(mid, hi)
-
-    assign(0, len(Rs) - 1)
-    out = []
-    for g in sorted(set(label)):
-        pos = [i for i, x in enumerate(label) if x == g]
-        out.append((order[pos], max(Rs[i] for i in pos)))
-    return out
-
-
 def _run_polynomial(inst: AttentionLoRAInstance, poly: ExpPolynomial, R: float, k_rank: int, block_size: int | None, out_dtype: torch.dtype,
                     t0: float) -> tuple[LowRankRun, _ErrorBound]:
     """One streaming pass of the polynomial method over ``inst`` (a single head, or flattened (E, ...) elements) and its bound."""
@@ -504,7 +468,7 @@ def approx_gradients(
     # One polynomial per degree group: each element at the degree its own range needs (per-element R+_e),
     # the group's polynomial covering the largest range in the group; a caller's R or degree: one group.
     if bs and R is None and degree is None:
-        groups = _degree_groups(R_elem.reshape(-1).clamp(min=1e-12).cpu(), eps, method, max_degree)
+        groups = degree_groups(R_elem.reshape(-1).clamp(min=1e-12).cpu(), eps, method, max_degree)
     else:
         groups = [(None, R_used)]
     d = inst.d  # head dimension: the width of Q = X_Q W_Q

@@ -53,6 +53,7 @@ __all__ = [
     "check_resources",
     "cost_model",
     "default_feature_block",
+    "degree_groups",
     "exact_bytes",
     "exact_flops",
     "memory_budget_bytes",
@@ -159,6 +160,42 @@ def _need(L: int, d: int, m: int, n: int, R: float, eps: float, method: str, max
     g = p.degree if p.certified else max(degree_bound(R, eps), p.degree + 1)
     k = math.comb(g + d, d)
     return g, k, approx_bytes(L, d, k, m=m, n=n, itemsize=itemsize, batch=batch)
+
+
+def degree_groups(R: torch.Tensor, eps: float, method: str, max_degree: int) -> list[tuple[torch.Tensor, float]]:
+    """Elements grouped by the degree their own range R_e needs: [(element indices, largest R_e in the group)], by degree.
+
+    The degree of the certified polynomial grows with R, so over the elements sorted by R it is found by
+    bisection (O(groups log E) fits instead of E). Soundness does not rest on that monotonicity: each
+    group's polynomial is fitted and certified again on the group's largest range, which covers every
+    element in it; a wrong grouping could only cost speed.
+    """
+    order = torch.argsort(R)
+    Rs = R[order].tolist()
+    memo: dict[int, int] = {}
+
+    def deg(i: int) -> int:
+        if i not in memo:
+            memo[i] = exp_polynomial(Rs[i], eps, method=method, max_degree=max_degree).degree
+        return memo[i]
+
+    label = [0] * len(Rs)
+
+    def assign(lo: int, hi: int) -> None:  # deg(lo) and deg(hi) known; fill lo..hi
+        if deg(lo) == deg(hi) or hi - lo <= 1:
+            for i in range(lo, hi + 1):
+                label[i] = deg(hi) if deg(lo) == deg(hi) else deg(i)
+            return
+        mid = (lo + hi) // 2
+        assign(lo, mid)
+        assign(mid, hi)
+
+    assign(0, len(Rs) - 1)
+    out = []
+    for g in sorted(set(label)):
+        pos = [i for i, x in enumerate(label) if x == g]
+        out.append((order[pos], max(Rs[i] for i in pos)))
+    return out
 
 
 def check_resources(*, L: int, d: int, k: int, degree: int, R: float, eps: float, method: str = "chebyshev", m: int | None = None,
@@ -382,9 +419,10 @@ class ApproxPlan:
         n_adapted: how many of W_Q, W_K, W_V carry LoRA (2 for "qv", 3 for "qkv").
         batch: the number of batch elements E (heads times sequences) of a batched instance, 1
             otherwise. For E > 1, R is the largest per-element score range, degree and k are the
-            worst element's, and the bytes, flops and seconds are totals for all E elements at that
-            degree: an upper bound, since approx_gradients runs each element at the degree its own
-            range needs (groups of equal degree, each vectorized); exact_gradients runs all at once.
+            worst element's, flops, seconds and ``feature_bytes`` are totals over the elements, each
+            at the degree its own range needs (the groups approx_gradients runs, :func:`degree_groups`),
+            and ``approx_bytes`` is the largest group's peak (the groups run one after another);
+            with a caller's R every element is planned at that R.
     """
 
     L: int
@@ -468,6 +506,7 @@ def approx_plan(
         raise InvalidArgumentError(f"model: expected a CostModel or None, got {type(model).__name__}")
     m = None
     E = 1
+    groups: list[tuple[int, float]] | None = None  # (elements, R) per degree group of a batched instance
     if inst is not None:
         if not isinstance(inst, AttentionLoRAInstance):
             raise InvalidArgumentError(f"inst: expected an AttentionLoRAInstance or None, got {type(inst).__name__}")
@@ -476,6 +515,10 @@ def approx_plan(
         L, d, adapt = inst.L, inst.d, inst.adapt
         m = key_inputs(inst)[0].shape[-1]
         E = math.prod(inst.batch_shape)
+        if E > 1 and R is None:
+            from .lowrank import score_range_bounds  # local for the same reason
+
+            groups = [(len(idx), R_g) for idx, R_g in degree_groups(score_range_bounds(inst).reshape(-1).clamp(min=1e-12).cpu(), eps, method, max_degree)]
         R = score_range_bound(inst) if R is None else check_positive("R", R, allow_zero=True)
     else:
         if L is None or d is None or R is None:
@@ -493,11 +536,21 @@ def approx_plan(
     k = math.comb(degree + d, d)
     itemsize = torch.empty((), dtype=dtype).element_size()
     model = cost_model() if model is None else model
-    a_bytes = approx_bytes(L, d, k, m=m, itemsize=itemsize, batch=E)
+    if groups is None:
+        parts = [(E, degree, k)]
+    else:  # every group at the degree of its largest range (the worst group is the one planned above)
+        parts = []
+        for n_g, R_g in groups:
+            p_g = exp_polynomial(R_g, eps, method=method, max_degree=max_degree)
+            g_g = p_g.degree if p_g.certified else max(degree_bound(R_g, eps), p_g.degree + 1)
+            parts.append((n_g, g_g, math.comb(g_g + d, d)))
+    a_bytes = max(approx_bytes(L, d, k_g, m=m, itemsize=itemsize, batch=n_g) for n_g, _, k_g in parts)
     fits = k <= max_features and a_bytes <= memory_budget_bytes(memory_budget)
     return ApproxPlan(L=L, d=d, R=float(R), eps=eps, method=method, degree=degree, degree_source=source, k=k,
-                      feature_bytes=2.0 * E * L * float(k) * itemsize, approx_flops=E * approx_flops(L, d, k, n_adapted, m),
+                      feature_bytes=sum(2.0 * n_g * L * float(k_g) * itemsize for n_g, _, k_g in parts),
+                      approx_flops=sum(n_g * approx_flops(L, d, k_g, n_adapted, m) for n_g, _, k_g in parts),
                       exact_flops=E * exact_flops(L, d, n_adapted), n_adapted=n_adapted, approx_bytes=a_bytes,
-                      exact_bytes=E * exact_bytes(L, d, itemsize=itemsize), approx_seconds=E * model.approx_seconds(L, d, k, degree, m),
+                      exact_bytes=E * exact_bytes(L, d, itemsize=itemsize),
+                      approx_seconds=sum(n_g * model.approx_seconds(L, d, k_g, g_g, m) for n_g, g_g, k_g in parts),
                       exact_seconds=E * model.exact_seconds(L, d, n_adapted), certifiable=source == "measured" and fits, model=model.source,
                       batch=E)

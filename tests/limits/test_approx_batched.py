@@ -228,14 +228,22 @@ def test_random_features_batched_equals_per_head_loop():
 
 
 def test_plan_of_a_batched_instance():
-    """approx_plan on a batch: the worst element's R and degree (the largest approx_gradients runs); totals scale with E."""
+    """approx_plan on a batch: the worst element's R and degree (the largest approx_gradients runs), and flops that
+    are the sum over the elements, each at the degree approx_gradients runs it at (info.element_degree). Fails when
+    the plan counts every element at the worst degree, or forgets the elements."""
     inst = batched_instance(batch=2, heads=3, L=32)
+    Wq = inst.Wq.clone()
+    Wq[2] *= 3.0  # the third head needs a higher degree
+    inst = inst.replace(Wq=Wq)
     plan = lt.approx_plan(inst, 1e-6)
     _, info = approx_gradients(inst, eps=1e-6)
-    one = lt.approx_plan(inst.element(0, 0), 1e-6, R=info.R)
+    assert len(set(info.element_degree.ravel().tolist())) > 1
     assert plan.batch == 6 and plan.R == pytest.approx(info.R) and plan.degree == info.degree and plan.k == info.rank
-    assert plan.approx_flops == pytest.approx(6 * one.approx_flops) and plan.exact_flops == pytest.approx(6 * one.exact_flops)
-    assert plan.approx_bytes > one.approx_bytes
+    per = sum(lt.limits.plan.approx_flops(inst.L, inst.d, math.comb(int(g) + inst.d, inst.d), len(inst.adapt), inst.n)
+              for g in info.element_degree.ravel())
+    assert plan.approx_flops == pytest.approx(per, rel=1e-12)
+    one = lt.approx_plan(inst.element(0, 0), 1e-6)
+    assert plan.exact_flops == pytest.approx(6 * one.exact_flops) and plan.approx_bytes > one.approx_bytes
 
 
 @st.composite
