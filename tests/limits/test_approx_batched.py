@@ -298,3 +298,17 @@ def test_batched_certified_or_refused(case):
                 e_err = float((g[name][idx] - ex[name][idx]).abs().max())
                 assert e_err <= info.element_error_bound[name][idx] + slack[name], (name, idx)
     event("certified")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("causal", [False, True])
+def test_cuda_batched_matches_cpu(causal):
+    """The batched (and causal) driver on CUDA: the same degrees and gradients as on the CPU, within the CPU's bound
+    (unmeasured without a GPU: skipped)."""
+    inst = batched_instance(batch=2, heads=3, L=300, share_b=True, causal=causal)
+    g_cpu, info_cpu = approx_gradients(inst, eps=1e-6)
+    g_gpu, info_gpu = approx_gradients(inst.to(device="cuda"), eps=1e-6)
+    assert info_gpu.valid and np.array_equal(info_gpu.element_degree, info_cpu.element_degree)
+    for name in g_cpu:
+        assert g_gpu[name].device.type == "cuda"
+        assert float((g_gpu[name].cpu() - g_cpu[name]).abs().max()) <= info_cpu.error_bound[name], name
