@@ -482,7 +482,8 @@ def approx_gradients(
                                      f"nothing can be computed. Reduce the norms (bound) or beta.")
         k_rank = math.comb(poly.degree + d, d)
         check_resources(L=inst.L, d=d, k=k_rank, degree=poly.degree, R=R_g, eps=eps, method=method, m=m, n=inst.n, itemsize=itemsize,
-                        max_features=max_features, budget=memory_budget, max_degree=max_degree, batch=n_elem if idx is None else len(idx))
+                        max_features=max_features, budget=memory_budget, max_degree=max_degree, batch=n_elem if idx is None else len(idx),
+                        causal=inst.causal)
         plans.append((idx, R_g, poly, k_rank))
     ic = inst if inst.dtype == compute_dtype else inst.to(dtype=compute_dtype)
     fi = flat_instance(ic)  # (E, ...) when batched: every tensor expanded to the full batch shape, flattened

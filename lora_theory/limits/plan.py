@@ -99,7 +99,7 @@ def default_feature_block(k: int, L: int, itemsize: int = 8, batch: int = 1) -> 
 
 
 def approx_bytes(L: int, d: int, k: int, *, m: int | None = None, n: int | None = None, itemsize: int = 8, block: int | None = None,
-                 batch: int = 1) -> float:
+                 batch: int = 1, causal: bool = False) -> float:
     """Predicted peak bytes of ``approx_gradients`` (features and rows streamed in blocks).
 
     One (k, block) feature slice, the (k, c) moment matrix, a (block, c) slice of key columns and
@@ -107,14 +107,22 @@ def approx_bytes(L: int, d: int, k: int, *, m: int | None = None, n: int | None 
     projections (~8 copies), and the monomial tables (k d int64 + k float64). Measured peaks at
     L = 2^14 .. 2^16, d = 4 are 0.3-0.9x of it (tests/limits/test_plan.py). A batched instance of
     ``batch`` elements E runs them at once: every term but the tables is per element (times E),
-    and the default block shrinks so that the (k, E, block) slice stays ~4 MiB.
+    and the default block shrinks so that the (k, E, block) slice stays ~4 MiB. ``causal``: blocks of at
+    most ``CAUSAL_BLOCK`` rows, plus a copy of the key features' slice and the (block, block) masked
+    diagonal block per element.
     """
     m = d if m is None else m
     n = d if n is None else n
     c = moment_columns(m)
     E = float(batch)
     b = default_feature_block(k, L, itemsize, batch) if block is None else block
+    if causal:
+        from .lowrank import CAUSAL_BLOCK  # lowrank imports exact; kept local to keep plan's imports light
+
+        b = min(b, CAUSAL_BLOCK) if block is None else b
     words = E * (float(k) * b + float(k) * c + float(b) * c + 16.0 * b * m * m + 8.0 * L * (n + d)) + 4.0 * float(k)
+    if causal:
+        words += E * (float(k) * b + float(b) * b)
     return itemsize * words + 8.0 * float(k) * (d + 2)
 
 
@@ -200,7 +208,7 @@ def degree_groups(R: torch.Tensor, eps: float, method: str, max_degree: int) -> 
 
 def check_resources(*, L: int, d: int, k: int, degree: int, R: float, eps: float, method: str = "chebyshev", m: int | None = None,
                     n: int | None = None, itemsize: int = 8, max_features: int = DEFAULT_MAX_FEATURES, budget: float | None = None,
-                    max_degree: int = 40, what: str = "approx_gradients", batch: int = 1) -> float:
+                    max_degree: int = 40, what: str = "approx_gradients", batch: int = 1, causal: bool = False) -> float:
     """Refuse before allocating when k > max_features or the predicted peak bytes exceed the budget.
 
     ``batch``: the number of elements E of a batched instance (run at once; the bytes scale with E).
@@ -218,7 +226,7 @@ def check_resources(*, L: int, d: int, k: int, degree: int, R: float, eps: float
     max_features = check_int("max_features", max_features, low=1)
     limit = memory_budget_bytes(budget)
     batch = check_int("batch", batch, low=1)
-    nbytes = approx_bytes(L, d, k, m=m, n=n, itemsize=itemsize, batch=batch)
+    nbytes = approx_bytes(L, d, k, m=m, n=n, itemsize=itemsize, batch=batch, causal=causal)
     if _fits(k, nbytes, max_features, limit):
         return nbytes
     over = (f"k = {k:.3g} > max_features = {max_features}" if k > max_features else
@@ -506,6 +514,7 @@ def approx_plan(
         raise InvalidArgumentError(f"model: expected a CostModel or None, got {type(model).__name__}")
     m = None
     E = 1
+    causal = False
     groups: list[tuple[int, float]] | None = None  # (elements, R) per degree group of a batched instance
     if inst is not None:
         if not isinstance(inst, AttentionLoRAInstance):
@@ -515,6 +524,7 @@ def approx_plan(
         L, d, adapt = inst.L, inst.d, inst.adapt
         m = key_inputs(inst)[0].shape[-1]
         E = math.prod(inst.batch_shape)
+        causal = inst.causal
         if E > 1 and R is None:
             from .lowrank import score_range_bounds  # local for the same reason
 
@@ -544,7 +554,7 @@ def approx_plan(
             p_g = exp_polynomial(R_g, eps, method=method, max_degree=max_degree)
             g_g = p_g.degree if p_g.certified else max(degree_bound(R_g, eps), p_g.degree + 1)
             parts.append((n_g, g_g, math.comb(g_g + d, d)))
-    a_bytes = max(approx_bytes(L, d, k_g, m=m, itemsize=itemsize, batch=n_g) for n_g, _, k_g in parts)
+    a_bytes = max(approx_bytes(L, d, k_g, m=m, itemsize=itemsize, batch=n_g, causal=causal) for n_g, _, k_g in parts)
     fits = k <= max_features and a_bytes <= memory_budget_bytes(memory_budget)
     return ApproxPlan(L=L, d=d, R=float(R), eps=eps, method=method, degree=degree, degree_source=source, k=k,
                       feature_bytes=sum(2.0 * n_g * L * float(k_g) * itemsize for n_g, _, k_g in parts),
