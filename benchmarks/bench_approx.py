@@ -13,11 +13,21 @@ shared cores; the ratios and exponents use it) and wall time (``wall``).
 4. at equal feature count k, the polynomial's gradient error vs Performer FAVOR+ (median over seeds);
 5. bound tightness over the bounded regime: measured / certified bound for every gradient of
    L = 2^10 .. 2^13 x qv/qkv x self/cross x 2 seeds and part 1 (median and worst; soundness: worst <= 1);
-6. with --profile: where approx's CPU time goes at L = 2^15 (cProfile on the process CPU clock).
+6. with --profile: where approx's CPU time goes at L = 2^15 (cProfile on the process CPU clock);
+7. with --batched (runs only this part): batched multi-head instances (issues 13, 15): per-head time
+   of ONE approx_gradients call on 12 heads (batch shape (1, 12)) vs a Python loop over the 12 heads
+   vs one head alone (each head at its own degree), L = 2^12 .. 2^14 at d = 4 and L = 2^12, 2^13 at d = 8 (--quick: L = 2^12
+   only), both clocks, plus the batched result's max error / certified bound vs exact_gradients;
+   then the same heads causal (L = 2^13, d = 4) vs unmasked and vs the exact causal gradient;
+8. with --rectangular (runs only this part): one head with input width n > head dimension d = 4
+   (n = 4, 8, 16, 32, L = 2^12): the moment form works on the n key-input columns, so its cost
+   grows like n^2 (c = 1 + n + n(n + 1)/2 moment columns), against the exact gradient.
 
 Usage:
     python benchmarks/bench_approx.py [--quick] [--profile] [--threads 1] [--json out.json]
     python benchmarks/bench_approx.py --device cuda      # L = 2^17 in part 1, synchronized wall time
+    python benchmarks/bench_approx.py --batched [--quick] [--heads 12]   # part 7 only
+    python benchmarks/bench_approx.py --rectangular                      # part 8 only
 """
 from __future__ import annotations
 
@@ -61,6 +71,101 @@ def ratios_to_bound(g, ex, info) -> list[float]:
     return [float((g[k].double() - ex[k].double()).abs().max()) / info.error_bound[k] for k in ex]
 
 
+def heads_instance(L: int, d: int, heads: int, args) -> lt.AttentionLoRAInstance:
+    """(1, heads) batched instance: head h is ``make_instance(L, d, 2, seed=h)`` (bound 2, beta 1/d as in part 1), stacked."""
+    parts = [lt.make_instance(L, d, 2, adapt="qkv", bound=2.0, beta=1.0 / d, seed=h, dtype=getattr(torch, args.dtype), device=args.device)
+             for h in range(heads)]
+
+    def stack(get):
+        return torch.stack([get(p) for p in parts])[None]  # (1, heads, a, b)
+
+    X = stack(lambda p: p.Xq)
+    return lt.AttentionLoRAInstance(X, X, X, stack(lambda p: p.Wq), stack(lambda p: p.Wk), stack(lambda p: p.Wv),
+                                    {mu: stack(lambda p, mu=mu: p.A[mu]) for mu in "qkv"}, {mu: stack(lambda p, mu=mu: p.B[mu]) for mu in "qkv"},
+                                    parts[0].alpha, 2, parts[0].beta, stack(lambda p: p.Y), "self")
+
+
+def batched_part(args) -> list[dict]:
+    """Part 7: per-head seconds of one batched call vs a Python loop over the heads vs one head alone.
+
+    Every call picks its own polynomial: the batched call groups the heads by the degree each one's
+    range needs (``info.element_degree``), the loop and the single head run each head at its own
+    degree, so the ratio batched / loop measures the batching alone. "same degree" also times the
+    loop with every head at the largest degree (what one polynomial for the whole batch would cost).
+    """
+    H = args.heads
+    cases = [(1 << 12, 4)] if args.quick else [(1 << 12, 4), (1 << 13, 4), (1 << 14, 4), (1 << 12, 8), (1 << 13, 8)]
+    rows = []
+    print(f"[7] batched multi-head: {H} heads (batch shape (1, {H})), eps = {args.eps}; per-head ms, min of 2 runs after a warm-up")
+    for L, d in cases:
+        inst = heads_instance(L, d, H, args)
+        heads = [inst.element(0, h) for h in range(H)]
+        g, info = approx_gradients(inst, eps=args.eps)
+        tb = timed(lambda inst=inst: approx_gradients(inst, eps=args.eps), 2, args.device)
+        tl = timed(lambda heads=heads: [approx_gradients(e, eps=args.eps) for e in heads], 2, args.device)
+        t1 = timed(lambda heads=heads: approx_gradients(heads[0], eps=args.eps), 2, args.device)
+        same = {"eps": args.eps, "R": info.R, "degree": info.degree}
+        ts = timed(lambda heads=heads, same=same: [approx_gradients(e, **same) for e in heads], 1, args.device, warmup=False)
+        ex = lt.exact_gradients(inst.to(dtype=torch.float64))
+        rb = max(ratios_to_bound(g, ex, info))
+        degrees = sorted(int(x) for x in info.element_degree.ravel())
+        row = {"L": L, "d": d, "heads": H, "degrees": degrees, "k_max": info.rank, "R_max": info.R,
+               "batched_per_head": {c: tb[c] / H for c in tb}, "loop_per_head": {c: tl[c] / H for c in tl}, "one_head_0": t1,
+               "loop_same_degree_per_head": {c: ts[c] / H for c in ts}, "batched_over_loop": {c: tb[c] / tl[c] for c in tb},
+               "err_over_bound": rb}
+        rows.append(row)
+        print(f"    L={L:>6} d={d} degrees {degrees[0]}..{degrees[-1]} (k <= {info.rank}): per head batched {1e3 * tb['cpu'] / H:.1f} ms cpu / "
+              f"{1e3 * tb['wall'] / H:.1f} wall, loop {1e3 * tl['cpu'] / H:.1f} / {1e3 * tl['wall'] / H:.1f}, one head (head 0) "
+              f"{1e3 * t1['cpu']:.1f} / {1e3 * t1['wall']:.1f}; batched / loop = {tb['cpu'] / tl['cpu']:.2f} cpu, {tb['wall'] / tl['wall']:.2f} wall; "
+              f"loop at the largest degree {1e3 * ts['cpu'] / H:.1f} ms cpu per head; error / bound {rb:.1e}")
+    # causal: the same heads with a causal mask (prefix moments + masked diagonal blocks) vs unmasked, and vs exact
+    L, d = cases[min(1, len(cases) - 1)]
+    inst = heads_instance(L, d, H, args)
+    causal = inst.replace(causal=True)
+    g, info = approx_gradients(causal, eps=args.eps)
+    tc = timed(lambda: approx_gradients(causal, eps=args.eps), 2, args.device)
+    tn = timed(lambda: approx_gradients(inst, eps=args.eps), 2, args.device)
+    c0 = time.process_time()
+    ex = lt.exact_gradients(causal.to(dtype=torch.float64))
+    te = time.process_time() - c0
+    rb = max(ratios_to_bound(g, ex, info))
+    rows.append({"L": L, "d": d, "heads": H, "causal": True, "batched_per_head": {c: tc[c] / H for c in tc},
+                 "unmasked_per_head": {c: tn[c] / H for c in tn}, "exact_causal_per_head_cpu": te / H, "err_over_bound": rb})
+    print(f"    causal L={L} d={d}: per head batched {1e3 * tc['cpu'] / H:.1f} ms cpu ({tc['cpu'] / tn['cpu']:.2f}x the unmasked "
+          f"{1e3 * tn['cpu'] / H:.1f}), exact causal {1e3 * te / H:.0f} ms cpu per head ({te / tc['cpu']:.0f}x); error / bound {rb:.1e}")
+    return rows
+
+
+def rectangular_part(args) -> list[dict]:
+    """Part 8: one head, X (L, n) with n > d: approx vs exact CPU time as n grows (R <= 2 by scaling W_Q, W_K)."""
+    L, d, r = 1 << 12, 4, 2
+    rows = []
+    print(f"[8] rectangular heads: L = {L}, d = {d}, n = 4..32 (self attention, qkv), eps = {args.eps}")
+    for n in (4, 8, 16, 32):
+        gen = torch.Generator().manual_seed(0)
+
+        def rnd(*shape, std=1.0, gen=gen):
+            return torch.randn(*shape, generator=gen, dtype=torch.float64) * std
+
+        X = rnd(L, n)
+        W = {mu: rnd(n, d, std=n**-0.5) for mu in "qkv"}
+        A = {mu: rnd(r, d, std=0.5) for mu in "qkv"}
+        B = {mu: rnd(n, r, std=0.5) for mu in "qkv"}
+        inst = lt.AttentionLoRAInstance(X, X, X, W["q"], W["k"], W["v"], A, B, 2.0, r, 1.0 / d, rnd(L, d), "self")
+        Q, K, _ = inst.projections()
+        s = 2.0 / max(float(Q.abs().max()), float(K.abs().max()))  # ||Q||_max = ||K||_max <= 2, as in part 1
+        inst = inst.replace(Wq=W["q"] * s, Wk=W["k"] * s, B={mu: B[mu] * s if mu in "qk" else B[mu] for mu in "qkv"})
+        g, info = approx_gradients(inst, eps=args.eps)
+        ta = timed(lambda inst=inst: approx_gradients(inst, eps=args.eps), 2, args.device)
+        te = timed(lambda inst=inst: lt.exact_gradients(inst), 1, args.device, warmup=False)
+        rb = max(ratios_to_bound(g, lt.exact_gradients(inst), info))
+        c = 1 + n + n * (n + 1) // 2
+        rows.append({"L": L, "d": d, "n": n, "degree": info.degree, "k": info.rank, "c": c, "approx": ta, "exact": te, "err_over_bound": rb})
+        print(f"    n={n:>3}: degree {info.degree} k={info.rank} moment columns c={c}: approx {1e3 * ta['cpu']:.1f} ms cpu, "
+              f"exact {1e3 * te['cpu']:.0f} ms cpu ({te['cpu'] / ta['cpu']:.1f}x); error / bound {rb:.1e}")
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--d", type=int, default=4)
@@ -70,6 +175,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="L = 2^12, 2^13 in part 1, 2^11..2^14 in part 2, no memory probes")
     ap.add_argument("--profile", action="store_true", help="part 6: where approx's CPU time goes at L = 2^15")
+    ap.add_argument("--batched", action="store_true", help="part 7 only: batched multi-head instances, per-head speed")
+    ap.add_argument("--heads", type=int, default=12)
+    ap.add_argument("--rectangular", action="store_true", help="part 8 only: n > d, the n^2 cost of the moment form")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -78,6 +186,12 @@ def main() -> None:
     out: dict = {"args": vars(args), "device_name": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__}
     print(f"device {out['device_name']}, torch {torch.__version__}, {args.threads} thread(s); ratios and exponents on the {main_clock} clock")
     tight: list[float] = []
+    if args.batched or args.rectangular:
+        out["part7" if args.batched else "part8"] = batched_part(args) if args.batched else rectangular_part(args)
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(out, fh, indent=2, default=float)
+        return
 
     # 1. speed, accuracy and bound at the target lengths
     Ls1 = [1 << 17] if cuda else ([1 << 12, 1 << 13] if args.quick else [1 << 15, 1 << 16])

@@ -36,6 +36,14 @@ Soundness (what ``valid`` and ``error_bound`` promise, for every input):
   algebra, the reductions over rows and the final cast are added as a separate allowance
   (standard gamma_n = n u / (1 - n u) bounds on the absolute values of every term).
 
+Batched multi-head instances (issue 13, 15): the E = prod(batch shape) elements are grouped by the
+degree their own range R+_e needs, and each group runs in one pass of the same driver (a leading
+dimension on every tensor above, no loop over heads) with one polynomial certified on the group's
+largest range; everything else (row ranges rho_i, key statistics, moments, every term of the bound)
+is per element, ``info.element_error_bound`` bounds each element's own
+gradient and ``info.error_bound`` the returned one (for a shared factor, the entrywise sum over the
+elements sharing it). Causal instances use prefix moments (see :func:`approx_gradients`).
+
 Reference: Alman & Song (2023) (AS23) for the forward pass; Alman & Song (2024) (AS24) and
 Hu et al. (2024), Sec. 4-5, Thm 3.1 / A.1 for the gradient chain; claims ``limits.thm3.1``,
 ``limits.thmA.1``, ``limits.thm4.1_regime``.
@@ -46,23 +54,29 @@ import math
 import time
 from typing import Literal
 
+import numpy as np
 import torch
 
 from .._validate import InvalidArgumentError, check_choice, check_int, check_positive
-from .exact import _check_single_head
+from .exact import _check_instance, lora_chain
 from .features import FeatureMap
-from .instance import AttentionLoRAInstance
+from .instance import AttentionLoRAInstance, batched_matmul
 from .lowrank import (
+    CAUSAL_BLOCK,
     ApproximationError,
     ApproxInfo,
     KeyMoments,
+    LowRankRun,
+    flat_instance,
     key_inputs,
     key_range_stats,
     row_score_ranges,
     run_lowrank,
     score_range_bound,
+    score_range_bounds,
+    select_elements,
 )
-from .plan import DEFAULT_MAX_FEATURES, check_resources, default_feature_block
+from .plan import DEFAULT_MAX_FEATURES, check_resources, default_feature_block, degree_groups
 from .polynomial import ExpPolynomial, exp_polynomial
 
 __all__ = ["ApproxInfo", "ApproximationError", "approx_gradients", "score_range_bound"]
@@ -76,37 +90,26 @@ def _gamma(n: float, u: float) -> float:
 
 
 def _embed(rows: slice, mat: torch.Tensor, m: int) -> torch.Tensor:
-    """(m, cols): ``mat`` placed at ``rows`` of the key-input space Z, zero elsewhere (maps Z to a linear function of it)."""
-    out = torch.zeros(m, mat.shape[1], dtype=mat.dtype, device=mat.device)
-    out[rows] = mat
+    """(*lead, m, cols): ``mat`` (*lead, ., cols) placed at ``rows`` of the key-input space Z, zero elsewhere (maps Z to a linear function of it)."""
+    out = torch.zeros(*mat.shape[:-2], m, mat.shape[-1], dtype=mat.dtype, device=mat.device)
+    out[..., rows, :] = mat
     return out
 
 
-def _quad(A: torch.Tensor, C2: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
-    """(L, p, q) = A^T C_i B for every row i: A (m, p), C2 (L, m * m) the flattened C_i, B (m, q).
-
-    One GEMM (L, m^2) @ (m^2, p q) with the Kronecker matrix A (x) B, no per-row loop.
-    """
-    m, p = A.shape
-    kron = (A[:, None, :, None] * B[None, :, None, :]).reshape(m * m, p * B.shape[1])  # [(a, b), (p, q)] = A_ap B_bq
-    return (C2 @ kron).reshape(-1, p, B.shape[1])
-
-
 def _kron(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
-    """(m^2, p q): [(a, b), (p, q)] = A_ap B_bq, so that C2 @ it = the flattened A^T C_i B of every row."""
-    m, p = A.shape
-    return (A[:, None, :, None] * B[None, :, None, :]).reshape(m * m, p * B.shape[1])
-
-
-def _diag_quad(A: torch.Tensor, C2: torch.Tensor) -> torch.Tensor:
-    """(L, p) = diag(A^T C_i A) for every row i (one GEMM with [(a, b), p] = A_ap A_bp)."""
-    m, p = A.shape
-    return C2 @ (A[:, None, :] * A[None, :, :]).reshape(m * m, p)
+    """(*lead, m^2, p q): [(a, b), (p, q)] = A_ap B_bq, so that C2 @ it = the flattened A^T C_i B of every row (A (*lead, m, p), B (*lead, m, q))."""
+    m, p = A.shape[-2:]
+    return (A[..., :, None, :, None] * B[..., None, :, None, :]).reshape(*A.shape[:-2], m * m, p * B.shape[-1])
 
 
 def _mv(C: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """(L, p) = C_i x_i for every row: C (L, p, q), x (L, q)."""
-    return (C * x[:, None, :]).sum(dim=2)
+    """(*, p) = C_i x_i for every row: C (*, p, q), x (*, q)."""
+    return (C * x[..., None, :]).sum(dim=-1)
+
+
+def _dot(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """(*lead, b) = x_i . v for every row: x (*lead, b, q), v (*lead, q) (one vector per element)."""
+    return (x @ v[..., :, None])[..., 0]
 
 
 class _ErrorBound:
@@ -116,7 +119,10 @@ class _ErrorBound:
     ``inst`` is in the compute dtype (u below); the gradients are returned in ``out_dtype``. Every
     quantity summed over rows is a sum of per-row bounds, so nothing of size L is kept. ``ok`` turns
     False (and the result is inf) when the bound cannot be established (delta_i >= 1, or the
-    rounding of the moment sums is not bounded below 1/2 in this dtype).
+    rounding of the moment sums is not bounded below 1/2 in this dtype). A batched ``inst`` is
+    :func:`lora_theory.limits.lowrank.flat_instance`'s (E, ...) one: every bound below is per
+    element (a leading E on every tensor; the row ranges rho_i, the key statistics and the
+    covariances are each element's own), and only ``ok`` is shared.
     """
 
     def __init__(self, inst: AttentionLoRAInstance, poly: ExpPolynomial, R: float, sk: slice, sv: slice, m: int, out_dtype: torch.dtype) -> None:
@@ -125,33 +131,35 @@ class _ErrorBound:
         self.Q = Q
         self.stats = key_range_stats(K)
         dt, dev = Q.dtype, Q.device
+        lead = tuple(Q.shape[:-2])  # () or (E,)
         self.u = torch.finfo(dt).eps / 2  # unit roundoff of the computation (eps is the spacing at 1, twice u)
         self.u_out = torch.finfo(out_dtype).eps / 2 if out_dtype != dt else 0.0
         self.Wv, self.Wk = inst.weight("v"), inst.weight("k")
         self.AV = _embed(sv, self.Wv, m)  # (m, d): V = Z AV
         self.AK = _embed(sk, self.Wk, m)  # (m, d): K = Z AK
-        self.SK = _embed(sk, torch.eye(inst.Xk.shape[1], dtype=dt, device=dev), m)  # (m, n): X_K = Z SK
-        self.SV = _embed(sv, torch.eye(inst.Xv.shape[1], dtype=dt, device=dev), m)  # (m, n): X_V = Z SV
+        n_k, n_v = inst.Xk.shape[-1], inst.Xv.shape[-1]
+        self.SK = _embed(sk, torch.eye(n_k, dtype=dt, device=dev).expand(*lead, n_k, n_k), m)  # (m, n): X_K = Z SK
+        self.SV = _embed(sv, torch.eye(n_v, dtype=dt, device=dev).expand(*lead, n_v, n_v), m)  # (m, n): X_V = Z SV
         # every per-row quadratic form of the block in two GEMMs over the flattened covariances:
         # the variances of V, K, X_K, X_V (diagonals) and the covariances Cov(V, K), Cov(V, X_K)
-        self.cols = torch.cat([self.AV, self.AK, self.SK, self.SV], dim=1)  # (m, P)
+        self.cols = torch.cat([self.AV, self.AK, self.SK, self.SV], dim=-1)  # (*lead, m, P)
         self.cols_abs = self.cols.abs()
-        self.kdiag = (self.cols[:, None, :] * self.cols[None, :, :]).reshape(m * m, -1)  # [(a, b), p] = A_ap A_bp
-        d, n_k = self.AV.shape[1], self.SK.shape[1]
-        self.split = (d, d, n_k, self.SV.shape[1])
-        self.kcov = torch.cat([_kron(self.AV, self.AK), _kron(self.AV, self.SK)], dim=1)  # (m^2, d d + d n)
+        self.kdiag = (self.cols[..., :, None, :] * self.cols[..., None, :, :]).reshape(*lead, m * m, -1)  # [(a, b), p] = A_ap A_bp
+        d = self.AV.shape[-1]
+        self.split = (d, d, n_k, n_v)
+        self.kcov = torch.cat([_kron(self.AV, self.AK), _kron(self.AV, self.SK)], dim=-1)  # (*lead, m^2, d d + d n)
         self.shapes = ((d, d), (d, n_k))
         self.Wv_abs, self.Wk_abs = self.Wv.abs(), self.Wk.abs()
         # The moments see V and K as Z AV and Z AK; the exact gradient sees the computed projections
         # X W (another rounding order): max_j |X_j W - (X W)_comp,j| <= gamma_{n+2} max_j |X_j| |W| per column.
-        g_n = _gamma(inst.Xk.shape[1] + 2, self.u)
-        self.eK = g_n * (inst.Xk.abs() @ self.Wk_abs).amax(dim=0)  # (d,)
-        self.eV = g_n * (inst.Xv.abs() @ self.Wv_abs).amax(dim=0)  # (d,)
+        g_n = _gamma(inst.Xk.shape[-1] + 2, self.u)
+        self.eK = g_n * (inst.Xk.abs() @ self.Wk_abs).amax(dim=-2)  # (*lead, d)
+        self.eV = g_n * (inst.Xv.abs() @ self.Wv_abs).amax(dim=-2)  # (*lead, d)
         self.need = set(inst.adapt)
         self.bG: dict[str, torch.Tensor] = {}
         self.ok = True
         self.g_d = _gamma(2 * m + 2, self.u)  # the per-row matrix-vector products (length <= m) and a subtraction
-        self.g_L = _gamma(inst.L + 2 * m + Q.shape[1] + 4, self.u)  # reductions over rows, plus the per-row products before them
+        self.g_L = _gamma(inst.L + 2 * m + Q.shape[-1] + 4, self.u)  # reductions over rows, plus the per-row products before them
 
     def _add(self, mu: str, t: torch.Tensor) -> None:
         self.bG[mu] = t if mu not in self.bG else self.bG[mu] + t
@@ -160,8 +168,8 @@ class _ErrorBound:
         if not self.ok:
             return
         inst, poly, R, sk, sv, u = self.inst, self.poly, self.R, self.sk, self.sv, self.u
-        rows, b, m = mom.rows, mom.D.shape[0], self.m
-        Q = self.Q[rows]
+        rows, m = mom.rows, self.m
+        Q = self.Q[..., rows, :]  # (*lead, b, d); every (b,)-shaped comment below is (*lead, b) when batched
         dt, dev = Q.dtype, Q.device
         beta = inst.beta
 
@@ -191,27 +199,27 @@ class _ErrorBound:
             self.ok = False
             return
         tau = (2 * rho_r + 2 * u) / (1 - rho_r)  # (b,) relative-to-magnitude error of a normalized moment
-        s = (mom.second.clamp(min=0) / (1 - tau[:, None])).sqrt()  # (b, m) >= sqrt(E~ (Z - zbar)^2), the magnitudes
+        s = (mom.second.clamp(min=0) / (1 - tau[..., None])).sqrt()  # (b, m) >= sqrt(E~ (Z - zbar)^2), the magnitudes
         tauC = 3 * tau + tau * tau + 4 * u  # |Cov_comp - Cov~| <= tauC_i s_i s_i^T (rank one: never formed)
         mean, cov = mom.mean, mom.cov
-        cov2 = cov.reshape(b, m * m)  # (b, m^2) for the GEMM forms of the per-row quadratic forms
-        err_mean = tau[:, None] * s + u * mean.abs()  # (b, m)
+        cov2 = cov.reshape(*cov.shape[:-2], m * m)  # (b, m^2) for the GEMM forms of the per-row quadratic forms
+        err_mean = tau[..., None] * s + u * mean.abs()  # (b, m)
         AV, AK, Wv, Wk, g_d = self.AV, self.AK, self.Wv, self.Wk, self.g_d
 
         # sd~ of V_e, K_e, X_K,a, X_V,a for every row: the computed variance plus its error bar
         sa = s @ self.cols_abs  # (b, P): s_i . |A| (the error bar of Cov~ through A is tauC (s |A|)^T (s |B|))
-        var = cov2 @ self.kdiag + tauC[:, None] * sa * sa
-        sdV, sdK, sdXK, sdXV = var.clamp(min=0).sqrt().split(self.split, dim=1)
-        saV, saK, _, _ = sa.split(self.split, dim=1)
+        var = cov2 @ self.kdiag + tauC[..., None] * sa * sa
+        sdV, sdK, sdXK, sdXV = var.clamp(min=0).sqrt().split(self.split, dim=-1)
+        saV, saK, _, _ = sa.split(self.split, dim=-1)
         qc = (cov2 @ self.kcov).abs()  # (b, d d + d n) |Cov~(V_b, K_e)| and |Cov~(V_b, X_K,a)| as computed
         (dd, dk), (_, nk) = self.shapes
-        covVK = qc[:, : dd * dk].reshape(-1, dd, dk) + tauC[:, None, None] * saV[:, :, None] * saK[:, None, :]  # >= |Cov~(V_b, K_e)|
-        covVX = qc[:, dd * dk :].reshape(-1, dd, nk) + tauC[:, None, None] * saV[:, :, None] * s[:, sk][:, None, :]  # >= |Cov~(V_b, X_K,a)|
+        covVK = qc[..., : dd * dk].unflatten(-1, (dd, dk)) + tauC[..., None, None] * saV[..., :, None] * saK[..., None, :]  # >= |Cov~(V_b, K_e)|
+        covVX = qc[..., dd * dk :].unflatten(-1, (dd, nk)) + tauC[..., None, None] * saV[..., :, None] * s[..., sk][..., None, :]  # >= |Cov~(V_b, X_K,a)|
         Wv_abs, Wk_abs = self.Wv_abs, self.Wk_abs
         c = aux["c"]
-        meanV, err_meanV = mean[:, sv], err_mean[:, sv]
+        meanV, err_meanV = mean[..., sv], err_mean[..., sv]
         # O = E~[X_V] W_V vs E~[V_comp]: the moments' error, the product's rounding (E~|X_V| <= |zbar| + s), the projection's
-        errO = err_meanV @ Wv_abs + g_d * ((mom.zbar[sv].abs() + s[:, sv]) @ Wv_abs) + self.eV  # (b, d)
+        errO = err_meanV @ Wv_abs + g_d * ((mom.zbar[..., sv].abs().unsqueeze(-2) + s[..., sv]) @ Wv_abs) + self.eV.unsqueeze(-2)  # (b, d)
         errc = errO + u * c.abs()
         cabs = c.abs() + errc  # >= |c~|, the exact-arithmetic residual of the approximation
 
@@ -220,65 +228,131 @@ class _ErrorBound:
         # by the range, |delta_j - m| <= (hi - lo) / 2 (eta); by the slope, |delta_j - eps(tau)| <= slope |t_j - tau|
         # + c_u with tau = E_f t, so |Cov_f(delta, x)| <= (slope sd_f(t) + c_u) sd_f(x) (eta1 = the smaller of the two).
         slope = torch.as_tensor(poly.slope_bound(rho_np), dtype=dt, device=dev)  # (b,) sup |eps'| on |t| <= rho_i
-        aKQ = Q @ AK.T * (beta / R)  # (b, m): t_ij = aKQ_i . Z_j
-        var_t = (_mv(cov, aKQ) * aKQ).sum(dim=1) + tauC * (s * aKQ.abs()).sum(dim=1) ** 2
+        aKQ = Q @ AK.mT * (beta / R)  # (b, m): t_ij = aKQ_i . Z_j
+        var_t = (_mv(cov, aKQ) * aKQ).sum(dim=-1) + tauC * (s * aKQ.abs()).sum(dim=-1) ** 2
         # the rounded scores (|t' - t| <= 3u, and the factor e^{R (t' - t)}), and t as Z AK vs the computed K
-        c_u = slope * (3 * u + (beta / R) * (Q.abs() @ self.eK)) + 8 * u * R * (1 + delta)
+        c_u = slope * (3 * u + (beta / R) * _dot(Q.abs(), self.eK)) + 8 * u * R * (1 + delta)
         eta1 = torch.minimum(eta, (slope * skap * var_t.clamp(min=0).sqrt() + c_u) / (1 - delta))  # (b,)
-        bO = (eta1 * skap)[:, None] * sdV  # (b, d) |O~ - O|                                     (check_mean_shift)
-        cZ = c @ AV.T  # (b, m): c . V_j = (AV c) . Z_j
-        var_cV = (_mv(cov, cZ) * cZ).sum(dim=1) + tauC * (s * cZ.abs()).sum(dim=1) ** 2
-        sd_cV = var_cV.clamp(min=0).sqrt() + (errc * sdV).sum(dim=1)  # >= sd~(c~ . V)
-        sd_h = skap * (sd_cV + (bO * sdV).sum(dim=1))  # (b,) >= sd_f(c . V) with the exact c = c~ - (O~ - O)
+        bO = (eta1 * skap)[..., None] * sdV  # (b, d) |O~ - O|                                     (check_mean_shift)
+        cZ = c @ AV.mT  # (b, m): c . V_j = (AV c) . Z_j
+        var_cV = (_mv(cov, cZ) * cZ).sum(dim=-1) + tauC * (s * cZ.abs()).sum(dim=-1) ** 2
+        sd_cV = var_cV.clamp(min=0).sqrt() + (errc * sdV).sum(dim=-1)  # >= sd~(c~ . V)
+        sd_h = skap * (sd_cV + (bO * sdV).sum(dim=-1))  # (b,) >= sd_f(c . V) with the exact c = c~ - (O~ - O)
 
         # (p~ x)_i - (p x)_i = Cov~((O~ - O) . V, x) [term A] + (Cov~ - Cov)(h, x) [term B], h = c . V; with
         # y = (h - E h)(x - E x): |term B| <= eta E_f|y - E_f y| + eta^2 sd sd and E_f|y - E_f y| <= sd_f(h) sd_f(x) + |Cov_f(h, x)|,
         # where |Cov_f(h, x)| <= |p~ x| + T itself; solving T <= A + eta (sd sd + |p~ x| + T) + eta^2 sd sd for T (check_cov_shift):
         def shifted(termA: torch.Tensor, sdx: torch.Tensor, px: torch.Tensor) -> torch.Tensor:
-            ss = sd_h[:, None] * skap[:, None] * sdx  # (b, p) sd_f(h) sd_f(x)
-            return (termA + eta[:, None] * (ss + px) + (eta1 * eta1)[:, None] * ss) / (1 - eta[:, None])
+            ss = sd_h[..., None] * skap[..., None] * sdx  # (b, p) sd_f(h) sd_f(x)
+            return (termA + eta[..., None] * (ss + px) + (eta1 * eta1)[..., None] * ss) / (1 - eta[..., None])
 
         need, beta = self.need, inst.beta
         if need & {"q", "k"}:
             pXK = aux["pXK"]
-            cV = c @ Wv.T
-            err_cV = errc @ Wv_abs.T + g_d * (c.abs() @ Wv_abs.T)  # (b, n)
-            Ckv = cov[:, sk, sv].abs()
-            err_pXK = ((tauC * (s[:, sv] * cV.abs()).sum(dim=1))[:, None] * s[:, sk] + _mv(Ckv, err_cV)
+            cV = c @ Wv.mT
+            err_cV = errc @ Wv_abs.mT + g_d * (c.abs() @ Wv_abs.mT)  # (b, n)
+            Ckv = cov[..., sk, sv].abs()
+            err_pXK = ((tauC * (s[..., sv] * cV.abs()).sum(dim=-1))[..., None] * s[..., sk] + _mv(Ckv, err_cV)
                        + g_d * _mv(Ckv, cV.abs()))  # (b, n) |pXK_comp - p~ X_K|
         if "q" in need:
             pK_abs = (pXK @ Wk).abs() + err_pXK @ Wk_abs + g_d * (pXK.abs() @ Wk_abs)  # (b, d) >= |p~ K|
-            bpK = shifted((bO[:, :, None] * covVK).sum(dim=1), sdK, pK_abs)  # (b, d)
+            bpK = shifted((bO[..., :, None] * covVK).sum(dim=-2), sdK, pK_abs)  # (b, d)
             # the rounding of pXK and of X_Q^T (pXK W_K); K and V as Z AK, Z AV vs the computed projections
-            rnd = (err_pXK @ Wk_abs + self.g_L * (pXK.abs() @ Wk_abs) + sd_h[:, None] * self.eK[None, :]
-                   + skap[:, None] * sdK * (cabs @ self.eV)[:, None])
-            self._add("q", beta * (inst.Xq[rows].abs().T @ (bpK + rnd)))  # (n, d)
+            rnd = (err_pXK @ Wk_abs + self.g_L * (pXK.abs() @ Wk_abs) + sd_h[..., None] * self.eK.unsqueeze(-2)
+                   + skap[..., None] * sdK * _dot(cabs, self.eV)[..., None])
+            self._add("q", beta * (inst.Xq[..., rows, :].abs().mT @ (bpK + rnd)))  # (n, d)
         if "k" in need:
-            bpX = shifted((bO[:, :, None] * covVX).sum(dim=1), sdXK, pXK.abs() + err_pXK)  # (b, n)
-            rnd = err_pXK + self.g_L * pXK.abs() + skap[:, None] * sdXK * (cabs @ self.eV)[:, None]  # as for q: V as Z AV
-            self._add("k", beta * ((bpX + rnd).T @ Q.abs()))  # (n, d)
+            bpX = shifted((bO[..., :, None] * covVX).sum(dim=-2), sdXK, pXK.abs() + err_pXK)  # (b, n)
+            rnd = err_pXK + self.g_L * pXK.abs() + skap[..., None] * sdXK * _dot(cabs, self.eV)[..., None]  # as for q: V as Z AV
+            self._add("k", beta * ((bpX + rnd).mT @ Q.abs()))  # (n, d)
         if "v" in need:
-            bE = (eta1 * skap)[:, None] * sdXV  # (b, n) |E~[X_V] - E[X_V]|
-            self._add("v", bE.T @ cabs + (meanV.abs() + err_meanV + bE).T @ bO  # the approximation
-                      + err_meanV.T @ c.abs() + meanV.abs().T @ errc + self.g_L * (meanV.abs().T @ c.abs()))  # the rounding
+            bE = (eta1 * skap)[..., None] * sdXV  # (b, n) |E~[X_V] - E[X_V]|
+            self._add("v", bE.mT @ cabs + (meanV.abs() + err_meanV + bE).mT @ bO  # the approximation
+                      + err_meanV.mT @ c.abs() + meanV.abs().mT @ errc + self.g_L * (meanV.abs().mT @ c.abs()))  # the rounding
 
-    def result(self, G: dict[str, torch.Tensor]) -> dict[str, float]:
-        """The chain dL/dA = s B^T G, dL/dB = s G A^T of the accumulated bounds, its rounding, and the cast."""
-        inst = self.inst
-        if not self.ok or set(self.bG) != self.need:
-            return {f"{p}_{mu}": math.inf for mu in inst.adapt for p in "AB"}
-        sc, u = inst.scale, self.u
-        out = {}
-        for mu in inst.adapt:
-            A_, B_, bG = inst.A[mu], inst.B[mu], self.bG[mu]
-            g_r = _gamma(max(A_.shape[1], B_.shape[0]) + 2, u)
-            Gabs = G[mu].abs() + bG
-            for name, bound, mag in ((f"A_{mu}", sc * (B_.abs().T @ bG), sc * (B_.abs().T @ Gabs)),
-                                     (f"B_{mu}", sc * (bG @ A_.abs().T), sc * (Gabs @ A_.abs().T))):
-                total = bound + g_r * mag + self.u_out * (mag + bound)  # (r, n) or (n, r)
-                val = float(total.max()) if total.numel() else 0.0
-                out[name] = val if math.isfinite(val) else math.inf
-        return out
+def _chain_bounds(inst: AttentionLoRAInstance, bG: dict[str, torch.Tensor] | None, G: dict[str, torch.Tensor], target: AttentionLoRAInstance,
+                  u: float, u_out: float) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """The chain dL/dA = s B^T G, dL/dB = s G A^T of the weight-gradient bounds ``bG``, its rounding, and the cast.
+
+    Args:
+        inst: the compute-dtype instance (flattened (E, ...) when batched); ``bG``: max-entry bounds on
+            |G~ - G| per adapted weight (per element when batched), or None when no bound could be established.
+        G: the computed weight gradients (per element when batched, as ``run_lowrank`` returns them).
+        target: the instance whose factor shapes the returned gradients have (``inst`` unflattened).
+        u, u_out: unit roundoffs of the computation and of the returned dtype (0 when the same).
+
+    Returns:
+        (bound, per_element): ``bound[name]`` bounds the max-entry error of the returned gradient
+        ``name``; for a factor shared along batch dimensions that gradient is a sum over elements,
+        and its bound is the entrywise sum of the per-element bounds (plus the rounding of the
+        longer sum). ``per_element[name]`` (an array shaped like the batch) bounds the max-entry
+        error of each element's own gradient (its loss alone).
+    """
+    bs = target.batch_shape
+    E = math.prod(bs)  # 1 for a single head
+    if bG is None or set(bG) != set(inst.adapt):
+        names = [f"{p}_{mu}" for mu in inst.adapt for p in "AB"]
+        return {nm: math.inf for nm in names}, {nm: np.full(bs, math.inf) for nm in names}
+    sc = inst.scale
+    out: dict[str, float] = {}
+    per: dict[str, np.ndarray] = {}
+
+    def finish(bound: torch.Tensor, mag: torch.Tensor, g_r: float) -> torch.Tensor:
+        return bound + g_r * mag + u_out * (mag + bound)  # the chain's rounding and the final cast
+
+    def top(t: torch.Tensor) -> float:
+        val = float(t.max()) if t.numel() else 0.0
+        return val if math.isfinite(val) else math.inf
+
+    for mu in inst.adapt:
+        A_, B_, bGm = inst.A[mu], inst.B[mu], bG[mu]  # (*lead, r, d), (*lead, n, r), (*lead, n, d)
+        n_sum = max(A_.shape[-1], B_.shape[-2])  # the chain's sums run over n (dL/dA) or d (dL/dB)
+        Gabs = G[mu].abs() + bGm
+        for name, bound, mag in ((f"A_{mu}", sc * (B_.abs().mT @ bGm), sc * (B_.abs().mT @ Gabs)),
+                                 (f"B_{mu}", sc * (bGm @ A_.abs().mT), sc * (Gabs @ A_.abs().mT))):
+            total = finish(bound, mag, _gamma(n_sum + 2, u))  # (*lead, r, n) or (*lead, n, r): each element's own gradient
+            if not bs:
+                out[name] = top(total)
+                per[name] = np.asarray(out[name])
+                continue
+            e = total.amax(dim=(-2, -1)).cpu().numpy()  # (E,) max entry per element
+            per[name] = np.where(np.isfinite(e), e, math.inf).reshape(bs)
+        if bs:  # the returned gradients: sum over the elements each factor is shared along, entry by entry
+            tA, tB = target.A[mu], target.B[mu]
+            bGb, Gb = bGm.reshape(*bs, *bGm.shape[-2:]), Gabs.reshape(*bs, *Gabs.shape[-2:])  # (E, n, d) -> (*batch, n, d)
+            g_r = _gamma(n_sum * E + 2, u)  # one einsum sums over n (or d) and the shared elements
+            for name, bound, mag in ((f"A_{mu}", sc * batched_matmul(tB.abs().mT, bGb, tA.shape), sc * batched_matmul(tB.abs().mT, Gb, tA.shape)),
+                                     (f"B_{mu}", sc * batched_matmul(bGb, tA.abs().mT, tB.shape), sc * batched_matmul(Gb, tA.abs().mT, tB.shape))):
+                out[name] = top(finish(bound, mag, g_r))
+    return out, per
+
+
+def _run_polynomial(inst: AttentionLoRAInstance, poly: ExpPolynomial, R: float, k_rank: int, block_size: int | None, out_dtype: torch.dtype,
+                    t0: float) -> tuple[LowRankRun, _ErrorBound]:
+    """One streaming pass of the polynomial method over ``inst`` (a single head, or flattened (E, ...) elements) and its bound."""
+    Z, sk, sv = key_inputs(inst)
+    Q, K, _ = inst.projections()  # (*lead, L, d), lead = () or (E,)
+    dt, L, d = Q.dtype, inst.L, Q.shape[-1]
+    scale = math.sqrt(inst.beta / R)  # q' . k' = beta q . k / R = t in [-1, 1]
+    Qs, Ks = Q * scale, K * scale
+    fmap = FeatureMap(poly.degree, d)
+    itemsize = torch.empty((), dtype=dt).element_size()
+    n_elem = Q.shape[0] if Q.dim() == 3 else 1
+    block = min(block_size or default_feature_block(k_rank, L, itemsize, n_elem), L)
+    if inst.causal and block_size is None:
+        block = min(block, CAUSAL_BLOCK)  # the masked diagonal block costs O(b^2 k)
+    buf = torch.empty(k_rank, *Q.shape[:-2], block, dtype=dt, device=Q.device)  # the one (k, E, block) feature slice, reused
+
+    def query_blocks(i0: int, i1: int) -> torch.Tensor:
+        return fmap(Qs[..., i0:i1, :], out=buf)
+
+    def key_blocks(j0: int, j1: int) -> torch.Tensor:
+        return fmap(Ks[..., j0:j1, :], out=buf)
+
+    weights = torch.as_tensor(fmap.weights(poly.coef), dtype=dt, device=Q.device)
+    acc = _ErrorBound(inst, poly, R, sk, sv, Z.shape[-1], out_dtype)
+    run = run_lowrank(inst, query_blocks, key_blocks, t0, block=block, weights=weights, on_block=acc, flat=inst)
+    return run, acc
 
 
 def approx_gradients(
@@ -319,6 +393,29 @@ def approx_gradients(
         compute_dtype: float64 (default) or float32 for the chain; the rounding terms of delta
             and of the error bound use its unit roundoff.
 
+    Batched multi-head instances (leading batch dimensions, e.g. X (batch, 1, L, n) shared by the
+    heads, W (heads, n, d), B (n, r) shared by every head): all E = prod(batch shape) elements run
+    in one pass (batched GEMMs over the elements, a loop over query-row blocks only), and the
+    gradient of a shared factor is summed over the dimensions it is shared along, as in
+    :func:`lora_theory.exact_gradients`. Certification stays per element: every element's score
+    range R+_e (Cauchy-Schwarz) is verified and reported (``info.element_R``), the row ranges,
+    moments and bound terms are each element's own, and ``info.element_error_bound[name]`` bounds
+    each element's own gradient (its loss alone). Degree choice: the elements are grouped by the
+    degree their own R+_e needs for eps; each group runs vectorized with the polynomial certified on
+    its largest range (``info.element_degree``, ``info.element_range``), so a head never pays for a
+    wider head's degree, and the Python loop is over the (few) distinct degrees, not the heads.
+    With a caller's ``R`` or ``degree`` every element runs that one polynomial. ``info.degree``,
+    ``rank``, ``R`` are the largest over the elements; ``info.error_bound`` bounds the returned
+    gradients: for a shared factor, the entrywise sum of the per-element bounds.
+
+    Causal instances (query i sees keys j <= i): the moments of row i are over its allowed keys,
+    computed as prefix sums of the (k, c) key contractions over query blocks plus a masked
+    diagonal block (the causal linear-attention chunk form; blocks of at most
+    :data:`lora_theory.limits.lowrank.CAUSAL_BLOCK` rows). The bound carries over unchanged: every
+    term of it is a per-row statement about the distribution f~_i over the keys row i sees (its
+    row range rho_i bounds those scores, the key statistics over all keys bound the allowed ones),
+    and the rounding allowance counts one more addition (prefix + diagonal block).
+
     Returns:
         (grads, info): grads as :func:`lora_theory.exact_gradients`; info an :class:`ApproxInfo`.
 
@@ -328,7 +425,7 @@ def approx_gradients(
 
     Reference: Hu et al. (2024), Thm 3.1 (partial) and Thm A.1 (full); AS23, AS24.
     """
-    inst = _check_single_head(inst, "approx_gradients")
+    inst = _check_instance(inst)
     check_choice("method", method, ("chebyshev", "taylor"))
     check_choice("on_invalid", on_invalid, ("raise", "flag"))
     eps = check_positive("eps", eps)
@@ -343,7 +440,8 @@ def approx_gradients(
     if compute_dtype not in _COMPUTE_DTYPES:
         raise InvalidArgumentError(f"compute_dtype: expected torch.float64 or torch.float32, got {compute_dtype!r}")
     t0 = time.perf_counter()
-    R_cs = score_range_bound(inst)
+    bs = inst.batch_shape
+    R_cs = score_range_bound(inst)  # the largest per-element bound: the range the one polynomial covers
     if not math.isfinite(R_cs):
         raise ApproximationError(f"approx_gradients: the score range bound beta max||Q_i|| max||K_j|| overflows float64 (got {R_cs}); reduce the norms")
     if R is None:
@@ -365,53 +463,89 @@ def approx_gradients(
             f"approx_gradients: cannot certify eps = {eps:.1e} at score range R = {R_used:.4g} in {compute_dtype}: the rounding of the "
             f"monomial sums alone is at least u e^(2R) = {u * math.exp(min(2 * R_used, 700.0)):.2e}; R must be <= {R_cap:.3g}. "
             f"Reduce the norms (bound) or beta, or raise eps.")
-    poly = exp_polynomial(R_used, eps, method=method, degree=degree, max_degree=max_degree)
-    if not poly.finite:
-        raise ApproximationError(f"approx_gradients: the degree-{poly.degree} polynomial of e^s on [-R, R], R = {R_used:.4g}, overflows float64; "
-                                 f"nothing can be computed. Reduce the norms (bound) or beta.")
-    d = inst.Wq.shape[1]  # head dimension: the width of Q = X_Q W_Q
-    k_rank = math.comb(poly.degree + d, d)
-    Z, sk, sv = key_inputs(inst)
+    n_elem = math.prod(bs)  # E elements (1 for a single head)
+    R_elem = score_range_bounds(inst)  # (*batch) float64: each element's verified range
+    # One polynomial per degree group: each element at the degree its own range needs (per-element R+_e),
+    # the group's polynomial covering the largest range in the group; a caller's R or degree: one group.
+    if bs and R is None and degree is None:
+        groups = degree_groups(R_elem.reshape(-1).clamp(min=1e-12).cpu(), eps, method, max_degree)
+    else:
+        groups = [(None, R_used)]
+    d = inst.d  # head dimension: the width of Q = X_Q W_Q
+    m = key_inputs(inst)[0].shape[-1]
     itemsize = torch.empty((), dtype=compute_dtype).element_size()
-    check_resources(L=inst.L, d=d, k=k_rank, degree=poly.degree, R=R_used, eps=eps, method=method, m=Z.shape[1], n=inst.Xk.shape[1],
-                    itemsize=itemsize, max_features=max_features, budget=memory_budget, max_degree=max_degree)
-    # delta: the entrywise relative error of U V^T vs exp(S): the polynomial's own error plus the
-    # rounding of summing k monomial products in this dtype (see ExpPolynomial.feature_rounding).
-    delta = poly.rel_error + poly.feature_rounding(k_rank + poly.degree, 2 * u)
-    reasons = []
-    if not delta <= eps:
-        reasons.append(f"degree {poly.degree} reaches sup relative error {delta:.2e} > eps = {eps:.0e} on [-R, R], R = {R_used:.3g}"
-                       f" (fit {poly.rel_error:.1e}, rounding {delta - poly.rel_error:.1e})")
-    if not delta < 1:
-        reasons.append("P can be <= 0 on the score range (relative error >= 1)")
+    plans = []
+    for idx, R_g in groups:  # every polynomial and its resources before anything of size k is allocated
+        poly = exp_polynomial(R_g, eps, method=method, degree=degree, max_degree=max_degree)
+        if not poly.finite:
+            raise ApproximationError(f"approx_gradients: the degree-{poly.degree} polynomial of e^s on [-R, R], R = {R_g:.4g}, overflows float64; "
+                                     f"nothing can be computed. Reduce the norms (bound) or beta.")
+        k_rank = math.comb(poly.degree + d, d)
+        check_resources(L=inst.L, d=d, k=k_rank, degree=poly.degree, R=R_g, eps=eps, method=method, m=m, n=inst.n, itemsize=itemsize,
+                        max_features=max_features, budget=memory_budget, max_degree=max_degree, batch=n_elem if idx is None else len(idx),
+                        causal=inst.causal)
+        plans.append((idx, R_g, poly, k_rank))
     ic = inst if inst.dtype == compute_dtype else inst.to(dtype=compute_dtype)
-    Q, K, _ = ic.projections()
-    scale = math.sqrt(ic.beta / R_used)  # q' . k' = beta q . k / R = t in [-1, 1]
-    Qs, Ks = Q * scale, K * scale
-    fmap = FeatureMap(poly.degree, d)
-    block = min(block_size or default_feature_block(k_rank, inst.L, itemsize), inst.L)
-    buf = torch.empty(k_rank, block, dtype=compute_dtype, device=Q.device)  # the one (k, block) feature slice, reused
-
-    def query_blocks(i0: int, i1: int) -> torch.Tensor:
-        return fmap(Qs[i0:i1], out=buf)
-
-    def key_blocks(j0: int, j1: int) -> torch.Tensor:
-        return fmap(Ks[j0:j1], out=buf)
-
-    weights = torch.as_tensor(fmap.weights(poly.coef), dtype=compute_dtype, device=Q.device)
-    acc = _ErrorBound(ic, poly, R_used, sk, sv, Z.shape[1], inst.dtype)
-    run = run_lowrank(ic, query_blocks, key_blocks, t0, block=block, weights=weights, on_block=acc)
-    reasons += run.reasons
-    bound = acc.result(run.G) if not run.reasons else {f"{p}_{mu}": math.inf for mu in inst.adapt for p in "AB"}
-    if not run.reasons and not all(math.isfinite(b) for b in bound.values()):
-        reasons.append(f"the error bound is not finite: the rounding of sums over L = {inst.L} keys and k = {k_rank} features in {compute_dtype} "
-                       f"cannot be bounded at R = {R_used:.3g}")
-    times = {**run.times, "total": time.perf_counter() - t0}
-    grads = {k: v.to(dtype=inst.dtype) for k, v in run.grads.items()}
+    fi = flat_instance(ic)  # (E, ...) when batched: every tensor expanded to the full batch shape, flattened
+    reasons: list[str] = []
+    deltas, runs = [], []
+    for idx, R_g, poly, k_rank in plans:
+        # delta: the entrywise relative error of U V^T vs exp(S): the polynomial's own error plus the
+        # rounding of summing k monomial products in this dtype (see ExpPolynomial.feature_rounding).
+        delta = poly.rel_error + poly.feature_rounding(k_rank + poly.degree, 2 * u)
+        deltas.append(delta)
+        if not delta <= eps:
+            reasons.append(f"degree {poly.degree} reaches sup relative error {delta:.2e} > eps = {eps:.0e} on [-R, R], R = {R_g:.3g}"
+                           f" (fit {poly.rel_error:.1e}, rounding {delta - poly.rel_error:.1e})")
+        if not delta < 1:
+            reasons.append("P can be <= 0 on the score range (relative error >= 1)")
+        sub = fi if idx is None else select_elements(fi, idx)
+        run, acc = _run_polynomial(sub, poly, R_g, k_rank, block_size, inst.dtype, t0)
+        reasons += [r for r in run.reasons if r not in reasons]
+        runs.append((idx, run, acc))
+    names = [f"{p}_{mu}" for mu in inst.adapt for p in "AB"]
+    if len(runs) == 1 and runs[0][0] is None:  # one polynomial for every element (a single head, or a caller's R / degree)
+        _, run, acc = runs[0]
+        grads, G, D, bG = run.grads, run.G, run.aux["D"], (acc.bG if acc.ok else None)
+    else:  # reassemble the groups' per-element results in element order, then the chain on the whole instance
+        G = {mu: torch.empty(n_elem, *fi.weight(mu).shape[-2:], dtype=compute_dtype, device=fi.device) for mu in inst.adapt}
+        bG = {mu: torch.empty_like(G[mu]) for mu in inst.adapt}
+        D = torch.empty(n_elem, inst.L, dtype=compute_dtype, device=fi.device)
+        ok = True
+        for idx, run, acc in runs:
+            D[idx] = run.aux["D"].reshape(len(idx), inst.L)
+            ok = ok and acc.ok and set(acc.bG) == set(inst.adapt)
+            for mu in inst.adapt:
+                G[mu][idx] = run.G[mu]
+                if ok:
+                    bG[mu][idx] = acc.bG[mu]
+        bG = bG if ok else None
+        grads = lora_chain(ic, {mu: g.reshape(*bs, *g.shape[-2:]) for mu, g in G.items()})  # summed over shared dimensions
+        D = D.reshape(*bs, inst.L)
+        bad = [k for k, v in grads.items() if not bool(torch.isfinite(v).all())]
+        if bad and not any("non-finite" in r for r in reasons):
+            reasons.append(f"non-finite gradients {bad}")
+    failed = any(run.reasons for _, run, _ in runs)
+    bound, elem_bound = _chain_bounds(fi, bG, G, ic, u, torch.finfo(inst.dtype).eps / 2 if inst.dtype != compute_dtype else 0.0) \
+        if not failed else ({nm: math.inf for nm in names}, {nm: np.full(bs, math.inf) for nm in names})
+    if not failed and not all(math.isfinite(b) for b in bound.values()):
+        reasons.append(f"the error bound is not finite: the rounding of sums over L = {inst.L} keys and k = {max(p[3] for p in plans)} features in "
+                       f"{compute_dtype} cannot be bounded at R = {R_used:.3g}")
+    keys_t = sum(run.times["keys"] for _, run, _ in runs)
+    times = {"keys": keys_t, "queries": time.perf_counter() - t0 - keys_t, "total": time.perf_counter() - t0}
+    grads = {k: v.to(dtype=inst.dtype) for k, v in grads.items()}
+    # per-element degree and covered range: the group's
+    e_deg, e_range = np.empty(n_elem, dtype=np.int64), np.empty(n_elem)
+    for (idx, R_g, poly, _), _r in zip(plans, runs, strict=True):
+        sel = slice(None) if idx is None else idx.numpy()
+        e_deg[sel], e_range[sel] = poly.degree, R_g
+    top = max(range(len(plans)), key=lambda i: plans[i][1])
     info = ApproxInfo(
-        valid=not reasons, reason="; ".join(reasons), degree=poly.degree, rank=k_rank, R=R_used,
-        poly_rel_error=delta, min_normalizer=float(run.aux["D"].min()), error_bound=bound, times=times, method=method,
-        compute_dtype=str(compute_dtype).replace("torch.", ""),
+        valid=not reasons, reason="; ".join(reasons), degree=max(p[2].degree for p in plans), rank=max(p[3] for p in plans), R=plans[top][1],
+        poly_rel_error=max(deltas), min_normalizer=float(D.min()), error_bound=bound, times=times, method=method,
+        compute_dtype=str(compute_dtype).replace("torch.", ""), batch_shape=bs,
+        element_R=R_elem.cpu().numpy(), element_min_normalizer=D.amin(dim=-1).double().cpu().numpy(),
+        element_error_bound=elem_bound, element_degree=e_deg.reshape(bs), element_range=e_range.reshape(bs),
     )
     if reasons and on_invalid == "raise":
         raise ApproximationError("approx_gradients: cannot certify the approximation: " + "; ".join(reasons)

@@ -115,13 +115,17 @@ class FeatureMap:
         return coef[deg] * mult
 
     def __call__(self, Z: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """(k, b) monomials of the b rows of Z (b, d), in Z's dtype and device (``out`` reused if given)."""
-        b = Z.shape[0]
-        Zt = Z.T.contiguous()  # (d, b): each coordinate a contiguous row, broadcast along the monomials
-        M = torch.empty(self.k, b, dtype=Z.dtype, device=Z.device) if out is None else out[:, :b]
+        """(k, b) monomials of the b rows of Z (b, d), in Z's dtype and device (``out`` reused if given).
+
+        Batched: Z (*lead, b, d) gives (k, *lead, b) (the monomial index first, so that every step
+        below still reads and writes contiguous slices); ``out`` then is (k, *lead, >= b).
+        """
+        b = Z.shape[-2]
+        Zt = Z.movedim(-1, 0).contiguous()  # (d, *lead, b): each coordinate a contiguous slab, broadcast along the monomials
+        M = torch.empty(self.k, *Z.shape[:-2], b, dtype=Z.dtype, device=Z.device) if out is None else out[..., :b]
         M[0] = 1.0
         for o, p, n, v in self.steps:
-            torch.mul(M[p : p + n], Zt[v], out=M[o : o + n])  # (n, b) = (n, b) * (b,)
+            torch.mul(M[p : p + n], Zt[v], out=M[o : o + n])  # (n, *lead, b) = (n, *lead, b) * (*lead, b)
         return M
 
 

@@ -53,6 +53,7 @@ __all__ = [
     "check_resources",
     "cost_model",
     "default_feature_block",
+    "degree_groups",
     "exact_bytes",
     "exact_flops",
     "memory_budget_bytes",
@@ -85,12 +86,20 @@ def approx_flops(L: int, d: int, k: int, n_adapted: int = 3, m: int | None = Non
     return float(L) * float(k) * (2 * moment_columns(m) + 2) + float(L) * m * m * (d + 4)
 
 
-def default_feature_block(k: int, L: int, itemsize: int = 8) -> int:
-    """Rows per feature block: ~4 MiB per (k, block) slice, between 64 and 8192 rows (at most L)."""
-    return max(1, min(L, max(64, min(8192, _FEATURE_BLOCK_BYTES // max(1, k * itemsize)))))
+def default_feature_block(k: int, L: int, itemsize: int = 8, batch: int = 1) -> int:
+    """Rows per feature block: ~4 MiB per (k, block) slice, between 64 and 8192 rows (at most L).
+
+    A batch of E elements shares one (k, E, block) slice of up to min(E, 8) x 4 MiB: the per-block
+    work outside the GEMMs (the bound's ~100 small ops) is paid once per block for all E elements, so
+    E-fold smaller blocks ran 1.2-1.5x slower per head (12 heads, L = 2^12, d = 4, k = 495: 57.6 ms per
+    head at 88 rows, 39.3 at 1024; benchmarks/README.md).
+    """
+    per_row = max(1, k * itemsize * batch)
+    return max(1, min(L, max(64, min(8192, _FEATURE_BLOCK_BYTES * min(batch, 8) // per_row))))
 
 
-def approx_bytes(L: int, d: int, k: int, *, m: int | None = None, n: int | None = None, itemsize: int = 8, block: int | None = None) -> float:
+def approx_bytes(L: int, d: int, k: int, *, m: int | None = None, n: int | None = None, itemsize: int = 8, block: int | None = None,
+                 batch: int = 1, causal: bool = False) -> float:
     """Predicted peak bytes of ``approx_gradients`` (features and rows streamed in blocks).
 
     One (k, block) feature slice, the (k, c) moment matrix, a (block, c) slice of key columns and
@@ -98,13 +107,24 @@ def approx_bytes(L: int, d: int, k: int, *, m: int | None = None, n: int | None 
     projections (~10 copies), and the monomial tables (k d int64 + k float64). Measured peaks at
     L = 2^14 .. 2^16, d = 4 are 0.3-0.9x of it in isolation (tests/limits/test_plan.py); inside the
     full test suite one run measured 49.8 MB at L = 2^16, qkv (1.06x the earlier 8-copy count, an
-    extra copy of the inputs), hence 10.
+    extra copy of the inputs), hence 10. A batched instance of
+    ``batch`` elements E runs them at once: every term but the tables is per element (times E),
+    and the default block shrinks so that the (k, E, block) slice stays ~4 MiB. ``causal``: blocks of at
+    most ``CAUSAL_BLOCK`` rows, plus a copy of the key features' slice and the (block, block) masked
+    diagonal block per element.
     """
     m = d if m is None else m
     n = d if n is None else n
     c = moment_columns(m)
-    b = default_feature_block(k, L, itemsize) if block is None else block
-    words = float(k) * b + float(k) * c + float(b) * c + 16.0 * b * m * m + 10.0 * L * (n + d) + 4.0 * float(k)
+    E = float(batch)
+    b = default_feature_block(k, L, itemsize, batch) if block is None else block
+    if causal:
+        from .lowrank import CAUSAL_BLOCK  # lowrank imports exact; kept local to keep plan's imports light
+
+        b = min(b, CAUSAL_BLOCK) if block is None else b
+    words = E * (float(k) * b + float(k) * c + float(b) * c + 16.0 * b * m * m + 10.0 * L * (n + d)) + 4.0 * float(k)
+    if causal:
+        words += E * (float(k) * b + float(b) * b)
     return itemsize * words + 8.0 * float(k) * (d + 2)
 
 
@@ -145,17 +165,55 @@ def _fits(k: int, nbytes: float, max_features: int, budget: float) -> bool:
     return k <= max_features and nbytes <= budget
 
 
-def _need(L: int, d: int, m: int, n: int, R: float, eps: float, method: str, max_degree: int, itemsize: int) -> tuple[int, int, float]:
+def _need(L: int, d: int, m: int, n: int, R: float, eps: float, method: str, max_degree: int, itemsize: int, batch: int = 1) -> tuple[int, int, float]:
     p = exp_polynomial(R, eps, method=method, max_degree=max_degree)
     g = p.degree if p.certified else max(degree_bound(R, eps), p.degree + 1)
     k = math.comb(g + d, d)
-    return g, k, approx_bytes(L, d, k, m=m, n=n, itemsize=itemsize)
+    return g, k, approx_bytes(L, d, k, m=m, n=n, itemsize=itemsize, batch=batch)
+
+
+def degree_groups(R: torch.Tensor, eps: float, method: str, max_degree: int) -> list[tuple[torch.Tensor, float]]:
+    """Elements grouped by the degree their own range R_e needs: [(element indices, largest R_e in the group)], by degree.
+
+    The degree of the certified polynomial grows with R, so over the elements sorted by R it is found by
+    bisection (O(groups log E) fits instead of E). Soundness does not rest on that monotonicity: each
+    group's polynomial is fitted and certified again on the group's largest range, which covers every
+    element in it; a wrong grouping could only cost speed.
+    """
+    order = torch.argsort(R)
+    Rs = R[order].tolist()
+    memo: dict[int, int] = {}
+
+    def deg(i: int) -> int:
+        if i not in memo:
+            memo[i] = exp_polynomial(Rs[i], eps, method=method, max_degree=max_degree).degree
+        return memo[i]
+
+    label = [0] * len(Rs)
+
+    def assign(lo: int, hi: int) -> None:  # deg(lo) and deg(hi) known; fill lo..hi
+        if deg(lo) == deg(hi) or hi - lo <= 1:
+            for i in range(lo, hi + 1):
+                label[i] = deg(hi) if deg(lo) == deg(hi) else deg(i)
+            return
+        mid = (lo + hi) // 2
+        assign(lo, mid)
+        assign(mid, hi)
+
+    assign(0, len(Rs) - 1)
+    out = []
+    for g in sorted(set(label)):
+        pos = [i for i, x in enumerate(label) if x == g]
+        out.append((order[pos], max(Rs[i] for i in pos)))
+    return out
 
 
 def check_resources(*, L: int, d: int, k: int, degree: int, R: float, eps: float, method: str = "chebyshev", m: int | None = None,
                     n: int | None = None, itemsize: int = 8, max_features: int = DEFAULT_MAX_FEATURES, budget: float | None = None,
-                    max_degree: int = 40, what: str = "approx_gradients") -> float:
+                    max_degree: int = 40, what: str = "approx_gradients", batch: int = 1, causal: bool = False) -> float:
     """Refuse before allocating when k > max_features or the predicted peak bytes exceed the budget.
+
+    ``batch``: the number of elements E of a batched instance (run at once; the bytes scale with E).
 
     Returns:
         The predicted peak bytes (when it fits).
@@ -169,28 +227,29 @@ def check_resources(*, L: int, d: int, k: int, degree: int, R: float, eps: float
     n = d if n is None else n
     max_features = check_int("max_features", max_features, low=1)
     limit = memory_budget_bytes(budget)
-    nbytes = approx_bytes(L, d, k, m=m, n=n, itemsize=itemsize)
+    batch = check_int("batch", batch, low=1)
+    nbytes = approx_bytes(L, d, k, m=m, n=n, itemsize=itemsize, batch=batch, causal=causal)
     if _fits(k, nbytes, max_features, limit):
         return nbytes
     over = (f"k = {k:.3g} > max_features = {max_features}" if k > max_features else
             f"the predicted peak of {nbytes:.3g} bytes > the memory budget of {limit:.3g} bytes"
             + (" (half of the available RAM)" if budget is None else ""))
     advice = []
-    eps_ok = [e for e in (0.5, 1e-1, 1e-2, 1e-3, 1e-4, 1e-6, 1e-8, 1e-10, 1e-12) if e > eps and _fits(*_need(L, d, m, n, R, e, method, max_degree, itemsize)[1:], max_features, limit)]
+    eps_ok = [e for e in (0.5, 1e-1, 1e-2, 1e-3, 1e-4, 1e-6, 1e-8, 1e-10, 1e-12) if e > eps and _fits(*_need(L, d, m, n, R, e, method, max_degree, itemsize, batch)[1:], max_features, limit)]
     advice.append(f"eps >= {min(eps_ok):.0e} fits" if eps_ok else "no eps < 1 fits at this range")
     lo, hi = 0.0, R
-    if _fits(*_need(L, d, m, n, 1e-6, eps, method, max_degree, itemsize)[1:], max_features, limit):
+    if _fits(*_need(L, d, m, n, 1e-6, eps, method, max_degree, itemsize, batch)[1:], max_features, limit):
         for _ in range(30):  # bisection on R: the degree is monotone in R
             mid = 0.5 * (lo + hi)
-            lo, hi = (mid, hi) if _fits(*_need(L, d, m, n, mid, eps, method, max_degree, itemsize)[1:], max_features, limit) else (lo, mid)
+            lo, hi = (mid, hi) if _fits(*_need(L, d, m, n, mid, eps, method, max_degree, itemsize, batch)[1:], max_features, limit) else (lo, mid)
         advice.append(f"a score range R <= {lo:.3g} fits (now {R:.3g}: scale the norm bound by sqrt({lo / R:.2g}) or lower beta)")
     else:
         advice.append("no score range fits at this eps and d")
-    d_ok = [dd for dd in range(d - 1, 0, -1) if _fits(math.comb(degree + dd, dd), approx_bytes(L, dd, math.comb(degree + dd, dd), itemsize=itemsize), max_features, limit)]
+    d_ok = [dd for dd in range(d - 1, 0, -1) if _fits(math.comb(degree + dd, dd), approx_bytes(L, dd, math.comb(degree + dd, dd), itemsize=itemsize, batch=batch), max_features, limit)]
     advice.append(f"d <= {d_ok[0]} fits at degree {degree}" if d_ok else f"no d fits at degree {degree}")
     raise ApproximationError(
         f"{what}: degree {degree} in d = {d} needs k = C({degree + d}, {d}) = {k:.3g} features per row and about {nbytes:.3g} bytes at L = {L}: "
-        f"{over}. To fit: {'; '.join(advice)}. (Or raise max_features / memory_budget, or use exact_gradients.)")
+        f"{over}{f' (for {batch} batch elements at once)' if batch > 1 else ''}. To fit: {'; '.join(advice)}. (Or raise max_features / memory_budget, or use exact_gradients.)")
 
 
 # -- cost model ------------------------------------------------------------------------------------------
@@ -368,6 +427,12 @@ class ApproxPlan:
         approx_seconds, exact_seconds: predicted by the cost model (``model`` says which).
         certifiable: whether eps is reachable (degree_source == "measured") within max_features and the budget.
         n_adapted: how many of W_Q, W_K, W_V carry LoRA (2 for "qv", 3 for "qkv").
+        batch: the number of batch elements E (heads times sequences) of a batched instance, 1
+            otherwise. For E > 1, R is the largest per-element score range, degree and k are the
+            worst element's, flops, seconds and ``feature_bytes`` are totals over the elements, each
+            at the degree its own range needs (the groups approx_gradients runs, :func:`degree_groups`),
+            and ``approx_bytes`` is the largest group's peak (the groups run one after another);
+            with a caller's R every element is planned at that R.
     """
 
     L: int
@@ -388,6 +453,7 @@ class ApproxPlan:
     exact_seconds: float = math.nan
     certifiable: bool = True
     model: str = "default"
+    batch: int = 1
 
     @property
     def cost_ratio(self) -> float:
@@ -427,6 +493,7 @@ def approx_plan(
     Args:
         inst: an instance (L, d, adapt and R are read from it; R is the Cauchy-Schwarz bound
             :func:`lora_theory.score_range_bound`, the range ``approx_gradients`` covers), or None.
+            A batched instance plans all its elements at once (totals; see :class:`ApproxPlan`).
         eps: target sup relative error of P(s) ~ e^s, in (0, 1).
         L, d, R, adapt: the shape, score range and adapted weights when ``inst`` is None.
         method: "chebyshev" or "taylor"; max_degree: the largest degree searched by measurement.
@@ -448,13 +515,22 @@ def approx_plan(
     if model is not None and not isinstance(model, CostModel):
         raise InvalidArgumentError(f"model: expected a CostModel or None, got {type(model).__name__}")
     m = None
+    E = 1
+    causal = False
+    groups: list[tuple[int, float]] | None = None  # (elements, R) per degree group of a batched instance
     if inst is not None:
         if not isinstance(inst, AttentionLoRAInstance):
             raise InvalidArgumentError(f"inst: expected an AttentionLoRAInstance or None, got {type(inst).__name__}")
         from .lowrank import key_inputs, score_range_bound  # lowrank imports exact; kept local to keep plan light
 
         L, d, adapt = inst.L, inst.d, inst.adapt
-        m = key_inputs(inst)[0].shape[1]
+        m = key_inputs(inst)[0].shape[-1]
+        E = math.prod(inst.batch_shape)
+        causal = inst.causal
+        if E > 1 and R is None:
+            from .lowrank import score_range_bounds  # local for the same reason
+
+            groups = [(len(idx), R_g) for idx, R_g in degree_groups(score_range_bounds(inst).reshape(-1).clamp(min=1e-12).cpu(), eps, method, max_degree)]
         R = score_range_bound(inst) if R is None else check_positive("R", R, allow_zero=True)
     else:
         if L is None or d is None or R is None:
@@ -472,10 +548,21 @@ def approx_plan(
     k = math.comb(degree + d, d)
     itemsize = torch.empty((), dtype=dtype).element_size()
     model = cost_model() if model is None else model
-    a_bytes = approx_bytes(L, d, k, m=m, itemsize=itemsize)
+    if groups is None:
+        parts = [(E, degree, k)]
+    else:  # every group at the degree of its largest range (the worst group is the one planned above)
+        parts = []
+        for n_g, R_g in groups:
+            p_g = exp_polynomial(R_g, eps, method=method, max_degree=max_degree)
+            g_g = p_g.degree if p_g.certified else max(degree_bound(R_g, eps), p_g.degree + 1)
+            parts.append((n_g, g_g, math.comb(g_g + d, d)))
+    a_bytes = max(approx_bytes(L, d, k_g, m=m, itemsize=itemsize, batch=n_g, causal=causal) for n_g, _, k_g in parts)
     fits = k <= max_features and a_bytes <= memory_budget_bytes(memory_budget)
     return ApproxPlan(L=L, d=d, R=float(R), eps=eps, method=method, degree=degree, degree_source=source, k=k,
-                      feature_bytes=2.0 * L * float(k) * itemsize, approx_flops=approx_flops(L, d, k, n_adapted, m),
-                      exact_flops=exact_flops(L, d, n_adapted), n_adapted=n_adapted, approx_bytes=a_bytes,
-                      exact_bytes=exact_bytes(L, d, itemsize=itemsize), approx_seconds=model.approx_seconds(L, d, k, degree, m),
-                      exact_seconds=model.exact_seconds(L, d, n_adapted), certifiable=source == "measured" and fits, model=model.source)
+                      feature_bytes=sum(2.0 * n_g * L * float(k_g) * itemsize for n_g, _, k_g in parts),
+                      approx_flops=sum(n_g * approx_flops(L, d, k_g, n_adapted, m) for n_g, _, k_g in parts),
+                      exact_flops=E * exact_flops(L, d, n_adapted), n_adapted=n_adapted, approx_bytes=a_bytes,
+                      exact_bytes=E * exact_bytes(L, d, itemsize=itemsize),
+                      approx_seconds=sum(n_g * model.approx_seconds(L, d, k_g, g_g, m) for n_g, g_g, k_g in parts),
+                      exact_seconds=E * model.exact_seconds(L, d, n_adapted), certifiable=source == "measured" and fits, model=model.source,
+                      batch=E)

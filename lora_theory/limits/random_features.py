@@ -27,9 +27,9 @@ from typing import Literal
 import torch
 
 from .._validate import InvalidArgumentError, check_choice, check_int, check_matrix
-from .exact import _check_single_head
+from .exact import _check_instance
 from .instance import AttentionLoRAInstance
-from .lowrank import ApproximationError, ApproxInfo, run_lowrank, score_range_bound
+from .lowrank import ApproximationError, ApproxInfo, flat_instance, run_lowrank, score_range_bound, score_range_bounds
 
 __all__ = ["positive_random_features", "random_directions", "random_feature_gradients"]
 
@@ -67,16 +67,19 @@ def positive_random_features(X: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     (exp(X W^T - ||x||^2/2) / sqrt(m) is phi(X) itself).
 
     Args:
-        X: (L, d) rows x_i (already multiplied by sqrt(beta)).
-        W: (m, d) random directions (any dtype/device; cast to X's).
+        X: (L, d) rows x_i (already multiplied by sqrt(beta)), or (*batch, L, d).
+        W: (m, d) random directions (any dtype/device; cast to X's), shared by every batch element.
 
     Returns:
-        (L, m) exponents, dtype and device of X.
+        (L, m) exponents ((*batch, L, m) for a batched X), dtype and device of X.
     """
-    check_matrix("X", X, (None, None))
-    check_matrix("W", W, (None, X.shape[1]))
+    if isinstance(X, torch.Tensor) and X.dim() > 2:
+        check_matrix("X", X.reshape(-1, X.shape[-1]), (None, None))
+    else:
+        check_matrix("X", X, (None, None))
+    check_matrix("W", W, (None, X.shape[-1]))
     W = W.to(dtype=X.dtype, device=X.device)
-    return X @ W.T - 0.5 * (X * X).sum(dim=1, keepdim=True)
+    return X @ W.T - 0.5 * (X * X).sum(dim=-1, keepdim=True)
 
 
 def random_feature_gradients(
@@ -97,6 +100,12 @@ def random_feature_gradients(
         on_invalid: "raise" an :class:`lora_theory.ApproximationError` if the normalizer
             D~ underflows to <= 0 in some row, or "flag" it in ``info.valid``.
 
+    Batched multi-head instances run all elements at once (as in :func:`lora_theory.approx_gradients`):
+    the same m directions serve every element (so element e's result is the single-head call on
+    ``inst.element(e)`` with the same seed), the key-side stabilizing constant is per element, and
+    the gradient of a shared factor is summed over the elements sharing it. Causal instances use the
+    prefix moments of :func:`lora_theory.limits.lowrank.run_lowrank`.
+
     Returns:
         (grads, info): grads as :func:`lora_theory.exact_gradients`; ``info`` an
         :class:`lora_theory.ApproxInfo` with ``rank = m``, ``degree = 0``,
@@ -106,7 +115,7 @@ def random_feature_gradients(
     Reference: Choromanski et al. (2021), Lemma 1; Hu et al. (2024), Thm 3.1 (the peer it is
     compared against); claims ``limits.thm3.1``, ``limits.thmA.1``.
     """
-    inst = _check_single_head(inst, "random_feature_gradients")
+    inst = _check_instance(inst)
     m = check_int("m", m, low=1)
     seed = check_int("seed", seed, low=0)
     check_choice("on_invalid", on_invalid, ("raise", "flag"))
@@ -114,22 +123,25 @@ def random_feature_gradients(
         raise InvalidArgumentError(f"orthogonal: expected a bool, got {orthogonal!r}")
     t0 = time.perf_counter()
     ic = inst if inst.dtype == torch.float64 else inst.to(dtype=torch.float64)  # the moments need float64 (covariances by differences)
-    Q, K, _ = ic.projections()
-    W = random_directions(m, Q.shape[1], seed, orthogonal=orthogonal)
+    fi = flat_instance(ic)  # (E, ...) when batched
+    Q, K, _ = fi.projections()  # (*lead, L, d)
+    W = random_directions(m, Q.shape[-1], seed, orthogonal=orthogonal)
     sb = math.sqrt(inst.beta)
-    lq = positive_random_features(Q * sb, W)  # (L, m)
-    lk = positive_random_features(K * sb, W)  # (L, m)
-    # Stabilizing shifts: a per-row constant on the query side and one global constant on the key
+    lq = positive_random_features(Q * sb, W)  # (*lead, L, m)
+    lk = positive_random_features(K * sb, W)  # (*lead, L, m)
+    # Stabilizing shifts: a per-row constant on the query side and one constant per element on the key
     # side multiply U V^T by c_i and c: both cancel in D~^{-1} U V^T, and keep exp from overflowing.
-    U = torch.exp(lq - lq.amax(dim=1, keepdim=True))
-    V = torch.exp(lk - lk.max())
-    run = run_lowrank(ic, U, V, t0)
+    U = torch.exp(lq - lq.amax(dim=-1, keepdim=True))
+    V = torch.exp(lk - lk.amax(dim=(-2, -1), keepdim=True))
+    run = run_lowrank(ic, U, V, t0, flat=fi)
     grads = {k: v.to(dtype=inst.dtype) for k, v in run.grads.items()}
     bad = [k for k, v in grads.items() if not bool(torch.isfinite(v).all())]
     reason = "; ".join(run.reasons + ([f"gradients {bad} overflow {inst.dtype}"] if bad and not run.reasons else []))
     # min D~: only its sign is meaningful here, U carries a per-row factor (the shift above)
+    D = run.aux["D"]  # (*batch, L)
     info = ApproxInfo(valid=not reason, reason=reason, degree=0, rank=m, R=score_range_bound(inst), poly_rel_error=float("nan"),
-                      min_normalizer=float(run.aux["D"].min()), times=run.times, method="random_features")
+                      min_normalizer=float(D.min()), times=run.times, method="random_features", batch_shape=inst.batch_shape,
+                      element_R=score_range_bounds(inst).cpu().numpy(), element_min_normalizer=D.amin(dim=-1).cpu().numpy())
     if reason and on_invalid == "raise":
         raise ApproximationError(f"random_feature_gradients: {reason}; the scores are too large for {m} features, pass on_invalid='flag' to get the result anyway")
     return grads, info
