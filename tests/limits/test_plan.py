@@ -39,9 +39,10 @@ def test_plan_of_an_impossible_shape_is_not_certifiable():
 
 
 def test_predicted_bytes_track_measured_peak():
-    """approx_bytes is the peak of the streamed implementation: the measured peak at L = 2^16 is below it,
-    and below the 2 (L, k) feature matrices the earlier version materialized (fails if a full (L, k) or
-    (L, c) matrix comes back)."""
+    """approx_bytes predicts the peak of the streamed implementation within 2x (issue 15's target) at L = 2^16,
+    and the measured peak stays below the 2 (L, k) feature matrices the earlier version materialized (fails if
+    a full (L, k) or (L, c) matrix comes back). Measured peaks are RSS growth: 39-40 MB alone, up to 50 MB
+    inside a full suite run, against a prediction of ~55 MB; so approx_bytes is an estimate, not a bound."""
     from lora_theory._memory import peak_memory_bytes
 
     L, d = 65536, 4
@@ -49,7 +50,8 @@ def test_predicted_bytes_track_measured_peak():
     plan = approx_plan(inst, 1e-3)
     mem = peak_memory_bytes(f"import lora_theory as lt\ninst = lt.make_instance({L}, {d}, 2, adapt='qkv', bound=2.0, beta=0.25)",
                             "lt.approx_gradients(inst, eps=1e-3)", threads=1)
-    assert mem["peak_bytes"] < plan.approx_bytes < plan.feature_bytes, (mem, plan.approx_bytes, plan.feature_bytes)
+    assert 0.5 <= plan.approx_bytes / mem["peak_bytes"] <= 2.0, (mem, plan.approx_bytes)
+    assert mem["peak_bytes"] < plan.feature_bytes and plan.approx_bytes < plan.feature_bytes, (mem, plan.approx_bytes, plan.feature_bytes)
 
 
 def test_check_resources_advice_is_consistent():
