@@ -9,7 +9,7 @@ import signal
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -193,6 +193,7 @@ def test_loraplus_fuzz(lr, ratio):
 
 
 @FUZZ
+@example(optimizer=None, init=torch.tensor([0.0, 0.0, 0.0]), a=None, b=None, steps=None)  # found by the fuzz: init was compared as a tensor
 @given(optimizer=junk, init=junk, a=junk, b=junk, steps=junk)
 def test_lora_plus_toy_fuzz(optimizer, init, a, b, steps):
     _call(lt.predict_exponents, optimizer, init, a, b, steps, check_finite=False)

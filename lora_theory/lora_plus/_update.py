@@ -1,6 +1,8 @@
 """The processed-gradient updates shared by the LoRA+ simulators (GD, SignSGD, Adam) and their argument checks."""
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 from .._threads import torch_threads
@@ -48,5 +50,5 @@ OPTIMIZERS = ("gd", "signsgd", "adam")
 def check_optimizer_init(optimizer: str, init: int) -> None:
     """The simulators' and recursions' shared arguments: optimizer in OPTIMIZERS, init 1 or 2."""
     check_choice("optimizer", optimizer, OPTIMIZERS)
-    if isinstance(init, bool) or init not in (1, 2):
+    if isinstance(init, bool) or not isinstance(init, numbers.Integral) or init not in (1, 2):  # a tensor or array has no truth value
         raise InvalidArgumentError(f"init: expected 1 (B = 0, A random) or 2 (B random, A = 0), got {init!r}")
