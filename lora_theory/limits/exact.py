@@ -45,17 +45,6 @@ def _check_instance(inst: object) -> AttentionLoRAInstance:
     return inst
 
 
-def _check_single_head(inst: object, who: str) -> AttentionLoRAInstance:
-    """An unbatched, non-causal instance: what the low-rank (polynomial, random-feature) methods take."""
-    inst = _check_instance(inst)
-    if inst.batch_shape:
-        raise InvalidArgumentError(f"inst: {who} takes one head (batch shape ()), got batch shape {inst.batch_shape}; "
-                                   "run it per head on inst.element(...)")
-    if inst.causal:
-        raise InvalidArgumentError(f"inst: {who} has no causal mask (the paper's loss has none), got causal=True")
-    return inst
-
-
 def default_block_size(L: int) -> int:
     """Rows per block: min(L, max(16, 2^18 / L)), so one (block, L) piece has about 2^18 entries.
 
