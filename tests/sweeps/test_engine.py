@@ -19,7 +19,10 @@ from tests.sweeps.probes import logged_square, noisy_mean, sleepy_square
 
 _N = 40
 _SCRIPT = """
-import sys
+import signal, sys
+# as in a terminal: a test run started in the background (bash '&', nohup) hands SIGINT down ignored,
+# and Python then never raises KeyboardInterrupt; restore the default handler so Ctrl-C can be tested
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from lora_theory.sweeps import grid, run_sweep
 from tests.sweeps.probes import sleepy_square
 counts = run_sweep(sleepy_square, grid(x=[float(i) for i in range({n})], delay=[{delay}]), sys.argv[1], name="slow",
