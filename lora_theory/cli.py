@@ -507,6 +507,10 @@ def figures(
             tables = stored_figure_tables(from_dir)
         elif not from_dir.is_dir():
             raise InvalidArgumentError(f"from: expected a folder of NAME.csv files or a reproduce store, got {from_dir} (does not exist)")
+        if not name:  # no names asked for: redraw every figure whose table is there (a quick reproduce stores no fine-tuning tables)
+            names = [n for n in names if (n in tables if tables is not None else (from_dir / f"{n}.csv").is_file())]
+            if not names:
+                raise InvalidArgumentError(f"from: expected stored figure tables in {from_dir}, found none")
         for n in names:
             if tables is not None and n not in tables:
                 raise InvalidArgumentError(f"from: expected a stored table for {n!r} in {from_dir}, found {sorted(tables)}")

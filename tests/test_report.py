@@ -46,6 +46,10 @@ def test_figures_go_through_the_store_and_redraw_from_it(tmp_path):
     assert (tmp_path / "redrawn" / "degree_vs_range.png").stat().st_size > 1000
     res = CliRunner().invoke(app, ["figures", "phase_transition", "--from", str(tmp_path / "store.sqlite"), "--out", str(tmp_path / "x")])
     assert res.exit_code != 0 and "phase_transition" in res.output
+    # no names: every figure whose table the store holds (a quick reproduce stores no fine-tuning tables), and only those
+    res = CliRunner().invoke(app, ["figures", "--from", str(tmp_path / "store.sqlite"), "--out", str(tmp_path / "all")])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "all").iterdir() if not p.name.startswith(".")) == ["degree_vs_range.csv", "degree_vs_range.png"]
 
 
 def test_exit_status_orders_error_over_fails_and_inconclusive_is_not_a_failure():
