@@ -128,3 +128,46 @@ def test_stable_scale_report_columns_and_prediction():
     assert len(df) == 3  # (m, n, r) with 2r <= min(m, n): (16, 16, 2), (16, 16, 8), (16, 8, 2)
     row = df.iloc[0]
     assert row.forward_pred == pytest.approx(8.0**2 / 4.0**2) and row.backward_pred == pytest.approx(row.forward_pred * row.m / row.n)
+
+
+# -- mutation survivors (benchmarks/mutation.py, lora_ga_init, 2026-12-03 evening) ----------------------
+
+def test_rslora_is_the_default_scale():
+    """eta = alpha / sqrt(r) unless rslora=False (alpha / r): the default must be rsLoRA, as the paper's stable scale assumes."""
+    import math
+
+    import torch
+
+    from lora_theory.lora_ga.init import lora_ga_init
+
+    G = torch.randn(12, 10, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert math.isclose(lora_ga_init(G, 4, alpha=8.0).eta, 8.0 / 2.0)
+    assert math.isclose(lora_ga_init(G, 4, alpha=8.0, rslora=False).eta, 8.0 / 4.0)
+
+
+def test_random_direction_follows_the_seed():
+    """direction='random' splits by the caller's seed: equal seeds agree, and some other seed gives another split."""
+    import torch
+
+    from lora_theory.lora_ga.init import lora_ga_init
+
+    G = torch.randn(24, 20, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    first = lora_ga_init(G, 6, alpha=6.0, direction="random", seed=3)
+    assert first.idx_A == lora_ga_init(G, 6, alpha=6.0, direction="random", seed=3).idx_A
+    assert any(lora_ga_init(G, 6, alpha=6.0, direction="random", seed=s).idx_A != first.idx_A for s in range(4, 12))
+
+
+def test_half_precision_overflow_names_the_factor():
+    """A float16 init that overflows names which of A, B, offset is non-finite (the message is the diagnosis)."""
+    import pytest
+    import torch
+
+    from lora_theory._validate import InvalidArgumentError
+    from lora_theory.lora_ga.init import lora_ga_init
+
+    G = torch.randn(16, 16, generator=torch.Generator().manual_seed(2)).to(torch.float16)
+    with pytest.raises(InvalidArgumentError, match=r"non-finite \['offset'\]"):  # eta = 7e5: only eta B A overflows
+        lora_ga_init(G, 2, alpha=1e6, scale="unit")
+    W0 = 1e12 * torch.eye(16)
+    with pytest.raises(InvalidArgumentError, match=r"non-finite \['A', 'B', 'offset'\]"):  # c = sqrt(sigma_1(W0)) = 1e6
+        lora_ga_init(G, 2, alpha=1.0, scale="weight_svd", W0=W0)
