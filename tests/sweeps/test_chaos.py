@@ -23,6 +23,8 @@ def test_chaos_seeded_kills_then_resume(tmp_path):
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_chaos_longer(tmp_path, seed):
     pytest.importorskip("psutil")
-    figures = chaos(tmp_path, n=120, seed=seed, coordinator_kills=10, max_seconds=600)
+    # 400 points (~30 s of work on 2 workers) outlast 10 coordinator kills 2-5 s apart; with 120 an idle machine
+    # finished the sweep after 7 kills (the kill count, not the store, failed)
+    figures = chaos(tmp_path, n=400, seed=seed, coordinator_kills=10, max_seconds=600)
     print(f"chaos figures (seed {seed}):", figures)
     assert figures["coordinator_kills"] == 10
