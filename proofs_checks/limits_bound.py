@@ -18,7 +18,7 @@ f~ = A~ / sum A~, dbar = sum_j f_j delta_j, E and E~ the means under f and f~.
 5. :func:`check_sd_ratio`: f_j / f~_j <= kappa = (1 + hi) / (1 + lo), hence Var_f(x) <= kappa Var_f~(x)
    (numeric; symbolic form of the ratio).
 
-Each function returns a dict of what it checked and raises :class:`BoundCheckError` on a mismatch.
+Each function returns a dict of what it checked and raises :class:`proofs_checks.ProofCheckFailed` on a mismatch.
 ``factor`` arguments scale the claimed bound: a test passes factor < 1 to show the check can fail.
 """
 from __future__ import annotations
@@ -28,19 +28,13 @@ import itertools
 import numpy as np
 import sympy as sp
 
-__all__ = ["BoundCheckError", "check_cov_shift", "check_mean_shift", "check_moment_form", "check_sd_ratio", "check_slope_shift", "run_all"]
+from . import require
+
+__all__ = ["check_cov_shift", "check_mean_shift", "check_moment_form", "check_sd_ratio", "check_slope_shift", "run_all"]
 
 
-class BoundCheckError(AssertionError):
-    """A step of the error bound does not hold (the message names it)."""
-
-
-def _require(ok: bool, what: str) -> None:
-    if not ok:
-        raise BoundCheckError(what)
-
-
-def _symbols(L: int):
+def perturbed_softmax_symbols(L: int):
+    """(a, delta, f, f~, dbar): weights a_j > 0, relative errors delta_j, f = a / sum a, f~ from a_j (1 + delta_j), dbar = sum f_j delta_j."""
     a = sp.symbols(f"a0:{L}", positive=True)
     dl = sp.symbols(f"d0:{L}", real=True)
     S = sum(a)
@@ -72,12 +66,12 @@ def check_moment_form(L: int = 3, d: int = 2) -> dict:
             Eh = sum(F[i, j] * h[j] for j in range(L))
             Ex = sum(F[i, j] * Xk[j, a] for j in range(L))
             cov = sum(F[i, j] * (h[j] - Eh) * (Xk[j, a] - Ex) for j in range(L))
-            _require(sp.expand(sum(p[i, j] * Xk[j, a] for j in range(L)) - cov) == 0, f"(p X_K)_{i}{a} != Cov_f(c . V, X_K,{a})")
+            require(sp.expand(sum(p[i, j] * Xk[j, a] for j in range(L)) - cov) == 0, f"(p X_K)_{i}{a} != Cov_f(c . V, X_K,{a})")
     GK = beta * Xk.T * p.T * Q
-    _require(sp.expand(GK - beta * (p * Xk).T * Q) == sp.zeros(d, d), "G_K != beta (p X_K)^T Q")
+    require(sp.expand(GK - beta * (p * Xk).T * Q) == sp.zeros(d, d), "G_K != beta (p X_K)^T Q")
     GV = Xk.T * F.T * c  # X_V = X_K here (self/cross attention)
     EXc = sum(((F[i, :] * Xk).T * c[i, :] for i in range(L)), sp.zeros(d, d))
-    _require(sp.expand(GV - EXc) == sp.zeros(d, d), "G_V != sum_i E_i[X_V] c_i^T")
+    require(sp.expand(GV - EXc) == sp.zeros(d, d), "G_V != sum_i E_i[X_V] c_i^T")
     return {"L": L, "d": d}
 
 
@@ -99,13 +93,13 @@ def _patterns(L: int, lo: float, hi: float, rng: np.random.Generator):
 
 def check_mean_shift(L: int = 4, factor: float = 1.0, seed: int = 0) -> dict:
     """(E~ - E)[x] = (1 / (1 + dbar)) sum_j f_j (delta_j - m)(x_j - E x) for any m; |.| <= eta sd_f(x)."""
-    a, dl, f, ft, dbar = _symbols(3)
+    a, dl, f, ft, dbar = perturbed_softmax_symbols(3)
     x = sp.symbols("x0:3", real=True)
     m = sp.Symbol("m", real=True)
     Ex = sum(fi * xi for fi, xi in zip(f, x, strict=True))
     lhs = sum((fti - fi) * xi for fti, fi, xi in zip(ft, f, x, strict=True))
     rhs = sum(fi * (di - m) * (xi - Ex) for fi, di, xi in zip(f, dl, x, strict=True)) / (1 + dbar)
-    _require(sp.simplify(lhs - rhs) == 0, "mean-shift identity fails")
+    require(sp.simplify(lhs - rhs) == 0, "mean-shift identity fails")
     rng = np.random.default_rng(seed)
     worst = 0.0
     for lo, hi in ((-0.1, 0.1), (0.2, 0.5), (-0.6, -0.3), (-0.01, 0.3)):
@@ -118,14 +112,14 @@ def check_mean_shift(L: int = 4, factor: float = 1.0, seed: int = 0) -> dict:
                 at = w * (1 + dv)
                 shift = (at / at.sum()) @ xv - fw @ xv
                 bound = factor * eta * sd
-                _require(abs(shift) <= bound * (1 + 1e-12) + 1e-15, f"|(E~ - E)[x]| = {abs(shift):.3e} > {bound:.3e} (lo {lo}, hi {hi})")
+                require(abs(shift) <= bound * (1 + 1e-12) + 1e-15, f"|(E~ - E)[x]| = {abs(shift):.3e} > {bound:.3e} (lo {lo}, hi {hi})")
                 worst = max(worst, abs(shift) / bound if bound > 0 else 0.0)
     return {"L": L, "max_shift_over_bound": worst}
 
 
 def check_cov_shift(L: int = 4, factor: float = 1.0, seed: int = 0) -> dict:
     """Cov~ - Cov = (E~ - E)[(h - Eh)(x - Ex)] - (E~h - Eh)(E~x - Ex); |.| <= eta (sd sd + |Cov|) + eta^2 sd sd."""
-    a, dl, f, ft, dbar = _symbols(3)
+    a, dl, f, ft, dbar = perturbed_softmax_symbols(3)
     h = sp.symbols("h0:3", real=True)
     x = sp.symbols("x0:3", real=True)
 
@@ -137,7 +131,7 @@ def check_cov_shift(L: int = 4, factor: float = 1.0, seed: int = 0) -> dict:
 
     y = [(hi - E(f, h)) * (xi - E(f, x)) for hi, xi in zip(h, x, strict=True)]
     rhs = (E(ft, y) - E(f, y)) - (E(ft, h) - E(f, h)) * (E(ft, x) - E(f, x))
-    _require(sp.simplify(cov(ft) - cov(f) - rhs) == 0, "covariance-shift identity fails")
+    require(sp.simplify(cov(ft) - cov(f) - rhs) == 0, "covariance-shift identity fails")
     rng = np.random.default_rng(seed)
     worst = 0.0
     for lo, hi in ((-0.1, 0.1), (0.2, 0.5), (-0.6, -0.3), (-0.01, 0.3)):
@@ -152,7 +146,7 @@ def check_cov_shift(L: int = 4, factor: float = 1.0, seed: int = 0) -> dict:
                 ftw = at / at.sum()
                 c1 = ftw @ (hv * xv) - (ftw @ hv) * (ftw @ xv)
                 bound = factor * (eta * (sdh * sdx + abs(c0)) + eta * eta * sdh * sdx)
-                _require(abs(c1 - c0) <= bound * (1 + 1e-12) + 1e-15, f"|Cov~ - Cov| = {abs(c1 - c0):.3e} > {bound:.3e} (lo {lo}, hi {hi})")
+                require(abs(c1 - c0) <= bound * (1 + 1e-12) + 1e-15, f"|Cov~ - Cov| = {abs(c1 - c0):.3e} > {bound:.3e} (lo {lo}, hi {hi})")
                 worst = max(worst, abs(c1 - c0) / bound if bound > 0 else 0.0)
     return {"L": L, "max_shift_over_bound": worst}
 
@@ -174,16 +168,16 @@ def check_slope_shift(L: int = 6, factor: float = 1.0, seed: int = 0) -> dict:
                 shift_x = (at / at.sum()) @ xv - fw @ xv
                 sd_t, sd_x = np.sqrt(fw @ (t - fw @ t) ** 2), np.sqrt(fw @ (xv - fw @ xv) ** 2)
                 bound = factor * slope * sd_t * sd_x / (1 - delta)
-                _require(abs(shift_x) <= bound * (1 + 1e-12) + 1e-15, f"|(E~ - E)[x]| = {abs(shift_x):.3e} > slope bound {bound:.3e}")
+                require(abs(shift_x) <= bound * (1 + 1e-12) + 1e-15, f"|(E~ - E)[x]| = {abs(shift_x):.3e} > slope bound {bound:.3e}")
                 worst = max(worst, abs(shift_x) / bound if bound > 0 else 0.0)
     return {"L": L, "max_shift_over_bound": worst}
 
 
 def check_sd_ratio(L: int = 4, factor: float = 1.0, seed: int = 0) -> dict:
     """f_j / f~_j = (1 + dbar) / (1 + delta_j) <= kappa = (1 + hi) / (1 + lo), so Var_f(x) <= kappa Var_f~(x)."""
-    a, dl, f, ft, dbar = _symbols(3)
+    a, dl, f, ft, dbar = perturbed_softmax_symbols(3)
     for j in range(3):
-        _require(sp.simplify(f[j] / ft[j] - (1 + dbar) / (1 + dl[j])) == 0, "f / f~ ratio identity fails")
+        require(sp.simplify(f[j] / ft[j] - (1 + dbar) / (1 + dl[j])) == 0, "f / f~ ratio identity fails")
     rng = np.random.default_rng(seed)
     worst = 0.0
     for lo, hi in ((-0.1, 0.1), (0.2, 0.5), (-0.6, -0.3)):
@@ -195,7 +189,7 @@ def check_sd_ratio(L: int = 4, factor: float = 1.0, seed: int = 0) -> dict:
                 ftw = w * (1 + dv) / (w * (1 + dv)).sum()
                 var_t = ftw @ (xv - ftw @ xv) ** 2
                 bound = factor * kappa * var_t
-                _require(var <= bound * (1 + 1e-12) + 1e-15, f"Var_f = {var:.3e} > kappa Var_f~ = {bound:.3e}")
+                require(var <= bound * (1 + 1e-12) + 1e-15, f"Var_f = {var:.3e} > kappa Var_f~ = {bound:.3e}")
                 worst = max(worst, var / bound if bound > 0 else 0.0)
     return {"L": L, "max_var_over_bound": worst}
 

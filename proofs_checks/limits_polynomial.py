@@ -26,6 +26,7 @@ import math
 import sympy as sp
 
 from . import require
+from .limits_bound import perturbed_softmax_symbols
 
 __all__ = ["check_multinomial_identity", "check_normalizer_perturbation", "check_rank_count", "check_rowwise_kronecker", "check_taylor_remainder", "run_all"]
 
@@ -134,15 +135,9 @@ def check_normalizer_perturbation(L: int = 3, bound=lambda delta: delta / (1 - d
     The identity is checked symbolically; the bound on a grid of extreme sign patterns
     (delta_j = +-delta) and weights, where it is nearly attained.
     """
-    a = sp.symbols(f"a0:{L}", positive=True)
-    dl = sp.symbols(f"d0:{L}", real=True)
-    S = sum(a)
-    f = [ai / S for ai in a]
-    at = [ai * (1 + di) for ai, di in zip(a, dl, strict=True)]
-    St = sum(at)
-    dbar = sum(fi * di for fi, di in zip(f, dl, strict=True))
+    a, dl, f, ft, dbar = perturbed_softmax_symbols(L)
     for j in range(L):
-        lhs = at[j] / St - f[j]
+        lhs = ft[j] - f[j]
         rhs = f[j] * (dl[j] - dbar) / (1 + dbar)
         require(sp.simplify(lhs - rhs) == 0, f"perturbation identity fails at j = {j}")
     worst = 0.0
@@ -150,7 +145,7 @@ def check_normalizer_perturbation(L: int = 3, bound=lambda delta: delta / (1 - d
         for signs in itertools.product((-1, 1), repeat=L):
             for w in ((1,) * L, tuple(10**i for i in range(L)), (100,) + (1,) * (L - 1)):  # softmax weights a_j
                 sub = {**{ai: wi for ai, wi in zip(a, w, strict=True)}, **{di: s * delta for di, s in zip(dl, signs, strict=True)}}
-                total = float(sum(abs((at[j] / St - f[j]).subs(sub)) for j in range(L)))
+                total = float(sum(abs((ft[j] - f[j]).subs(sub)) for j in range(L)))
                 b = bound(delta)
                 require(total <= b * (1 + 1e-12), f"row error {total:.4g} above the bound {b:.4g} at delta = {delta}, signs {signs}, weights {w}")
                 worst = max(worst, total / b)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from proofs_checks import ProofCheckFailed
 from proofs_checks import limits_bound as lb
 
 
@@ -21,6 +22,6 @@ def test_inequalities_hold_and_are_nearly_attained(check):
 @pytest.mark.parametrize("check", [lb.check_mean_shift, lb.check_cov_shift, lb.check_slope_shift, lb.check_sd_ratio])
 def test_a_wrong_inequality_is_caught(check):
     """The check can fail: claiming a bound 0.7 times the one proved (e.g. dropping 1 / (1 - delta), or
-    the 1/2 of the midpoint, the wrong way) raises BoundCheckError."""
-    with pytest.raises(lb.BoundCheckError):
+    the 1/2 of the midpoint, the wrong way) raises ProofCheckFailed."""
+    with pytest.raises(ProofCheckFailed):
         check(factor=0.7)

@@ -46,7 +46,8 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def _alive(pids) -> list[int]:
+def alive(pids) -> list[int]:
+    """The pids among ``pids`` that still run (a zombie counts as gone)."""
     import psutil
 
     out = []
@@ -102,9 +103,9 @@ def chaos(folder: str | Path, *, n: int = 40, seed: int = 0, coordinator_kills: 
                 proc.wait()
                 figures["coordinator_kills"] += 1
                 t_kill = time.monotonic()
-                while _alive(kids) and time.monotonic() - t_kill < 5.0:
+                while alive(kids) and time.monotonic() - t_kill < 5.0:
                     time.sleep(0.02)
-                assert _alive(kids) == [], f"chaos: workers {_alive(kids)} alive 5 s after their coordinator was killed"
+                assert alive(kids) == [], f"chaos: workers {alive(kids)} alive 5 s after their coordinator was killed"
                 figures["worst_cleanup_s"] = max(figures["worst_cleanup_s"], time.monotonic() - t_kill)
                 break
             time.sleep(0.02)
@@ -114,7 +115,7 @@ def chaos(folder: str | Path, *, n: int = 40, seed: int = 0, coordinator_kills: 
             break
         assert proc.returncode == -signal.SIGKILL, f"chaos: the coordinator ended with {proc.returncode}: {err[-2000:]}"
     figures["seconds"] = time.monotonic() - t_start
-    assert _alive(seen) == [], f"chaos: processes {_alive(seen)} outlived the sweep"
+    assert alive(seen) == [], f"chaos: processes {alive(seen)} outlived the sweep"
 
     with ResultStore(store, readonly=True) as st:
         df = st.load("chaos")

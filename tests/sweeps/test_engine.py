@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from lora_theory.sweeps import ResultStore, grid, run_sweep
+from tests.sweeps.chaos import alive
 from tests.sweeps.probes import logged_square, noisy_mean, sleepy_square
 
 _N = 40
@@ -188,18 +189,6 @@ def _workers_of(pid: int, n: int, timeout: float = 60.0) -> list[int]:
     raise AssertionError(f"coordinator {pid} has fewer than {n} workers after {timeout} s")
 
 
-def _alive(pids: list[int]) -> list[int]:
-    psutil = pytest.importorskip("psutil")
-    out = []
-    for p in pids:
-        try:
-            if psutil.Process(p).status() != psutil.STATUS_ZOMBIE:
-                out.append(p)
-        except psutil.NoSuchProcess:
-            pass
-    return out
-
-
 def test_sigkill_of_the_coordinator_leaves_no_worker_alive(tmp_path):
     """kill -9 of a `--jobs 2` coordinator: both pool workers are gone within 5 s, and a resume finishes the sweep.
 
@@ -211,9 +200,9 @@ def test_sigkill_of_the_coordinator_leaves_no_worker_alive(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     deadline = time.time() + 5
-    while _alive(workers) and time.time() < deadline:
+    while alive(workers) and time.time() < deadline:
         time.sleep(0.05)
-    assert _alive(workers) == []
+    assert alive(workers) == []
     counts = run_sweep(sleepy_square, _slow_points(), store, name="slow", progress=False)  # its leases are taken over at once (pid gone)
     assert counts["done"] + counts["skipped"] == _N
     with ResultStore(store) as st:
