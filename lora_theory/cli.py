@@ -385,12 +385,12 @@ def check(
 
 def _default_claims(experiments: bool) -> list[str]:
     """Every claim id, less the fine-tuning experiment's unless ``experiments`` (named on stderr when skipped)."""
-    from .claims import all_claims
+    from .report import select
 
-    skipped = [c.id for c in all_claims() if c.experiment and not experiments]
-    if skipped:
-        typer.echo(f"note: skipping {len(skipped)} fine-tuning claims ({', '.join(skipped)}); --experiments runs them", err=True)
-    return [c.id for c in all_claims() if c.id not in skipped]
+    ids, _, skipped = select(None, [], experiments)
+    if skipped["claims"]:
+        typer.echo(f"note: skipping {len(skipped['claims'])} fine-tuning claims ({', '.join(skipped['claims'])}); --experiments runs them", err=True)
+    return ids
 
 
 def _checks_exit(df, figure_errors: dict | None = None) -> int:

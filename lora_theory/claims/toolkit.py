@@ -228,7 +228,8 @@ def _certification(quick: bool) -> Measurement:
             worst = max(worst, ratio)
             if not err <= allowed:
                 violations.append(f"case {i} {k}: error {err:.2e} > bound {info.error_bound[k]:.2e} (R {R_true:.3g}, eps {kwargs['eps']:.1e}, mode {mode})")
-    ok = not violations and below_accepted == 0 and counts["certified"] > 0
+    # no certified case means nothing was measured against a bound: undecided, not a pass
+    ok = False if (violations or below_accepted) else (True if counts["certified"] else None)
     summary = (f"{n} seeded cases: {counts['certified']} certified, {counts['raised']} refused with a documented error; "
                f"max error / (bound + reference rounding) {worst:.2e}; violations {len(violations)}; caller R below the truth accepted {below_accepted}"
                + (f"; first: {violations[0]}" if violations else ""))
@@ -247,7 +248,6 @@ def _():
     "toolkit.real_heads_exact",
     statement="On a real pretrained attention layer (MiniLM-L6, all 12 heads, LoRA on query and value, real English text), instance_from_attention + exact_gradients + adapter_gradients equal autograd through the Hugging Face module on the paper's loss, in float64.",
     reference="issue 13 ('Exact gradients on real heads'); Hu et al. 2024, Def. 1.2, 2.5, Lemma 3.2",
-    figure="regime_real_heads",
     test="tests/limits/test_regime.py::test_exact_gradients_equal_autograd_through_minilm_layer",
 )
 def _real_heads_exact(quick: bool) -> Measurement:

@@ -324,3 +324,15 @@ def test_unwritable_out_and_read_only_store_are_bad_input(tmp_path, monkeypatch)
     assert res.exit_code == 2 and "expected a writable store" in one_line_error(res)
     res = runner.invoke(app, ["sweep", "status", str(store)])  # reading a read-only store is fine
     assert res.exit_code == 0 and "sq" in res.stdout
+
+
+def test_check_without_claims_skips_the_fine_tuning_experiment_and_says_so(capsys):
+    """`check` with no --claim runs every claim but the fine-tuning ones (tens of CPU-minutes) unless --experiments."""
+    from lora_theory.claims import all_claims
+    from lora_theory.cli import _default_claims
+
+    ids = _default_claims(False)
+    assert "lora_ga.speedup" not in ids and "limits.thm3.1" in ids
+    assert set(ids) == {c.id for c in all_claims() if not c.experiment}
+    assert "lora_ga.speedup" in capsys.readouterr().err
+    assert set(_default_claims(True)) == {c.id for c in all_claims()}

@@ -26,7 +26,7 @@ import signal, sys
 signal.signal(signal.SIGINT, signal.default_int_handler)
 from lora_theory.sweeps import grid, run_sweep
 from tests.sweeps.probes import sleepy_square
-counts = run_sweep(sleepy_square, grid(x=[float(i) for i in range({n})], delay=[{delay}]), sys.argv[1], name="slow",
+counts = run_sweep(sleepy_square, grid(x=[float(i) for i in range({n})], delay=[0.05]), sys.argv[1], name="slow",
                    jobs=int(sys.argv[2]), executor=sys.argv[3], progress=False)
 print("COUNTS", counts, flush=True)
 """
@@ -37,7 +37,7 @@ def _slow_points():
 
 
 def _start(store, jobs=1, executor="inprocess"):
-    return subprocess.Popen([sys.executable, "-c", _SCRIPT.format(n=_N, delay=0.05), str(store), str(jobs), executor], stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-c", _SCRIPT.format(n=_N), str(store), str(jobs), executor], stdout=subprocess.PIPE, text=True)
 
 
 def _wait_for_rows(store, at_least: int, timeout: float = 60.0) -> int:
@@ -128,7 +128,7 @@ def test_sigterm_stops_cleanly_and_resumes(tmp_path, jobs, executor):
 
 def test_ctrl_c_on_a_process_pool_stops_cleanly(tmp_path):
     store = tmp_path / "i.sqlite"
-    proc = subprocess.Popen([sys.executable, "-c", _SCRIPT.format(n=_N, delay=0.25), str(store), "2", "process"], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", _SCRIPT.format(n=_N), str(store), "2", "process"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     _wait_for_rows(store, 3)
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole process group
