@@ -287,6 +287,25 @@ class AttentionLoRAInstance:
             A={k: mv(v) for k, v in self.A.items()}, B={k: mv(v) for k, v in self.B.items()}, Y=mv(self.Y),
         )
 
+    def detach(self) -> AttentionLoRAInstance:
+        """The same instance with every tensor detached from autograd (views, no copy; ties preserved).
+
+        The closed-form and low-rank gradients never record an autograd graph; an ``nn.Parameter`` or a
+        tensor that requires grad is read through this (``approx_gradients``, ``random_feature_gradients``).
+        """
+        tensors = [self.Xq, self.Xk, self.Xv, self.Wq, self.Wk, self.Wv, self.Y, *self.A.values(), *self.B.values()]
+        if not any(t.requires_grad for t in tensors):
+            return self
+
+        def dt(t: torch.Tensor) -> torch.Tensor:
+            return t.detach()
+
+        Xq = dt(self.Xq)
+        Xk = Xq if self.Xk is self.Xq else dt(self.Xk)
+        Xv = Xk if self.Xv is self.Xk else (Xq if self.Xv is self.Xq else dt(self.Xv))
+        return dataclasses.replace(self, Xq=Xq, Xk=Xk, Xv=Xv, Wq=dt(self.Wq), Wk=dt(self.Wk), Wv=dt(self.Wv),
+                                   A={k: dt(v) for k, v in self.A.items()}, B={k: dt(v) for k, v in self.B.items()}, Y=dt(self.Y))
+
     def __repr__(self) -> str:
         extra = (f", n={self.n}" if self.n != self.d else "") + (f", batch_shape={self.batch_shape}" if self.batch_shape else "")
         extra += ", causal=True" if self.causal else ""
