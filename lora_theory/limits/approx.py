@@ -222,6 +222,8 @@ class _ErrorBound:
         # O = E~[X_V] W_V vs E~[V_comp]: the moments' error, the product's rounding (E~|X_V| <= |zbar| + s), the projection's
         errO = err_meanV @ Wv_abs + g_d * ((mom.zbar[..., sv].abs().unsqueeze(-2) + s[..., sv]) @ Wv_abs) + self.eV.unsqueeze(-2)  # (b, d)
         errc = errO + u * c.abs()
+        if inst.upstream:  # c = Y is the given upstream gradient dL/dO: exact, independent of O~ (nothing to carry)
+            errc = torch.zeros_like(c)
         cabs = c.abs() + errc  # >= |c~|, the exact-arithmetic residual of the approximation
 
         # -- the approximation (exact arithmetic on A~), row by row ---------------------------------------
@@ -235,10 +237,11 @@ class _ErrorBound:
         c_u = slope * (3 * u + (beta / R) * _dot(Q.abs(), self.eK)) + 8 * u * R * (1 + delta)
         eta1 = torch.minimum(eta, (slope * skap * var_t.clamp(min=0).sqrt() + c_u) / (1 - delta))  # (b,)
         bO = (eta1 * skap)[..., None] * sdV  # (b, d) |O~ - O|                                     (check_mean_shift)
+        bOc = torch.zeros_like(bO) if inst.upstream else bO  # |c~ - c|: O~ - O for the squared loss, 0 for an upstream gradient
         cZ = c @ AV.mT  # (b, m): c . V_j = (AV c) . Z_j
         var_cV = (_mv(cov, cZ) * cZ).sum(dim=-1) + tauC * (s * cZ.abs()).sum(dim=-1) ** 2
         sd_cV = var_cV.clamp(min=0).sqrt() + (errc * sdV).sum(dim=-1)  # >= sd~(c~ . V)
-        sd_h = skap * (sd_cV + (bO * sdV).sum(dim=-1))  # (b,) >= sd_f(c . V) with the exact c = c~ - (O~ - O)
+        sd_h = skap * (sd_cV + (bOc * sdV).sum(dim=-1))  # (b,) >= sd_f(c . V) with the exact c = c~ - (O~ - O)
 
         # (p~ x)_i - (p x)_i = Cov~((O~ - O) . V, x) [term A] + (Cov~ - Cov)(h, x) [term B], h = c . V; with
         # y = (h - E h)(x - E x): |term B| <= eta E_f|y - E_f y| + eta^2 sd sd and E_f|y - E_f y| <= sd_f(h) sd_f(x) + |Cov_f(h, x)|,
@@ -257,18 +260,18 @@ class _ErrorBound:
                        + g_d * _mv(Ckv, cV.abs()))  # (b, n) |pXK_comp - p~ X_K|
         if "q" in need:
             pK_abs = (pXK @ Wk).abs() + err_pXK @ Wk_abs + g_d * (pXK.abs() @ Wk_abs)  # (b, d) >= |p~ K|
-            bpK = shifted((bO[..., :, None] * covVK).sum(dim=-2), sdK, pK_abs)  # (b, d)
+            bpK = shifted((bOc[..., :, None] * covVK).sum(dim=-2), sdK, pK_abs)  # (b, d)
             # the rounding of pXK and of X_Q^T (pXK W_K); K and V as Z AK, Z AV vs the computed projections
             rnd = (err_pXK @ Wk_abs + self.g_L * (pXK.abs() @ Wk_abs) + sd_h[..., None] * self.eK.unsqueeze(-2)
                    + skap[..., None] * sdK * _dot(cabs, self.eV)[..., None])
             self._add("q", beta * (inst.Xq[..., rows, :].abs().mT @ (bpK + rnd)))  # (n, d)
         if "k" in need:
-            bpX = shifted((bO[..., :, None] * covVX).sum(dim=-2), sdXK, pXK.abs() + err_pXK)  # (b, n)
+            bpX = shifted((bOc[..., :, None] * covVX).sum(dim=-2), sdXK, pXK.abs() + err_pXK)  # (b, n)
             rnd = err_pXK + self.g_L * pXK.abs() + skap[..., None] * sdXK * _dot(cabs, self.eV)[..., None]  # as for q: V as Z AV
             self._add("k", beta * ((bpX + rnd).mT @ Q.abs()))  # (n, d)
         if "v" in need:
             bE = (eta1 * skap)[..., None] * sdXV  # (b, n) |E~[X_V] - E[X_V]|
-            self._add("v", bE.mT @ cabs + (meanV.abs() + err_meanV + bE).mT @ bO  # the approximation
+            self._add("v", bE.mT @ cabs + (meanV.abs() + err_meanV + bE).mT @ bOc  # the approximation
                       + err_meanV.mT @ c.abs() + meanV.abs().mT @ errc + self.g_L * (meanV.abs().mT @ c.abs()))  # the rounding
 
 def _chain_bounds(inst: AttentionLoRAInstance, bG: dict[str, torch.Tensor] | None, G: dict[str, torch.Tensor], target: AttentionLoRAInstance,
