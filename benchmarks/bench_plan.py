@@ -7,6 +7,9 @@ CPU times are this process's CPU time on one torch thread (robust to other work 
 the calibration uses the same clock.
 
 Usage:
+    python benchmarks/bench_plan.py --paths               # the plan table over paths (issue 21): predicted / measured
+                                                          # peak bytes and CPU seconds of approx_gradients on n = d, n != d,
+                                                          # causal, batched and batched causal instances, worst ratio per path
     python benchmarks/bench_plan.py                       # L = 2^10 .. 2^16, d = 2, 4, 8 (exact at 2^16: ~5 min)
     python benchmarks/bench_plan.py --quick               # L = 2^10 .. 2^14
     python benchmarks/bench_plan.py --exact-max-L 16384   # skip the slow exact runs
@@ -22,8 +25,54 @@ import time
 import torch
 
 import lora_theory as lt
-from lora_theory.limits.calibration import calibrate_cost_model, clear_fit_caches
+from lora_theory.limits.calibration import calibrate_cost_model, clear_fit_caches, shaped_instance
 from lora_theory.limits.plan import approx_plan
+
+
+#: (path, L, d, n, heads, causal, bound) of the plan table: every path approx_gradients takes (issue 21, cases 6 and 7)
+PATHS = [
+    ("n = d", 4096, 4, None, 0, False, 1.0), ("n = d", 16384, 2, None, 0, False, 1.0), ("n = d", 1024, 32, None, 0, False, 0.05),
+    ("n != d", 64, 32, 128, 0, False, 0.05), ("n != d", 1024, 4, 32, 0, False, 0.5), ("n != d", 4096, 2, 16, 0, False, 1.0),
+    ("causal", 4096, 2, None, 0, True, 1.0), ("causal", 2048, 4, None, 0, True, 1.0), ("causal", 8192, 2, None, 0, True, 1.0),
+    ("batched", 2048, 4, None, 6, False, 1.0), ("batched", 1024, 2, 8, 12, False, 1.0),
+    ("batched causal", 1024, 2, None, 4, True, 1.0), ("batched causal", 2048, 4, None, 3, True, 1.0),
+]
+
+
+def paths_table(args, model) -> list[dict]:
+    """Predicted (approx_plan) vs measured (peak RSS growth in a fresh process; CPU seconds, one thread) per path."""
+    from lora_theory._memory import peak_memory_bytes
+
+    rows = []
+    print("| path | L | d | n | heads | k | bytes pred / meas (MiB) | ratio | seconds pred / meas | ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for path, L, d, n, heads, causal, bound in PATHS:
+        inst = shaped_instance(L, d, n=n, heads=heads, causal=causal, bound=bound)
+        plan = approx_plan(inst, 1e-3, model=model)
+        lt.approx_gradients(inst, eps=1e-3)  # warm-up
+        best = math.inf
+        for _ in range(2):
+            clear_fit_caches()
+            t0 = time.process_time()
+            lt.approx_gradients(inst, eps=1e-3)
+            best = min(best, time.process_time() - t0)
+        setup = (f"from lora_theory.limits.calibration import shaped_instance\n"
+                 f"inst = shaped_instance({L}, {d}, n={n}, heads={heads}, causal={causal}, bound={bound})")
+        mem = peak_memory_bytes(setup, "import lora_theory as lt\nlt.approx_gradients(inst, eps=1e-3)", threads=1)["peak_bytes"]
+        row = {"path": path, "L": L, "d": d, "n": inst.n, "heads": heads, "k": plan.k, "bytes_pred": plan.approx_bytes, "bytes_meas": mem,
+               "sec_pred": plan.approx_seconds, "sec_meas": best}
+        rows.append(row)
+        print(f"| {path} | {L} | {d} | {inst.n} | {heads} | {plan.k} | {plan.approx_bytes / 2**20:.1f} / {mem / 2**20:.1f} | "
+              f"{plan.approx_bytes / mem:.2f} | {plan.approx_seconds:.3f} / {best:.3f} | {plan.approx_seconds / best:.2f} |", flush=True)
+    print()
+    print("| path | worst bytes ratio (pred / meas) | worst seconds ratio (pred / meas) |")
+    print("|---|---|---|")
+    for path in dict.fromkeys(r["path"] for r in rows):
+        rs = [r for r in rows if r["path"] == path]
+        wb = max((r["bytes_pred"] / r["bytes_meas"] for r in rs), key=lambda x: max(x, 1 / x))
+        ws = max((r["sec_pred"] / r["sec_meas"] for r in rs), key=lambda x: max(x, 1 / x))
+        print(f"| {path} | {wb:.2f} | {ws:.2f} |")
+    return rows
 
 
 def main() -> None:
@@ -35,6 +84,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--paths", action="store_true", help="the plan table over paths (n != d, causal, batched)")
     args = ap.parse_args()
     if args.quick:
         args.Ls = [10, 12, 14]
@@ -57,6 +107,12 @@ def main() -> None:
     t0 = time.perf_counter()
     model = calibrate_cost_model(threads=args.threads, device=args.device)
     print(f"calibrated in {time.perf_counter() - t0:.1f} s wall on {args.device}, {args.threads} thread(s), clock {'wall' if cuda else 'process CPU'}: {model}")
+    if args.paths:
+        rows = paths_table(args, model)
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump({"args": vars(args), "model": model.__dict__, "rows": rows}, fh, indent=2)
+        return
     rows = []
     print(f"{'L':>7} {'d':>2} {'k':>5} | {'approx pred':>11} {'meas':>8} {'ratio':>6} | {'exact pred':>10} {'meas':>8} {'ratio':>6}")
     for lg in args.Ls:

@@ -126,8 +126,10 @@ class _ErrorBound:
     covariances are each element's own), and only ``ok`` is shared.
     """
 
-    def __init__(self, inst: AttentionLoRAInstance, poly: ExpPolynomial, R: float, sk: slice, sv: slice, m: int, out_dtype: torch.dtype) -> None:
+    def __init__(self, inst: AttentionLoRAInstance, poly: ExpPolynomial, R: float, sk: slice, sv: slice, m: int, out_dtype: torch.dtype,
+                 feat_abs: torch.Tensor | float = 0.0) -> None:
         self.inst, self.poly, self.R, self.sk, self.sv, self.m = inst, poly, R, sk, sv, m
+        self.feat_abs = feat_abs  # >= sum_a |w_a| |phi_a(q'_i)| |psi_a(k'_j)| for every i, j (per element): what an underflow in a moment sum is multiplied by
         Q, K, _ = inst.projections()
         self.Q = Q
         self.stats = key_range_stats(K)
@@ -135,6 +137,10 @@ class _ErrorBound:
         lead = tuple(Q.shape[:-2])  # () or (E,)
         self.u = torch.finfo(dt).eps / 2  # unit roundoff of the computation (eps is the spacing at 1, twice u)
         self.u_out = torch.finfo(out_dtype).eps / 2 if out_dtype != dt else 0.0
+        # gradual underflow: a product whose result is subnormal is off by at most half the subnormal spacing tiny eps
+        # (tiny = the smallest normal number), whatever its magnitude; sums of subnormals are exact (issue 21, case 1).
+        # The whole spacing is used: tiny u itself is not representable in float64 (it would round to 0).
+        self.tu = torch.finfo(dt).tiny * torch.finfo(dt).eps
         self.Wv, self.Wk = inst.weight("v"), inst.weight("k")
         self.AV = _embed(sv, self.Wv, m)  # (m, d): V = Z AV
         self.AK = _embed(sk, self.Wk, m)  # (m, d): K = Z AK
@@ -153,14 +159,36 @@ class _ErrorBound:
         self.Wv_abs, self.Wk_abs = self.Wv.abs(), self.Wk.abs()
         # The moments see V and K as Z AV and Z AK; the exact gradient sees the computed projections
         # X W (another rounding order): max_j |X_j W - (X W)_comp,j| <= gamma_{n+2} max_j |X_j| |W| per column.
-        g_n = _gamma(inst.Xk.shape[-1] + 2, self.u)
-        self.eK = g_n * (inst.Xk.abs() @ self.Wk_abs).amax(dim=-2)  # (*lead, d)
-        self.eV = g_n * (inst.Xv.abs() @ self.Wv_abs).amax(dim=-2)  # (*lead, d)
+        # The computed W itself is off: W = W* + (alpha/r) B A formed in the compute dtype (after the inputs' cast to it)
+        # is within eW = 2u |W*| + gamma_{r+4} (alpha/r) |B| |A| (+ underflow) of the exact one, which is not small relative
+        # to |W| when B A cancels W* (issue 21, case 3); it enters every projection as |X| eW.
+        n_in = inst.Xk.shape[-1]
+        g_n = _gamma(n_in + 4, self.u)  # the product's n terms, the sum, the cast of X
+        self.eW = {mu: self._weight_error(mu) for mu in "qkv"}  # (*lead, n, d)
+        tun = (n_in + 4) * self.tu
+
+        def proj_err(X: torch.Tensor, mu: str) -> torch.Tensor:  # (*lead, L, d) |X W - (X W)_comp| entrywise, W the exact weight
+            W_abs = inst.weight(mu).abs()
+            return g_n * (X.abs() @ W_abs) + (1 + g_n) * (X.abs() @ self.eW[mu]) + tun
+
+        self.eK = proj_err(inst.Xk, "k").amax(dim=-2)  # (*lead, d) per column, the largest over the keys
+        self.eV = proj_err(inst.Xv, "v").amax(dim=-2)  # (*lead, d)
+        self.eQ = proj_err(inst.Xq, "q")  # (*lead, L, d) per query row (the scores and G_K see Q row by row)
         self.need = set(inst.adapt)
         self.bG: dict[str, torch.Tensor] = {}
         self.ok = True
         self.g_d = _gamma(2 * m + 2, self.u)  # the per-row matrix-vector products (length <= m) and a subtraction
-        self.g_L = _gamma(inst.L + 2 * m + Q.shape[-1] + 4, self.u)  # reductions over rows, plus the per-row products before them
+        self.g_L = _gamma(inst.L + 2 * m + Q.shape[-1] + 8, self.u)  # reductions over rows, the per-row products before them, the casts of X, Y
+
+    def _weight_error(self, mu: str) -> torch.Tensor:
+        """(*lead, n, d) >= |W_mu,comp - W_mu| entrywise: the casts of W*, B, A to the compute dtype, the product and the sum."""
+        inst, u, tu = self.inst, self.u, self.tu
+        W0 = inst.pretrained(mu).abs()
+        lead = self.Q.shape[:-2]
+        if mu not in inst.A:
+            return (u * W0 + tu).expand(*lead, *W0.shape[-2:])
+        BA = inst.scale * batched_matmul(inst.B[mu].abs(), inst.A[mu].abs())
+        return (2 * u * W0 + _gamma(inst.r + 4, u) * BA + (inst.r + 4) * tu * (1 + inst.scale)).expand(*lead, *W0.shape[-2:])
 
     def _add(self, mu: str, t: torch.Tensor) -> None:
         self.bG[mu] = t if mu not in self.bG else self.bG[mu] + t
@@ -175,12 +203,20 @@ class _ErrorBound:
         beta = inst.beta
 
         # -- row-wise range of the entrywise relative error delta_ij = eps(t_ij) -----------------------
-        rho = (row_score_ranges(Q, None, beta, stats=self.stats) / R).clamp(max=1.0)  # (b,) |t_ij| <= rho_i
+        rho = row_score_ranges(Q, None, beta, stats=self.stats) / R  # (b,) |t_ij| <= rho_i
+        if float(rho.max()) > 1 + 8 * u:  # the computed scores leave [-R, R], where P's error is certified: refuse, never extrapolate
+            self.ok = False
+            return
         rho_np = (rho * (1 + 8 * u)).clamp(max=1.0).cpu().numpy()  # + the rounding of the scaled q', k' (|dt| <= 3u for |t| <= 1)
         lo_np, hi_np = poly.error_range(rho_np)
-        # A~'/A = (1 + eps(t')) e^{R (t' - t)} for the rounded scores t' with |t' - t| <= 3u: widen by e^{+-4uR}
-        lo = (1 + torch.as_tensor(lo_np, dtype=dt, device=dev)) * math.exp(-4 * u * R) - 1
-        hi = (1 + torch.as_tensor(hi_np, dtype=dt, device=dev)) * math.exp(4 * u * R) - 1
+        # A~'/A = (1 + eps(t')) e^{R (t' - t)} for the computed scores t' vs the exact t: |t' - t| <= dt_i = 4u (the rounding of
+        # q' . k') + beta / R (|dQ_i| . max|K| + (|Q_i| + |dQ_i|) . dK) (the projections' errors, W's included); widen by e^{+-R dt_i}
+        eQ = self.eQ[..., rows, :]  # (b, d)
+        kabs = self.stats[1]  # (*lead, d) coordinate-wise largest |K_j|
+        dts = 4 * u + (beta / R) * (_dot(eQ, kabs + self.eK) + _dot(Q.abs(), self.eK))  # (b,)
+        wid = R * dts
+        lo = (1 + torch.as_tensor(lo_np, dtype=dt, device=dev)) * torch.exp(-wid) - 1
+        hi = (1 + torch.as_tensor(hi_np, dtype=dt, device=dev)) * torch.exp(wid) - 1
         delta = torch.maximum(lo.abs(), hi.abs())
         if not bool(torch.isfinite(delta).all()) or float(delta.max()) >= 1:
             self.ok = False
@@ -200,11 +236,22 @@ class _ErrorBound:
             self.ok = False
             return
         tau = (2 * rho_r + 2 * u) / (1 - rho_r)  # (b,) relative-to-magnitude error of a normalized moment
-        s = (mom.second.clamp(min=0) / (1 - tau[..., None])).sqrt()  # (b, m) >= sqrt(E~ (Z - zbar)^2), the magnitudes
         tauC = 3 * tau + tau * tau + 4 * u  # |Cov_comp - Cov~| <= tauC_i s_i s_i^T (rank one: never formed)
         mean, cov = mom.mean, mom.cov
+        # underflow in the moment sums: each of the n_sum products of N = phi^T psi^T W can lose tiny u, multiplied by at most
+        # feat_abs (weights and features) and, after the division by D~ (>= (1 - rho_r) times the computed one), by 1 + |E~(Z - zbar)|
+        fa = torch.as_tensor(self.feat_abs, dtype=dt, device=dev)
+        fa = fa[..., None] if fa.dim() else fa  # (*lead, 1) per element
+        e_N = (mom.n_sum + 2 * poly.degree + 8) * self.tu * (1 + fa)
+        e_mom = 3 * e_N * (1 + (mean - mom.zbar[..., None, :]).abs().amax(dim=-1)) / (mom.D.abs() * (1 - tau))  # (b,) absolute, every entry
+        if not bool(torch.isfinite(e_mom).all()):
+            self.ok = False
+            return
+        # s >= sqrt(E~ (Z - zbar)^2) with the underflow allowance folded into the rank-one error bar: tauC s_a s_b >= tauC s0_a s0_b + e_mom
+        s = ((mom.second.clamp(min=0) + e_mom[..., None]) / (1 - tau[..., None])).sqrt() + (e_mom / tauC).sqrt()[..., None]  # (b, m)
         cov2 = cov.reshape(*cov.shape[:-2], m * m)  # (b, m^2) for the GEMM forms of the per-row quadratic forms
-        err_mean = tau[..., None] * s + u * mean.abs()  # (b, m)
+        err_mean = tau[..., None] * s + u * mean.abs() + e_mom[..., None]  # (b, m)
+        e_row = (2 * m + 8) * self.tu  # the per-row products below that underflow (absolute, per entry)
         AV, AK, Wv, Wk, g_d = self.AV, self.AK, self.Wv, self.Wk, self.g_d
 
         # sd~ of V_e, K_e, X_K,a, X_V,a for every row: the computed variance plus its error bar
@@ -220,10 +267,10 @@ class _ErrorBound:
         c = aux["c"]
         meanV, err_meanV = mean[..., sv], err_mean[..., sv]
         # O = E~[X_V] W_V vs E~[V_comp]: the moments' error, the product's rounding (E~|X_V| <= |zbar| + s), the projection's
-        errO = err_meanV @ Wv_abs + g_d * ((mom.zbar[..., sv].abs().unsqueeze(-2) + s[..., sv]) @ Wv_abs) + self.eV.unsqueeze(-2)  # (b, d)
-        errc = errO + u * c.abs()
-        if inst.upstream:  # c = Y is the given upstream gradient dL/dO: exact, independent of O~ (nothing to carry)
-            errc = torch.zeros_like(c)
+        errO = err_meanV @ Wv_abs + g_d * ((mom.zbar[..., sv].abs().unsqueeze(-2) + s[..., sv]) @ Wv_abs) + self.eV.unsqueeze(-2) + e_row  # (b, d)
+        errc = errO + 2 * u * c.abs() + u * inst.Y[..., rows, :].abs()  # the subtraction, and Y's cast to the compute dtype
+        if inst.upstream:  # c = Y is the given upstream gradient dL/dO: independent of O~, exact but for its cast to the compute dtype
+            errc = u * inst.Y[..., rows, :].abs()
         cabs = c.abs() + errc  # >= |c~|, the exact-arithmetic residual of the approximation
 
         # -- the approximation (exact arithmetic on A~), row by row ---------------------------------------
@@ -234,7 +281,7 @@ class _ErrorBound:
         aKQ = Q @ AK.mT * (beta / R)  # (b, m): t_ij = aKQ_i . Z_j
         var_t = (_mv(cov, aKQ) * aKQ).sum(dim=-1) + tauC * (s * aKQ.abs()).sum(dim=-1) ** 2
         # the rounded scores (|t' - t| <= 3u, and the factor e^{R (t' - t)}), and t as Z AK vs the computed K
-        c_u = slope * (3 * u + (beta / R) * _dot(Q.abs(), self.eK)) + 8 * u * R * (1 + delta)
+        c_u = slope * dts + 2 * torch.expm1(wid) * (1 + delta)
         eta1 = torch.minimum(eta, (slope * skap * var_t.clamp(min=0).sqrt() + c_u) / (1 - delta))  # (b,)
         bO = (eta1 * skap)[..., None] * sdV  # (b, d) |O~ - O|                                     (check_mean_shift)
         bOc = torch.zeros_like(bO) if inst.upstream else bO  # |c~ - c|: O~ - O for the squared loss, 0 for an upstream gradient
@@ -254,28 +301,29 @@ class _ErrorBound:
         if need & {"q", "k"}:
             pXK = aux["pXK"]
             cV = c @ Wv.mT
-            err_cV = errc @ Wv_abs.mT + g_d * (c.abs() @ Wv_abs.mT)  # (b, n)
+            err_cV = errc @ Wv_abs.mT + g_d * (c.abs() @ Wv_abs.mT) + c.abs() @ self.eW["v"].mT + e_row  # (b, n) (+ W_V's own error)
             Ckv = cov[..., sk, sv].abs()
             err_pXK = ((tauC * (s[..., sv] * cV.abs()).sum(dim=-1))[..., None] * s[..., sk] + _mv(Ckv, err_cV)
-                       + g_d * _mv(Ckv, cV.abs()))  # (b, n) |pXK_comp - p~ X_K|
+                       + g_d * _mv(Ckv, cV.abs()) + e_row)  # (b, n) |pXK_comp - p~ X_K|
         if "q" in need:
             pK_abs = (pXK @ Wk).abs() + err_pXK @ Wk_abs + g_d * (pXK.abs() @ Wk_abs)  # (b, d) >= |p~ K|
             bpK = shifted((bOc[..., :, None] * covVK).sum(dim=-2), sdK, pK_abs)  # (b, d)
             # the rounding of pXK and of X_Q^T (pXK W_K); K and V as Z AK, Z AV vs the computed projections
             rnd = (err_pXK @ Wk_abs + self.g_L * (pXK.abs() @ Wk_abs) + sd_h[..., None] * self.eK.unsqueeze(-2)
-                   + skap[..., None] * sdK * _dot(cabs, self.eV)[..., None])
+                   + skap[..., None] * sdK * _dot(cabs, self.eV)[..., None] + (pXK.abs() + err_pXK) @ self.eW["k"] + e_row)
             self._add("q", beta * (inst.Xq[..., rows, :].abs().mT @ (bpK + rnd)))  # (n, d)
         if "k" in need:
             bpX = shifted((bOc[..., :, None] * covVX).sum(dim=-2), sdXK, pXK.abs() + err_pXK)  # (b, n)
-            rnd = err_pXK + self.g_L * pXK.abs() + skap[..., None] * sdXK * _dot(cabs, self.eV)[..., None]  # as for q: V as Z AV
-            self._add("k", beta * ((bpX + rnd).mT @ Q.abs()))  # (n, d)
+            rnd = err_pXK + self.g_L * pXK.abs() + skap[..., None] * sdXK * _dot(cabs, self.eV)[..., None] + e_row  # as for q: V as Z AV
+            self._add("k", beta * ((bpX + rnd).mT @ Q.abs() + (pXK.abs() + bpX + rnd).mT @ eQ))  # (n, d); Q's own error (eQ) too
         if "v" in need:
             bE = (eta1 * skap)[..., None] * sdXV  # (b, n) |E~[X_V] - E[X_V]|
             self._add("v", bE.mT @ cabs + (meanV.abs() + err_meanV + bE).mT @ bOc  # the approximation
-                      + err_meanV.mT @ c.abs() + meanV.abs().mT @ errc + self.g_L * (meanV.abs().mT @ c.abs()))  # the rounding
+                      + err_meanV.mT @ c.abs() + meanV.abs().mT @ errc + self.g_L * (meanV.abs().mT @ c.abs())  # the rounding
+                      + (Q.shape[-2] * e_row))  # the products of the row sum that underflow
 
 def _chain_bounds(inst: AttentionLoRAInstance, bG: dict[str, torch.Tensor] | None, G: dict[str, torch.Tensor], target: AttentionLoRAInstance,
-                  u: float, u_out: float) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+                  u: float, u_out: float, out_dtype: torch.dtype | None = None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """The chain dL/dA = s B^T G, dL/dB = s G A^T of the weight-gradient bounds ``bG``, its rounding, and the cast.
 
     Args:
@@ -284,6 +332,8 @@ def _chain_bounds(inst: AttentionLoRAInstance, bG: dict[str, torch.Tensor] | Non
         G: the computed weight gradients (per element when batched, as ``run_lowrank`` returns them).
         target: the instance whose factor shapes the returned gradients have (``inst`` unflattened).
         u, u_out: unit roundoffs of the computation and of the returned dtype (0 when the same).
+        out_dtype: the returned dtype (its underflow: a cast to it is off by at most u_out |x| + tiny_out u_out,
+            half the subnormal spacing, for a result that lands among its subnormals; issue 21, case 1).
 
     Returns:
         (bound, per_element): ``bound[name]`` bounds the max-entry error of the returned gradient
@@ -300,9 +350,15 @@ def _chain_bounds(inst: AttentionLoRAInstance, bG: dict[str, torch.Tensor] | Non
     sc = inst.scale
     out: dict[str, float] = {}
     per: dict[str, np.ndarray] = {}
+    dt = next(iter(G.values())).dtype
+    tu = torch.finfo(dt).tiny * torch.finfo(dt).eps  # >= the error of one underflowing product in the compute dtype (the subnormal spacing)
+    tu_out = torch.finfo(out_dtype).tiny * torch.finfo(out_dtype).eps if out_dtype is not None and u_out > 0 else 0.0  # the cast into the returned dtype's subnormals
+    bG = {mu: b + (inst.L + 8) * tu * max(1.0, inst.beta) for mu, b in bG.items()}  # the row sums of G (and beta's product) that underflow
 
-    def finish(bound: torch.Tensor, mag: torch.Tensor, g_r: float) -> torch.Tensor:
-        return bound + g_r * mag + u_out * (mag + bound)  # the chain's rounding and the final cast
+    def finish(bound: torch.Tensor, mag: torch.Tensor, g_r: float, n_terms: int) -> torch.Tensor:
+        # the chain's rounding (relative, and n_terms underflowing products), then the final cast (relative and absolute)
+        b = bound + g_r * mag + n_terms * tu * max(1.0, sc)
+        return b + u_out * (mag + b) + tu_out
 
     def top(t: torch.Tensor) -> float:
         val = float(t.max()) if t.numel() else 0.0
@@ -314,7 +370,7 @@ def _chain_bounds(inst: AttentionLoRAInstance, bG: dict[str, torch.Tensor] | Non
         Gabs = G[mu].abs() + bGm
         for name, bound, mag in ((f"A_{mu}", sc * (B_.abs().mT @ bGm), sc * (B_.abs().mT @ Gabs)),
                                  (f"B_{mu}", sc * (bGm @ A_.abs().mT), sc * (Gabs @ A_.abs().mT))):
-            total = finish(bound, mag, _gamma(n_sum + 2, u))  # (*lead, r, n) or (*lead, n, r): each element's own gradient
+            total = finish(bound, mag, _gamma(n_sum + 2, u), n_sum + 2)  # (*lead, r, n) or (*lead, n, r): each element's own gradient
             if not bs:
                 out[name] = top(total)
                 per[name] = np.asarray(out[name])
@@ -327,7 +383,7 @@ def _chain_bounds(inst: AttentionLoRAInstance, bG: dict[str, torch.Tensor] | Non
             g_r = _gamma(n_sum * E + 2, u)  # one einsum sums over n (or d) and the shared elements
             for name, bound, mag in ((f"A_{mu}", sc * batched_matmul(tB.abs().mT, bGb, tA.shape), sc * batched_matmul(tB.abs().mT, Gb, tA.shape)),
                                      (f"B_{mu}", sc * batched_matmul(bGb, tA.abs().mT, tB.shape), sc * batched_matmul(Gb, tA.abs().mT, tB.shape))):
-                out[name] = top(finish(bound, mag, g_r))
+                out[name] = top(finish(bound, mag, g_r, n_sum * E + 2))
     return out, per
 
 
@@ -338,7 +394,19 @@ def _run_polynomial(inst: AttentionLoRAInstance, poly: ExpPolynomial, R: float, 
     Q, K, _ = inst.projections()  # (*lead, L, d), lead = () or (E,)
     dt, L, d = Q.dtype, inst.L, Q.shape[-1]
     scale = math.sqrt(inst.beta / R)  # q' . k' = beta q . k / R = t in [-1, 1]
-    Qs, Ks = Q * scale, K * scale
+    # balance q' and k' by an exact power of two per element (scores unchanged): max ||q'|| ~ max ||k'||, so that neither
+    # side's monomials over- or underflow when the instance puts the norm on one side (|Q| ~ 2^600, |K| ~ 2^-600)
+    qn = Q.norm(dim=-1).amax(dim=-1).double().clamp(min=1e-300)  # (*lead,)
+    kn = K.norm(dim=-1).amax(dim=-1).double().clamp(min=1e-300)
+    e2 = torch.round(0.5 * torch.log2(kn / qn)).clamp(-1000, 1000)  # (*lead,) the exponent moved from K to Q
+    bal = torch.exp2(e2).to(dtype=dt)[..., None, None] if Q.dim() == 3 else float(2.0 ** float(e2))
+    Qs, Ks = Q * scale * bal, K * scale / bal
+    # >= sum_a |w_a| |phi_a(q'_i)| |psi_a(k'_j)|: monomials of degree l are bounded by (max |coordinate|)^l and their
+    # multinomial weights sum to d^l, so sum_l |c_l| (d max|q'| max|k'|)^l (what an underflow in a moment sum is multiplied by)
+    qa = Qs.abs().amax(dim=(-2, -1)).double()
+    ka = Ks.abs().amax(dim=(-2, -1)).double()
+    with np.errstate(over="ignore"):  # overflows to inf: then the bound is inf and the run is flagged, as it should be
+        feat_abs = torch.as_tensor(np.polynomial.polynomial.polyval((d * qa * ka).cpu().numpy(), np.abs(poly.coef)))
     fmap = FeatureMap(poly.degree, d)
     itemsize = torch.empty((), dtype=dt).element_size()
     n_elem = Q.shape[0] if Q.dim() == 3 else 1
@@ -354,7 +422,7 @@ def _run_polynomial(inst: AttentionLoRAInstance, poly: ExpPolynomial, R: float, 
         return fmap(Ks[..., j0:j1, :], out=buf)
 
     weights = torch.as_tensor(fmap.weights(poly.coef), dtype=dt, device=Q.device)
-    acc = _ErrorBound(inst, poly, R, sk, sv, Z.shape[-1], out_dtype)
+    acc = _ErrorBound(inst, poly, R, sk, sv, Z.shape[-1], out_dtype, feat_abs=feat_abs)
     run = run_lowrank(inst, query_blocks, key_blocks, t0, block=block, weights=weights, on_block=acc, flat=inst)
     return run, acc
 
@@ -505,7 +573,9 @@ def _verified_range(inst: AttentionLoRAInstance, R: float | None, opts: _Options
     (float64, batch shape). Raises ApproximationError for an unverifiable R, a bound that overflows
     float64, or (on_invalid="raise") a range past which no degree can certify eps in the compute dtype.
     """
-    R_cs = score_range_bound(inst)  # the largest per-element bound: the range the one polynomial covers
+    # in float64 whatever the instance's dtype: float16 projections would round the norms by 2^-11
+    ref = inst if inst.dtype == torch.float64 else inst.to(dtype=torch.float64)
+    R_cs = score_range_bound(ref)  # the largest per-element bound: the range the one polynomial covers
     if not math.isfinite(R_cs):
         raise ApproximationError(f"approx_gradients: the score range bound beta max||Q_i|| max||K_j|| overflows float64 (got {R_cs}); reduce the norms")
     if R is None:
@@ -527,7 +597,9 @@ def _verified_range(inst: AttentionLoRAInstance, R: float | None, opts: _Options
             f"approx_gradients: cannot certify eps = {eps:.1e} at score range R = {R_used:.4g} in {opts.compute_dtype}: the rounding of the "
             f"monomial sums alone is at least u e^(2R) = {u * math.exp(min(2 * R_used, 700.0)):.2e}; R must be <= {R_cap:.3g}. "
             f"Reduce the norms (bound) or beta, or raise eps.")
-    return R_used, score_range_bounds(inst)
+    # the computed scores (projections rounded in the compute dtype) may exceed the exact bound by the rounding of the norms
+    R_used = R_used * (1 + _gamma(2 * (inst.n + inst.d) + 8, u))
+    return R_used, score_range_bounds(ref)
 
 
 def _degree_plan(inst: AttentionLoRAInstance, R_used: float, R_elem: torch.Tensor, *, caller_R: float | None, opts: _Options) -> list[_Group]:
@@ -619,7 +691,7 @@ def _finish(inst: AttentionLoRAInstance, ic: AttentionLoRAInstance, groups: list
     failed = any(run.reasons for run, _ in runs)
     names = [f"{p}_{mu}" for mu in inst.adapt for p in "AB"]
     u_out = torch.finfo(inst.dtype).eps / 2 if inst.dtype != opts.compute_dtype else 0.0
-    bound, elem_bound = _chain_bounds(fi, bG, G, ic, u, u_out) if not failed else \
+    bound, elem_bound = _chain_bounds(fi, bG, G, ic, u, u_out, inst.dtype) if not failed else \
         ({nm: math.inf for nm in names}, {nm: np.full(bs, math.inf) for nm in names})
     if not failed and not all(math.isfinite(b) for b in bound.values()):
         reasons.append(f"the error bound is not finite: the rounding of sums over L = {inst.L} keys and k = {max(g.k for g in groups)} features in "

@@ -21,10 +21,10 @@ import torch
 from .._validate import check_int
 from .approx import approx_gradients
 from .exact import exact_gradients
-from .instance import make_instance
+from .instance import AttentionLoRAInstance, make_instance
 from .plan import CostModel, _cache_path, _machine_key
 
-__all__ = ["calibrate_cost_model", "clear_fit_caches"]
+__all__ = ["calibrate_cost_model", "clear_fit_caches", "shaped_instance"]
 
 
 def _fit_nonneg(X: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -41,6 +41,28 @@ def clear_fit_caches() -> None:
 
     polynomial._fit.cache_clear()
     polynomial._range_table.cache_clear()
+
+
+def shaped_instance(L: int, d: int, *, n: int | None = None, heads: int = 0, causal: bool = False, bound: float = 1.0, r: int = 2,
+                    seed: int = 1, device: str = "cpu") -> AttentionLoRAInstance:
+    """A random self-attention instance of any path the plan models: X (L, n), W* (n, d) (n != d), ``heads`` heads over
+    one sequence (W*, A, Y per head, B shared), causal; Q and K scaled so that their largest entry is ``bound``."""
+    n = d if n is None else n
+    gen = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape: int, std: float = 1.0) -> torch.Tensor:
+        return (torch.randn(*shape, generator=gen, dtype=torch.float64) * std).to(device)
+
+    lead = (heads,) if heads else ()
+    X = rnd(L, n)
+    r = min(r, n, d)
+    W = {mu: rnd(*lead, n, d, std=n**-0.5) for mu in "qkv"}
+    A = {mu: rnd(*lead, r, d, std=0.5) for mu in "qkv"}
+    B = {mu: rnd(n, r, std=0.5) for mu in "qkv"}
+    inst = AttentionLoRAInstance(X, X, X, W["q"], W["k"], W["v"], A, B, float(r), r, 1.0 / d, rnd(*lead, L, d), "self", causal)
+    Q, K, _ = inst.projections()
+    s = bound / max(float(Q.abs().max()), float(K.abs().max()))
+    return inst.replace(Wq=inst.Wq * s, Wk=inst.Wk * s, B={mu: (v * s if mu in "qk" else v) for mu, v in inst.B.items()})
 
 
 def calibrate_cost_model(*, threads: int = 1, device: str = "cpu", save: bool = True, repeats: int = 2) -> CostModel:
@@ -75,10 +97,15 @@ def calibrate_cost_model(*, threads: int = 1, device: str = "cpu", save: bool = 
     rows_a, ta, rows_e, te = [], [], [], []
     with torch_threads(threads):
         # small k at large L (per-row work), large k at small L (the contractions), several d
-        for L, d, bound in ((16384, 2, 1.0), (8192, 4, 1.0), (2048, 2, 2.0), (4096, 8, 1.5), (1024, 8, 2.5), (2048, 6, 1.5), (512, 4, 3.0), (4096, 3, 2.0)):
-            inst = make_instance(L, d, 2, adapt="qkv", bound=bound, beta=1.0 / d, seed=1, device=device)
+        # and every path the plan models: n != d (the bound's quadratic forms), causal (blocks of <= 128 rows), heads at once
+        for L, d, bound, n, heads, causal in ((16384, 2, 1.0, None, 0, False), (8192, 4, 1.0, None, 0, False), (2048, 2, 2.0, None, 0, False),
+                                              (4096, 8, 1.5, None, 0, False), (1024, 8, 2.5, None, 0, False), (2048, 6, 1.5, None, 0, False),
+                                              (512, 4, 3.0, None, 0, False), (4096, 3, 2.0, None, 0, False), (4096, 2, 1.0, None, 0, True),
+                                              (2048, 4, 1.0, None, 0, True), (256, 4, 0.5, 32, 0, False), (128, 2, 0.5, 24, 0, True),
+                                              (2048, 4, 1.0, None, 6, False), (1024, 2, 1.0, None, 4, True)):
+            inst = shaped_instance(L, d, n=n, heads=heads, causal=causal, bound=bound, device=device)
             _, info = approx_gradients(inst, eps=1e-3, on_invalid="flag")
-            rows_a.append(CostModel.approx_terms(L, d, info.rank, info.degree))
+            rows_a.append(CostModel.approx_terms(L, d, info.rank, info.degree, inst.n, n=inst.n, causal=causal, batch=max(heads, 1)))
             ta.append(best(lambda inst=inst: approx_gradients(inst, eps=1e-3, on_invalid="flag"), clear=True))
         for L, d in ((256, 2), (1024, 2), (2048, 8), (512, 8), (4096, 4), (1024, 16)):
             inst = make_instance(L, d, 2, adapt="qkv", seed=1, device=device)

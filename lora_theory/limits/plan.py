@@ -64,6 +64,22 @@ DEFAULT_MAX_FEATURES = 1 << 20
 _FEATURE_BLOCK_BYTES = 1 << 22  # one (k, block) feature slice of ~4 MiB: at L = 2^15, d = 4 blocks of 1k-8k rows ran within 8% of each other, 256 rows 25% slower
 
 
+def _fl(k: int | float) -> float:
+    """float(k), or inf when the exact integer k (a feature count C(g + d, d)) is beyond float64 (issue 21, case 7)."""
+    try:
+        return float(k)
+    except OverflowError:
+        return math.inf
+
+
+def _fmt_int(k: int) -> str:
+    """k with 4 significant digits, also beyond float64 (an exact C(g + d, d) can have hundreds of digits)."""
+    if _fl(k) < math.inf:
+        return f"{k:.4g}"
+    digits = str(k)
+    return f"{digits[0]}.{digits[1:4]}e+{len(digits) - 1}"
+
+
 def exact_flops(L: int, d: int, n_adapted: int = 3) -> float:
     """Multiply-adds of the blocked exact gradient: 4 L^2 d (S, f V, c V^T, f^T c) + L^2 d per Q/K side + 3 L^2."""
     return float(L) * float(L) * (4 * d + d * min(n_adapted, 2) + 3)
@@ -81,7 +97,7 @@ def approx_flops(L: int, d: int, k: int, n_adapted: int = 3, m: int | None = Non
     the earlier count (the moment form computes every side from the same moments).
     """
     m = d if m is None else m
-    return float(L) * float(k) * (2 * moment_columns(m) + 2) + float(L) * m * m * (d + 4)
+    return float(L) * _fl(k) * (2 * moment_columns(m) + 2) + float(L) * m * m * (d + 4)
 
 
 def default_feature_block(k: int, L: int, itemsize: int = 8, batch: int = 1) -> int:
@@ -92,38 +108,42 @@ def default_feature_block(k: int, L: int, itemsize: int = 8, batch: int = 1) -> 
     E-fold smaller blocks ran 1.2-1.5x slower per head (12 heads, L = 2^12, d = 4, k = 495: 57.6 ms per
     head at 88 rows, 39.3 at 1024; benchmarks/README.md).
     """
-    per_row = max(1, k * itemsize * batch)
+    per_row = max(1, min(k, 1 << 62) * itemsize * batch)  # k beyond 2^62 rows of features: the 64-row floor anyway
     return max(1, min(L, max(64, min(8192, _FEATURE_BLOCK_BYTES * min(batch, 8) // per_row))))
 
 
 def approx_bytes(L: int, d: int, k: int, *, m: int | None = None, n: int | None = None, itemsize: int = 8, block: int | None = None,
                  batch: int = 1, causal: bool = False) -> float:
-    """Predicted peak bytes of ``approx_gradients`` (features and rows streamed in blocks).
+    """Predicted peak bytes of ``approx_gradients`` (features and rows streamed in blocks), per path.
 
-    One (k, block) feature slice, the (k, c) moment matrix, a (block, c) slice of key columns and
-    ~16 (block, m, m) per-row temporaries of the moments and the bound, the O(L (n + d)) inputs and
-    projections (~10 copies), and the monomial tables (k d int64 + k float64). Measured peaks at
-    L = 2^14 .. 2^16, d = 4 are 0.3-0.9x of it in isolation (tests/limits/test_plan.py); inside the
-    full test suite one run measured 49.8 MB at L = 2^16, qkv (1.06x the earlier 8-copy count, an
-    extra copy of the inputs), hence 10. A batched instance of
-    ``batch`` elements E runs them at once: every term but the tables is per element (times E),
-    and the default block shrinks so that the (k, E, block) slice stays ~4 MiB. ``causal``: blocks of at
-    most ``CAUSAL_BLOCK`` rows, plus a copy of the key features' slice and the (block, block) masked
-    diagonal block per element.
+    Per element (E of them in a batch, run at once): one (k, block) feature slice, the (k, c) moment matrix,
+    a (block, c) slice of key columns and ~16 (block, m, m) per-row temporaries of the moments and the bound,
+    the O(L (n + d)) inputs and projections (~10 copies) and the bound's per-row projection errors (4 L d);
+    the error bound's own tensors (issue 21, case 6): the quadratic-form tables (m^2, P) with P = 2 d + 2 n
+    columns (V, K, X_K, X_V) and (m^2, d (d + n)) (Cov(V, K), Cov(V, X_K)) twice (built, then joined), and their
+    per-block products (block, P) and (block, d (d + n)) x 3. Plus the monomial tables (k d int64 + k float64).
+    ``m`` (key-side inputs, n or 2 n) and ``n`` (input width) default to d. ``causal``: blocks of at most
+    ``CAUSAL_BLOCK`` rows, a copy of the key features' slice, the (block, block) masked diagonal block and the
+    (k, c) update per element. Measured peaks: benchmarks/README.md (bench_plan.py, the plan table over paths).
+    Returns inf when k is beyond float64.
     """
     m = d if m is None else m
     n = d if n is None else n
     c = moment_columns(m)
     E = float(batch)
+    kf = _fl(k)
     b = default_feature_block(k, L, itemsize, batch) if block is None else block
     if causal:
         from .lowrank import CAUSAL_BLOCK  # lowrank imports exact; kept local to keep plan's imports light
 
         b = min(b, CAUSAL_BLOCK) if block is None else b
-    words = E * (float(k) * b + float(k) * c + float(b) * c + 16.0 * b * m * m + 10.0 * L * (n + d)) + 4.0 * float(k)
+    P, Dn = 2.0 * (d + n), float(d) * (d + n)
+    mm = float(m) * m
+    bound_words = mm * P + 2.0 * mm * Dn + b * (2.0 * P + 3.0 * Dn) + 4.0 * L * d
+    words = E * (kf * b + kf * c + float(b) * c + 16.0 * b * mm + 10.0 * L * (n + d) + bound_words) + 4.0 * kf
     if causal:
-        words += E * (float(k) * b + float(b) * b)
-    return itemsize * words + 8.0 * float(k) * (d + 2)
+        words += E * (kf * b + float(b) * b + kf * c)
+    return itemsize * words + 8.0 * kf * (d + 2)
 
 
 def exact_bytes(L: int, d: int, *, itemsize: int = 8, block: int | None = None) -> float:
@@ -229,7 +249,7 @@ def check_resources(*, L: int, d: int, k: int, degree: int, R: float, eps: float
     nbytes = approx_bytes(L, d, k, m=m, n=n, itemsize=itemsize, batch=batch, causal=causal)
     if _fits(k, nbytes, max_features, limit):
         return nbytes
-    over = (f"k = {k:.3g} > max_features = {max_features}" if k > max_features else
+    over = (f"k = {_fmt_int(k)} > max_features = {max_features}" if k > max_features else
             f"the predicted peak of {nbytes:.3g} bytes > the memory budget of {limit:.3g} bytes"
             + (" (half of the available RAM)" if budget is None else ""))
     advice = []
@@ -246,7 +266,7 @@ def check_resources(*, L: int, d: int, k: int, degree: int, R: float, eps: float
     d_ok = [dd for dd in range(d - 1, 0, -1) if _fits(math.comb(degree + dd, dd), approx_bytes(L, dd, math.comb(degree + dd, dd), itemsize=itemsize, batch=batch), max_features, limit)]
     advice.append(f"d <= {d_ok[0]} fits at degree {degree}" if d_ok else f"no d fits at degree {degree}")
     raise ApproximationError(
-        f"{what}: degree {degree} in d = {d} needs k = C({degree + d}, {d}) = {k:.3g} features per row and about {nbytes:.3g} bytes at L = {L}: "
+        f"{what}: degree {degree} in d = {d} needs k = C({degree + d}, {d}) = {_fmt_int(k)} features per row and about {nbytes:.3g} bytes at L = {L}: "
         f"{over}{f' (for {batch} batch elements at once)' if batch > 1 else ''}. To fit: {'; '.join(advice)}. (Or raise max_features / memory_budget, or use exact_gradients.)")
 
 
@@ -260,9 +280,11 @@ _CACHE_FILE = "cost_model.json"
 class CostModel:
     """Seconds = a linear model in operation counts, fitted by timing small runs on this machine.
 
-    approx: ``a_const + a_fit (g + 1) + a_feat 2 L k + a_mm 2 L k c + a_L L + a_row L m^2 d + a_op (2 L / block) d g``
-    (the polynomial fit, the features, the two moment contractions, the per-row algebra and bound,
-    and the per-block small operations); exact: ``e_const + e_mm L^2 d_mm + e_elem L^2 + e_blk L / block``
+    approx, for E elements run at once: ``a_const + a_fit (g + 1) + E (a_feat 2 L k + a_mm (2 L k c + causal L b (k + c))
+    + a_L L + a_row L m^2 (d + P + d (d + n))) + a_op (2 L / b) d g`` (the polynomial fit, the features, the moment
+    contractions and a causal instance's masked diagonal blocks, the per-row algebra and the bound's quadratic forms,
+    P = 2 d + 2 n, and the per-block small operations, paid once per block for all E elements; b is the block,
+    at most ``CAUSAL_BLOCK`` when causal); exact: ``e_const + e_mm L^2 d_mm + e_elem L^2 + e_blk L / block``
     with d_mm = 4 d + d min(n_adapted, 2) (the blocked closed form: GEMMs, exp and the other
     elementwise passes, per-block overhead).
 
@@ -288,11 +310,21 @@ class CostModel:
     source: str = "default"
 
     @staticmethod
-    def approx_terms(L: int, d: int, k: int, degree: int, m: int | None = None) -> list[float]:
-        """The operation counts the approx coefficients multiply, in field order."""
+    def approx_terms(L: int, d: int, k: int, degree: int, m: int | None = None, *, n: int | None = None, causal: bool = False,
+                     batch: int = 1) -> list[float]:
+        """The operation counts the approx coefficients multiply, in field order (see the class docstring)."""
         m = d if m is None else m
-        b = default_feature_block(k, L)
-        return [1.0, degree + 1.0, 2.0 * L * k, 2.0 * L * k * moment_columns(m), float(L), float(L) * m * m * d, 2.0 * math.ceil(L / b) * d * max(degree, 1)]
+        n = d if n is None else n
+        b = default_feature_block(k, L, 8, batch)
+        if causal:
+            from .lowrank import CAUSAL_BLOCK  # see approx_bytes
+
+            b = min(b, CAUSAL_BLOCK)
+        kf, E = _fl(k), float(batch)
+        c = moment_columns(m)
+        mm = 2.0 * L * kf * c + (float(L) * b * (kf + c) if causal else 0.0)
+        return [1.0, degree + 1.0, E * 2.0 * L * kf, E * mm, E * L, E * L * m * m * (d + 2.0 * (d + n) + d * (d + n)),
+                2.0 * math.ceil(L / b) * d * max(degree, 1)]
 
     @staticmethod
     def exact_terms(L: int, d: int, n_adapted: int = 3) -> list[float]:
@@ -300,9 +332,11 @@ class CostModel:
 
         return [1.0, float(L) * L * (4 * d + d * min(n_adapted, 2)), float(L) * L, float(math.ceil(L / default_block_size(L)))]
 
-    def approx_seconds(self, L: int, d: int, k: int, degree: int, m: int | None = None) -> float:
+    def approx_seconds(self, L: int, d: int, k: int, degree: int, m: int | None = None, *, n: int | None = None, causal: bool = False,
+                       batch: int = 1) -> float:
         coef = (self.a_const, self.a_fit, self.a_feat, self.a_mm, self.a_L, self.a_row, self.a_op)
-        return float(sum(c * x for c, x in zip(coef, self.approx_terms(L, d, k, degree, m), strict=True)))
+        terms = self.approx_terms(L, d, k, degree, m, n=n, causal=causal, batch=batch)
+        return float(sum(c * x for c, x in zip(coef, terms, strict=True) if x and c))  # a zero count or rate costs nothing (0 x inf is not nan)
 
     def exact_seconds(self, L: int, d: int, n_adapted: int = 3) -> float:
         coef = (self.e_const, self.e_mm, self.e_elem, self.e_blk)
@@ -394,7 +428,7 @@ class ApproxPlan:
     def summary(self) -> str:
         """One line: degree, k, bytes and predicted seconds of both methods."""
         return (f"L = {self.L}, d = {self.d}, R = {self.R:.3g}, eps = {self.eps:.0e}: approx degree {self.degree} ({self.degree_source}), "
-                f"k = {self.k:.4g}, ~{self.approx_bytes / 2**20:.3g} MiB, ~{self.approx_seconds:.3g} s"
+                f"k = {_fmt_int(self.k)}, ~{self.approx_bytes / 2**20:.3g} MiB, ~{self.approx_seconds:.3g} s"
                 f"{'' if self.certifiable else ' (cannot certify eps)'}; exact ~{self.exact_bytes / 2**20:.3g} MiB, ~{self.exact_seconds:.3g} s"
                 f" [{self.model} cost model]")
 
@@ -413,6 +447,8 @@ def approx_plan(
     max_features: int = DEFAULT_MAX_FEATURES,
     memory_budget: float | None = None,
     model: CostModel | None = None,
+    n: int | None = None,
+    causal: bool = False,
 ) -> ApproxPlan:
     """Degree, rank, bytes, operation counts and predicted seconds of both methods for an instance or a shape.
 
@@ -422,6 +458,8 @@ def approx_plan(
             A batched instance plans all its elements at once (totals; see :class:`ApproxPlan`).
         eps: target sup relative error of P(s) ~ e^s, in (0, 1).
         L, d, R, adapt: the shape, score range and adapted weights when ``inst`` is None.
+        n, causal: the input width (default d) and whether the instance is causal, when ``inst`` is None
+            (read from the instance otherwise; both change the bytes and seconds, issue 21).
         method: "chebyshev" or "taylor"; max_degree: the largest degree searched by measurement.
         dtype: of the computation (for the bytes).
         max_features, memory_budget: the limits ``approx_gradients`` enforces (for ``certifiable``).
@@ -442,14 +480,13 @@ def approx_plan(
         raise InvalidArgumentError(f"model: expected a CostModel or None, got {type(model).__name__}")
     m = None
     E = 1
-    causal = False
     groups: list[tuple[int, float]] | None = None  # (elements, R) per degree group of a batched instance
     if inst is not None:
         if not isinstance(inst, AttentionLoRAInstance):
             raise InvalidArgumentError(f"inst: expected an AttentionLoRAInstance or None, got {type(inst).__name__}")
         from .lowrank import key_inputs, score_range_bound  # lowrank imports exact; kept local to keep plan light
 
-        L, d, adapt = inst.L, inst.d, inst.adapt
+        L, d, adapt, n = inst.L, inst.d, inst.adapt, inst.n
         m = key_inputs(inst)[0].shape[-1]
         E = math.prod(inst.batch_shape)
         causal = inst.causal
@@ -462,6 +499,9 @@ def approx_plan(
         if L is None or d is None or R is None:
             raise InvalidArgumentError(f"inst: expected an instance, or L, d and R, got L={L!r}, d={d!r}, R={R!r}")
         L, d = check_int("L", L, low=1), check_int("d", d, low=1)
+        n = d if n is None else check_int("n", n, low=1)
+        if not isinstance(causal, bool):
+            raise InvalidArgumentError(f"causal: expected a bool, got {causal!r}")
         R = check_positive("R", R, allow_zero=True)
         adapt = "".join(sorted(set(adapt), key="qkv".index)) if isinstance(adapt, str) and set(adapt) <= set("qkv") and adapt else adapt
         check_choice("adapt", adapt, ("q", "k", "v", "qk", "qv", "kv", "qkv"))
@@ -482,13 +522,13 @@ def approx_plan(
             p_g = exp_polynomial(R_g, eps, method=method, max_degree=max_degree)
             g_g = p_g.degree if p_g.certified else max(degree_bound(R_g, eps), p_g.degree + 1)
             parts.append((n_g, g_g, math.comb(g_g + d, d)))
-    a_bytes = max(approx_bytes(L, d, k_g, m=m, itemsize=itemsize, batch=n_g, causal=causal) for n_g, _, k_g in parts)
+    a_bytes = max(approx_bytes(L, d, k_g, m=m, n=n, itemsize=itemsize, batch=n_g, causal=causal) for n_g, _, k_g in parts)
     fits = k <= max_features and a_bytes <= memory_budget_bytes(memory_budget)
     return ApproxPlan(L=L, d=d, R=float(R), eps=eps, method=method, degree=degree, degree_source=source, k=k,
-                      feature_bytes=sum(2.0 * n_g * L * float(k_g) * itemsize for n_g, _, k_g in parts),
+                      feature_bytes=sum(2.0 * n_g * L * _fl(k_g) * itemsize for n_g, _, k_g in parts),
                       approx_flops=sum(n_g * approx_flops(L, d, k_g, n_adapted, m) for n_g, _, k_g in parts),
                       exact_flops=E * exact_flops(L, d, n_adapted), n_adapted=n_adapted, approx_bytes=a_bytes,
                       exact_bytes=E * exact_bytes(L, d, itemsize=itemsize),
-                      approx_seconds=sum(n_g * model.approx_seconds(L, d, k_g, g_g, m) for n_g, g_g, k_g in parts),
+                      approx_seconds=sum(model.approx_seconds(L, d, k_g, g_g, m, n=n, causal=causal, batch=n_g) for n_g, g_g, k_g in parts),
                       exact_seconds=E * model.exact_seconds(L, d, n_adapted), certifiable=source == "measured" and fits, model=model.source,
                       batch=E)
