@@ -8,6 +8,8 @@ Read in dependency order:
 - ``features``: the polynomial feature maps phi, psi with phi(q) . psi(k) = P(q . k), k = C(g + d, d);
 - ``lowrank``: the LoRA gradient chain with exp(S) replaced by any positive factorization U V^T;
 - ``approx``: the polynomial method (features + the low-rank chain + a certified error bound);
+- ``forward``: the attention forward pass, exact (row-blocked) and by the polynomial method with a certified bound (Lemma 1.1);
+- ``module``: ``LoRAAttention``, a torch module choosing per call the certified fast path or the exact one (forward and backward);
 - ``random_features``: the FAVOR+ peer (random features + the same low-rank chain);
 - ``norm_sweeps``: sweeps over the norm bound Gamma, L and d (the phase transition);
 - ``regime``: real models' attention heads on the phase diagram (score range R per head on real
