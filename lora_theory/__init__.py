@@ -32,6 +32,8 @@ from .claims import all_claims, get_claim, run_checks
 from .limits.approx import ApproximationError, ApproxInfo, approx_gradients, score_range_bound
 from .limits.exact import autograd_gradients, default_block_size, dense_terms, exact_gradients, lora_chain, loss, weight_gradients
 from .limits.features import feature_rank, polynomial_features
+from .limits.forward import ForwardInfo, approx_forward, attention_forward
+from .limits.module import LoRAAttention, replace_bert_attention
 from .limits.instance import AttentionLoRAInstance, hard_instance, make_instance, norm_bounds, score_range
 from .limits.plan import ApproxPlan, approx_plan
 from .limits.polynomial import ExpPolynomial, degree_bound, exp_polynomial
@@ -66,6 +68,8 @@ __all__ = [
     "ApproximationError",
     "AttentionLoRAInstance",
     "ExpPolynomial",
+    "ForwardInfo",
+    "LoRAAttention",
     "InvalidArgumentError",
     "LoRALinear",
     "LoraGAInit",
@@ -74,8 +78,10 @@ __all__ = [
     "alignment_report",
     "all_claims",
     "apply_lora_ga",
+    "approx_forward",
     "approx_gradients",
     "approx_plan",
+    "attention_forward",
     "attention_regime",
     "audit_lora_ga",
     "autograd_gradients",
@@ -113,6 +119,7 @@ __all__ = [
     "ratio_grid",
     "reference_text",
     "regime_summary",
+    "replace_bert_attention",
     "regime_trajectory",
     "run_checks",
     "score_range",

@@ -786,3 +786,198 @@ def _():
         return wrong
     return _wrap("lora_theory.limits.instance", "norm_bounds", make)
 
+
+
+# ================================================================================================
+# == Issue 23 (helper `train`): training with the certified low-rank attention ===================
+# == limits.upstream (any upstream gradient), limits.lemma1.1 (the almost-linear forward) ========
+# ================================================================================================
+
+def _upstream_reference(inst) -> dict[str, torch.Tensor]:
+    """dL/dA, dL/dB by autograd through dense attention with O.backward(Y): the check's own reference (not exact/approx)."""
+    A = {mu: a.detach().clone().requires_grad_(True) for mu, a in inst.A.items()}
+    B = {mu: b.detach().clone().requires_grad_(True) for mu, b in inst.B.items()}
+    X = {"q": inst.Xq, "k": inst.Xk, "v": inst.Xv}
+    W = {"q": inst.Wq, "k": inst.Wk, "v": inst.Wv}
+    with torch.enable_grad():
+        P = {mu: X[mu] @ (W[mu] + inst.scale * (B[mu] @ A[mu]) if mu in A else W[mu]) for mu in "qkv"}
+        S = inst.beta * P["q"] @ P["k"].mT
+        if inst.causal:
+            S = S.masked_fill(torch.ones(inst.L, inst.L, dtype=torch.bool).triu(1), float("-inf"))
+        O = torch.softmax(S, dim=-1) @ P["v"]
+        O.backward(inst.Y.expand_as(O))
+    return {f"{p}_{mu}": (A if p == "A" else B)[mu].grad for mu in inst.adapt for p in "AB"}
+
+
+def _upstream_instances(quick: bool):
+    """Batched (2 sequences x 2 heads, X shared by the heads, B shared by every head) instances with a random upstream gradient."""
+    for i, (attention, causal) in enumerate(itertools.product(("self", "cross"), (False, True))):
+        base = instance.make_instance(32 if quick else 96, 4, 2, adapt="qkv", attention=attention, bound=1.5, beta=0.5, seed=40 + i)
+        gen = torch.Generator().manual_seed(i)
+        H = 2
+        Xq = torch.stack([base.Xq, base.Xq.flip(0)])[:, None]  # (2, 1, L, n)
+        Xk = Xq if attention == "self" else torch.stack([base.Xk, base.Xk.flip(0)])[:, None]
+        W = {mu: torch.stack([base.pretrained(mu), base.pretrained(mu) * 0.8]) for mu in "qkv"}  # (H, n, d)
+        A = {mu: torch.stack([base.A[mu], -base.A[mu]]) for mu in base.adapt}  # (H, r, d)
+        Y = torch.randn(2, H, base.L, base.d, generator=gen, dtype=torch.float64) * 3.0  # an arbitrary dL/dO
+        yield instance.AttentionLoRAInstance(Xq, Xk, Xk, W["q"], W["k"], W["v"], A, dict(base.B), base.alpha, base.r, base.beta, Y,
+                                             attention, causal, upstream=True)
+
+
+@claim(
+    "limits.upstream",
+    statement="The LoRA gradient of any loss through attention is the Lemma 3.1 chain with c = D^-1 A V - Y replaced by the upstream gradient dL/dO (same structure): the exact blocked gradient equals autograd's with a random dL/dO, and the polynomial method's is within its certified bound, on batched multi-head, causal and non-causal, self and cross attention.",
+    reference="Hu et al. 2024, Lemma 3.1 (the chain, with c the upstream gradient); issue 23",
+    test="tests/limits/test_upstream.py::test_upstream_certified_or_refused",
+)
+def _upstream(quick: bool) -> Measurement:
+    worst_exact, worst_ratio, rows = 0.0, 0.0, []
+    for inst in _upstream_instances(quick):
+        ref = _upstream_reference(inst)
+        ex = exact.exact_gradients(inst, block_size=8)  # several blocks
+        rel = max(max_rel_error(ex[k], ref[k]) for k in ref)
+        g, info = approx.approx_gradients(inst, eps=1e-6)
+        ratio = max(float((g[k] - ref[k]).abs().max()) / info.error_bound[k] for k in ref)
+        worst_exact, worst_ratio = max(worst_exact, rel), max(worst_ratio, ratio)
+        rows.append({"attention": inst.attention, "causal": inst.causal, "exact_rel_err": rel, "approx_err_over_bound": ratio})
+    tol = tolerance(torch.float64)  # two exact ways (closed form vs autograd) of one quantity
+    holds = worst_exact <= tol and worst_ratio <= 1.0
+    return Measurement(holds, {"rows": rows, "exact_rel_err": worst_exact, "approx_err_over_bound": worst_ratio},
+                       f"random dL/dO on 2 x 2 heads (self/cross, causal or not): exact vs autograd rel. error {worst_exact:.1e} (<= {tol:.0e}); "
+                       f"polynomial method's error / certified bound {worst_ratio:.2g} (<= 1)",
+                       {"exact_rel_err": Margin(worst_exact, tol), "approx_err_over_bound": Margin(worst_ratio, 1.0)})
+
+
+def _as_squared_loss(module: str, name: str):
+    """The code under test ignores ``upstream``: c = O - Y (the paper's squared loss) where Y is dL/dO."""
+    def make(orig):
+        def wrong(inst, *a, **kw):
+            return orig(inst.replace(upstream=False) if inst.upstream else inst, *a, **kw)
+        return wrong
+    return _wrap(module, name, make)
+
+
+@control("limits.upstream", "driver_squared_loss", "the low-rank driver's block gradients use c = O~ - Y (the squared loss) instead of the upstream gradient")
+def _():
+    return _as_squared_loss("lora_theory.limits.lowrank", "block_gradients")
+
+
+@control("limits.upstream", "exact_squared_loss", "the exact blocked pass uses c = O - Y instead of the upstream gradient")
+def _():
+    return _as_squared_loss("lora_theory.limits.exact", "_blocked_pass")
+
+
+def _forward_qkv(L: int, R: float, seed: int, d: int = 4, batch: tuple[int, ...] = (2,)):
+    """Q, K (*batch, L, d) scaled so that the Cauchy-Schwarz range beta max||q|| max||k|| = R (beta = 1), V (*batch, L, d)."""
+    gen = torch.Generator().manual_seed(seed)
+    Q, K, V = (torch.randn(*batch, L, d, generator=gen, dtype=torch.float64) for _ in range(3))
+    s = math.sqrt(R / float(Q.norm(dim=-1).amax() * K.norm(dim=-1).amax()))
+    return Q * s, K * s, V
+
+
+def _dense_attention(Q, K, V, causal: bool) -> torch.Tensor:
+    S = Q @ K.mT
+    if causal:
+        S = S.masked_fill(torch.ones(S.shape[-2], S.shape[-1], dtype=torch.bool).triu(1), float("-inf"))
+    return torch.softmax(S, dim=-1) @ V
+
+
+@claim(
+    "limits.lemma1.1",
+    statement="Fast attention needs bounded entries (AS23, the paper's Lemma 1.1): with entries of Q, K of order o(sqrt(log L)) the forward D^-1 exp(QK^T) V is approximable in L^{1+o(1)} time; beyond (entries of order sqrt(log L) and more, d = Theta(log L)) no truly sub-quadratic algorithm exists under SETH. Measured at d = 4: at bounded entries (R = 2) approx_forward is within its certified bound of the dense float64 attention (eps = 1e-3 and 1/L, causal and not) and its single-thread CPU time grows with local exponent <= 1.15 per octave of L at fixed rank; at entries 3 sqrt(ln L) (R = 9 d ln L) it refuses with ApproximationError (nothing uncertified is returned).",
+    reference="Alman & Song 2023, Thm 1.4 / Lemma 3.1; Hu et al. 2024, Lemma 1.1",
+    test="tests/limits/test_forward.py::test_forward_certified_or_refused",
+)
+def _lemma11(quick: bool) -> Measurement:
+    from ..limits import forward
+
+    worst, rows = 0.0, []
+    for L, (name, eps_of), causal in itertools.product((256, 1024) if quick else (512, 2048), (("1e-3", lambda L: 1e-3), ("1/L", lambda L: 1.0 / L)), (False, True)):
+        Q, K, V = _forward_qkv(L, 2.0, seed=L + causal)
+        try:
+            O, info = forward.approx_forward(Q, K, V, causal=causal, eps=eps_of(L))
+        except ApproximationError as e:  # bounded entries must be certified: a refusal here is a failure
+            return Measurement(False, {"rows": rows}, f"approx_forward refused bounded entries (R = 2, L = {L}, eps = {name}): {e}",
+                               {"refusals_at_bounded_entries": Margin(1.0, 0.0)})
+        err = (O - _dense_attention(Q, K, V, causal)).abs().amax(dim=-1)  # per row
+        ratio = float((err / info.row_error_bound.clamp(min=1e-300)).max())
+        worst = max(worst, ratio)
+        rows.append({"L": L, "eps": name, "causal": causal, "degree": info.degree, "k": info.rank, "err": float(err.max()),
+                     "bound": info.error_bound, "err_over_bound": ratio})
+    refused = []
+    for L in (256, 4096):
+        gamma = 3.0 * math.sqrt(math.log(L))
+        Q, K, V = _forward_qkv(L, gamma * gamma * 4, seed=7)
+        try:
+            forward.approx_forward(Q, K, V, eps=1e-3)
+            refused.append(False)
+        except ApproximationError:
+            refused.append(True)
+    Ls = [2**j for j in ((11, 12, 13, 14) if quick else (11, 12, 13, 14, 15))]
+    timing = []
+    with torch_threads(1):
+        for L in Ls:
+            Q, K, V = _forward_qkv(L, 2.0, seed=3, batch=())
+            _, info = forward.approx_forward(Q, K, V, eps=1e-3)
+            timing.append({"L": L, "k": info.rank, "cpu_seconds": _cpu_seconds(lambda Q=Q, K=K, V=V: forward.approx_forward(Q, K, V, eps=1e-3), 3)})
+    t = np.array([r["cpu_seconds"] for r in timing])
+    k = np.array([r["k"] for r in timing], float)
+    local = np.diff(np.log2(t / k))  # per octave of L, at fixed rank (k is constant at R = 2, eps = 1e-3)
+    top = float(local.max())
+    margins = {"err_over_certified_bound": Margin(worst, 1.0), "refused_above_threshold": Margin(float(sum(refused)), float(len(refused)), ">="),
+               "max_local_exponent_fixed_rank": Margin(top, 1 + LINEAR_TOL)}
+    figs = {"accuracy": rows, "refused": refused, "timing": timing, "local_exponents": local.tolist()}
+    if worst > 1.0 or not all(refused) or top >= FAILS_AT:
+        holds: bool | None = False
+    elif top <= 1 + LINEAR_TOL:
+        holds = True
+    else:
+        holds = None
+    summary = (f"bounded entries (R = 2): error / certified bound <= {worst:.2g} over {len(rows)} cases; entries 3 sqrt(ln L): "
+               f"{'refused' if all(refused) else 'NOT refused'} ({sum(refused)}/{len(refused)}); CPU time local exponents per octave "
+               f"(L = 2^{Ls[0].bit_length() - 1}..2^{Ls[-1].bit_length() - 1}, fixed k = {int(k[0])}): " + ", ".join(f"{e:.2f}" for e in local)
+               + {True: " -> holds", False: " -> fails", None: " -> inconclusive (between 1.15 and the quadratic cut-off)"}[holds])
+    return Measurement(holds, figs, summary, margins)
+
+
+@control("limits.lemma1.1", "error_range_zero", "the polynomial's per-row error range reported as [0, 0]: the bound's approximation term dropped")
+def _():
+    from ..limits import forward
+
+    orig = forward.exp_polynomial
+
+    class _Exact(polynomial.ExpPolynomial):
+        def error_range(self, rho):
+            z = np.zeros_like(np.asarray(rho, dtype=np.float64))
+            return z, z
+
+    def wrong(R, eps=None, **kw):
+        p = orig(R, eps, **kw)
+        return _Exact(p.R, p.degree, p.coef, p.rel_error, p.method, p.eps)
+
+    return patch("lora_theory.limits.forward", "exp_polynomial", wrong)
+
+
+@control("limits.lemma1.1", "range_quartered", "the forward's score range taken as a quarter of the Cauchy-Schwarz bound (scores outside the fitted interval)")
+def _():
+    from ..limits import forward
+
+    orig = forward.forward_score_range
+    return patch("lora_theory.limits.forward", "forward_score_range", lambda Q, K, beta=1.0: orig(Q, K, beta) / 4)
+
+
+@control("limits.lemma1.1", "quadratic_scores", "the fast forward also forms every score (an O(L^2 d) range check left in its hot path)")
+def _():
+    from ..limits import forward
+
+    orig = forward.forward_score_range
+
+    def wrong(Q, K, beta=1.0):
+        for i in range(0, Q.shape[-2], 256):  # the exact range, row block by row block: quadratic time
+            (Q[..., i : i + 256, :] @ K.mT).abs().amax()
+        return orig(Q, K, beta)
+
+    return patch("lora_theory.limits.forward", "forward_score_range", wrong)
+
+
+# == end of issue 23 block =========================================================================

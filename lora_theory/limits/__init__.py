@@ -10,6 +10,8 @@ Read in dependency order:
 - ``approx``: the polynomial method (features + the low-rank chain + a certified error bound);
 - ``plan``: degree, rank, bytes and seconds of both methods before they run (and ``check_resources``);
 - ``calibration``: the cost model's coefficients, fitted by timing both methods here;
+- ``forward``: the attention forward pass, exact (row-blocked) and by the polynomial method with a certified bound (Lemma 1.1);
+- ``module``: ``LoRAAttention``, a torch module choosing per call the certified fast path or the exact one (forward and backward);
 - ``random_features``: the FAVOR+ peer (random features + the same low-rank chain);
 - ``norm_sweeps``: sweeps over the norm bound Gamma, L and d (the phase transition);
 - ``regime``: real models' attention heads on the phase diagram (score range R per head on real

@@ -22,7 +22,8 @@ SLOW_CHECKS = {"limits.thm4.1_regime", "lora_plus.ratio", "audit.peft_lora_ga", 
 #: single controls of fast checks that take more than ~5 s (a timing sweep or a dense memory probe)
 SLOW_CONTROLS = {("limits.thm3.1", "quadratic_range_check"), ("limits.thmA.1", "quadratic_range_check"),
                  ("toolkit.grad_blocked", "dense_default_block"), ("lora_plus.thm1", "unprocessed_updates"),
-                 ("lora_plus.thm1_layer", "unprocessed_updates")}
+                 ("lora_plus.thm1_layer", "unprocessed_updates"),
+                 ("limits.lemma1.1", "quadratic_scores")}  # issue 23: the quadratic forward at L = 2^14 (~1 min)
 
 
 #: controls a check cannot catch on the tasks it runs, with the reason (a known defect, reported, not deleted):
