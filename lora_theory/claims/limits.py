@@ -202,108 +202,46 @@ _O_SQRT_LOG = ("Gamma=1", "Gamma=2", "Gamma=(ln L)^(1/4)")  # Gamma = o(sqrt(log
 _BOUNDARY = "Gamma=0.5 sqrt(ln L)"  # Theta(sqrt(log L)): the contrast the rule must not call falling
 
 
-def _cpu_seconds(fn: Callable[[], object], repeats: int, clear: bool = False) -> float:
-    """Best of ``repeats`` CPU-seconds of this process after one warm-up (time.process_time, one torch thread).
-
-    CPU time, not wall time: the exponent is a property of the algorithm and must not change when
-    other work shares the cores (a parallel reproduce measured a wall-time exponent of 1.24 for
-    code that measures ~1.0 alone). ``clear``: forget fitted polynomials before each run (the
-    cost model counts the fit, as its calibration does).
-    """
-    from ..limits import plan
-
-    fn()
-    best = math.inf
-    for _ in range(repeats):
-        if clear:
-            plan._clear_fit_caches()
-        t0 = time.process_time()
-        fn()
-        best = min(best, time.process_time() - t0)
-    return best
-
-
 def _bounded_instance(L: int, adapt: str, seed: int = 0, attention: str = "self", d: int = 4):
     # entries of X_Q W_Q, X_K W_K bounded by 2 and beta = 1/4: R (Cauchy-Schwarz) <= 2, the bounded regime
     return instance.make_instance(L, d, 2, adapt=adapt, attention=attention, bound=2.0, beta=0.25 * 4 / d, seed=seed)
 
 
-def fixed_rank_exponent(L, k, t) -> tuple[float, float]:
-    """(e, a) of t ~ a + b_k L^e: one exponent of L shared by every rank k, a per-call constant a >= 0 and b_k >= 0 per k.
-
-    Least squares in relative error, e on a 0.005 grid in [0.3, 3] (for each e the rest is a
-    non-negative linear fit). The constant is the per-call work that does not grow with L (the
-    polynomial fit, small tables); sharing e over the ranks makes it a property of L at fixed k,
-    the quantity the decomposition needs, fitted on all the points at once.
-    """
-    from scipy.optimize import nnls  # heavy
-
-    L, k, t = np.asarray(L, float), np.asarray(k, float), np.asarray(t, float)
-    ks = sorted(set(k.tolist()))
-    best = (math.inf, 1.0, 0.0)
-    for e in np.arange(0.3, 3.0001, 0.005):
-        x = (L / L.max()) ** e  # scaled: well conditioned
-        X = np.stack([np.ones_like(L)] + [np.where(k == kk, x, 0.0) for kk in ks], axis=1) / t[:, None]
-        coef, res = nnls(X, np.ones_like(t))
-        if res < best[0]:
-            best = (res, float(e), float(coef[0]))
-    return best[1], best[2]
+def cost_grid(quick: bool) -> list[tuple[int, int, int]]:
+    """(L, d, g) of the cost validation: d = 4 at two or three fixed degrees over L = 2^10..2^14 (2^16 full), and d = 2, 8 (the poly(d) factor)."""
+    Ls = [2**j for j in (range(10, 15) if quick else range(10, 17))]
+    grid = [(L, 4, g) for g in ((8, 12) if quick else (4, 8, 12)) for L in Ls]
+    return grid + [(L, d, 4) for d in (2, 8) for L in ((4096, 16384) if quick else (4096, 16384, 65536))]
 
 
 def _cost_validation(adapt: str, quick: bool) -> tuple[dict, dict, list]:
     """(a): measured CPU time vs the plan's operation count (cost = a + b L + c * approx_flops, approx_flops ~ 2 L k c(d)); the exponent of L at fixed k.
 
     The three machine constants (a: the per-call work that does not grow with L, b: the per-row
-    work outside the counted multiply-adds, c: seconds per multiply-add) are fitted to all points (non-negative least squares in relative error); what is
-    tested is the *form*: one (a, c) must describe every (L, k, d) within 2x, which a count with the
-    wrong dependence on L, k or d cannot. The plan's own seconds (``approx_plan``'s cost model, the
-    cached calibration or the defaults) are reported beside it.
+    work outside the counted multiply-adds, c: seconds per multiply-add) are fitted to all points
+    (lora_theory.limits.scaling); what is tested is the *form*: one (a, b, c) must describe every
+    (L, k, d) within 2x, which a count with the wrong dependence on L, k or d cannot. The plan's
+    own seconds (its cost model: the cached calibration or the defaults) are reported beside it.
     """
-    from scipy.optimize import nnls  # heavy
+    from ..limits import scaling
 
-    from ..limits import plan
-
-    Ls = [2**j for j in (range(10, 15) if quick else range(10, 17))]
-    grid = [(L, 4, g) for g in ((8, 12) if quick else (4, 8, 12)) for L in Ls]
-    grid += [(L, d, 4) for d in (2, 8) for L in ((4096, 16384) if quick else (4096, 16384, 65536))]  # the poly(d) factor
-    model = plan.cost_model(threads=1)
-    rows, runs = [], []
-    with torch_threads(1):
-        for L, d, g in grid:
-            inst = _bounded_instance(L, adapt, d=d)
-            _, info = approx.approx_gradients(inst, degree=g, on_invalid="flag")  # the warm-up run
-            runs.append(lambda inst=inst, g=g: approx.approx_gradients(inst, degree=g, on_invalid="flag"))
-            rows.append({"L": L, "d": d, "degree": g, "k": info.rank, "flops": plan.approx_flops(L, d, info.rank), "cpu_seconds": math.inf,
-                         "plan_seconds": plan.CostModel.approx_seconds(model, L, d, info.rank, g)})
-        # rounds over the whole grid, the minimum per point: a change of machine load during the sweep meets every (L, k)
-        # alike instead of bending the curve of one k
-        for _ in range(5 if quick else 4):
-            for r, fn in zip(rows, runs, strict=True):
-                plan._clear_fit_caches()  # the cost model counts the polynomial fit, as its calibration does
-                t0 = time.process_time()
-                fn()
-                r["cpu_seconds"] = min(r["cpu_seconds"], time.process_time() - t0)
-    t = np.array([r["cpu_seconds"] for r in rows])
-    X = np.stack([np.ones_like(t), np.array([float(r["L"]) for r in rows]), np.array([r["flops"] for r in rows])], axis=1)
-    (a0, b0, c), _ = nnls(X / t[:, None], np.ones_like(t))
-    for r in rows:
-        r["fitted_seconds"] = a0 + b0 * r["L"] + c * r["flops"]
-        r["ratio"] = r["cpu_seconds"] / r["fitted_seconds"]
-    ratios = [r["ratio"] for r in rows]
-    worst = max(max(ratios), 1 / min(ratios))
-    plan_ratio = [r["cpu_seconds"] / r["plan_seconds"] for r in rows]
+    df = scaling.cost_sweep(cost_grid(quick), adapt=adapt, rounds=5 if quick else 4)
+    a0, b0, c = scaling.fit_cost_form(df)
+    df["fitted_seconds"] = a0 + b0 * df.L + c * df.flops
+    ratios = (df.cpu_seconds / df.fitted_seconds).to_numpy()
+    plan_ratio = (df.cpu_seconds / df.plan_seconds).to_numpy()
+    worst = float(max(ratios.max(), 1 / ratios.min()))
     margins = {"cost_form_ratio": Margin(worst, COST_BAND)}
-    sel = [r for r in rows if r["d"] == 4]
-    e, _ = fixed_rank_exponent([r["L"] for r in sel], [r["k"] for r in sel], [r["cpu_seconds"] for r in sel])
-    exps = {k: fixed_rank_exponent([r["L"] for r in sel if r["k"] == k], [k] * len(Ls), [r["cpu_seconds"] for r in sel if r["k"] == k])[0]
-            for k in sorted({r["k"] for r in sel})}  # per k: reported, not decided (3 parameters on a handful of points)
+    sel = df[df.d == 4]
+    e, _ = scaling.fixed_rank_exponent(sel.L, sel.k, sel.cpu_seconds)
+    exps = {int(k): scaling.fixed_rank_exponent(g.L, g.k, g.cpu_seconds)[0] for k, g in sel.groupby("k")}  # per k: reported, not decided
     margins["exponent_of_L_at_fixed_k_min"] = Margin(e, 1 - EXP_TOL, ">=")
     margins["exponent_of_L_at_fixed_k_max"] = Margin(e, 1 + EXP_TOL)
-    figs = {"cost_rows": rows, "fixed_k_exponent": e, "fixed_k_exponents": exps, "seconds_per_flop": c, "per_call_seconds": a0, "per_row_seconds": b0, "cost_ratio_range": (min(ratios), max(ratios)),
-            "plan_model": model.source, "plan_ratio_range": (min(plan_ratio), max(plan_ratio))}
-    return figs, margins, [f"(a) CPU time / ({a0 * 1e3:.1f} ms + {b0 * 1e9:.0f} ns x L + {c * 1e9:.2f} ns x approx_flops) {min(ratios):.2f}..{max(ratios):.2f} over L = 2^10..2^{Ls[-1].bit_length() - 1}, "
-                           "k " + ", ".join(str(k) for k in exps) + f", d 2..8; exponent of L at fixed k {e:.3f} (per k " + ", ".join(f"{x:.2f}" for x in exps.values()) + ")"
-                           + f" (the plan's {model.source} seconds: measured / predicted {min(plan_ratio):.2f}..{max(plan_ratio):.2f})"]
+    figs = {"cost_rows": df.to_dict("records"), "fixed_k_exponent": e, "fixed_k_exponents": exps, "seconds_per_flop": c, "per_call_seconds": a0,
+            "per_row_seconds": b0, "cost_ratio_range": (float(ratios.min()), float(ratios.max())), "plan_ratio_range": (float(plan_ratio.min()), float(plan_ratio.max()))}
+    return figs, margins, [f"(a) CPU time / ({a0 * 1e3:.1f} ms + {b0 * 1e9:.0f} ns x L + {c * 1e9:.2f} ns x approx_flops) {ratios.min():.2f}..{ratios.max():.2f} over "
+                           f"L = 2^10..2^{int(df.L.max()).bit_length() - 1}, k " + ", ".join(str(k) for k in exps) + f", d 2..8; exponent of L at fixed k {e:.3f} (per k "
+                           + ", ".join(f"{x:.2f}" for x in exps.values()) + f") (the plan's cost model: measured / predicted {plan_ratio.min():.2f}..{plan_ratio.max():.2f})"]
 
 
 def _rank_evaluation() -> tuple[dict, dict, list]:
