@@ -207,13 +207,6 @@ def _bounded_instance(L: int, adapt: str, seed: int = 0, attention: str = "self"
     return instance.make_instance(L, d, 2, adapt=adapt, attention=attention, bound=2.0, beta=0.25 * 4 / d, seed=seed)
 
 
-def cost_grid(quick: bool) -> list[tuple[int, int, int]]:
-    """(L, d, g) of the cost validation: d = 4 at two or three fixed degrees over L = 2^10..2^14 (2^16 full), and d = 2, 8 (the poly(d) factor)."""
-    Ls = [2**j for j in (range(10, 15) if quick else range(10, 17))]
-    grid = [(L, 4, g) for g in ((8, 12) if quick else (4, 8, 12)) for L in Ls]
-    return grid + [(L, d, 4) for d in (2, 8) for L in ((4096, 16384) if quick else (4096, 16384, 65536))]
-
-
 def _cost_validation(adapt: str, quick: bool) -> tuple[dict, dict, list]:
     """(a): measured CPU time vs the plan's operation count (cost = a + b L + c * approx_flops, approx_flops ~ 2 L k c(d)); the exponent of L at fixed k.
 
@@ -225,7 +218,7 @@ def _cost_validation(adapt: str, quick: bool) -> tuple[dict, dict, list]:
     """
     from ..limits import scaling
 
-    df = scaling.cost_sweep(cost_grid(quick), adapt=adapt, rounds=5 if quick else 4)
+    df = scaling.cost_sweep(scaling.cost_grid(quick), adapt=adapt, rounds=5 if quick else 4)
     a0, b0, c = scaling.fit_cost_form(df)
     df["fitted_seconds"] = a0 + b0 * df.L + c * df.flops
     ratios = (df.cpu_seconds / df.fitted_seconds).to_numpy()
@@ -952,9 +945,6 @@ def _():
     return _wrap("lora_theory.limits.instance", "hard_instance", make)
 
 
-#: log2 L of the threshold's evaluation (2^8..2^512) and its three windows for the fitted power p
-THRESHOLD_LOG2_LS = (8, 10, 12, 14, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
-THRESHOLD_WINDOWS = ((8, 16), (24, 96), (128, 512))
 #: x* = Gamma* / sqrt(ln L) must stay in [X_LO, X_HI] (away from 0 and infinity) and settle within X_SETTLE over 2^64..2^512;
 #: p over the last window within P_TOL of 1/2
 X_LO, X_HI, X_SETTLE, P_TOL = 0.2, 2.0, 1.25, 0.1
@@ -980,12 +970,12 @@ def _threshold_reachable(quick: bool):
 def _threshold(quick: bool) -> Measurement:
     from ..limits import asymptotics
 
-    ev = asymptotics.threshold_table(THRESHOLD_LOG2_LS)
-    p = {w: {c: asymptotics.fit_threshold_power(ev, *w, column=c) for c in ("Gamma_star", "Gamma_star_min", "Gamma_star_max")} for w in THRESHOLD_WINDOWS}
+    ev = asymptotics.threshold_table(asymptotics.THRESHOLD_LOG2_LS)
+    p = {w: {c: asymptotics.fit_threshold_power(ev, *w, column=c) for c in ("Gamma_star", "Gamma_star_min", "Gamma_star_max")} for w in asymptotics.THRESHOLD_WINDOWS}
     late = ev[ev.log2_L >= 64].x_star.to_numpy()
     settle = float(late.max() / late.min())
-    p_last = p[THRESHOLD_WINDOWS[-1]]
-    rises = min(p[THRESHOLD_WINDOWS[i + 1]]["Gamma_star"] - p[THRESHOLD_WINDOWS[i]]["Gamma_star"] for i in range(len(THRESHOLD_WINDOWS) - 1))
+    p_last = p[asymptotics.THRESHOLD_WINDOWS[-1]]
+    rises = min(p[asymptotics.THRESHOLD_WINDOWS[i + 1]]["Gamma_star"] - p[asymptotics.THRESHOLD_WINDOWS[i]]["Gamma_star"] for i in range(len(asymptotics.THRESHOLD_WINDOWS) - 1))
     df, ev_r = _threshold_reachable(quick)
     # the running method against the evaluation: the toolkit's Gamma* inside [Gamma*_min, Gamma*_max] (relative excess outside)
     outside = max(max(0.0, lo / g - 1, g / hi - 1) for g, lo, hi in zip(df.Gamma_star, ev_r.Gamma_star_min, ev_r.Gamma_star_max, strict=True))

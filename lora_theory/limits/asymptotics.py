@@ -44,6 +44,8 @@ from .._validate import InvalidArgumentError, check_choice, check_positive
 
 __all__ = [
     "GAMMA_RULES",
+    "THRESHOLD_LOG2_LS",
+    "THRESHOLD_WINDOWS",
     "degree_bracket",
     "fit_threshold_power",
     "half_log_dimension",
@@ -184,6 +186,11 @@ def rank_table(log2_Ls, gammas: dict[str, Callable[[float], float]] | None = Non
                              "d": d, "degree_lo": lo, "degree_hi": hi, "ln_k_lo": klo, "ln_k_hi": khi, "log_L_k_lo": klo / lnL,
                              "log_L_k_hi": khi / lnL, "low_rank": khi < lnL})
     return pd.DataFrame(rows)
+
+
+#: log2 L of the threshold's evaluation (2^8..2^512) and the three windows of the fitted power p (claim ``limits.threshold``)
+THRESHOLD_LOG2_LS = (8, 10, 12, 14, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+THRESHOLD_WINDOWS = ((8, 16), (24, 96), (128, 512))
 
 
 def low_rank_budget(ln_L: float, d: int) -> int:

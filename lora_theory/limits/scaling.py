@@ -23,7 +23,14 @@ import pandas as pd
 from .._threads import torch_threads
 from .._validate import InvalidArgumentError
 
-__all__ = ["cost_sweep", "fit_cost_form", "fixed_rank_exponent"]
+__all__ = ["cost_grid", "cost_sweep", "fit_cost_form", "fixed_rank_exponent"]
+
+
+def cost_grid(quick: bool) -> list[tuple[int, int, int]]:
+    """(L, d, g) of ``limits.thm3.1``'s cost validation: d = 4 at fixed degrees over L = 2^10..2^14 (2^16 full), and d = 2, 8 (the poly(d) factor)."""
+    Ls = [2**j for j in (range(10, 15) if quick else range(10, 17))]
+    grid = [(L, 4, g) for g in ((8, 12) if quick else (4, 8, 12)) for L in Ls]
+    return grid + [(L, d, 4) for d in (2, 8) for L in ((4096, 16384) if quick else (4096, 16384, 65536))]
 
 
 def cost_sweep(grid, *, adapt: str = "qv", rounds: int = 5, bound: float = 2.0, seed: int = 0) -> pd.DataFrame:
