@@ -12,7 +12,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..limits.norm_sweeps import crossover, fit_loglog, threshold_table
 from ..tolerances import TOLERANCES
 from . import finish_axes, fmt
 
@@ -65,37 +64,43 @@ def plot_degree_vs_range(df: pd.DataFrame):
 
 
 def plot_phase_transition(df: pd.DataFrame):
-    """Cost exponent log_L(flops) vs Gamma / sqrt(ln L), one panel per regime, one line per L."""
+    """limits.threshold: log_L k vs x per L (toolkit and bracket), and x* vs L over 2^8..2^512 with the fitted power p per window."""
+    from ..limits.asymptotics import THRESHOLD_WINDOWS, fit_threshold_power
 
-    regimes = [r for r in ("log", "fixed") if r in set(df.regime)]
-    fig, axes = plt.subplots(1, len(regimes) + 1, figsize=(5.6 * len(regimes) + 4.4, 4.4), squeeze=False,
-                             gridspec_kw={"width_ratios": [1.0] * len(regimes) + [0.75]})
-    thr = threshold_table(df)
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12.4, 4.8))
+    cur, thr = df[df.kind == "curve"], df[df.kind == "threshold"]
+    Ls = sorted(cur.log2_L.unique())
     cmap = plt.get_cmap("viridis")
-    for ax, regime in zip(axes[0], regimes):
-        g = df[df.regime == regime]
-        Ls = sorted(g.L.unique())
-        for i, L in enumerate(Ls):
-            h = g[g.L == L].sort_values("x")
-            c = cmap(i / max(1, len(Ls) - 1))
-            ax.plot(h.x, h.approx_exponent, "-", color=c, label=f"L=2^{int(math.log2(L))} (d={int(h.d.iloc[0])})")
-            ax.axhline(h.exact_exponent.iloc[0], color=c, ls=":", lw=0.8)
-            xs = thr[(thr.regime == regime) & (thr.L == L)].x_star
-            if len(xs) and np.isfinite(xs.iloc[0]):
-                ax.plot([xs.iloc[0]], [h.exact_exponent.iloc[0]], "o", color=c, ms=5)
-        title = "d = Theta(log L): d = max(2, round(log2 L / 4))" if regime == "log" else f"fixed d = {int(g.d.iloc[0])}"
-        ax.set_title(f"limits.thm3.1 / limits.thm4.1_regime, {title}\neps = 1/L, beta = 1/d (R <= Gamma^2); dotted: exact, o: Gamma*", fontsize=8)
-        ax.set_xlabel("x = Gamma / sqrt(ln L)")
-        ax.set_ylabel("cost exponent log_L(flops)")
-        ax.set_ylim(1.0, 3.0)
-        ax.legend(fontsize=6, ncol=2)
-    ax = axes[0][-1]  # the estimated threshold x* = Gamma* / sqrt(ln L) per L, both regimes
-    for regime, m in (("log", "o-"), ("fixed", "s--")):
-        t = thr[thr.regime == regime].sort_values("L")
+    for i, l2 in enumerate(Ls):
+        c = cmap(i / max(1, len(Ls) - 1))
+        b = cur[(cur.source == "bracket") & (cur.log2_L == l2)].sort_values("x")
+        ax.fill_between(b.x, b.log_L_k_lo, b.log_L_k_hi, color=c, alpha=0.18, lw=0)
+        t = cur[(cur.source == "toolkit") & (cur.log2_L == l2)].sort_values("x")
+        d = int(b.d.iloc[0])
         if len(t):
-            ax.plot(t.L, t.x_star, m, label="d = max(2, round(log2 L / 4))" if regime == "log" else f"fixed d = {int(t.d.iloc[0])}")
-    finish_axes(ax, xlabel="L", ylabel="x* = Gamma* / sqrt(ln L)", xscale="log", xbase=2,
-                title="estimated threshold: approx cost = exact cost\n(cost model: counted multiply-adds, eps = 1/L)")
+            ax.plot(t.x, t.log_L_k, "-", color=c, label=f"L = 2^{int(l2)}, d = {d}: toolkit (band: bracket)")
+            bound = t[t.degree_source == "bound"]
+            ax.plot(bound.x, bound.log_L_k, "o", mfc="none", color=c, ms=5)
+            ax.plot(t[t.degree_source == "measured"].x, t[t.degree_source == "measured"].log_L_k, "o", color=c, ms=3)
+        else:
+            ax.plot(b.x, np.sqrt(b.log_L_k_lo * b.log_L_k_hi), "--", color=c, label=f"L = 2^{int(l2)}, d = {d}: bracket only")
+    ax.axhline(1.0, color="k", lw=1.0)
+    finish_axes(ax, xlabel="x = Gamma / sqrt(ln L)  (R = Gamma^2, eps = 1/L)", ylabel="rank exponent log_L k,  k = C(g + d, d)", legend=False,
+                title="limits.threshold: the rank reaches L (log_L k = 1) at x*\nlines: toolkit's plan (filled: measured degree, hollow: fitted bound,\nfloat64 cannot certify a fit); bands: Bessel bracket of the minimal degree", fontsize=7)
+    ax.legend(fontsize=6, loc="upper left")
+    ax.set_ylim(0, 3)
+    br = thr[thr.source == "bracket"].sort_values("log2_L")
+    bx.fill_between(br.log2_L, br.x_star_min, br.x_star_max, color="C0", alpha=0.25, lw=0, label="x* bracket (minimal degree lo..hi)")
+    bx.plot(br.log2_L, br.x_star, "o-", color="C0", ms=3, label="x* (geometric mean of the bracket)")
+    tk = thr[thr.source == "toolkit"]
+    bx.plot(tk.log2_L, tk.x_star, "s", color="C3", ms=5, label="x* of the running method (toolkit plan, L <= 2^16)")
+    ps = []
+    for lo, hi in THRESHOLD_WINDOWS:
+        ps.append(f"{fit_threshold_power(br, lo, hi):.2f} (2^{lo}..2^{hi})")
+    bx.set_ylim(0, max(1.0, float(br.x_star_max.max()) * 1.1))
+    finish_axes(bx, xlabel="log2 L", ylabel="x* = Gamma* / sqrt(ln L)", xscale="log", xbase=2, legend=False,
+                title="x* over L = 2^8..2^512, d = ceil(log2 L / 2), eps = 1/L; Theta(sqrt(log L)): p -> 1/2\nfitted p of Gamma* ~ (ln L)^p: " + ", ".join(ps), fontsize=7)
+    bx.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -136,30 +141,34 @@ def plot_gradient_error_vs_bound(df: pd.DataFrame):
 
 
 def plot_runtime_scaling(df: pd.DataFrame):
-    """Wall time vs L (log-log) for exact and approximate gradients, with fitted exponents and L*."""
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for method, m in (("exact", "s-"), ("approx", "o-")):
-        g = df[df.method == method].sort_values("L")
-        if len(g) >= 2:
-            # fit over L >= 2^11 (the benchmark's range) when there are >= 3 such points; else all of them
-            L_min = FIT_L_MIN if (g.L >= FIT_L_MIN).sum() >= 3 else 0
-            ax.plot(g.L, g.seconds, m, label=f"{method}: slope {fmt(fit_loglog(df, method, L_min=L_min), '.2f')} (L >= {max(L_min, int(g.L.min()))})")
-    Ls = crossover(df)
-    if np.isfinite(Ls):
-        below = Ls <= df.L.min()  # approx already faster at the smallest L measured
-        ax.axvline(Ls, color="grey", ls=":", label=f"L* <= {Ls:.0f} (approx faster at every L)" if below else f"L* = {Ls:.0f}")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    row = df.iloc[0]
-    ax.set_xlabel("L")
-    clock = row["clock"] if "clock" in df else "wall"
-    threads = f", {int(row['threads'])} thread(s)" if "threads" in df else ""
-    ax.set_ylabel(f"seconds, {'CPU time' if clock == 'cpu' else 'wall time'}{threads} (min of repeats)")
-    dev = row["device"] if "device" in df else "cpu"
-    ax.set_title(f"limits.thm3.1: runtime, d=4, R<={fmt(df.R.max(), '.2f')}, eps=1e-3, degree {fmt(df.degree.min(), '.0f')}..{fmt(df.degree.max(), '.0f')} "
-                 f"(k<={fmt(df.k.max(), '.0f')}), float64, {dev}", fontsize=8)
-    ax.legend(fontsize=8)
+    """limits.thm3.1 (a): CPU time vs L at fixed k with the fitted cost form, the exact gradient, and measured / fitted per point."""
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12.0, 4.6), gridspec_kw={"width_ratios": [1.4, 1.0]})
+    ap = df[df.method == "approx"]
+    e = float(ap.fixed_k_exponent.iloc[0])
+    for i, (k, g) in enumerate(ap[ap.d == 4].groupby("k")):
+        g = g.sort_values("L")
+        ax.plot(g.L, g.cpu_seconds, "o", color=f"C{i}", label=f"approx_gradients, d = 4, degree {int(g.degree.iloc[0])} (k = {int(k)})")
+        ax.plot(g.L, g.fitted_seconds, "-", color=f"C{i}", lw=1.0)
+    ex = df[df.method == "exact"].sort_values("L")
+    if len(ex) >= 2:
+        slope = float(np.polyfit(np.log(ex.L), np.log(ex.cpu_seconds), 1)[0])
+        ax.plot(ex.L, ex.cpu_seconds, "s--", color="grey", label=f"exact_gradients (blocked closed form): log-log slope {slope:.2f}")
+    a, b, c = (float(ap[x].iloc[0]) for x in ("a", "b", "c"))
+    finish_axes(ax, xlabel="L", ylabel="CPU seconds, 1 thread (min over interleaved rounds)", xscale="log", xbase=2, yscale="log", legend=False,
+                title=f"limits.thm3.1 (a): exponent of L at fixed k (joint fit a + b_k L^e) e = {e:.3f}, claim: [0.9, 1.1]\n"
+                      f"lines: cost form {a * 1e3:.1f} ms + {b * 1e9:.0f} ns L + {c * 1e9:.2f} ns x approx_flops (fitted to every point)")
+    ax.legend(fontsize=7)
+    ratio = ap.cpu_seconds / ap.fitted_seconds
+    for d, m in ((2, "v"), (4, "o"), (8, "^")):
+        sel = ap.d == d
+        bx.plot(ap.L[sel], ratio[sel], m, ls="none", label=f"d = {d}")
+    for y in (0.5, 2.0):
+        bx.axhline(y, color="k", ls=":", lw=0.9)
+    bx.axhline(1.0, color="grey", lw=0.6)
+    finish_axes(bx, xlabel="L", ylabel="measured / fitted CPU time", xscale="log", xbase=2, yscale="log", legend=False,
+                title=f"every (L, k, d): {ratio.min():.2f}..{ratio.max():.2f} (claim: within [1/2, 2])")
+    bx.set_ylim(0.25, 4.0)
+    bx.legend(fontsize=7)
     fig.tight_layout()
     return fig
 

@@ -18,11 +18,11 @@ import torch
 
 from ..limits.exact import autograd_gradients, exact_gradients
 from ..limits.instance import make_instance, norm_bounds
-from ..limits.norm_sweeps import degree_sweep, gradient_error_sweep, phase_transition_sweep, runtime_sweep
+from ..limits.norm_sweeps import degree_sweep, gradient_error_sweep
 from ..tolerances import max_rel_error
 from . import lazy_plot, register_figure
 
-__all__ = ["closed_form_agreement"]
+__all__ = ["closed_form_agreement", "phase_transition_study", "runtime_study"]
 
 
 def closed_form_agreement(
@@ -74,9 +74,13 @@ register_figure(
 )
 register_figure(
     "phase_transition",
-    claims=("limits.thm3.1", "limits.thm4.1_regime", "limits.threshold", "limits.rank_count"),
-    description="Cost exponent log_L(flops) of the approximate gradient vs Gamma / sqrt(ln L) for L = 2^8 .. 2^16, eps = 1/L; left d = Theta(log L), right fixed d = 4; the estimated threshold Gamma*.",
-    compute=lambda quick: phase_transition_sweep(Ls=tuple(2**j for j in (8, 10, 12, 14, 16)) if quick else tuple(2**j for j in range(8, 17))),
+    claims=("limits.threshold", "limits.thm3.1", "limits.thm4.1_regime", "limits.rank_count"),
+    description="limits.threshold as the claim decides it (d = ceil(log2 L / 2), eps = 1/L, R = Gamma^2, k = C(g + d, d); Gamma* = where k reaches L). "
+                "Left: the rank exponent log_L k vs x = Gamma / sqrt(ln L): the toolkit's planned degree at L = 2^8..2^16 (solid; hollow markers where the degree is "
+                "the fitted bound degree_bound because float64 cannot certify a fit, no missing points) and the Bessel bracket of the minimal degree (band, lo..hi) "
+                "out to 2^512; the threshold is log_L k = 1. Right: x* = Gamma* / sqrt(ln L) over L = 2^8..2^512 (the bracket's band and its geometric mean; dots: the "
+                "toolkit's x* at reachable L) with the fitted power p of Gamma* ~ (ln L)^p per window.",
+    compute=lambda quick: phase_transition_study(quick),
     plot=lazy_plot("limits", "plot_phase_transition"),
 )
 register_figure(
@@ -90,12 +94,74 @@ register_figure(
 register_figure(
     "runtime_scaling",
     claims=("limits.thm3.1",),
-    description="Wall time of exact (blocked) vs approximate gradients vs L (d = 4, R <= 2, eps = 1e-3, float64, CPU, single-thread CPU time), log-log exponents fitted over L >= 2^11 and the crossover L* (L from 2^6 so that L* is inside the range).",
-    # single-thread CPU time: the cores are shared, and CPU time of one thread does not change with
-    # other work (benchmarks/bench_approx.py measures wall time on 2 threads)
-    compute=lambda quick: runtime_sweep(Ls=tuple(2**j for j in range(6, 14)) if quick else tuple(2**j for j in range(6, 17)), clock="cpu", threads=1),
+    description="limits.thm3.1 (a): single-thread CPU time (time.process_time, min over interleaved rounds; the machine was shared) of approx_gradients at fixed "
+                "degree, so fixed rank k (d = 4, R <= 4, partial adaptation), and of the exact blocked gradient, vs L. Left: the measurements, the fitted cost "
+                "form a + b L + c approx_flops per k (lines) and the exponent of L at fixed k the claim decides on (joint fit, band [0.9, 1.1]); right: measured / "
+                "fitted for every (L, k, d) point (d = 2, 8 included), band [1/2, 2].",
+    compute=lambda quick: runtime_study(quick),
     plot=lazy_plot("limits", "plot_runtime_scaling"),
 )
+
+
+def phase_transition_study(quick: bool, *, reach: tuple[int, ...] | None = None, far: tuple[int, ...] = (32, 128, 512), xs=None,
+                           threshold_log2_Ls: tuple[int, ...] | None = None) -> pd.DataFrame:
+    """Rows kind = "curve" (source toolkit | bracket: log2_L, x, d, R, degree or degree_lo/hi, log_L_k or log_L_k_lo/hi, degree_source)
+    and kind = "threshold" (source toolkit | bracket: log2_L, x_star, x_star_min, x_star_max, Gamma_star), for claim ``limits.threshold``."""
+    import math
+
+    import numpy as np
+
+    from ..limits import asymptotics, norm_sweeps, plan
+
+    xs = np.round(np.arange(0.1, 1.201, 0.1 if quick else 0.05), 3) if xs is None else xs
+    reach = ((8, 12, 16) if quick else (8, 10, 12, 14, 16)) if reach is None else tuple(reach)
+    rows = []
+    for log2_L in reach + tuple(far):
+        lnL = log2_L * math.log(2)
+        d = asymptotics.half_log_dimension(log2_L)
+        for x in xs:
+            R = float(x * x * lnL)
+            lo, hi = asymptotics.degree_bracket(R, log_inv_eps=lnL)
+            rows.append({"kind": "curve", "source": "bracket", "log2_L": log2_L, "x": float(x), "d": d, "R": R, "degree_lo": lo, "degree_hi": hi,
+                         "log_L_k_lo": asymptotics.log_rank(lo, d) / lnL, "log_L_k_hi": asymptotics.log_rank(hi, d) / lnL})
+            if log2_L in reach:  # the running method's own plan (degree measured where float64 certifies it, else the fitted bound)
+                pl = plan.approx_plan(L=2**log2_L, d=d, R=R, eps=2.0**-log2_L)
+                rows.append({"kind": "curve", "source": "toolkit", "log2_L": log2_L, "x": float(x), "d": d, "R": R, "degree": pl.degree,
+                             "degree_source": pl.degree_source, "log_L_k": math.log(pl.k) / lnL})
+    ev = asymptotics.threshold_table(asymptotics.THRESHOLD_LOG2_LS if threshold_log2_Ls is None else threshold_log2_Ls)
+    rows += [{"kind": "threshold", "source": "bracket", **r} for r in ev.to_dict("records")]
+    tk = norm_sweeps.threshold_sweep(tuple(2**j for j in reach), regime="half_log")
+    rows += [{"kind": "threshold", "source": "toolkit", "log2_L": math.log2(r["L"]), "d": r["d"], "Gamma_star": r["Gamma_star"], "x_star": r["x_star"]}
+             for r in tk.to_dict("records")]
+    return pd.DataFrame(rows)
+
+
+def runtime_study(quick: bool, *, grid=None, rounds: int | None = None) -> pd.DataFrame:
+    """Rows method = "approx" (limits.scaling.cost_sweep over the claim's grid, with fitted_seconds of the cost form and the joint
+    fixed-rank exponent) and method = "exact" (exact_gradients, CPU seconds, one thread), for claim ``limits.thm3.1``."""
+    import math
+    import time
+
+    from .._threads import torch_threads
+    from ..limits import scaling
+
+    df = scaling.cost_sweep(scaling.cost_grid(quick) if grid is None else grid, rounds=(5 if quick else 4) if rounds is None else rounds)  # the claim's grid
+    Ls = sorted(df.L.unique())
+    a, b, c = scaling.fit_cost_form(df)
+    sel = df[df.d == 4]
+    e, _ = scaling.fixed_rank_exponent(sel.L, sel.k, sel.cpu_seconds)
+    df = df.assign(method="approx", fitted_seconds=a + b * df.L + c * df.flops, fixed_k_exponent=e, a=a, b=b, c=c)
+    rows = []
+    with torch_threads(1):
+        for L in Ls:
+            inst = make_instance(L, 4, 2, adapt="qv", bound=2.0, beta=0.25, seed=0)
+            best = math.inf
+            for _ in range(1 if L >= 1 << 14 else 2):
+                t0 = time.process_time()
+                exact_gradients(inst)
+                best = min(best, time.process_time() - t0)
+            rows.append({"method": "exact", "L": L, "d": 4, "cpu_seconds": best})
+    return pd.concat([df, pd.DataFrame(rows)], ignore_index=True)
 
 
 # -- real models on the phase diagram (issue 13) ------------------------------------------------
