@@ -40,6 +40,13 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "features": ("lora_theory/limits/features.py", ("tests/limits/test_features.py", "tests/limits/test_core_arguments.py",
                                                     "tests/proofs_checks/test_limits_polynomial.py")),
     "approx": ("lora_theory/limits/approx.py", ("tests/limits/test_approx.py", "tests/limits/test_core_arguments.py")),
+    # lowrank: its own tests plus the batched driver's fast cases (the whole of test_approx_batched.py is ~75 s a mutant)
+    "lowrank": ("lora_theory/limits/lowrank.py", ("tests/limits/test_lowrank.py",
+                                                  "tests/limits/test_approx_batched.py::test_batch_shape_one_is_the_single_head",
+                                                  "tests/limits/test_approx_batched.py::test_causal_moment_source_takes_consecutive_blocks",
+                                                  "tests/limits/test_approx_batched.py::test_shared_factor_bound_is_the_sum_of_element_bounds",
+                                                  "tests/limits/test_approx_batched.py::test_random_features_batched_equals_per_head_loop")),
+    "plan": ("lora_theory/limits/plan.py", ("tests/limits/test_plan.py", "tests/limits/test_core_arguments.py")),
     "lora_ga_init": ("lora_theory/lora_ga/init.py", ("tests/lora_ga/test_init.py", "tests/lora_ga/test_init_arguments.py", "tests/proofs_checks/test_lora_ga.py")),
     "exponents": ("lora_theory/lora_plus/exponents.py", ("tests/lora_plus/test_exponents.py", "tests/proofs_checks/test_lora_plus.py")),
 }

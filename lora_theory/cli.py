@@ -788,6 +788,17 @@ def audit_lora_ga_cmd(
     console.print("medians over layers; stable-scale prediction alpha^2/gamma^2 = " + f"{alpha**2 / 16**2:g}")
 
 
+@app.command()
+def notes(
+    write: bool = typer.Option(False, "--write", help="Rewrite the stale generated spans in place (default: only check)."),
+    root: Optional[Path] = typer.Option(None, "--root", help="The checkout whose README.md and paper_notes/ to sync (default: this package's)."),
+) -> None:
+    """Check (or --write) the generated numbers in README.md and paper_notes/*.md against the stored results; exit 1 when stale."""
+    from .docs_sync import main as docs_sync_main  # the one home of the mechanism; this is its command-line face
+
+    raise typer.Exit(docs_sync_main((["--write"] if write else ["--check"]) + (["--root", str(root)] if root else [])))
+
+
 def main() -> None:  # console-script entry point
     app()
 
