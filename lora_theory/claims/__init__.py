@@ -87,7 +87,27 @@ class Margin:
         return d / scale if math.isfinite(d) else (math.inf if d > 0 else -math.inf)
 
     def __str__(self) -> str:
-        return f"{self.measured:.3g} {self.sense} {self.threshold:.3g} (slack {self.slack:+.0%})"
+        """``measured <sense> threshold (how far apart)``, in the words that mean something for the pair.
+
+        - whole-number counts below 10^6 (violations 0 <= 0, 8 of 8 >= 8): "exact" when they meet, else the
+          difference ("2 to spare", "2 short"): a percentage of a count threshold of 0 or 8 says nothing;
+        - values an order of magnitude or more apart on the same side of zero (an error of 1e-15
+          against a tolerance of 1e-10; a ratio of 1089 against a floor of 1): the factor between
+          them ("6.7e+04x below", "1.09e+03x above"), where the slack would read "+100%" or "+108870%";
+        - otherwise the slack in percent of the threshold (see :attr:`slack`), which is where a
+          pass that depends on machine load shows.
+        """
+        head = f"{self.measured:.3g} {self.sense} {self.threshold:.3g}"
+        m, t = float(self.measured), float(self.threshold)
+        if math.isfinite(m) and math.isfinite(t) and m.is_integer() and t.is_integer() and max(abs(m), abs(t)) < 1e6:
+            d = int(t - m) if self.sense == "<=" else int(m - t)
+            return f"{head} (exact)" if d == 0 else f"{head} ({abs(d)} {'to spare' if d > 0 else 'short'})"
+        if math.isfinite(m) and math.isfinite(t) and m * t > 0:
+            ratio = max(abs(m), abs(t)) / min(abs(m), abs(t))
+            if ratio >= 10:
+                where = "below" if abs(m) < abs(t) else "above"
+                return f"{head} ({ratio:.2g}x {where})"
+        return f"{head} (slack {self.slack:+.0%})"
 
 
 @dataclass
