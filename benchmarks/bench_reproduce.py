@@ -47,13 +47,18 @@ def main() -> None:
     ap.add_argument("--full", action="store_true", help="paper-scale checks instead of the quick ones")
     ap.add_argument("--no-controls", action="store_true", help="claims only")
     ap.add_argument("--json", default=None, help="also write the rows as JSON")
+    ap.add_argument("--default-malloc", action="store_true", help="leave glibc malloc's thresholds as they are (what reproduce ran "
+                    "with before issue 22: compare the sys s and faults columns)")
     args = ap.parse_args()
+    from lora_theory._memory import reuse_freed_memory
+
+    tuned = False if args.default_malloc else reuse_freed_memory()
     from lora_theory.claims import get_claim
     from lora_theory.report import select
 
     ids, _, _ = select(args.claim, [], experiments=False)
     print(f"{os.uname().nodename}: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+          f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}; malloc thresholds {'raised' if tuned else 'default'}")
     print(f"{'claim':32s} {'control':28s} {'verdict':12s} {'user s':>7s} {'sys s':>6s} {'child s':>7s} {'cpu s':>7s} {'wall s':>7s} {'faults':>8s}")
     rows = []
     for cid in ids:

@@ -21,6 +21,7 @@ other existing file is refused unless ``--force`` (see :mod:`lora_theory._output
 from __future__ import annotations
 
 import functools
+import math
 import os
 import platform
 import time
@@ -180,8 +181,9 @@ class JobProgress:
     prints ``[done/total elapsed, ~left] kind name: status (seconds)``.
     """
 
-    def __init__(self, out: Console | None = None, *, live: bool | None = None) -> None:
+    def __init__(self, out: Console | None = None, *, live: bool | None = None, header: str = "") -> None:
         self.console = out or Console(stderr=True)
+        self.header = header  # printed with the first plan, i.e. once the job's arguments were all accepted
         self.live = self.console.is_terminal if live is None else live
         self.totals: dict[str, int] = {}
         self.counts: dict[str, int] = {}
@@ -210,6 +212,9 @@ class JobProgress:
         return f"~{_duration((time.perf_counter() - self.t0) / self.fresh * left)} left"
 
     def plan(self, kind: str, total: int, already: int = 0) -> None:
+        if self.header:
+            self.console.print(self.header, highlight=False, markup=False, soft_wrap=True)
+            self.header = ""
         self.totals[kind], self.counts[kind] = total, min(already, total)
         if self._bar is not None:
             if kind not in self._tasks:
@@ -230,6 +235,50 @@ class JobProgress:
         left = self._left()
         self.console.print(f"[{where} {_duration(time.perf_counter() - self.t0)}{', ' + left if left else ''}] {kind} {name}: {status} "
                            f"({seconds:.1f} s)", highlight=False, markup=False, soft_wrap=True)
+
+
+class RowProgress:
+    """Row blocks done of a long gradient pass (``grad``), on stderr: a live bar on a terminal, else a line about every
+    10% of the rows (or minute): ``[elapsed] exact: rows done / L (percent), ~left``. Fed by :func:`lora_theory._progress.listen`."""
+
+    def __init__(self, *, enabled: bool = True, out: Console | None = None, live: bool | None = None) -> None:
+        self.enabled = enabled
+        self.console = out or Console(stderr=True)
+        self.live = self.console.is_terminal if live is None else live
+        self.t0 = time.perf_counter()
+        self._bar, self._task, self._next, self._last_print = None, None, 0.1, 0.0
+        self.blocks = 0
+
+    def __enter__(self) -> RowProgress:
+        if self.enabled and self.live:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[blocks]} row blocks, {task.percentage:>3.0f}%"),
+                                 TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=self.console)
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def update(self, what: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        self.blocks += done < total
+        if self._bar is not None:
+            if self._task is None:
+                self._task = self._bar.add_task(what, total=total, blocks=0)
+            self._bar.update(self._task, completed=done, total=total, description=what, blocks=self.blocks)
+            return
+        now = time.perf_counter() - self.t0
+        frac = done / max(total, 1)
+        if done and ((frac >= self._next and now - self._last_print >= 5) or now - self._last_print >= 60 or done >= total):
+            left = f", ~{_duration(now / frac * (1 - frac))} left" if done < total else ""
+            self.console.print(f"[{_duration(now)}] {what}: {done}/{total} rows in {self.blocks} row blocks ({frac:.0%}){left}",
+                               highlight=False, markup=False, soft_wrap=True)
+            self._next = math.floor(frac * 10 + 1) / 10
+            self._last_print = now
 
 
 def _duration(s: float) -> str:
@@ -364,13 +413,17 @@ def grad(
         "approx_seconds_predicted": plan.approx_seconds, "exact_seconds_predicted": plan.exact_seconds, "cost_model": plan.model}}
     if not as_json and (method == "auto" or max(plan.approx_seconds if chosen == "approx" else plan.exact_seconds, 0) > 2.0):
         console.print(f"plan: {plan.summary()} -> {chosen}")  # before a long run, say what it will cost
+    from ._progress import listen
+
     t0 = time.perf_counter()
-    if chosen == "approx":
-        g, info = approx_gradients(inst, eps=eps)  # ApproximationError (exit 2) when eps cannot be certified
-        out["error_bound"] = info.error_bound
-        out["degree"], out["k"] = info.degree, info.rank
-    else:
-        g = exact_gradients(inst, block_size=block_size)
+    long_run = max(plan.approx_seconds if chosen == "approx" else plan.exact_seconds, 0) > 2.0
+    with RowProgress(enabled=long_run) as rows, listen(rows.update):
+        if chosen == "approx":
+            g, info = approx_gradients(inst, eps=eps)  # ApproximationError (exit 2) when eps cannot be certified
+            out["error_bound"] = info.error_bound
+            out["degree"], out["k"] = info.degree, info.rank
+        else:
+            g = exact_gradients(inst, block_size=block_size)
     sync()
     out[f"{chosen}_seconds"] = time.perf_counter() - t0
     if not no_autograd:
@@ -480,6 +533,9 @@ def check(
     if controls:
         _check_controls(claim, full, as_json)
         return
+    from ._memory import reuse_freed_memory
+
+    reuse_freed_memory()  # the page faults of freed tensors' memory are most of a check's system time (see _memory)
     with console.status("checking...") as status:
         df = run_checks(claim, quick=not full, progress=lambda cid: status.update(f"checking {cid}"))
     _print_checks(df, as_json)
@@ -598,10 +654,9 @@ def reproduce(
         out = _fresh_folder("results")
     for var in ("HF_HUB_DISABLE_PROGRESS_BARS", "TQDM_DISABLE"):  # the model loads' own bars would break the progress lines
         os.environ.setdefault(var, "1")
-    err = Console(stderr=True)
-    err.print(f"reproduce: {'quick' if quick else 'full'}, {jobs} job(s), writing to {out}/", highlight=False, markup=False)
+    header = f"reproduce: {'quick' if quick else 'full'}, {jobs} job(s), writing to {out}/"
     try:
-        with JobProgress(err) as tracker:
+        with JobProgress(Console(stderr=True), header=header) as tracker:
             df, report = _reproduce(out, quick=quick, progress=None, jobs=jobs, claims=claim or None, figures=figure or None,
                                     executor="process" if jobs > 1 and executor == "inprocess" else executor, retry_failed=retry_failed,
                                     force=force, controls=controls, experiments=experiments, strict=strict, tracker=tracker, **opts)

@@ -45,7 +45,7 @@ from .._validate import InvalidArgumentError
 
 __all__ = [
     "CLAIM_MODULES", "KINDS", "PAPERS", "Claim", "Control", "Margin", "Measurement", "all_claims", "claim", "control", "get_claim", "patch",
-    "run_check", "run_checks", "run_controls",
+    "run_check", "run_checks", "run_controls", "stop_at_first_violation",
 ]
 
 #: Modules that register claims; missing ones (a paper not implemented yet) are skipped.
@@ -246,6 +246,21 @@ def get_claim(id: str) -> Claim:
     return _REGISTRY.get(id)
 
 
+_UNDER_NEGATIVE_CONTROL = [False]
+
+
+def stop_at_first_violation() -> bool:
+    """Whether the running check may stop at its first decisive violation: True only under a negative control.
+
+    A check whose verdict is "fails" as soon as one case violates its condition (a count of
+    violations that must be 0) may stop there when this is True: under a negative control only the
+    verdict matters (caught or not), and the rest of the cases cannot turn "fails" into "holds". A
+    check run for its claim (and under a positive control) always measures every case, so its
+    margins are complete. The summary of a check that stopped early should say so.
+    """
+    return _UNDER_NEGATIVE_CONTROL[0]
+
+
 def _get_control(c: Claim, name: str) -> Control:
     names = [k.name for k in c.controls]
     if name not in names:
@@ -263,6 +278,7 @@ def run_check(c: Claim | str, *, quick: bool = True, control: str | None = None)
     c = get_claim(c) if isinstance(c, str) else c
     ctl = _get_control(c, control) if control is not None else None
     t0 = time.perf_counter()
+    _UNDER_NEGATIVE_CONTROL[0] = ctl is not None and ctl.expect == "fails"
     try:
         with ctl.apply() if ctl else contextlib.nullcontext():
             m = c.check(quick)
@@ -273,6 +289,8 @@ def run_check(c: Claim | str, *, quick: bool = True, control: str | None = None)
         margins = {k: str(v) for k, v in m.margins.items()}
     except Exception as e:  # a crashing check is reported, not hidden
         verdict, summary, figures, margins, error = "error", f"{type(e).__name__}: {e}", {}, {}, traceback.format_exc()
+    finally:
+        _UNDER_NEGATIVE_CONTROL[0] = False
     return {
         "id": c.id, "paper": c.paper, "kind": c.kind, "statement": c.statement, "reference": c.reference, "verdict": verdict,
         "summary": summary, "figures": figures, "margins": margins, "figure": c.figure, "test": c.test, "proof": c.proof,
