@@ -12,6 +12,7 @@ Example:
 """
 from __future__ import annotations
 
+import difflib
 import importlib
 from collections.abc import Iterable
 from typing import Generic, TypeVar
@@ -74,8 +75,10 @@ class LazyRegistry(Generic[T]):
         return [self._entries[k] for k in self.names()]
 
     def get(self, name: str) -> T:
-        """The entry registered as ``name``; an InvalidArgumentError lists the known names otherwise."""
+        """The entry registered as ``name``; an InvalidArgumentError lists the known names otherwise, and the nearest ones."""
         self._load()
         if name not in self._entries:
-            raise InvalidArgumentError(f"{self.what}: expected one of {', '.join(sorted(self._entries))}, got {name!r}")
+            near = difflib.get_close_matches(str(name), sorted(self._entries), n=3, cutoff=0.6)
+            hint = f"; did you mean {' or '.join(repr(n) for n in near)}?" if near else ""
+            raise InvalidArgumentError(f"{self.what}: expected one of {', '.join(sorted(self._entries))}, got {name!r}{hint}")
         return self._entries[name]

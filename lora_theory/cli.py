@@ -21,6 +21,7 @@ other existing file is refused unless ``--force`` (see :mod:`lora_theory._output
 from __future__ import annotations
 
 import functools
+import math
 import os
 import platform
 import time
@@ -113,6 +114,18 @@ def _fail(code: int, msg: str) -> None:
     raise typer.Exit(code)
 
 
+#: what Ctrl-C leaves behind, per command (by function name); the commands that store nothing say so
+_INTERRUPTED_NOTHING_STORED = "nothing was stored; run the command again to start over"
+_INTERRUPTED = {
+    "reproduce": "what finished is stored; run the same command with the same --out again to resume",
+    "sweep_norms": "what finished is stored; run the same command again to resume",
+    "sweep_run": "what finished is stored; run the same command again to resume",
+    "figures": "the figures finished so far are written; the others were not made (run the command again for them)",
+    "grad": "grad stores nothing and does not resume: the gradients were not finished; run it again to start over "
+            "(smaller --L, or --method auto / approx, is faster)",
+}
+
+
 def guarded(fn):
     """Run a command so that any error becomes an exit status and one line (see the module docstring)."""
 
@@ -123,7 +136,7 @@ def guarded(fn):
         except _PASSTHROUGH:
             raise
         except KeyboardInterrupt:
-            typer.echo("interrupted: what finished is stored; run the same command again to resume", err=True)
+            typer.echo(f"interrupted: {_INTERRUPTED.get(fn.__name__, _INTERRUPTED_NOTHING_STORED)}", err=True)
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except Exception as e:  # noqa: BLE001 (every error of a command ends in an exit status and one line)
             code, msg = _classify(e)
@@ -155,6 +168,122 @@ app = _App(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=
 def _main(debug: bool = typer.Option(False, "--debug", help="Print the full traceback of an error (also: LORA_THEORY_DEBUG=1).")) -> None:
     """LoRA theory as executable, measured checks. Exit status: 0 done (claims hold), 1 a claim fails, 2 bad usage or input, 3 errored."""
     _STATE["debug"] = debug
+
+
+class JobProgress:
+    """Progress of a long job: a live display on a terminal, one plain line per finished item otherwise (on stderr).
+
+    ``plan(kind, total, already)`` announces ``total`` items of a kind ("claims", "controls",
+    "figures", "row blocks"), ``already`` of them done before (a resumed run);
+    ``done(kind, name, status, seconds)`` records one finished item. The live display (rich) shows
+    each kind's done / total, the elapsed time and an estimate of the time left (elapsed time per
+    item finished by this invocation, times the items left); without a terminal each finished item
+    prints ``[done/total elapsed, ~left] kind name: status (seconds)``.
+    """
+
+    def __init__(self, out: Console | None = None, *, live: bool | None = None, header: str = "") -> None:
+        self.console = out or Console(stderr=True)
+        self.header = header  # printed with the first plan, i.e. once the job's arguments were all accepted
+        self.live = self.console.is_terminal if live is None else live
+        self.totals: dict[str, int] = {}
+        self.counts: dict[str, int] = {}
+        self.fresh = 0  # items finished by this invocation (the estimate's rate)
+        self.t0 = time.perf_counter()
+        self._bar = None
+        self._tasks: dict[str, int] = {}
+
+    def __enter__(self) -> JobProgress:
+        if self.live:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                 TextColumn("{task.fields[eta]}"), TextColumn("{task.fields[last]}"), console=self.console, transient=False)
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def _left(self) -> str:
+        left = sum(self.totals.values()) - sum(self.counts.values())
+        if not self.fresh or left <= 0:
+            return ""
+        return f"~{_duration((time.perf_counter() - self.t0) / self.fresh * left)} left"
+
+    def plan(self, kind: str, total: int, already: int = 0) -> None:
+        if self.header:
+            self.console.print(self.header, highlight=False, markup=False, soft_wrap=True)
+            self.header = ""
+        self.totals[kind], self.counts[kind] = total, min(already, total)
+        if self._bar is not None:
+            if kind not in self._tasks:
+                self._tasks[kind] = self._bar.add_task(kind, total=total, completed=self.counts[kind], eta="", last="")
+            else:
+                self._bar.update(self._tasks[kind], total=total, completed=self.counts[kind])
+
+    def done(self, kind: str, name: str, status: str, seconds: float) -> None:
+        self.counts[kind] = min(self.counts.get(kind, 0) + 1, self.totals.get(kind, 1 << 60))
+        self.fresh += 1
+        if self._bar is not None:
+            left = self._left()
+            for k, t in self._tasks.items():
+                self._bar.update(t, completed=self.counts[k], eta=left if k == kind else "", last=f"{name}: {status}" if k == kind else "")
+            return
+        total = sum(self.totals.values())
+        where = f"{sum(self.counts.values())}/{total}" if total else str(self.fresh)
+        left = self._left()
+        self.console.print(f"[{where} {_duration(time.perf_counter() - self.t0)}{', ' + left if left else ''}] {kind} {name}: {status} "
+                           f"({seconds:.1f} s)", highlight=False, markup=False, soft_wrap=True)
+
+
+class RowProgress:
+    """Row blocks done of a long gradient pass (``grad``), on stderr: a live bar on a terminal, else a line about every
+    10% of the rows (or minute): ``[elapsed] exact: rows done / L (percent), ~left``. Fed by :func:`lora_theory._progress.listen`."""
+
+    def __init__(self, *, enabled: bool = True, out: Console | None = None, live: bool | None = None) -> None:
+        self.enabled = enabled
+        self.console = out or Console(stderr=True)
+        self.live = self.console.is_terminal if live is None else live
+        self.t0 = time.perf_counter()
+        self._bar, self._task, self._next, self._last_print = None, None, 0.1, 0.0
+        self.blocks = 0
+
+    def __enter__(self) -> RowProgress:
+        if self.enabled and self.live:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[blocks]} row blocks, {task.percentage:>3.0f}%"),
+                                 TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=self.console)
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def update(self, what: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        self.blocks += done < total
+        if self._bar is not None:
+            if self._task is None:
+                self._task = self._bar.add_task(what, total=total, blocks=0)
+            self._bar.update(self._task, completed=done, total=total, description=what, blocks=self.blocks)
+            return
+        now = time.perf_counter() - self.t0
+        frac = done / max(total, 1)
+        if done and ((frac >= self._next and now - self._last_print >= 5) or now - self._last_print >= 60 or done >= total):
+            left = f", ~{_duration(now / frac * (1 - frac))} left" if done < total else ""
+            self.console.print(f"[{_duration(now)}] {what}: {done}/{total} rows in {self.blocks} row blocks ({frac:.0%}){left}",
+                               highlight=False, markup=False, soft_wrap=True)
+            self._next = math.floor(frac * 10 + 1) / 10
+            self._last_print = now
+
+
+def _duration(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 60}:{s % 60:02d}" if s < 3600 else f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
 def _echo_json(obj) -> None:
@@ -284,13 +413,17 @@ def grad(
         "approx_seconds_predicted": plan.approx_seconds, "exact_seconds_predicted": plan.exact_seconds, "cost_model": plan.model}}
     if not as_json and (method == "auto" or max(plan.approx_seconds if chosen == "approx" else plan.exact_seconds, 0) > 2.0):
         console.print(f"plan: {plan.summary()} -> {chosen}")  # before a long run, say what it will cost
+    from ._progress import listen
+
     t0 = time.perf_counter()
-    if chosen == "approx":
-        g, info = approx_gradients(inst, eps=eps)  # ApproximationError (exit 2) when eps cannot be certified
-        out["error_bound"] = info.error_bound
-        out["degree"], out["k"] = info.degree, info.rank
-    else:
-        g = exact_gradients(inst, block_size=block_size)
+    long_run = max(plan.approx_seconds if chosen == "approx" else plan.exact_seconds, 0) > 2.0
+    with RowProgress(enabled=long_run) as rows, listen(rows.update):
+        if chosen == "approx":
+            g, info = approx_gradients(inst, eps=eps)  # ApproximationError (exit 2) when eps cannot be certified
+            out["error_bound"] = info.error_bound
+            out["degree"], out["k"] = info.degree, info.rank
+        else:
+            g = exact_gradients(inst, block_size=block_size)
     sync()
     out[f"{chosen}_seconds"] = time.perf_counter() - t0
     if not no_autograd:
@@ -334,9 +467,30 @@ def _print_checks(df, as_json: bool) -> None:
     if as_json:
         _echo_json(df.drop(columns=["error"]).to_dict("records"))
         return
-    t = Table("id", "verdict", "measured", "s")
-    for row in df.itertuples():
-        t.add_row(row.id, f"[{_VERDICT_STYLE.get(row.verdict, 'white')}]{row.verdict}[/]", str(row.summary), f"{row.seconds:.1f}")
+    _print_table(["id", "verdict", "measured", "s"],
+                 [[row.id, f"[{_VERDICT_STYLE.get(row.verdict, 'white')}]{row.verdict}[/]", str(row.summary), f"{row.seconds:.1f}"]
+                  for row in df.itertuples()], keys=1)
+
+
+def _print_table(columns: list[str], rows: list[list[str]], *, keys: int = 1, plain: bool = False) -> None:
+    """A table whose first ``keys`` columns (ids, names) are printed in full at any width: never cut or folded, so they can
+    be copied; the other columns wrap. ``plain``, or a terminal too narrow for the keys beside 20 columns of the rest: one
+    tab-separated line per row (markup removed) instead."""
+    from rich.text import Text
+
+    widths = [max([len(Text.from_markup(str(r[i])).plain) for r in rows] + [len(columns[i])]) for i in range(keys)]
+    if plain or sum(widths) + 3 * len(columns) + 20 > console.width:
+        for r in rows:
+            typer.echo("\t".join(Text.from_markup(str(v)).plain for v in r))
+        return
+    t = Table(*columns)
+    for i, col in enumerate(t.columns):
+        if i < keys:
+            col.no_wrap, col.min_width = True, widths[i]
+        else:
+            col.overflow = "fold"
+    for r in rows:
+        t.add_row(*r)
     console.print(t)
 
 
@@ -353,11 +507,15 @@ def check(
     list_only: bool = typer.Option(False, "--list", help="List the claims without running them."),
     controls: bool = typer.Option(False, "--controls", help="Run the claims' negative controls instead: claim, control, verdict under control, caught."),
     experiments: Optional[bool] = _EXPERIMENTS,
+    strict: bool = typer.Option(False, "--strict", help="Without --claim: exit 1 when any claim fails (default: only a toolkit.* claim "
+                                "that does not hold; the papers' and audits' fails are findings, as in reproduce)."),
+    plain: bool = typer.Option(False, "--plain", help="With --list: one 'id<TAB>statement<TAB>reference' line per claim, no table."),
 ) -> None:
-    """Run claim checks and print a table (exit 1 if a claim fails, 3 if a check errored; inconclusive is not a failure).
+    """Run claim checks and print a table (exit 1 if a claim asked for with --claim fails, 3 if a check errored; inconclusive is not a failure).
 
-    With --controls: run the claims' negative controls instead (exit 1 unless every control is caught). Without --claim,
-    the fine-tuning claims run only with --experiments (or --full).
+    Without --claim every claim runs and the exit status follows reproduce's rule: 1 only when a toolkit.* claim does not
+    hold (--strict: when any claim fails). With --controls: run the claims' negative controls instead (exit 1 unless every
+    control is caught). Without --claim, the fine-tuning claims run only with --experiments (or --full).
     """
     from .claims import all_claims, get_claim, run_checks
 
@@ -365,11 +523,9 @@ def check(
         if as_json:
             _echo_json([{"id": c.id, "statement": c.statement, "reference": c.reference} for c in all_claims()])
             return
-        t = Table("id", "statement", "reference")
-        for c in all_claims():
-            t.add_row(c.id, c.statement, c.reference)
-        console.print(t)
+        _print_table(["id", "statement", "reference"], [[c.id, c.statement, c.reference] for c in all_claims()], keys=1, plain=plain)
         return
+    asked = bool(claim)
     for c in claim or []:
         get_claim(c)  # an unknown id is bad input (exit 2) before anything runs
     if not claim:
@@ -377,10 +533,13 @@ def check(
     if controls:
         _check_controls(claim, full, as_json)
         return
+    from ._memory import reuse_freed_memory
+
+    reuse_freed_memory()  # the page faults of freed tensors' memory are most of a check's system time (see _memory)
     with console.status("checking...") as status:
         df = run_checks(claim, quick=not full, progress=lambda cid: status.update(f"checking {cid}"))
     _print_checks(df, as_json)
-    raise typer.Exit(_checks_exit(df))
+    raise typer.Exit(_checks_exit(df, strict=asked or strict))
 
 
 def _default_claims(experiments: bool) -> list[str]:
@@ -393,11 +552,11 @@ def _default_claims(experiments: bool) -> list[str]:
     return ids
 
 
-def _checks_exit(df, figure_errors: dict | None = None) -> int:
+def _checks_exit(df, figure_errors: dict | None = None, *, controls=None, strict: bool = True) -> int:
     """exit_status of a table of checks; errored checks and figures are also named on stderr."""
     from .report import exit_status
 
-    code = exit_status(df, figure_errors)
+    code = exit_status(df, figure_errors, controls=controls, strict=strict)
     errored = list(df.id[df.verdict == "error"])
     if errored:
         typer.echo(f"error: {len(errored)} check(s) errored: {', '.join(errored)} (the table and report say why; a re-run runs them again)", err=True)
@@ -439,12 +598,32 @@ def _check_controls(claim: Optional[list[str]], full: bool, as_json: bool) -> No
     raise typer.Exit(0 if bool(df.caught.all()) else 1)
 
 
+def _cores() -> int:
+    """CPU cores this process may use (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _fresh_folder(stem: str) -> Path:
+    """A folder name in the working folder that does not exist yet: STEM-YYYYmmdd-HHMMSS (-2, -3, ... if taken)."""
+    base = Path(f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = Path(f"{base}-{n}")
+    return path
+
+
 @app.command()
 def reproduce(
-    out: Path = typer.Option(Path("results"), "--out", help="Output folder for report.md, results.json, figures/."),
-    quick: bool = typer.Option(True, "--quick/--full", help="Minutes on 2 cores (default) or paper scale."),
-    jobs: int = typer.Option(1, "--jobs", help="Worker processes for the claim checks."),
-    executor: str = typer.Option("inprocess", "--executor", help="'inprocess', 'process', 'dask-local' or 'dask://HOST:PORT'."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder for report.md, results.json, figures/ and store.sqlite "
+                                       "(default: a fresh folder results-DATE-TIME here). The same --out again resumes."),
+    quick: bool = typer.Option(True, "--quick/--full", help="About two minutes on 2 cores (default) or paper scale."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", help="Worker processes for the checks, controls and figures (default: this machine's cores)."),
+    executor: str = typer.Option("inprocess", "--executor", help="'inprocess', 'process', 'dask-local' or 'dask://HOST:PORT' "
+                                 "(with --jobs > 1, 'inprocess' means a local process pool)."),
     claim: Optional[list[str]] = typer.Option(None, "--claim", help="Only these claim ids (repeatable; default: all)."),
     figure: Optional[list[str]] = typer.Option(None, "--figure", help="Only these figures (repeatable; default: all)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Also re-run failed points (worker died, timeout, a figure that raised); "
@@ -454,33 +633,57 @@ def reproduce(
     force: bool = _FORCE,
     controls: bool = typer.Option(True, "--controls/--no-controls", help="Also run every claim's negative controls (the report says 'controls caught: k of n')."),
     experiments: Optional[bool] = _EXPERIMENTS,
+    strict: bool = typer.Option(False, "--strict", help="Exit 1 when any claim fails, including the papers' and the audits' (findings)."),
 ) -> None:
     """Run every claim check, its negative controls and every figure, and write OUT/report.md and OUT/results.json (resumes from OUT/store.sqlite).
 
-    Exit 0 when every claim holds (or is inconclusive), 1 when some claim fails, 3 when a check or figure errored; the
-    report is written in each of these cases.
+    Exit 0 when the job ran and the toolkit's own promises held: every toolkit.* claim holds, every negative control was
+    caught, nothing errored. A claim of a paper or an audit that fails is a finding, shown in the report and the summary,
+    not an exit status (--strict: exit 1 for it too). Exit 1 when a toolkit.* claim does not hold or a control was not
+    caught, 3 when a check or figure errored; the report is written in each of these cases. Progress: a live display on a
+    terminal, one line per finished item on stderr otherwise.
     """
     from ._validate import check_int
     from .report import reproduce as _reproduce
     from .sweeps.executors import check_executor
 
-    jobs = check_int("jobs", jobs, low=1)
+    jobs = _cores() if jobs is None else check_int("jobs", jobs, low=1)
     check_executor(executor)
     opts = _sweep_options(max_retries, point_timeout)
-    with console.status("reproducing...") as status:
-        df, report = _reproduce(out, quick=quick, progress=lambda msg: status.update(msg), jobs=jobs, claims=claim or None, figures=figure or None,
-                                executor="process" if jobs > 1 and executor == "inprocess" else executor, retry_failed=retry_failed, force=force, controls=controls, experiments=experiments, **opts)
+    if out is None:
+        out = _fresh_folder("results")
+    for var in ("HF_HUB_DISABLE_PROGRESS_BARS", "TQDM_DISABLE"):  # the model loads' own bars would break the progress lines
+        os.environ.setdefault(var, "1")
+    header = f"reproduce: {'quick' if quick else 'full'}, {jobs} job(s), writing to {out}/"
+    try:
+        with JobProgress(Console(stderr=True), header=header) as tracker:
+            df, report = _reproduce(out, quick=quick, progress=None, jobs=jobs, claims=claim or None, figures=figure or None,
+                                    executor="process" if jobs > 1 and executor == "inprocess" else executor, retry_failed=retry_failed,
+                                    force=force, controls=controls, experiments=experiments, strict=strict, tracker=tracker, **opts)
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: what finished is stored in {out}/store.sqlite; run `lora-theory reproduce --out {out}` "
+                   "(with the same options) to resume", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     _print_checks(df, as_json=False)
-    for name, err in df.attrs.get("figure_errors", {}).items():
-        console.print(f"[magenta]figure {name} failed[/]: {err}")
-    console.print(f"report: {report}")
-    raise typer.Exit(_checks_exit(df, df.attrs.get("figure_errors")))
+    for name, e in df.attrs.get("figure_errors", {}).items():
+        console.print(f"[magenta]figure {name} failed[/]: {e}")
+    _print_summary(report)
+    raise typer.Exit(_checks_exit(df, df.attrs.get("figure_errors"), controls=df.attrs.get("controls"), strict=strict))
+
+
+def _print_summary(report: Path) -> None:
+    """The report's summary and exit-status lines (the same words as the report), then where it is."""
+    lines = report.read_text().splitlines()
+    for ln in lines:
+        if ln.startswith("**") and "claims hold" in ln or ln.startswith("Exit status") or ln.startswith("Time: "):
+            console.print(ln.replace("**", ""), highlight=False, markup=False, soft_wrap=True)
+    console.print(f"report: {report}", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()
 def figures(
     name: Optional[list[str]] = typer.Argument(None, help="Figure names (default: all)."),
-    out: Path = typer.Option(Path("figures"), "--out", help="Folder for NAME.png and NAME.csv."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for NAME.png and NAME.csv (default: a fresh folder figures-DATE-TIME here)."),
     full: bool = typer.Option(False, "--full", help="Paper-scale sweeps."),
     from_dir: Optional[Path] = typer.Option(None, "--from", help="Redraw without recomputing: a folder of NAME.csv files or a reproduce store (OUT/store.sqlite)."),
     list_only: bool = typer.Option(False, "--list"),
@@ -516,6 +719,8 @@ def figures(
                 raise InvalidArgumentError(f"from: expected a stored table for {n!r} in {from_dir}, found {sorted(tables)}")
             if tables is None and not (from_dir / f"{n}.csv").is_file():
                 raise InvalidArgumentError(f"from: expected {from_dir / f'{n}.csv'} to exist")
+    if out is None:
+        out = _fresh_folder("figures")
     check_folder(out, what="out")
     for n in names:
         for ext in ("csv", "png"):
@@ -547,8 +752,10 @@ def regime(
     dtype: str = typer.Option("float32", "--dtype", help="Model dtype: float32, bfloat16 or float64 (the report is float64)."),
     as_json: bool = typer.Option(False, "--json", help="Print the per-head table as JSON."),
     csv: Optional[Path] = typer.Option(None, "--csv", help="Write the per-head table to this CSV file."),
-    figure: Optional[Path] = typer.Option(Path("regime.png"), "--figure", help="Phase-diagram PNG (R vs L, sqrt(ln L), R / sqrt(ln L) per layer)."),
-    no_figure: bool = typer.Option(False, "--no-figure", help="Do not draw the figure."),
+    figure: Optional[Path] = typer.Option(None, "--figure", help="Write the phase-diagram PNG (R vs L, sqrt(ln L), R / sqrt(ln L) per layer) "
+                                          "to this file; without it no figure is written."),
+    no_figure: bool = typer.Option(False, "--no-figure", help="Do not draw the figure (the default unless --figure is given)."),
+    plain: bool = typer.Option(False, "--plain", help="Tab-separated lines instead of the table."),
     force: bool = typer.Option(False, "--force", help="Overwrite --csv / --figure files the toolkit did not write."),
 ) -> None:
     """Where a model's attention heads sit on the phase diagram: R = max |S_ij| per head on real text, vs sqrt(ln L) (issue 13)."""
@@ -603,11 +810,10 @@ def regime(
         _echo_json(df.assign(k=df["k"].map(str)).to_dict(orient="records"))
         return
     summary = regime_summary(df)
-    t = Table("layer", "R min", "R med", "R max", "ratio med", "ratio max", "lin", "<=lnL", "G<=", "degree")
-    for r in summary.itertuples():
-        t.add_row(str(r.layer), f"{r.R_min:.3g}", f"{r.R_median:.3g}", f"{r.R_max:.3g}", f"{r.ratio_median:.2f}", f"{r.ratio_max:.2f}",
-                  f"{r.frac_almost_linear:.0%}", f"{r.frac_R_below_ln_L:.0%}", f"{r.frac_Gamma_below_sqrt_ln_L:.0%}", f"{r.degree_min}..{r.degree_max}")
-    console.print(t)
+    _print_table(["layer", "R min", "R med", "R max", "ratio med", "ratio max", "lin", "<=lnL", "G<=", "degree"],
+                 [[str(r.layer), f"{r.R_min:.3g}", f"{r.R_median:.3g}", f"{r.R_max:.3g}", f"{r.ratio_median:.2f}", f"{r.ratio_max:.2f}",
+                   f"{r.frac_almost_linear:.0%}", f"{r.frac_R_below_ln_L:.0%}", f"{r.frac_Gamma_below_sqrt_ln_L:.0%}", f"{r.degree_min}..{r.degree_max}"]
+                  for r in summary.itertuples()], keys=1, plain=plain)
     console.print(f"{model}: {len(df)} heads, {sequences} x {L} tokens of {'the Language Reference' if text is None else text} (text {text_fingerprint(body)}); "
                   f"R = max |S_ij| per head; ratio = R / sqrt(ln L), sqrt(ln L) = {math.sqrt(math.log(L)):.3f}; lin: the fraction of heads in the "
                   f"almost-linear regime (R <= sqrt(ln L)); <=lnL: with R <= ln L; G<=: with max(gamma_q, gamma_k) <= sqrt(ln L) (the entry bound); "

@@ -68,6 +68,54 @@ def test_exit_status_orders_error_over_fails_and_inconclusive_is_not_a_failure()
     assert exit_status(table("holds"), {"degree_vs_range": "RuntimeError: x"}) == 3
 
 
+def test_exit_status_findings_are_not_failures_unless_strict():
+    """reproduce's rule (strict=False): 0 when the toolkit's promises held, whatever the papers' and audits' claims say;
+    1 when a toolkit.* claim does not hold or a control was not caught; 3 when something errored. strict=True (check
+    --claim, reproduce --strict) also exits 1 for a failing paper or audit claim.
+
+    Fails if an audit's "fails" (a finding by design) makes the main job exit 1 again, or if a broken promise of the
+    toolkit (a control that was not caught) is let through."""
+    import pandas as pd
+
+    from lora_theory.report import broken_promises, exit_status, findings
+
+    def table(**verdicts):
+        return pd.DataFrame({"id": list(verdicts), "verdict": list(verdicts.values())}).rename(columns={})
+
+    t = pd.DataFrame({"id": ["limits.a", "audit.b", "toolkit.c"], "verdict": ["holds", "fails", "holds"]})
+    caught = pd.DataFrame({"id": ["toolkit.c"], "control": ["x"], "caught": [True]})
+    assert findings(t) == ["audit.b"] and broken_promises(t, caught) == []
+    assert exit_status(t, controls=caught, strict=False) == 0
+    assert exit_status(t, controls=caught, strict=True) == 1
+    missed = caught.assign(caught=[False])
+    assert broken_promises(t, missed) == ["toolkit.c/x (not caught)"] and exit_status(t, controls=missed, strict=False) == 1
+    for v in ("fails", "inconclusive"):  # a toolkit promise that was not shown to hold
+        t2 = t.assign(verdict=["holds", "holds", v])
+        assert exit_status(t2, strict=False) == 1 and broken_promises(t2) == [f"toolkit.c ({v})"]
+    assert exit_status(t.assign(verdict=["error", "fails", "holds"]), strict=False) == 3
+    assert exit_status(t.assign(verdict=["inconclusive", "holds", "holds"]), strict=True) == 0
+
+
+def test_report_header_totals_the_work_behind_it(tmp_path):
+    """The header gives the compute summed over the stored points (checks, controls, figure tables) and this
+    invocation's wall time, each labelled (was: only the last invocation's "10 s" after a resume)."""
+    import pandas as pd
+
+    from lora_theory.report import write_report
+
+    results = pd.DataFrame([{"id": "limits.x", "paper": "limits", "kind": "paper", "statement": "S", "verdict": "holds", "summary": "m",
+                             "figures": {}, "margins": {}, "figure": None, "test": None, "proof": None, "seconds": 100.0, "error": None}])
+    controls = pd.DataFrame([{"id": "limits.x", "control": "a", "description": "d", "expect": "fails", "verdict": "fails", "summary": "",
+                              "seconds": 50.0, "caught": True}])
+    figures = {"f": {"png": "f.png", "description": "F", "claims": ("limits.x",), "seconds": 30.0}}
+    text = write_report(results, figures, tmp_path, mode="quick", seconds=10.0, controls=controls).read_text()
+    line = next(ln for ln in text.splitlines() if ln.startswith("Time: "))
+    assert "the work behind this report 3 min 00 s of compute" in line and "1 claim checks, 1 controls, 1 figure tables" in line
+    assert "this invocation 10 s wall" in line
+    payload = json.loads((tmp_path / "results.json").read_text())
+    assert payload["work_seconds"] == 180.0 and payload["seconds"] == 10.0 and payload["exit_status"] == 0
+
+
 def test_results_json_is_strict_with_nonfinite_figures(tmp_path):
     """A non-finite measured figure is null in results.json, with its path under "nonfinite" (pandas wrote a bare null,
     and json.dumps would have written NaN)."""
@@ -119,7 +167,10 @@ def test_report_sections_by_kind_with_margins_and_controls(tmp_path):
     assert "err: 1e-15 <= 1e-10 (slack +100%)" in paper
     assert "1 of 2 (not caught: `b`)" in paper and "1 of 1" in audit and "| none |" in toolkit
     assert "negative controls caught: 2 of 3 (not caught: limits.x/b)" in text
-    assert "inconclusive: toolkit.y" in text and "fails: audit.z" in text
+    assert "inconclusive: toolkit.y" in text and "findings (claims of the papers or audits that fail): audit.z" in text
+    summary = next(ln for ln in text.splitlines() if "claims hold" in ln)  # one line: no stray break before the controls
+    assert "negative controls caught: 2 of 3" in summary and summary.endswith(".")
+    assert "Exit status 1: a promise of the toolkit itself is broken: toolkit.y (inconclusive), limits.x/b (not caught)." in text
     assert "| `limits.x` | `b` | d2 | holds | **no** |" in text
     payload = json.loads((tmp_path / "results.json").read_text())
     assert len(payload["controls"]) == 3 and payload["controls"][1]["caught"] is False

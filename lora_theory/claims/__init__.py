@@ -45,7 +45,7 @@ from .._validate import InvalidArgumentError
 
 __all__ = [
     "CLAIM_MODULES", "KINDS", "PAPERS", "Claim", "Control", "Margin", "Measurement", "all_claims", "claim", "control", "get_claim", "patch",
-    "run_check", "run_checks", "run_controls",
+    "run_check", "run_checks", "run_controls", "stop_at_first_violation",
 ]
 
 #: Modules that register claims; missing ones (a paper not implemented yet) are skipped.
@@ -87,7 +87,27 @@ class Margin:
         return d / scale if math.isfinite(d) else (math.inf if d > 0 else -math.inf)
 
     def __str__(self) -> str:
-        return f"{self.measured:.3g} {self.sense} {self.threshold:.3g} (slack {self.slack:+.0%})"
+        """``measured <sense> threshold (how far apart)``, in the words that mean something for the pair.
+
+        - whole-number counts below 10^6 (violations 0 <= 0, 8 of 8 >= 8): "exact" when they meet, else the
+          difference ("2 to spare", "2 short"): a percentage of a count threshold of 0 or 8 says nothing;
+        - values an order of magnitude or more apart on the same side of zero (an error of 1e-15
+          against a tolerance of 1e-10; a ratio of 1089 against a floor of 1): the factor between
+          them ("6.7e+04x below", "1.09e+03x above"), where the slack would read "+100%" or "+108870%";
+        - otherwise the slack in percent of the threshold (see :attr:`slack`), which is where a
+          pass that depends on machine load shows.
+        """
+        head = f"{self.measured:.3g} {self.sense} {self.threshold:.3g}"
+        m, t = float(self.measured), float(self.threshold)
+        if math.isfinite(m) and math.isfinite(t) and m.is_integer() and t.is_integer() and max(abs(m), abs(t)) < 1e6:
+            d = int(t - m) if self.sense == "<=" else int(m - t)
+            return f"{head} (exact)" if d == 0 else f"{head} ({abs(d)} {'to spare' if d > 0 else 'short'})"
+        if math.isfinite(m) and math.isfinite(t) and m * t > 0:
+            ratio = max(abs(m), abs(t)) / min(abs(m), abs(t))
+            if ratio >= 10:
+                where = "below" if abs(m) < abs(t) else "above"
+                return f"{head} ({ratio:.2g}x {where})"
+        return f"{head} (slack {self.slack:+.0%})"
 
 
 @dataclass
@@ -226,6 +246,21 @@ def get_claim(id: str) -> Claim:
     return _REGISTRY.get(id)
 
 
+_UNDER_NEGATIVE_CONTROL = [False]
+
+
+def stop_at_first_violation() -> bool:
+    """Whether the running check may stop at its first decisive violation: True only under a negative control.
+
+    A check whose verdict is "fails" as soon as one case violates its condition (a count of
+    violations that must be 0) may stop there when this is True: under a negative control only the
+    verdict matters (caught or not), and the rest of the cases cannot turn "fails" into "holds". A
+    check run for its claim (and under a positive control) always measures every case, so its
+    margins are complete. The summary of a check that stopped early should say so.
+    """
+    return _UNDER_NEGATIVE_CONTROL[0]
+
+
 def _get_control(c: Claim, name: str) -> Control:
     names = [k.name for k in c.controls]
     if name not in names:
@@ -243,6 +278,7 @@ def run_check(c: Claim | str, *, quick: bool = True, control: str | None = None)
     c = get_claim(c) if isinstance(c, str) else c
     ctl = _get_control(c, control) if control is not None else None
     t0 = time.perf_counter()
+    _UNDER_NEGATIVE_CONTROL[0] = ctl is not None and ctl.expect == "fails"
     try:
         with ctl.apply() if ctl else contextlib.nullcontext():
             m = c.check(quick)
@@ -253,6 +289,8 @@ def run_check(c: Claim | str, *, quick: bool = True, control: str | None = None)
         margins = {k: str(v) for k, v in m.margins.items()}
     except Exception as e:  # a crashing check is reported, not hidden
         verdict, summary, figures, margins, error = "error", f"{type(e).__name__}: {e}", {}, {}, traceback.format_exc()
+    finally:
+        _UNDER_NEGATIVE_CONTROL[0] = False
     return {
         "id": c.id, "paper": c.paper, "kind": c.kind, "statement": c.statement, "reference": c.reference, "verdict": verdict,
         "summary": summary, "figures": figures, "margins": margins, "figure": c.figure, "test": c.test, "proof": c.proof,

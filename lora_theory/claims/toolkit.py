@@ -22,7 +22,7 @@ from .._validate import InvalidArgumentError
 from ..limits import approx, exact, instance, random_features
 from ..lora_ga import init as ga_init
 from ..tolerances import max_rel_error, tolerance
-from . import Margin, Measurement, claim, control, patch
+from . import Margin, Measurement, claim, control, patch, stop_at_first_violation
 from .limits import _configs, _unit_multinomials, _wrap
 from .lora_ga import instances as _ga_instances
 
@@ -228,9 +228,13 @@ def _certification(quick: bool) -> Measurement:
             worst = max(worst, ratio)
             if not err <= allowed:
                 violations.append(f"case {i} {k}: error {err:.2e} > bound {info.error_bound[k]:.2e} (R {R_true:.3g}, eps {kwargs['eps']:.1e}, mode {mode})")
+        if (violations or below_accepted) and stop_at_first_violation():
+            break  # under a negative control: one violation decides "fails"; the rest cannot undo it
     # no certified case means nothing was measured against a bound: undecided, not a pass
     ok = False if (violations or below_accepted) else (True if counts["certified"] else None)
-    summary = (f"{n} seeded cases: {counts['certified']} certified, {counts['raised']} refused with a documented error; "
+    ran = counts["certified"] + counts["raised"]
+    summary = (f"{n} seeded cases" + (f" (stopped after {ran}, at the first violation)" if ran < n else "") + ": "
+               f"{counts['certified']} certified, {counts['raised']} refused with a documented error; "
                f"max error / (bound + reference rounding) {worst:.2e}; violations {len(violations)}; caller R below the truth accepted {below_accepted}"
                + (f"; first: {violations[0]}" if violations else ""))
     return Measurement(ok, {**counts, "max_error_over_bound": worst, "violations": violations[:10], "below_accepted": below_accepted}, summary,

@@ -27,6 +27,7 @@ from typing import Literal
 
 import torch
 
+from .._progress import rows_done
 from .._validate import InvalidArgumentError, check_choice, check_int
 from .instance import AttentionLoRAInstance, batched_matmul
 
@@ -103,6 +104,7 @@ def _blocked_pass(inst: AttentionLoRAInstance, block: int, need: tuple[str, ...]
     grad = bool(want)
     cols = torch.arange(L, device=Q.device)
     for i in range(0, L, block):
+        rows_done("exact", i, L)  # a caller's progress display (lora-theory grad); a no-op otherwise
         sl = slice(i, min(i + block, L))
         f = Qs[..., sl, :] @ K.mT  # (*batch, b, L) scores S_I
         if inst.causal:  # query i sees keys j <= i: exp(-inf) = 0 drops the rest (j = i is always kept)
@@ -132,6 +134,7 @@ def _blocked_pass(inst: AttentionLoRAInstance, block: int, need: tuple[str, ...]
                 dQ[..., sl, :] = p @ K  # (*batch, b, d), times beta below
             if dK is not None:
                 dK += p.mT @ Qs[..., sl, :]  # (*batch, L, d): beta p^T Q
+    rows_done("exact", L, L)
     if dQ is not None:
         dQ *= inst.beta
     out = {"Q": dQ, "K": dK, "V": dV}

@@ -49,6 +49,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from .._progress import rows_done
 from .._validate import InvalidArgumentError
 from .exact import lora_chain
 from .instance import AttentionLoRAInstance
@@ -478,6 +479,7 @@ def run_lowrank(inst: AttentionLoRAInstance, query_blocks: Blocks | torch.Tensor
         G: dict[str, torch.Tensor] = {}
         D = torch.empty(*lead, L, dtype=Z.dtype, device=Z.device)
         for i0 in range(0, L, block):
+            rows_done("approx", i0, L)  # a caller's progress display (lora-theory grad); a no-op otherwise
             mom = src.moments(i0, min(i0 + block, L))
             Gb, aux = block_gradients(fi, mom, sk, sv, Q)
             for mu, g in Gb.items():

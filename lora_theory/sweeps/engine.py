@@ -38,7 +38,8 @@ def _on_sigterm(signum, frame):  # SIGTERM behaves like Ctrl-C: stop cleanly, ke
 
 def run_sweep(fn: Callable[..., dict], points: Sequence[dict[str, Any]], store: ResultStore | str | Path, *, name: str,
               jobs: int = 1, executor: str | None = None, seed: int | None = 0, retry_failed: bool = False,
-              progress: bool = True, max_retries: int = 2, point_timeout: float | None = None, lease_ttl: float = 60.0) -> dict[str, int]:
+              progress: bool = True, max_retries: int = 2, point_timeout: float | None = None, lease_ttl: float = 60.0,
+              on_result: Callable[[dict[str, Any], dict[str, Any] | None, str | None, float], None] | None = None) -> dict[str, int]:
     """Run the points of sweep ``name`` that ``store`` does not hold yet; commit each as it finishes.
 
     A point's identity is ``point_hash(name, params, seed)`` (with the toolkit version), so a
@@ -73,6 +74,9 @@ def run_sweep(fn: Callable[..., dict], points: Sequence[dict[str, Any]], store: 
             stored as failed with "timeout" (process executor only).
         lease_ttl: seconds a lease lives without renewal (a holder on another host that stops
             renewing loses its points after this long).
+        on_result: called in the coordinator as each point of this run is stored, with
+            ``(params, metrics, error, seconds)`` (metrics None for a failed point, or one that
+            another run stored); a caller's own progress display (``reproduce`` uses it).
 
     Returns:
         {"total" (distinct points), "skipped" (already stored), "done", "failed"} counts for this run, plus
@@ -120,7 +124,7 @@ def run_sweep(fn: Callable[..., dict], points: Sequence[dict[str, Any]], store: 
         counts = {"total": total, "skipped": total - len(todo), "done": 0, "failed": 0, "retries": 0, "others": 0}
         if todo:
             _run(fn, todo, st, name, seed, jobs, executor, counts, progress, _Options(max_retries, point_timeout, lease_ttl,
-                                                                                     started if retry_failed else None))
+                                                                                     started if retry_failed else None), on_result)
     finally:
         if own:
             st.close()
@@ -157,7 +161,7 @@ class _Heartbeat(threading.Thread):
             st.close()
 
 
-def _run(fn, todo, st: ResultStore, name, seed, jobs, executor, counts, progress, opts: _Options) -> None:
+def _run(fn, todo, st: ResultStore, name, seed, jobs, executor, counts, progress, opts: _Options, on_result=None) -> None:
     in_main = threading.current_thread() is threading.main_thread()  # signal handlers can only be set there
     old = signal.signal(signal.SIGTERM, _on_sigterm) if in_main and hasattr(signal, "SIGTERM") else None
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("failed {task.fields[failed]}"),
@@ -174,8 +178,10 @@ def _run(fn, todo, st: ResultStore, name, seed, jobs, executor, counts, progress
         with bar:
             task = bar.add_task(name, total=len(todo), failed=0, rate="")
 
-            def advance(key: str, kind: str) -> None:
+            def advance(key: str, kind: str, metrics: dict[str, Any] | None = None, error: str | None = None, seconds: float = 0.0) -> None:
                 counts[kind] += 1
+                if on_result is not None:
+                    on_result(todo[key], metrics, error, seconds)
                 bar.update(task, advance=1, failed=counts["failed"],
                            rate=f"{(counts['done'] + counts['failed']) / max(time.perf_counter() - started, 1e-9):.2f} pts/s")
 
@@ -197,7 +203,7 @@ def _run(fn, todo, st: ResultStore, name, seed, jobs, executor, counts, progress
                     counts["retries"] += out.attempts - 1  # tries after a worker died under this point
                     wrote = st.record(name, h, todo[h], out.metrics, error=out.error, seconds=out.seconds, seed=seed,
                                       attempts=out.attempts, holder=holder)
-                    advance(h, ("failed" if out.error else "done") if wrote else "others")
+                    advance(h, ("failed" if out.error else "done") if wrote else "others", out.metrics if wrote else None, out.error, out.seconds)
                 if busy:  # points other runs hold: wait until they are stored or become ours; the rest stay in the next round
                     ours = _wait_for_others(st, name, busy, holder, opts, advance)
                     pending = {**ours, **busy}

@@ -8,6 +8,8 @@ least one control in the default suite unless its check itself is slow (listed i
 """
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from lora_theory.claims import all_claims, get_claim, run_check
@@ -66,7 +68,8 @@ def test_every_claim_has_margins():
     """A verdict carries its margins (measured, threshold, slack); checked on the cheap claims."""
     for cid in ("limits.lemma3.1", "limits.lemma3.2", "limits.rank_count", "limits.degree_bound", "lora_ga.thm3.1", "lora_plus.prop2"):
         row = run_check(cid)
-        assert row["margins"] and all("slack" in v for v in row["margins"].values()), cid
+        assert row["margins"] and all(re.search(r"\((slack [+-]\d+%|exact|\d+ (to spare|short)|\S+x (below|above))\)$", v)
+                                      for v in row["margins"].values()), (cid, row["margins"])
 
 
 def test_control_patch_is_undone_after_a_crash():

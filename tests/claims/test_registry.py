@@ -96,6 +96,19 @@ def test_verdicts_and_margins():
     assert not g.ok and g.slack == pytest.approx(-0.5)
 
 
+def test_margin_words_mean_something():
+    """Exact counts say "exact" (was "slack +0%", read as barely passing); values orders of magnitude apart give the
+    factor (was "+108870%"); the percentage stays where a pass could depend on load."""
+    from lora_theory.claims import Margin
+
+    assert str(Margin(0, 0)) == "0 <= 0 (exact)" and str(Margin(8, 8, ">=")) == "8 >= 8 (exact)"
+    assert str(Margin(6, 8)) == "6 <= 8 (2 to spare)" and str(Margin(3, 0)) == "3 <= 0 (3 short)"
+    assert str(Margin(1e-15, 1e-10)) == "1e-15 <= 1e-10 (1e+05x below)"
+    assert str(Margin(1089.7, 1.0, ">=")) == "1.09e+03 >= 1 (1.1e+03x above)"
+    assert str(Margin(0.9, 1.0)) == "0.9 <= 1 (slack +10%)" and str(Margin(2.5, 2.0, ">=")) == "2.5 >= 2 (slack +25%)"
+    assert "slack" not in str(Margin(0, 0)) and "%" not in str(Margin(1519.0, 10.0, ">="))
+
+
 def test_every_claims_test_and_proof_exist():
     """A claim's `test` and `proof` name a real test function and a real proof-check function (not a stale path)."""
     from pathlib import Path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -202,14 +203,19 @@ def test_check_exit_statuses():
 
 
 def test_reproduce_exit_statuses_write_the_report_and_rerun_errored_checks(tmp_path):
-    """reproduce exits 1 when a claim fails (was 0) and 3 when a check errored, writing the report each time; the next
-    invocation re-runs the errored check (was: cached forever) but not the finished ones."""
-    args = ["reproduce", "--out", str(tmp_path), "--claim", "limits.lemma3.2", "--claim", "limits.rank_count", "--figure", "degree_vs_range"]
+    """A paper claim that fails is a finding: reproduce exits 0 and says so (was 1: the main job looked broken), 1 with
+    --strict; 3 when a check errored, writing the report each time; the next invocation re-runs the errored check (was:
+    cached forever) but not the finished ones."""
+    args = ["reproduce", "--out", str(tmp_path), "--claim", "limits.lemma3.2", "--claim", "limits.rank_count", "--figure", "degree_vs_range",
+            "--jobs", "1"]
     with _failing():
         res = runner.invoke(app, args)
-    assert res.exit_code == 1, res.output
+    assert res.exit_code == 0, res.output
     report = tmp_path / "report.md"
-    assert "fails: limits.lemma3.2" in report.read_text()
+    assert "findings (claims of the papers or audits that fail): limits.lemma3.2" in report.read_text()
+    res = runner.invoke(app, [*args, "--strict"])  # resumes: the stored verdict, now under the strict rule
+    assert res.exit_code == 1, res.output
+    assert "Exit status 1 (`--strict`)" in report.read_text()
     results = strict_json((tmp_path / "results.json").read_text())
     assert {c["id"]: c["verdict"] for c in results["claims"]} == {"limits.lemma3.2": "fails", "limits.rank_count": "holds"}
 
@@ -336,3 +342,146 @@ def test_check_without_claims_skips_the_fine_tuning_experiment_and_says_so(capsy
     assert set(ids) == {c.id for c in all_claims() if not c.experiment}
     assert "lora_ga.speedup" in capsys.readouterr().err
     assert set(_default_claims(True)) == {c.id for c in all_claims()}
+
+
+# --- the real `lora-theory` executable (issue 22): exit status, progress, names, output folders ------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli(*args: str, cwd: Path, timeout: float = 900, env: dict | None = None):
+    """Run the installed `lora-theory` console script on this worktree's code (PYTHONPATH), not a terminal."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("lora-theory")
+    assert exe, "the lora-theory console script is not installed (pip install -e .)"
+    full_env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p), "COLUMNS": "80",
+                **(env or {})}
+    return subprocess.run([exe, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_reproduce_exits_0_on_a_finding_shows_progress_and_strict_restores_1(tmp_path):
+    """The README's main job with an audit that fails by design: exit 0, the finding in the summary; one plain progress
+    line per finished item on stderr (not a terminal); --strict on the same folder (resumed, nothing recomputed) exits 1."""
+    out = tmp_path / "res"
+    args = ["reproduce", "--out", str(out), "--claim", "audit.peft_lora_ga", "--claim", "limits.rank_count", "--figure", "degree_vs_range"]
+    res = cli(*args, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "findings (claims of the papers or audits that fail): audit.peft_lora_ga" in res.stdout
+    assert "Exit status 0: the toolkit's own guarantees hold and every negative control was caught" in res.stdout
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("[")]
+    assert any("claims audit.peft_lora_ga: fails" in ln for ln in lines) and any("figures degree_vs_range: done" in ln for ln in lines)
+    assert any("controls audit.peft_lora_ga/toolkit_in_place_of_peft: holds, caught" in ln for ln in lines)
+    n = 2 + 1 + len(__import__("lora_theory.claims", fromlist=["get_claim"]).get_claim("limits.rank_count").controls) + 1
+    assert len(lines) == n and lines[-1].startswith(f"[{n}/{n} "), lines  # one line per item, counted against the total
+    report = (out / "report.md").read_text()
+    assert "Time: the work behind this report" in report and "this invocation" in report
+    res = cli(*args, "--strict", cwd=tmp_path)
+    assert res.returncode == 1, res.stderr[-2000:]
+    assert not [ln for ln in res.stderr.splitlines() if ln.startswith("[")]  # everything was stored: nothing re-ran
+
+
+def test_check_list_prints_ids_in_full_at_80_columns_and_plain(tmp_path):
+    """`check --list` at 80 columns cut the ids ("toolkit.poly_vs_random…"); now every id is whole on one line."""
+    from lora_theory.claims import all_claims
+
+    res = cli("check", "--list", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    for c in all_claims():
+        assert re.search(rf"(^|\s){re.escape(c.id)}(\s|$)", res.stdout, re.M), c.id
+    assert "…" not in "".join(ln.split("│")[1] for ln in res.stdout.splitlines() if ln.count("│") > 1)
+    res = cli("check", "--list", "--plain", cwd=tmp_path)
+    assert [ln.split("\t")[0] for ln in res.stdout.splitlines()] == [c.id for c in all_claims()]
+    res = cli("check", "--list", cwd=tmp_path, env={"COLUMNS": "30"})  # too narrow for a table: plain lines, ids whole
+    assert [ln.split("\t")[0] for ln in res.stdout.splitlines()] == [c.id for c in all_claims()]
+
+
+def test_misspelled_claim_and_figure_names_suggest_the_nearest(tmp_path):
+    res = cli("check", "--claim", "limits.thm31", cwd=tmp_path)
+    assert res.returncode == 2 and "did you mean 'limits.thm3.1'" in res.stderr and "Traceback" not in res.stderr
+    res = cli("figures", "degree_vs_rang", cwd=tmp_path)
+    assert res.returncode == 2 and "did you mean 'degree_vs_range'" in res.stderr
+    res = cli("reproduce", "--claim", "toolkit.grad_blockd", "--out", str(tmp_path / "r"), cwd=tmp_path)
+    assert res.returncode == 2 and "did you mean 'toolkit.grad_blocked'" in res.stderr and not (tmp_path / "r").exists()
+
+
+def test_commands_write_only_under_out_default_a_fresh_folder(tmp_path):
+    """`figures NAME` without --out writes into a fresh figures-DATE-TIME folder (was: ./figures, in the repository the
+    committed figures); `regime --json` writes no regime.png unless --figure is given."""
+    res = cli("figures", "degree_vs_range", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    made = [p for p in tmp_path.iterdir()]
+    assert len(made) == 1 and made[0].name.startswith("figures-") and (made[0] / "degree_vs_range.png").exists()
+    res = cli("regime", "--L", "12", "--sequences", "1", "--json", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [made[0].name]  # nothing new
+    res = cli("regime", "--L", "12", "--sequences", "1", "--plain", "--figure", "r.png", cwd=tmp_path)
+    assert res.returncode == 0 and (tmp_path / "r.png").exists() and res.stdout.splitlines()[0].split("\t")[0] == "0"
+
+
+def test_grad_ctrl_c_says_it_does_not_resume(tmp_path):
+    """Ctrl-C during a long `grad` said "what finished is stored; run the same command again to resume", untrue for grad."""
+    import shutil
+    import signal
+    import subprocess
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([shutil.which("lora-theory"), "grad", "--L", "65536", "--d", "8", "--no-autograd"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    line = ""
+    while time.time() < deadline and not line.startswith("plan:"):
+        line = proc.stdout.readline()  # the plan is printed before a long run
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "grad stores nothing and does not resume" in err and "resume by" not in err and "run the same command again to resume" not in err
+
+
+def test_row_progress_reports_blocks_of_the_exact_and_approximate_passes():
+    """grad's progress is fed by the row-blocked loops themselves: every block of exact_gradients and approx_gradients
+    reports, ending at L of L; the plain display prints a few lines, not one per block."""
+    import io
+
+    from rich.console import Console
+
+    import lora_theory as lt
+    from lora_theory._progress import listen
+    from lora_theory.cli import RowProgress
+
+    inst = lt.make_instance(512, 4, 2, bound=1.0)
+    seen = []
+    with listen(lambda what, done, total: seen.append((what, done, total))):
+        lt.exact_gradients(inst, block_size=64)
+        lt.approx_gradients(inst, eps=1e-3, block_size=128)
+    exact = [s for s in seen if s[0] == "exact"]
+    assert [d for _, d, _ in exact] == [*range(0, 512, 64), 512] and all(t == 512 for *_, t in exact)
+    assert [d for w, d, _ in seen if w == "approx"][:4] == [0, 128, 256, 384]
+    buf = io.StringIO()
+    rows = RowProgress(out=Console(file=buf, width=200), live=False)
+    rows._last_print = -10.0
+    with rows, listen(rows.update):
+        lt.exact_gradients(inst, block_size=16)
+    text = buf.getvalue()
+    assert "exact: 512/512 rows in 32 row blocks (100%)" in text and len(text.splitlines()) <= 12
+
+
+def test_job_progress_plain_lines_and_estimate():
+    import io
+
+    from rich.console import Console
+
+    from lora_theory.cli import JobProgress
+
+    buf = io.StringIO()
+    with JobProgress(Console(file=buf, width=200), live=False) as p:
+        p.plan("claims", 2, 0)
+        p.plan("controls", 3, 1)
+        p.done("claims", "limits.x", "holds", 1.5)
+        p.done("controls", "limits.x/a", "fails, caught", 0.2)
+    lines = buf.getvalue().splitlines()
+    assert lines[0].startswith("[2/5 ") and "left] claims limits.x: holds (1.5 s)" in lines[0]
+    assert lines[1].startswith("[3/5 ") and "controls limits.x/a: fails, caught (0.2 s)" in lines[1]
