@@ -20,7 +20,19 @@ import numpy as np
 
 from .._validate import InvalidArgumentError, check_int
 
-__all__ = ["bootstrap_ci", "crossing", "interval_verdict", "ratio"]
+__all__ = ["bootstrap_ci", "crossing", "interval_verdict", "ratio", "smoothed_final"]
+
+#: evaluations averaged by :func:`smoothed_final` (never the minimum over a noisy curve: that records the luckiest dip)
+SMOOTH_K = 3
+
+
+def smoothed_final(values: Sequence[float], k: int = SMOOTH_K) -> float:
+    """Mean of the last ``k`` evaluations of a validation curve; inf if any of them is not finite (a diverged run)."""
+    k = check_int("k", k, low=1)
+    v = np.asarray(values, dtype=float)[-k:]
+    if len(v) == 0:
+        raise InvalidArgumentError("values: expected a non-empty curve, got []")
+    return float(v.mean()) if np.all(np.isfinite(v)) else math.inf
 
 
 def crossing(steps: Sequence[float], values: Sequence[float], target: float) -> float:
