@@ -13,8 +13,8 @@ Stages (run in this order, so an interrupted budget has decided the most importa
 2. ``core``: full FT and LoRA r = 8 at their tuned lr on every verdict seed (the premise);
 3. ``tune_methods``: the tuning seed over the grids of LoRA-GA and LoRA+ (ratio 2^4);
 4. ``methods``: LoRA-GA and LoRA+ at their tuned lr; LoRA+ at LoRA's tuned lr (the paper's
-   shared-lr protocol: eta_A = LoRA's lr, ratio 2^4); LoRA r = 2 at LoRA r = 8's tuned lr;
-5. ``arms``: LoRA-GA's Table 3 arms at LoRA-GA's tuned lr: "+SO" (stable scale and offset on
+   shared-lr protocol: eta_A = LoRA's lr, ratio 2^4);
+5. ``arms``: LoRA r = 2 at LoRA r = 8's tuned lr; LoRA-GA's Table 3 arms at LoRA-GA's tuned lr: "+SO" (stable scale and offset on
    random directions: ``ga_source="random"``) and "+GA" (gradient directions ArB2r, ``scale="unit"``);
    the direction ablation (A2rBr, ArBr; stable scale);
 6. ``ratio``: LoRA+ at eta_A = LoRA's tuned lr over the ratio grid ``ratios`` (2^0 = LoRA itself).
@@ -63,6 +63,10 @@ class MLMConfig:
     r_small: int = 2
     alpha: float = 16.0
     extend: int = 1
+    lr_grid: tuple[tuple[str, tuple[float, ...]], ...] | None = None  # None: MLM_LR_GRID; a one-point grid is not tuned (no tuning run)
+
+    def grid(self, method: str) -> tuple[float, ...]:
+        return dict(self.lr_grid)[method] if self.lr_grid is not None else MLM_LR_GRID[method]
 
     @property
     def verdict_seeds(self) -> tuple[int, ...]:
@@ -73,8 +77,10 @@ class MLMConfig:
 MLM_QUICK = MLMConfig("mlm-quick", steps=120, seeds=(0, 1, 2, 3, 4, 5), ratios=(1.0, 4.0, 16.0, 64.0, 256.0))
 #: the full budget: 200 steps, 8 verdict seeds, the ratio grid 2^0..2^8 in steps of 2^1
 MLM_FULL = MLMConfig("mlm-full", steps=200, seeds=tuple(range(9)), ratios=tuple(2.0 ** k for k in range(9)), extend=2)
-#: the reduced scale that ran on the shared 2-core machine of issue 19 (4 verdict seeds)
-MLM_SMOKE = MLMConfig("mlm-smoke", steps=120, seeds=(0, 1, 2, 3, 4), ratios=(1.0, 4.0, 16.0, 64.0, 256.0))
+#: the reduced scale that ran on the shared, loaded 2-core machine of issue 19: 80 steps, 5 verdict seeds, the issue's pilot
+#: learning rates for full FT and LoRA (not re-tuned), LoRA-GA tuned on seed 0 over {3e-4, 1e-3}, LoRA+ at LoRA's lr (shared-lr protocol)
+MLM_SMOKE = MLMConfig("mlm-smoke", steps=80, seeds=(0, 1, 2, 3, 4, 5), ratios=(1.0, 4.0, 16.0, 64.0, 256.0), warmup=8, extend=0,
+                      lr_grid=(("full", (3e-4,)), ("lora", (1e-3,)), ("lora_ga", (3e-4, 1e-3)), ("lora_plus", (1e-3,))))
 BUDGETS = {c.name: c for c in (MLM_QUICK, MLM_FULL, MLM_SMOKE)}
 
 
@@ -126,7 +132,9 @@ def tune(runs: pd.DataFrame, method: str, grid: tuple[float, ...]) -> tuple[floa
 
 def _tuned(cfg: MLMConfig, method: str, run, tune_seed: int) -> tuple[float, bool, pd.DataFrame]:
     """Tune ``method`` on the tuning seed, extending the grid at an edge up to ``cfg.extend`` times."""
-    grid = tuple(MLM_LR_GRID[method])
+    grid = tuple(cfg.grid(method))
+    if len(grid) == 1:  # a fixed lr: no tuning run; reported as at the edge (it was not tuned here)
+        return grid[0], True, runs_table(pd.DataFrame())
     for k in range(cfg.extend + 1):
         rows = runs_table(run([_point(cfg, method, lr, tune_seed) for lr in grid]))
         lr, edge = tune(rows, method, grid)
@@ -174,9 +182,9 @@ def mlm_experiment(cfg: MLMConfig = MLM_QUICK, stages: tuple[str, ...] = STAGES,
             pts += [_point(cfg, "lora_ga", lrs["lora_ga"], s), _point(cfg, "lora_plus", lrs["lora_plus"], s)]
             if not math.isclose(lrs["lora_plus"], lrs["lora"]):
                 pts.append(_point(cfg, "lora_plus", lrs["lora"], s))  # the shared-lr protocol (same point when the tuned lr is LoRA's)
-            pts.append(_point(cfg, "lora", lrs["lora"], s, r=cfg.r_small))
         frames.append(run(pts))
     if "arms" in want:
+        frames.append(run([_point(cfg, "lora", lrs["lora"], s, r=cfg.r_small) for s in seeds]))
         lr = lrs["lora_ga"]
         pts = []
         for s in seeds:
