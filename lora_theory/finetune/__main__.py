@@ -19,9 +19,24 @@ def run(
     task: list[str] = typer.Option([], "--task", help="vader_valence and/or vader_polarity (repeatable; default: the budget's tasks)."),
     jobs: int = typer.Option(1, "--jobs", help="Worker processes (each runs torch single-threaded)."),
     store: Path | None = typer.Option(None, "--store", help="Results store (default: $LORA_THEORY_FINETUNE_STORE or ~/.cache/lora-theory/finetune.sqlite)."),
+    budget: str | None = typer.Option(None, "--budget", help="cpython_mlm only: mlm-quick, mlm-full or mlm-smoke (default: --quick/--full)."),
+    executor: str | None = typer.Option(None, "--executor", help="Sweep executor (process pool by default; 'dask' for a Dask cluster)."),
 ) -> None:
     """Run every missing point of the chosen parts, then print the premise and per-method tables."""
     import pandas as pd
+
+    if "cpython_mlm" in task:
+        from .mlm import BUDGETS, MLM_FULL, MLM_QUICK, mlm_experiment
+
+        if budget is not None and budget not in BUDGETS:
+            raise typer.BadParameter(f"expected one of {sorted(BUDGETS)}, got {budget!r}", param_hint="--budget")
+        cfg = BUDGETS[budget] if budget else (MLM_QUICK if quick else MLM_FULL)
+        out = mlm_experiment(cfg, store=store, jobs=jobs, executor=executor, progress=True)
+        runs = out["runs"]
+        typer.echo(f"tuned lrs {out['lrs']}, at grid edge {out['edge']}")
+        with pd.option_context("display.width", 200, "display.max_rows", 200):
+            typer.echo(runs.groupby(["arm", "lr", "tuning"]).final.describe()[["count", "mean", "std", "min", "max"]].to_string())
+        return
 
     from .experiment import experiment, method_table, premise_table
 

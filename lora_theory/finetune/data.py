@@ -15,7 +15,18 @@ Tasks (``TASKS``):
   It shares tokens and splits with ``vader_valence``, so the two tasks are not independent
   evidence; they differ in loss (MSE vs cross-entropy) and in what the head must resolve.
 
-Splits are fixed by ``split_seed`` (default 0): a seeded permutation of the distinct tokens, the
+- ``cpython_mlm`` (masked-token prediction, continued pretraining): the prose of CPython's Language
+  Reference (:func:`lora_theory.lora.text.reference_text`, offline) tokenized by the MiniLM's
+  WordPiece tokenizer and cut into consecutive, non-overlapping windows of ``MLM_SEQ_LEN`` = 32
+  tokens ([CLS] + 30 text tokens + [SEP]); in each window every text token is masked (replaced by
+  [MASK]) independently with probability ``MLM_MASK_FRACTION`` = 0.15 (at least one per window),
+  drawn once from ``split_seed``, so the masks are fixed, never redrawn per step. Loss:
+  cross-entropy of the masked tokens; metric: masked-token accuracy. The windows are permuted by
+  ``split_seed`` and split 15 % test / 15 % val / 70 % train (disjoint windows: no text token is
+  in two splits). In CPython 3.11-3.13 about 1,300 windows: ~900 masked validation tokens.
+  This is the setting where LoRA is known to trail full fine-tuning (continued pretraining).
+
+Splits of the VADER tasks are fixed by ``split_seed`` (default 0): a seeded permutation of the distinct tokens, the
 first 15 % ``test``, the next 15 % ``val``, the rest ``train`` (5,254 / 1,126 / 1,126 tokens).
 The same seed gives both tasks the same tokens in every split.
 
@@ -33,7 +44,8 @@ import torch
 
 from .._validate import InvalidArgumentError, check_choice, check_int
 
-__all__ = ["SPLITS", "TASKS", "TaskData", "TaskInfo", "lexicon", "load_task", "parse_lexicon"]
+__all__ = ["MLM_MASK_FRACTION", "MLM_SEQ_LEN", "SPLITS", "TASKS", "MLMData", "TaskData", "TaskInfo", "lexicon", "load_task", "mlm_windows",
+           "parse_lexicon"]
 
 SPLITS = ("train", "val", "test")
 _FRACTIONS = {"test": 0.15, "val": 0.15}  # train: the rest
@@ -44,7 +56,7 @@ class TaskInfo:
     """What a task is: its kind, loss, metric, source and licence."""
 
     name: str
-    kind: Literal["regression", "classification"]
+    kind: Literal["regression", "classification", "mlm"]
     loss: str
     metric: str
     higher_is_better: bool
@@ -59,7 +71,13 @@ TASKS = {
     "vader_polarity": TaskInfo("vader_polarity", "classification", "cross_entropy", "accuracy", True,
                                "token -> sign of the mean human valence rating (negative / positive)", "vaderSentiment (PyPI), vader_lexicon.txt",
                                "MIT"),
+    "cpython_mlm": TaskInfo("cpython_mlm", "mlm", "cross_entropy", "accuracy", True,
+                            "32-token windows of CPython's Language Reference prose, 15 % of tokens masked -> the masked tokens",
+                            "CPython pydoc_data.topics (stdlib), prose paragraphs", "PSF-2.0"),
 }
+#: tokens per window of ``cpython_mlm`` ([CLS] + 30 text tokens + [SEP]) and the masking probability of a text token
+MLM_SEQ_LEN = 32
+MLM_MASK_FRACTION = 0.15
 
 
 @dataclass(frozen=True)
@@ -78,6 +96,62 @@ class TaskData:
 
     def __len__(self) -> int:
         return len(self.texts)
+
+
+@dataclass(frozen=True)
+class MLMData:
+    """One split of ``cpython_mlm``: ``input_ids`` (N, 32) with the masked tokens replaced by [MASK], ``labels`` (N, 32).
+
+    ``labels`` holds the original token id at masked positions and -100 elsewhere (the ignore
+    index of ``torch.nn.functional.cross_entropy``); ``y`` is the flat vector of masked tokens'
+    ids in row-major order (what a model's masked-position logits are scored against).
+    """
+
+    info: TaskInfo
+    split: str
+    input_ids: torch.Tensor
+    labels: torch.Tensor
+
+    @property
+    def y(self) -> torch.Tensor:
+        return self.labels[self.labels != -100]
+
+    @property
+    def n_masked(self) -> int:
+        return int((self.labels != -100).sum())
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+@functools.cache
+def mlm_windows(split_seed: int = 0) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{split: (masked input_ids (N, 32), labels (N, 32))} of ``cpython_mlm`` (see the module docstring).
+
+    Deterministic in ``split_seed`` and the text (:func:`lora_theory.lora.text.text_fingerprint`
+    names it); the tokenizer is the MiniLM's, loaded offline.
+    """
+    from ..lora.text import load_tokenizer, reference_text, special_tokens
+
+    tok = load_tokenizer()
+    prefix, suffix = special_tokens(tok)
+    body = MLM_SEQ_LEN - len(prefix) - len(suffix)
+    ids = tok(reference_text(), add_special_tokens=False, verbose=False)["input_ids"]
+    n = len(ids) // body
+    flat = torch.tensor(ids[: n * body], dtype=torch.long).view(n, body)  # (n, 30) consecutive windows
+    gen = torch.Generator().manual_seed(split_seed)
+    mask = torch.rand(n, body, generator=gen) < MLM_MASK_FRACTION  # (n, 30) fixed masks
+    none = ~mask.any(1)
+    mask[none, torch.randint(0, body, (int(none.sum()),), generator=gen)] = True  # every window scores at least one token
+    labels = torch.where(mask, flat, torch.full_like(flat, -100))
+    masked = torch.where(mask, torch.full_like(flat, tok.mask_token_id), flat)
+    pre = torch.tensor(prefix, dtype=torch.long).expand(n, len(prefix))
+    suf = torch.tensor(suffix, dtype=torch.long).expand(n, len(suffix))
+    ignore = torch.full((n, len(prefix)), -100), torch.full((n, len(suffix)), -100)
+    inputs = torch.cat([pre, masked, suf], 1)  # (n, 32)
+    labels = torch.cat([ignore[0], labels, ignore[1]], 1)  # (n, 32)
+    idx = _split_indices(n, split_seed)
+    return {s: (inputs[idx[s]].clone(), labels[idx[s]].clone()) for s in SPLITS}
 
 
 def parse_lexicon(text: str) -> tuple[tuple[str, float, float, tuple[int, ...]], ...]:
@@ -131,8 +205,8 @@ def _split_indices(n: int, split_seed: int) -> dict[str, torch.Tensor]:
     return {"test": perm[:n_test], "val": perm[n_test:n_test + n_val], "train": perm[n_test + n_val:]}
 
 
-def load_task(name: str, split: str, *, split_seed: int = 0) -> TaskData:
-    """The ``split`` ("train", "val", "test") of task ``name`` ("vader_valence", "vader_polarity").
+def load_task(name: str, split: str, *, split_seed: int = 0) -> TaskData | MLMData:
+    """The ``split`` ("train", "val", "test") of task ``name`` ("vader_valence", "vader_polarity", "cpython_mlm").
 
     Args:
         name: a key of :data:`TASKS`.
@@ -141,7 +215,7 @@ def load_task(name: str, split: str, *, split_seed: int = 0) -> TaskData:
 
     Returns:
         A :class:`TaskData`; ``y`` is float32 ratings (regression) or int64 labels 0 = negative,
-        1 = positive (classification).
+        1 = positive (classification); for ``cpython_mlm`` an :class:`MLMData`.
 
     Example:
         >>> d = load_task("vader_polarity", "val")  # doctest: +SKIP
@@ -152,6 +226,9 @@ def load_task(name: str, split: str, *, split_seed: int = 0) -> TaskData:
     check_choice("split", split, SPLITS)
     split_seed = check_int("split_seed", split_seed, low=0)
     info = TASKS[name]
+    if info.kind == "mlm":
+        inputs, labels = mlm_windows(split_seed)[split]
+        return MLMData(info, split, inputs, labels)
     rows = lexicon()
     idx = _split_indices(len(rows), split_seed)[split].tolist()
     texts = tuple(rows[i][0] for i in idx)

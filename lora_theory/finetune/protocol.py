@@ -34,6 +34,7 @@ import functools
 import hashlib
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -101,17 +102,28 @@ def code_fingerprint(method: str) -> str:
 
 @functools.cache
 def _base(task: str, split_seed: int):
-    """(probe model, tokenizer, {split: TaskData}) of a task, built once per process (the probe fit costs ~20 s)."""
+    """(model, tokenizer or None, {split: data}) of a task, built once per process.
+
+    VADER tasks: the probe model (the probe fit costs ~20 s); ``cpython_mlm``: the
+    :class:`~lora_theory.finetune.tasks.MLMModel` (decoder fit ~1 CPU-minute; no tokenizer needed,
+    the windows are token ids already).
+    """
     from ..lora.pretrained import load_minilm, load_tokenizer  # heavy
 
     splits = {s: ft_data.load_task(task, s, split_seed=split_seed) for s in ft_data.SPLITS}
-    tok = load_tokenizer()
     with torch_threads(1):
+        if splits["train"].info.kind == "mlm":
+            cache = Path.home() / ".cache" / "lora-theory" / f"mlm_decoder_{split_seed}.pt"
+            return ft_tasks.mlm_model(load_minilm(), splits["train"].input_ids, splits["train"].labels, cache=str(cache), steps=60), None, splits
+        tok = load_tokenizer()
         model = ft_tasks.probe_model(load_minilm(), tok, splits["train"].texts, splits["train"].y, splits["train"].info.kind)
     return model, tok, splits
 
 
 def _batches(tok, d, idx: list[int]) -> dict[str, torch.Tensor]:
+    if isinstance(d, ft_data.MLMData):
+        ids, labels = d.input_ids[idx], d.labels[idx]
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels, "y": labels[labels != -100]}
     from ..lora.pretrained import encode
 
     return {**encode(tok, [d.texts[i] for i in idx]), "y": d.y[idx]}
@@ -123,6 +135,9 @@ def _eval_batches(task: str, split_seed: int, split: str, n: int | None, bs: int
     _, tok, splits = _base(task, split_seed)
     d = splits[split]
     m = len(d) if n is None else min(n, len(d))
+    if isinstance(d, ft_data.MLMData):  # windows of one length: no sorting needed
+        batches = tuple(_batches(tok, d, list(range(i, min(i + bs, m)))) for i in range(0, m, bs))
+        return batches, torch.cat([b["y"] for b in batches])
     lengths = [len(tok.tokenize(t)) for t in d.texts[:m]]
     idx = sorted(range(m), key=lambda i: (lengths[i], i))  # sorted by length: each batch pads to a similar length
     batches = tuple(_batches(tok, d, idx[i:i + bs]) for i in range(0, m, bs))
@@ -139,7 +154,8 @@ def _eval(model, task, key: tuple[str, int, str, int | None]) -> tuple[float, fl
 
 def run_point(*, task: str, method: str, lr: float, seed: int, steps: int, batch_size: int = 16, eval_every: int = 5, val_curve: int = 256,
               r: int = 8, alpha: float = 16.0, ratio: float = 16.0, direction: str = "ArB2r", scale: str = "stable", gamma: float = 16.0,
-              ga_batches: int = 4, split_seed: int = 0, final_val: bool = False, warmup: int = 0, code: str = "") -> dict[str, Any]:
+              ga_batches: int = 4, split_seed: int = 0, final_val: bool = False, warmup: int = 0, ga_source: str = "gradient",
+              code: str = "") -> dict[str, Any]:
     """Train one (task, method, lr, seed) and measure it; a module-level sweep point.
 
     Args:
@@ -153,6 +169,9 @@ def run_point(*, task: str, method: str, lr: float, seed: int, steps: int, batch
             validation entries (the curve; step 0 included).
         r, alpha: rank and rsLoRA alpha (eta = alpha / sqrt(r)) of every adapter.
         ratio: LoRA+'s eta_B / eta_A. direction, scale, gamma, ga_batches: LoRA-GA's settings.
+        ga_source: "gradient" (LoRA-GA) or "random": the SVD is taken of a seeded Gaussian matrix
+            of each gradient's shape instead of the gradient (LoRA-GA's Table 3 arm "+SO": the
+            stable scale and offset without the gradient's directions; no gradient batch is charged).
         split_seed: the data split (fixed across training seeds).
         final_val: also evaluate the whole validation split at the end (else ``val_loss`` is the
             last curve point, on the first ``val_curve`` validation entries, and ``val_metric`` nan).
@@ -170,13 +189,14 @@ def run_point(*, task: str, method: str, lr: float, seed: int, steps: int, batch
     batch_size = check_int("batch_size", batch_size, low=1)
     eval_every = check_int("eval_every", eval_every, low=1)
     lr = check_positive("lr", lr)
+    check_choice("ga_source", ga_source, ("gradient", "random"))
     with torch_threads(1):  # CPU seconds of one thread: comparable between methods on a shared machine
         return _train(task, method, lr, seed, steps, batch_size, eval_every, val_curve, r, alpha, ratio, direction, scale, gamma, ga_batches,
-                      split_seed, final_val, warmup)
+                      split_seed, final_val, warmup, ga_source)
 
 
 def _train(task, method, lr, seed, steps, batch_size, eval_every, val_curve, r, alpha, ratio, direction, scale, gamma, ga_batches, split_seed,
-           final_val, warmup):
+           final_val, warmup, ga_source="gradient"):
     base, tok, splits = _base(task, split_seed)
     info = splits["train"].info
     loss_fn = ft_tasks.SupervisedTask(info.kind)
@@ -199,9 +219,12 @@ def _train(task, method, lr, seed, steps, batch_size, eval_every, val_curve, r, 
         if method == "lora_ga":
             t0 = time.process_time()
             G = ga_model.estimate_gradients(model, [batch(k) for k in range(ga_batches)], loss_fn.loss, TARGETS, mode="eval")
+            if ga_source == "random":  # "+SO": random directions (a Gaussian matrix's singular vectors), stable scale and offset kept
+                g_rand = torch.Generator().manual_seed(10_000 + seed)
+                G = {k: torch.randn(v.shape, generator=g_rand, dtype=v.dtype) for k, v in G.items()}
             ga_model.apply_lora_ga(model, G, direction=direction, scale=scale, gamma=gamma, svd="randomized", seed=seed,
                                    compute_dtype=torch.float32)
-            init_cpu, init_steps = time.process_time() - t0, ga_batches
+            init_cpu, init_steps = time.process_time() - t0, (ga_batches if ga_source == "gradient" else 0)
     model.eval()  # dropout off for every method (module docstring)
     params = [p for p in model.parameters() if p.requires_grad]
     if method == "lora_plus":

@@ -14,13 +14,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
 from .._validate import InvalidArgumentError, check_int
 
-__all__ = ["bootstrap_ci", "crossing", "interval_verdict", "ratio"]
+__all__ = ["MAX_FALSE_HOLDS", "Component", "Decision", "Part", "bootstrap_ci", "crossing", "curve_noise", "decide", "geo_mean_ratio", "interval_verdict",
+           "mean_diff", "null_relabellings", "ratio", "smoothed_curve", "smoothed_final"]
+
+#: evaluations averaged by :func:`smoothed_final` (never the minimum over a noisy curve: that records the luckiest dip)
+SMOOTH_K = 3
+
+
+def smoothed_final(values: Sequence[float], k: int = SMOOTH_K) -> float:
+    """Mean of the last ``k`` evaluations of a validation curve; inf if any of them is not finite (a diverged run)."""
+    k = check_int("k", k, low=1)
+    v = np.asarray(values, dtype=float)[-k:]
+    if len(v) == 0:
+        raise InvalidArgumentError("values: expected a non-empty curve, got []")
+    return float(v.mean()) if np.all(np.isfinite(v)) else math.inf
 
 
 def crossing(steps: Sequence[float], values: Sequence[float], target: float) -> float:
@@ -101,3 +115,194 @@ def interval_verdict(low: float, high: float, threshold: float, sense: Literal["
     if sense == ">=":
         return True if low >= threshold else (False if high < threshold else None)
     return True if high <= threshold else (False if low > threshold else None)
+
+
+# ---- decision rules with a measured false-"holds" rate ---------------------------------------------------------------
+
+#: a rule whose false-"holds" rate under no effect exceeds this may not say "holds" (it says inconclusive, naming the rate)
+MAX_FALSE_HOLDS = 0.05
+
+
+@dataclass(frozen=True)
+class Component:
+    """One inequality of a rule: ``statistic(arms) sense threshold``; ``arms`` maps arm name -> (n_seeds,) values, aligned by seed."""
+
+    name: str
+    statistic: Callable[[dict[str, np.ndarray]], float]
+    threshold: float
+    sense: Literal[">=", "<="] = ">="
+
+
+@dataclass(frozen=True)
+class Part:
+    """A decided component: estimate, percentile bootstrap interval, its verdict and, when undecided, the seeds that would decide it."""
+
+    name: str
+    estimate: float
+    low: float
+    high: float
+    threshold: float
+    sense: str
+    holds: bool | None
+    seeds_to_decide: float | None
+
+    def text(self) -> str:
+        word = {True: "holds", False: "fails", None: "inconclusive"}[self.holds]
+        more = f"; ~{self.seeds_to_decide:.0f} seeds would decide it" if self.holds is None and self.seeds_to_decide is not None else ""
+        return f"{self.name} = {self.estimate:.3g} [{self.low:.3g}, {self.high:.3g}] (claim {self.sense} {self.threshold:g}: {word}{more})"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A rule's verdict: every part decided, the combined verdict, and its false-"holds" rate under no effect.
+
+    ``holds`` is True when every part holds (and ``false_holds`` <= :data:`MAX_FALSE_HOLDS`), False when
+    any part fails, None otherwise. ``false_holds`` is the fraction of ``n_null`` no-effect
+    relabellings of the data (``null``) on which the same rule says "holds".
+    """
+
+    parts: tuple[Part, ...]
+    holds: bool | None
+    n: int
+    false_holds: float
+    n_null: int
+    null: str
+    note: str = ""
+
+    @property
+    def verdict(self) -> str:
+        return {True: "holds", False: "fails", None: "inconclusive"}[self.holds]
+
+    def text(self) -> str:
+        s = "; ".join(p.text() for p in self.parts)
+        return (f"{s}; {self.verdict} with n = {self.n} seeds (95% percentile bootstrap over seeds; false-holds rate {self.false_holds:.1%} "
+                f"over {self.n_null} {self.null}){self.note}")
+
+    def as_dict(self) -> dict:
+        return {"verdict": self.verdict, "n_seeds": self.n, "false_holds": self.false_holds, "n_null": self.n_null, "null": self.null,
+                "parts": {p.name: {"estimate": p.estimate, "low": p.low, "high": p.high, "threshold": p.threshold, "sense": p.sense,
+                                   "holds": p.holds, "seeds_to_decide": p.seeds_to_decide} for p in self.parts}}
+
+
+def _interval(arms: dict[str, np.ndarray], comp: Component, level: float, n_resamples: int, seed: int) -> tuple[float, float, float]:
+    from scipy import stats
+
+    keys = list(arms)
+    data = tuple(np.asarray(arms[k], dtype=float) for k in keys)
+    est = float(comp.statistic(dict(zip(keys, data, strict=True))))
+    if len(data[0]) < 2 or not math.isfinite(est):
+        return est, math.nan, math.nan
+    with np.errstate(all="ignore"):
+        res = stats.bootstrap(data, lambda *a: comp.statistic(dict(zip(keys, a, strict=True))), paired=True, vectorized=False,
+                              confidence_level=level, n_resamples=n_resamples, method="percentile", random_state=seed)
+    return est, float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def _judge(comps: Sequence[Component], arms: dict[str, np.ndarray], level: float, n_resamples: int, seed: int) -> list[Part]:
+    n = len(next(iter(arms.values())))
+    parts = []
+    for c in comps:
+        est, lo, hi = _interval(arms, c, level, n_resamples, seed)
+        v = interval_verdict(lo, hi, c.threshold, c.sense)
+        need = None
+        if v is None and math.isfinite(lo) and math.isfinite(hi):
+            dist = abs(est - c.threshold)
+            half = (hi - lo) / 2
+            need = math.inf if dist == 0 else float(max(n + 1, math.ceil(n * (half / dist) ** 2)))  # width ~ 1/sqrt(n)
+        parts.append(Part(c.name, est, lo, hi, c.threshold, c.sense, v, need))
+    return parts
+
+
+def _combine(parts: Sequence[bool | None]) -> bool | None:
+    if any(p is False for p in parts):
+        return False
+    return True if parts and all(p is True for p in parts) else None
+
+
+def null_relabellings(arms: dict[str, np.ndarray], exchangeable: Sequence[str], n_null: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """No-effect copies of ``arms``: within each seed, the values of the ``exchangeable`` arms permuted among them.
+
+    Two arms: every one of the 2^n label swaps (sign flips of a paired difference) when 2^n <= ``n_null``,
+    else ``n_null`` random ones; more arms: ``n_null`` random within-seed permutations.
+    """
+    ex = list(exchangeable)
+    X = np.stack([np.asarray(arms[k], dtype=float) for k in ex])  # (k, n)
+    k, n = X.shape
+    rng = np.random.default_rng(seed)
+    if k == 2 and 2 ** n <= n_null:
+        perms = [np.array([[1 - b, b] for b in ((mask >> np.arange(n)) & 1)]).T for mask in range(2 ** n)]  # (2, n) row order per seed
+    else:
+        perms = [np.stack([rng.permutation(k) for _ in range(n)], axis=1) for _ in range(n_null)]  # (k, n)
+    out = []
+    for p in perms:
+        Y = np.take_along_axis(X, p, axis=0)
+        out.append({**arms, **{name: Y[i] for i, name in enumerate(ex)}})
+    return out
+
+
+def decide(arms: dict[str, Sequence[float]], components: Sequence[Component], exchangeable: Sequence[str], *, level: float = 0.95,
+           n_resamples: int = 2000, n_null: int = 64, null_resamples: int = 400, seed: int = 0) -> Decision:
+    """Decide a rule on per-seed values: each component's percentile bootstrap interval (``scipy.stats.bootstrap``, paired over seeds) vs its threshold.
+
+    The false-"holds" rate is measured, not assumed: the same rule (same bootstrap, fewer
+    resamples) is applied to no-effect relabellings of the data (:func:`null_relabellings` of the
+    ``exchangeable`` arms: swapping method labels within a seed), and the fraction that says
+    "holds" is reported. A rule whose rate exceeds :data:`MAX_FALSE_HOLDS` is not allowed to say
+    "holds": the verdict becomes inconclusive and the note names the rate.
+
+    Args:
+        arms: arm name -> per-seed values (equal lengths, aligned by seed; NaN seeds are dropped from every arm).
+        components: the inequalities; all must hold for "holds", any failing gives "fails".
+        exchangeable: the arms that "no effect" makes interchangeable.
+    """
+    A = {k: np.asarray(v, dtype=float) for k, v in arms.items()}
+    lens = {len(v) for v in A.values()}
+    if len(lens) != 1:
+        raise InvalidArgumentError(f"arms: expected per-seed arrays of one length, got lengths {sorted(lens)}")
+    keep = np.all([~np.isnan(v) for v in A.values()], axis=0)
+    A = {k: v[keep] for k, v in A.items()}
+    n = int(keep.sum())
+    parts = _judge(components, A, level, n_resamples, seed)
+    holds = _combine([p.holds for p in parts])
+    nulls = null_relabellings(A, exchangeable, n_null, seed) if n >= 2 else []
+    hits = sum(_combine([p.holds for p in _judge(components, B, level, null_resamples, seed + 1 + i)]) is True for i, B in enumerate(nulls))
+    rate = hits / len(nulls) if nulls else math.nan
+    what = "within-seed swaps of " + (" / ".join(exchangeable))
+    note = ""
+    if holds is True and not rate <= MAX_FALSE_HOLDS:
+        holds, note = None, f"; not 'holds': the rule's false-holds rate {rate:.1%} exceeds {MAX_FALSE_HOLDS:.0%} at n = {n}"
+    return Decision(tuple(parts), holds, n, rate, len(nulls), what, note)
+
+
+def geo_mean_ratio(num: str, den: str) -> Callable[[dict[str, np.ndarray]], float]:
+    """Statistic: exp(mean over seeds of log(num / den)), the geometric-mean ratio (e.g. steps_LoRA / steps_X = X's speed-up)."""
+    def stat(a: dict[str, np.ndarray]) -> float:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return float(np.exp(np.mean(np.log(a[num]) - np.log(a[den]))))
+    return stat
+
+
+def mean_diff(a_name: str, b_name: str, scale: float = 1.0) -> Callable[[dict[str, np.ndarray]], float]:
+    """Statistic: scale * mean over seeds of (a - b)."""
+    return lambda a: float(scale * np.mean(a[a_name] - a[b_name]))
+
+
+def smoothed_curve(values: Sequence[float], k: int = SMOOTH_K) -> np.ndarray:
+    """Trailing running mean over ``k`` evaluations (the first k - 1 points average what exists): the curve steps-to-target reads."""
+    v = np.asarray(values, dtype=float)
+    out = np.empty_like(v)
+    for i in range(len(v)):
+        lo = max(0, i - k + 1)
+        out[i] = np.mean(v[lo:i + 1])
+    return out
+
+
+def curve_noise(values: Sequence[float], k: int = SMOOTH_K) -> float:
+    """Evaluation noise of a curve: the standard deviation of (curve - its centred k-point running mean) over its second half."""
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2 * k or not np.all(np.isfinite(v)):
+        return math.nan
+    kern = np.ones(k) / k
+    centred = np.convolve(v, kern, mode="valid")  # (len - k + 1,)
+    resid = v[k // 2: k // 2 + len(centred)] - centred
+    return float(np.std(resid[len(resid) // 2:], ddof=1))

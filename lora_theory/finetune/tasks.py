@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import hashlib
 from dataclasses import dataclass
 from typing import Literal
@@ -25,7 +26,7 @@ from torch import nn
 from .._validate import InvalidArgumentError, check_choice, check_positive
 from ..lora.pretrained import embed
 
-__all__ = ["ProbeModel", "SupervisedTask", "TeacherStudent", "batch_key", "fit_probe", "probe_model", "teacher_student_task"]
+__all__ = ["MLMDecoder", "MLMModel", "ProbeModel", "SupervisedTask", "TeacherStudent", "batch_key", "fit_mlm_decoder", "fit_probe", "mlm_model", "probe_model", "teacher_student_task"]
 
 
 def batch_key(batch: dict[str, torch.Tensor]) -> str:
@@ -101,10 +102,12 @@ class SupervisedTask:
     """``loss(model, batch)`` for a :class:`ProbeModel` on a batch {"input_ids", "attention_mask", "y"}.
 
     Regression: mean squared error of the single output; classification: cross-entropy of the
-    two logits. ``metric(out, y)``: MSE (regression) or accuracy (classification).
+    two logits; "mlm": cross-entropy of the vocabulary logits of the masked tokens (an
+    :class:`MLMModel` returns one row per masked token, ``y`` their ids). ``metric(out, y)``: MSE
+    (regression) or accuracy (classification, mlm).
     """
 
-    kind: Literal["regression", "classification"]
+    kind: Literal["regression", "classification", "mlm"]
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.loss_of(model(batch), batch["y"])
@@ -183,3 +186,132 @@ def probe_model(encoder: nn.Module, tokenizer, train_texts, train_y: torch.Tenso
     """A :class:`ProbeModel` whose head is :func:`fit_probe` on the frozen encoder's embeddings of the training split."""
     X = embed_texts(encoder, tokenizer, train_texts)  # (N, 384)
     return ProbeModel(encoder, fit_probe(X, train_y, kind))
+
+
+class MLMDecoder(nn.Module):
+    """logits = scale * LayerNorm(h) @ E^T + bias: (K, hidden) -> (K, vocab), E the encoder's word embeddings (tied, frozen).
+
+    The MiniLM ships without its masked-LM head; this decoder is the standard BERT head without the
+    dense layer, its LayerNorm (weight, bias: (hidden,)), ``scale`` (a scalar) and the vocabulary
+    bias ((vocab,)) fitted once by :func:`fit_mlm_decoder` with the encoder frozen, then frozen for
+    every fine-tuning method (so all methods start from the same model and loss).
+    """
+
+    def __init__(self, word_embeddings: nn.Embedding) -> None:
+        super().__init__()
+        self.E = word_embeddings  # shared with the encoder (tied); frozen by every method
+        d, V = word_embeddings.embedding_dim, word_embeddings.num_embeddings
+        self.norm = nn.LayerNorm(d)
+        self.scale = nn.Parameter(torch.ones(()))
+        self.bias = nn.Parameter(torch.zeros(V))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.scale * (self.norm(h) @ self.E.weight.T) + self.bias  # (K, V)
+
+
+class MLMModel(nn.Module):
+    """out = decoder(encoder hidden states at the masked positions): a batch {"input_ids", "attention_mask", "labels"} -> (K, vocab).
+
+    K = number of masked positions of the batch (labels != -100), in row-major order, so ``out``
+    lines up with ``labels[labels != -100]`` (the batch's ``y``). The decoder is frozen.
+    """
+
+    def __init__(self, encoder: nn.Module, decoder: MLMDecoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        for p in self.decoder.parameters():
+            p.requires_grad_(False)
+
+    def hidden(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Last hidden states at the masked positions: (K, hidden)."""
+        h = self.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state  # (b, T, hidden)
+        return h[batch["labels"] != -100]  # (K, hidden)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.decoder(self.hidden(batch))
+
+
+def fit_mlm_decoder(encoder: nn.Module, input_ids: torch.Tensor, labels: torch.Tensor, *, steps: int = 40, lr: float = 0.05, max_tokens: int = 768,
+                    seed: int = 0) -> MLMDecoder:
+    """The :class:`MLMDecoder` fitted by Adam on the frozen encoder's hidden states of (up to ``max_tokens``) masked training tokens.
+
+    Minimizes the cross-entropy of the masked tokens over the LayerNorm's weight and bias, the
+    scalar scale and the vocabulary bias (the encoder and the embeddings stay fixed). The
+    vocabulary bias starts at the log unigram frequency of the training tokens (add-one smoothed:
+    tokens never seen get log(1 / (N + V)), never -inf) and the scale at the best of a 1-D grid
+    (one (K, V) product, reused for every grid value), so ``steps`` full-batch Adam steps on
+    ``max_tokens`` tokens suffice (each step is a (K, hidden) x (hidden, V) product: the cost).
+    ``input_ids`` (N, T) and ``labels`` (N, T) as :class:`lora_theory.finetune.data.MLMData`.
+
+    Returns:
+        A frozen decoder (float32) tied to ``encoder``'s word embeddings.
+    """
+    if input_ids.shape != labels.shape or input_ids.dim() != 2:
+        raise InvalidArgumentError(f"input_ids, labels: expected two (N, T) tensors of one shape, got {tuple(input_ids.shape)} and {tuple(labels.shape)}")
+    dec = MLMDecoder(encoder.embeddings.word_embeddings)
+    model = MLMModel(encoder, dec)
+    with torch.no_grad():
+        H = torch.cat([model.hidden({"input_ids": input_ids[i:i + 64], "attention_mask": torch.ones_like(input_ids[i:i + 64]),
+                                     "labels": labels[i:i + 64]}) for i in range(0, len(input_ids), 64)])  # (K, hidden)
+        y = labels[labels != -100]  # (K,)
+        V = dec.bias.shape[0]
+        counts = torch.bincount(y, minlength=V).double() + 1.0  # add-one smoothing: no -inf bias
+        dec.bias.copy_((counts / counts.sum()).log().float())
+    gen = torch.Generator().manual_seed(seed)
+    keep = torch.randperm(len(y), generator=gen)[:max_tokens]
+    H, y = H[keep], y[keep]
+    with torch.no_grad():
+        Z = dec.norm(H) @ dec.E.weight.T  # (K, V), the logits before scale and bias
+        grid = torch.logspace(-3, 1, 21)
+        grid = torch.cat([-grid.flip(0), grid])  # either sign: the sentence-embedding MiniLM's states can anti-align with E
+        ce = [float(nn.functional.cross_entropy(s * Z + dec.bias, y)) for s in grid]
+        dec.scale.fill_(float(grid[int(torch.tensor(ce).argmin())]))
+        del Z
+    params = [dec.norm.weight, dec.norm.bias, dec.scale, dec.bias]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(params, lr=lr)
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(dec(H), y)
+        loss.backward()
+        opt.step()
+    for p in dec.parameters():
+        p.requires_grad_(False)
+    return dec
+
+
+def mlm_model(encoder: nn.Module, train_input_ids: torch.Tensor, train_labels: torch.Tensor, *, cache: str | None = None, **fit: object) -> MLMModel:
+    """An :class:`MLMModel` whose decoder is :func:`fit_mlm_decoder` on the frozen ``encoder`` (its weights are not changed).
+
+    ``cache``: a file path; the fitted decoder's state is read from it when it holds the fit of
+    exactly these inputs (a sha256 over the encoder's weights, the data, the fit settings and the
+    torch version is stored beside the state and compared), else fitted and written there.
+    """
+    import os
+
+    key = None
+    if cache is not None:
+        h = hashlib.sha256(f"{torch.__version__}|{sorted(fit.items())}".encode())
+        for t in (train_input_ids, train_labels, *encoder.state_dict().values()):
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        key = h.hexdigest()
+        if os.path.exists(cache):
+            saved = torch.load(cache, weights_only=True)
+            if saved.get("key") == key:
+                dec = MLMDecoder(encoder.embeddings.word_embeddings)
+                dec.load_state_dict(saved["state"], strict=False)
+                return MLMModel(encoder, dec)
+    for p in encoder.parameters():
+        p.requires_grad_(False)
+    dec = fit_mlm_decoder(encoder, train_input_ids, train_labels, **fit)
+    for p in encoder.parameters():
+        p.requires_grad_(True)
+    if cache is not None:
+        os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
+        state = {k: v for k, v in dec.state_dict().items() if not k.startswith("E.")}  # the tied embeddings are the encoder's
+        tmp = f"{cache}.{os.getpid()}.tmp"
+        torch.save({"key": key, "state": state}, tmp)
+        os.replace(tmp, cache)  # atomic: a concurrent reader sees the old or the new file, never half of one
+    return MLMModel(encoder, dec)

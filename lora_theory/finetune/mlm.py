@@ -1,0 +1,201 @@
+"""The masked-token experiment (``cpython_mlm``): budgets, stages of sweep points, tuned learning rates, per-run tables.
+
+Continued pretraining of the pretrained MiniLM-L6 on CPython's documentation prose (the task
+where LoRA is known to trail full fine-tuning), every linear layer of the 6 blocks adapted, the
+tied decoder frozen for every method (:mod:`lora_theory.finetune.tasks`). Each run is one
+:func:`lora_theory.finetune.protocol.run_point` sweep point, written durably to the store by
+``lora_theory.sweeps.run_sweep`` (resumable, ``jobs`` processes, or the Dask executor).
+
+Stages (run in this order, so an interrupted budget has decided the most important claims first):
+
+1. ``tune_core``: the tuning seed (``seeds[0]``, never used by a verdict) over the learning-rate
+   grids of full FT and LoRA r = 8;
+2. ``core``: full FT and LoRA r = 8 at their tuned lr on every verdict seed (the premise);
+3. ``tune_methods``: the tuning seed over the grids of LoRA-GA and LoRA+ (ratio 2^4);
+4. ``methods``: LoRA-GA and LoRA+ at their tuned lr; LoRA+ at LoRA's tuned lr (the paper's
+   shared-lr protocol: eta_A = LoRA's lr, ratio 2^4);
+5. ``arms``: LoRA r = 2 at LoRA r = 8's tuned lr; LoRA-GA's Table 3 arms at LoRA-GA's tuned lr: "+SO" (stable scale and offset on
+   random directions: ``ga_source="random"``) and "+GA" (gradient directions ArB2r, ``scale="unit"``);
+   the direction ablation (A2rBr, ArBr; stable scale);
+6. ``ratio``: LoRA+ at eta_A = LoRA's tuned lr over the ratio grid ``ratios`` (2^0 = LoRA itself).
+
+Tuning: the lr whose run has the lowest smoothed final validation loss
+(:func:`lora_theory.finetune.stats.smoothed_final`); a tuned lr at an edge of its grid extends the
+grid by one point (x sqrt(10)) up to ``extend`` times; if it is still at the edge the tables say so
+(``lr_at_edge``).
+
+Reference: issue 19; Wang et al. (2024) LoRA-GA Sec. 4 and Table 3; Hayou et al. (2024) LoRA+ Fig. 3, Fig. 7.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .._validate import check_choice
+from . import protocol
+from .stats import smoothed_final
+
+__all__ = ["MLM_FULL", "MLM_LR_GRID", "MLM_QUICK", "MLM_SMOKE", "STAGES", "TASK", "MLMConfig", "mlm_experiment", "runs_table", "tune"]
+
+TASK = "cpython_mlm"
+#: learning-rate grids of the tuning seed (the issue's pilot: full FT 3e-4, LoRA 1e-3 at 140 steps)
+MLM_LR_GRID = {"full": (1e-4, 3e-4, 1e-3), "lora": (3e-4, 1e-3, 3e-3), "lora_ga": (1e-4, 3e-4, 1e-3), "lora_plus": (1e-4, 3e-4, 1e-3)}
+STAGES = ("tune_core", "core", "tune_methods", "methods", "arms", "ratio")
+
+
+@dataclass(frozen=True)
+class MLMConfig:
+    """A budget of the masked-token experiment. ``seeds[0]`` tunes the learning rates; the others give the verdicts."""
+
+    name: str
+    steps: int
+    seeds: tuple[int, ...]
+    ratios: tuple[float, ...]
+    batch_size: int = 16
+    warmup: int = 10
+    eval_every: int = 10
+    ga_batches: int = 4
+    r: int = 8
+    r_small: int = 2
+    alpha: float = 16.0
+    extend: int = 1
+    lr_grid: tuple[tuple[str, tuple[float, ...]], ...] | None = None  # None: MLM_LR_GRID; a one-point grid is not tuned (no tuning run)
+
+    def grid(self, method: str) -> tuple[float, ...]:
+        return dict(self.lr_grid)[method] if self.lr_grid is not None else MLM_LR_GRID[method]
+
+    @property
+    def verdict_seeds(self) -> tuple[int, ...]:
+        return self.seeds[1:]
+
+
+#: what fits the quick budget (<= 60 CPU-minutes on 2 cores, measured: see paper_notes/finetune.md)
+MLM_QUICK = MLMConfig("mlm-quick", steps=120, seeds=(0, 1, 2, 3, 4, 5), ratios=(1.0, 4.0, 16.0, 64.0, 256.0))
+#: the full budget: 200 steps, 8 verdict seeds, the ratio grid 2^0..2^8 in steps of 2^1
+MLM_FULL = MLMConfig("mlm-full", steps=200, seeds=tuple(range(9)), ratios=tuple(2.0 ** k for k in range(9)), extend=2)
+#: the reduced scale that ran on the shared, loaded 2-core machine of issue 19: 80 steps, 5 verdict seeds, the issue's pilot
+#: learning rates for full FT and LoRA (not re-tuned), LoRA-GA tuned on seed 0 over {3e-4, 1e-3}, LoRA+ at LoRA's lr (shared-lr protocol)
+MLM_SMOKE = MLMConfig("mlm-smoke", steps=80, seeds=(0, 1, 2, 3, 4, 5), ratios=(1.0, 4.0, 16.0, 64.0, 256.0), warmup=8, extend=0,
+                      lr_grid=(("full", (3e-4,)), ("lora", (1e-3,)), ("lora_ga", (3e-4, 1e-3)), ("lora_plus", (1e-3,))))
+BUDGETS = {c.name: c for c in (MLM_QUICK, MLM_FULL, MLM_SMOKE)}
+
+
+def _point(cfg: MLMConfig, method: str, lr: float, seed: int, *, arm: str | None = None, **extra: Any) -> dict[str, Any]:
+    """One run's parameters; ``arm`` names the run's role ("full", "lora", "lora_r2", "lora_ga", "lora_plus", "+SO", ...)."""
+    p = {"task": TASK, "method": method, "lr": lr, "seed": seed, "steps": cfg.steps, "batch_size": cfg.batch_size, "warmup": cfg.warmup,
+         "eval_every": cfg.eval_every, "val_curve": 100_000, "r": cfg.r, "alpha": cfg.alpha, "final_val": True}
+    if method == "lora_ga":
+        p |= {"ga_batches": cfg.ga_batches, "direction": "ArB2r", "scale": "stable", "gamma": 16.0}
+    if method == "lora_plus":
+        p |= {"ratio": 16.0}
+    p |= extra
+    p["code"] = protocol.code_fingerprint(method)
+    return p
+
+
+def _arm(row: pd.Series) -> str:
+    if row.method == "lora":
+        return "lora_r2" if int(row.r) == 2 else "lora"
+    if row.method == "lora_ga":
+        if row.get("ga_source") == "random":
+            return "+SO"
+        if row.get("scale") == "unit":
+            return "+GA"
+        return "lora_ga" if row.get("direction") == "ArB2r" else f"dir_{row.direction}"
+    return row.method
+
+
+def runs_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Stored rows -> one row per run with ``arm`` and ``final`` (the smoothed final validation loss)."""
+    if df.empty:
+        return df.assign(arm=[], final=[])
+    out = df.copy()
+    for col in ("ga_source", "scale", "direction", "ratio"):
+        if col not in out:
+            out[col] = None
+    out["arm"] = [_arm(r) for _, r in out.iterrows()]
+    out["final"] = [smoothed_final(v) for v in out.curve_val]
+    return out
+
+
+def tune(runs: pd.DataFrame, method: str, grid: tuple[float, ...]) -> tuple[float, bool]:
+    """(lr, at_edge): the grid lr with the lowest smoothed final validation loss on the tuning runs of ``method``."""
+    g = runs[runs.lr.isin(grid)]
+    best = g.sort_values(["final", "lr"]).iloc[0]
+    lr = float(best.lr)
+    return lr, (math.isclose(lr, min(grid)) or math.isclose(lr, max(grid)))
+
+
+def _tuned(cfg: MLMConfig, method: str, run, tune_seed: int) -> tuple[float, bool, pd.DataFrame]:
+    """Tune ``method`` on the tuning seed, extending the grid at an edge up to ``cfg.extend`` times."""
+    grid = tuple(cfg.grid(method))
+    if len(grid) == 1:  # a fixed lr: no tuning run; reported as at the edge (it was not tuned here)
+        return grid[0], True, runs_table(pd.DataFrame())
+    for k in range(cfg.extend + 1):
+        rows = runs_table(run([_point(cfg, method, lr, tune_seed) for lr in grid]))
+        lr, edge = tune(rows, method, grid)
+        if not edge or k == cfg.extend:
+            return lr, edge, rows
+        step = math.sqrt(10.0)
+        grid = tuple(sorted(set(grid) | {lr * step if math.isclose(lr, max(grid)) else lr / step}))
+    raise AssertionError("unreachable")
+
+
+def mlm_experiment(cfg: MLMConfig = MLM_QUICK, stages: tuple[str, ...] = STAGES, *, store: str | Path | None = None, jobs: int = 1,
+                   executor: str | None = None, progress: bool = False) -> dict[str, Any]:
+    """Run (or read back) the stages; returns {"runs": every run's row (with ``arm``, ``final``), "lrs": {method: lr}, "edge": {...}, "cfg": cfg}.
+
+    Stages later in :data:`STAGES` need the tuned learning rates of earlier ones, so asking for a
+    later stage runs (or reads back) the tuning it depends on.
+    """
+    from .experiment import _run, store_path
+
+    for s in stages:
+        check_choice("stages", s, STAGES)
+    store = Path(store) if store is not None else store_path()
+
+    def run(points):
+        return _run(points, cfg, store, jobs, executor, progress)
+
+    t0, seeds = cfg.seeds[0], cfg.verdict_seeds
+    want = set(stages)
+    frames, lrs, edge = [], {}, {}
+    need_core = want & {"tune_core", "core", "methods", "arms", "ratio"}
+    need_methods = want & {"tune_methods", "methods", "arms"}
+    if need_core:
+        for m in ("full", "lora"):
+            lrs[m], edge[m], rows = _tuned(cfg, m, run, t0)
+            frames.append(rows)
+    if want & {"core", "methods", "arms", "ratio"}:
+        frames.append(run([_point(cfg, m, lrs[m], s) for s in seeds for m in ("full", "lora")]))
+    if need_methods:
+        for m in ("lora_ga", "lora_plus"):
+            lrs[m], edge[m], rows = _tuned(cfg, m, run, t0)
+            frames.append(rows)
+    if "methods" in want or "arms" in want:
+        pts = []
+        for s in seeds:
+            pts += [_point(cfg, "lora_ga", lrs["lora_ga"], s), _point(cfg, "lora_plus", lrs["lora_plus"], s)]
+            if not math.isclose(lrs["lora_plus"], lrs["lora"]):
+                pts.append(_point(cfg, "lora_plus", lrs["lora"], s))  # the shared-lr protocol (same point when the tuned lr is LoRA's)
+        frames.append(run(pts))
+    if "arms" in want:
+        frames.append(run([_point(cfg, "lora", lrs["lora"], s, r=cfg.r_small) for s in seeds]))
+        lr = lrs["lora_ga"]
+        pts = []
+        for s in seeds:
+            pts += [_point(cfg, "lora_ga", lr, s, ga_source="random"), _point(cfg, "lora_ga", lr, s, scale="unit"),
+                    _point(cfg, "lora_ga", lr, s, direction="A2rBr"), _point(cfg, "lora_ga", lr, s, direction="ArBr")]
+        frames.append(run(pts))
+    if "ratio" in want:
+        pts = [_point(cfg, "lora_plus", lrs["lora"], s, ratio=x) for s in seeds for x in cfg.ratios if x != 1.0]
+        frames.append(run(pts))
+    runs = runs_table(pd.concat(frames, ignore_index=True)) if frames else runs_table(pd.DataFrame())
+    if len(runs):
+        runs = runs.drop_duplicates("_hash").reset_index(drop=True)
+        runs["tuning"] = runs.seed == t0
+    return {"runs": runs, "lrs": lrs, "edge": edge, "cfg": cfg}
