@@ -94,16 +94,50 @@ def _current_context():
     return None
 
 
+#: argument names of the library that a command's option carries under another name (issue 21, case 9)
+_ALIASES = {"n_batches": ("batches",), "from": ("from_dir",), "name": ("figure", "claim"), "path": ("store", "file", "out", "text", "model")}
+
+
+def _as_typed(param) -> str:
+    """How the user typed a parameter: its first flag (--L), or its metavar for a positional argument (STORE)."""
+    if getattr(param, "param_type_name", "") == "argument":
+        return str(param.name).upper()  # how --help shows a positional argument
+    return param.opts[0]
+
+
 def _flag_names(msg: str) -> str:
-    """"L: expected ..." -> "--L: expected ..." when L is an option of the running command."""
+    """"L: expected ..." -> "--L: expected ..." when L is an option of the running command (or an alias of one:
+    the library's ``n_batches`` is ``--batches``, ``path`` the command's path argument)."""
     ctx = _current_context()
     head, sep, rest = msg.partition(":")
     if ctx is None or not sep or not head.isidentifier():
         return msg
-    for param in ctx.command.params:
-        if param.name == head and param.opts:
-            return f"{param.opts[0]}:{rest}"
+    params = {p.name: p for p in ctx.command.params if p.opts}
+    for name in (head, *_ALIASES.get(head, ())):
+        if name in params and (name == head or ctx.params.get(name) is not None):
+            return f"{_as_typed(params[name])}:{rest}"
     return msg
+
+
+#: the widest integer any option reaches (torch seeds, sizes): a Python int beyond it is bad input, not an overflow later
+_INT_MAX = 2**63 - 1
+
+
+def _check_numbers(kwargs: dict) -> None:
+    """Every integer option within 64 bits and every float option finite, before anything runs (exit 2 naming it)."""
+    ctx = _current_context()
+    params = {p.name: p for p in ctx.command.params} if ctx is not None else {}
+    for name, value in kwargs.items():
+        vals = value if isinstance(value, list | tuple) else [value]
+        for v in vals:
+            bad = None
+            if isinstance(v, int) and not isinstance(v, bool) and abs(v) > _INT_MAX:
+                bad = f"expected an integer of at most 64 bits (|value| <= {_INT_MAX}), got {v}"
+            elif isinstance(v, float) and not math.isfinite(v):
+                bad = f"expected a finite number, got {v}"
+            if bad:
+                flag = _as_typed(params[name]) if name in params else name
+                _fail(EXIT_USAGE, f"{flag}: {bad}")
 
 
 def _fail(code: int, msg: str) -> None:
@@ -132,6 +166,7 @@ def guarded(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
+            _check_numbers(kwargs)
             return fn(*args, **kwargs)
         except _PASSTHROUGH:
             raise
@@ -773,11 +808,29 @@ def regime(
         raise typer.BadParameter(f"expected a number in (0, 1), got {eps}", param_hint="--eps")
     if model != "minilm" and not Path(model).is_dir():
         raise typer.BadParameter(f"expected 'minilm' or a local model folder, got {model!r}", param_hint="--model")
+    if model != "minilm" and not (Path(model) / "config.json").is_file():  # before loading anything (issue 21, case 8)
+        raise InvalidArgumentError(f"--model: expected a Hugging Face model folder (with a config.json), got {model!r}")
     from ._outputs import check_output, write_output
 
     draw = figure is not None and not no_figure
     for path in ([csv] if csv is not None else []) + ([figure] if draw else []):
-        check_output(path, force=force, what="--csv" if path == csv else "--figure")  # before computing
+        flag = "--csv" if path == csv else "--figure"
+        check_output(path, force=force, what=flag)  # before computing
+        folder = path.parent if str(path.parent) else Path(".")
+        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):  # an unwritable folder: refuse before measuring (case 9)
+            raise InvalidArgumentError(f"{flag}: expected a file in a writable folder, got {str(path)!r} ({str(folder)!r} "
+                                       f"{'is not writable' if folder.is_dir() else 'does not exist'})")
+    import json
+
+    from .lora.pretrained import minilm_path
+
+    try:  # the model's positions, from its config alone (before any weight is loaded; issue 21, case 8)
+        cfg = json.loads(((minilm_path() if model == "minilm" else Path(model)) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise InvalidArgumentError(f"--model: expected a model folder with a readable config.json, got {model!r} ({e})") from None
+    max_pos = cfg.get("max_position_embeddings") if isinstance(cfg, dict) else None
+    if isinstance(max_pos, int) and L > max_pos:
+        raise InvalidArgumentError(f"--L: expected at most the model's {max_pos} positions, got {L}")
     from .limits.regime import attention_regime, regime_summary
     from .lora.text import load_text, load_tokenizer, text_batches, text_fingerprint
 
@@ -791,7 +844,11 @@ def regime(
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             from transformers import AutoModel  # heavy
 
-            net, tok = AutoModel.from_pretrained(model, dtype=dtypes[dtype]).eval(), load_tokenizer(model)
+            try:
+                net, tok = AutoModel.from_pretrained(model, dtype=dtypes[dtype]).eval(), load_tokenizer(model)
+            except (OSError, ValueError, KeyError) as e:  # a folder that is not a model transformers can load
+                raise InvalidArgumentError(f"--model: expected a model folder transformers can load, got {model!r} "
+                                           f"({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})") from None
     batches = text_batches(tok, L, batch_size=sequences, text=body)
     with console.status("measuring every head..."):
         df = attention_regime(net, batches, eps=eps)
@@ -973,8 +1030,14 @@ def audit_lora_ga_cmd(
     from .lora.pretrained import embed, load_minilm, token_batches
     from .lora_ga.audit import audit_lora_ga
 
+    if r < 1 or r > 384:  # MiniLM's hidden size is 384: a rank beyond it has no meaning (issue 21, case 8)
+        raise InvalidArgumentError(f"--r: expected an integer in [1, 384] (MiniLM's hidden size), got {r}")
+    if not (math.isfinite(alpha) and alpha > 0):
+        raise InvalidArgumentError(f"--alpha: expected a positive number, got {alpha}")
+    if batches < 1:
+        raise InvalidArgumentError(f"--batches: expected an integer >= 1, got {batches}")
     if out is not None:
-        check_output(out, force=force, what="out")  # before the audit runs
+        check_output(out, force=force, what="--out")  # before the audit runs
     model = load_minilm()
     task = teacher_student_task(model)
     data = token_batches(batches, 4, 16)

@@ -103,16 +103,18 @@ def load_toml(path: str | Path) -> SweepSpec:
     """
     path = Path(path)
     try:
-        spec = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise InvalidArgumentError(f"path: expected a readable TOML sweep file, got {path} ({e})") from None
+        spec = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:  # TOML is UTF-8: other bytes are bad input (issue 21)
+        raise InvalidArgumentError(f"{path}: expected a readable UTF-8 TOML sweep file ({e})") from None
     for key in ("name", "function", "grid"):
         if key not in spec:
             raise InvalidArgumentError(f"{path}: expected a '{key}' entry")
     mod, _, attr = str(spec["function"]).partition(":")
     try:
+        if not mod or not attr:
+            raise ImportError("the module or the attribute is empty")
         fn = getattr(importlib.import_module(mod), attr)
-    except (ImportError, AttributeError) as e:
+    except (ImportError, AttributeError, ValueError, TypeError) as e:  # ValueError: an empty or relative module name
         raise InvalidArgumentError(f"function: expected 'module:attr' of an importable function, got {spec['function']!r} ({e})") from None
     if not callable(fn):
         raise InvalidArgumentError(f"function: expected a callable, got {spec['function']!r} ({type(fn).__name__})")

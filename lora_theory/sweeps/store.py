@@ -377,7 +377,12 @@ class ResultStore:
         q = f"SELECT {', '.join(cols)} FROM points" + (" WHERE sweep = ?" if sweep is not None else "") + " ORDER BY finished, hash"
         rows = []
         for h, sw, params, metrics, error, seconds, host, finished, seed, version, attempts in self._query(q, (sweep,) if sweep is not None else ()):
-            rows.append({**json.loads(params), **(json.loads(metrics) if metrics else {}), "_hash": h, "_sweep": sw, "_error": error,
+            try:
+                row = {**json.loads(params), **(json.loads(metrics) if metrics else {})}
+            except (TypeError, ValueError) as e:  # a damaged row: the store's error (exit 2 in the CLI), never a raw JSONDecodeError
+                raise StoreError(f"path: the store {self.path} holds a damaged row (sweep {sw!r}, point {h}): its parameters or metrics "
+                                 f"are not JSON ({e}); `sweep export` cannot read it, remove the row or use another store") from None
+            rows.append({**row, "_hash": h, "_sweep": sw, "_error": error,
                          "_seconds": seconds, "_host": host, "_finished": finished, "_seed": seed, "_version": version, "_attempts": attempts})
         return pd.DataFrame(rows)
 

@@ -188,3 +188,122 @@ def test_fuzz_costly_commands(paths, data):
               st.sampled_from([[], ["--force"]])),
     ))
     _invoke(args)
+
+
+# -- issue 21, cases 8 and 9: every input error is exit 2 with one line naming the option as typed -------------------
+
+def _one_line_exit_2(args: list[str], flag: str) -> str:
+    """exit 2, one non-empty stderr line, naming ``flag`` as the user typed it, no traceback, no internal names."""
+    res = runner.invoke(app, args)
+    err = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    where = f"lora-theory {' '.join(args)} -> exit {res.exit_code}\n{res.output[-2000:]}"
+    assert res.exit_code == 2, where
+    assert len(err) == 1 and flag in err[0], where
+    assert "Traceback" not in res.output and "unexpected error" not in res.output, where
+    for internal in ("n_batches:", "from:", "path:", "name:"):
+        assert not err[0].startswith(f"error: {internal}"), where
+    return err[0]
+
+
+@pytest.fixture(scope="module")
+def edge_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("issue21")
+    (root / "empty_module.toml").write_text('name = "x"\nfunction = ":f"\n[grid]\na = [1]\n')
+    (root / "latin1.toml").write_bytes(b'name = "caf\xe9"\nfunction = "tests.sweeps.probes:sleepy_square"\n[grid]\nx = [1.0]\n')
+    (root / "sweep.toml").write_text('name = "sq"\nfunction = "tests.sweeps.probes:sleepy_square"\n[grid]\nx = [1.0, 2.0]\n')
+    (root / "notamodel").mkdir()
+    (root / "notamodel" / "weights.txt").write_text("not a model")
+    store = root / "damaged.sqlite"
+    res = runner.invoke(app, ["sweep", "run", str(root / "sweep.toml"), "--store", str(store), "--executor", "inprocess"])
+    assert res.exit_code == 0, res.output
+    with sqlite3.connect(store) as c:  # one row's parameters damaged (a torn write by another program, a bit flip)
+        c.execute("UPDATE points SET params = '{\"x\": 1.0,' WHERE rowid = (SELECT MIN(rowid) FROM points)")
+    return root
+
+
+def test_case8_seed_beyond_64_bits():
+    _one_line_exit_2(["grad", "--L", "8", "--d", "2", "--seed", str(2**64)], "--seed")
+    _one_line_exit_2(["grad", "--L", "8", "--d", "2", "--seed", "99999999999999999999999"], "--seed")
+
+
+def test_case8_bound_1e80_is_not_an_unexpected_error():
+    """--bound 1e80: approx_plan raised OverflowError (exit 3); now the plan is finite (inf bytes) and the exact
+    gradient runs (exit 0), or, for --method approx, the documented refusal (exit 2, one line)."""
+    res = runner.invoke(app, ["grad", "--L", "8", "--d", "2", "--bound", "1e80", "--no-autograd", "--json"])
+    assert res.exit_code == 0, res.output
+    _one_line_exit_2(["grad", "--L", "8", "--d", "2", "--bound", "1e80", "--method", "approx"], "score range")
+
+
+def test_case8_sweep_toml_with_an_empty_module_and_non_utf8(edge_files):
+    _one_line_exit_2(["sweep", "run", str(edge_files / "empty_module.toml"), "--store", str(edge_files / "a.sqlite")], "function")
+    line = _one_line_exit_2(["sweep", "run", str(edge_files / "latin1.toml"), "--store", str(edge_files / "b.sqlite")], "latin1.toml")
+    assert "UTF-8" in line
+
+
+def test_case8_regime_L_beyond_the_models_positions():
+    _one_line_exit_2(["regime", "--L", "600", "--sequences", "1", "--no-figure"], "--L")
+
+
+def test_case8_regime_model_folder_that_is_not_a_model(edge_files):
+    _one_line_exit_2(["regime", "--model", str(edge_files / "notamodel"), "--L", "8", "--sequences", "1", "--no-figure"], "--model")
+
+
+@pytest.mark.parametrize("r", ["0", "-3", "385"])
+def test_case8_audit_lora_ga_rank(r):
+    _one_line_exit_2(["audit", "lora-ga", "--r", r], "--r")
+
+
+def test_case8_store_with_a_damaged_json_row(edge_files):
+    """sweep export and sweep run raised JSONDecodeError (exit 3); now the store's error, exit 2, naming the store."""
+    store = str(edge_files / "damaged.sqlite")
+    _one_line_exit_2(["sweep", "export", store, str(edge_files / "out.csv")], "damaged row")
+    _one_line_exit_2(["sweep", "run", str(edge_files / "sweep.toml"), "--store", store, "--executor", "inprocess"], "damaged row")
+
+
+def test_case9_regime_figure_unwritable_is_refused_before_loading(monkeypatch):
+    """--figure in a folder that does not exist: refused before the model is loaded (it measured every head first)."""
+    import lora_theory.lora.pretrained as pretrained
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded before --figure was validated")
+
+    monkeypatch.setattr(pretrained, "load_minilm", no_load)
+    line = _one_line_exit_2(["regime", "--L", "8", "--sequences", "1", "--figure", "/proc/lora-theory-nope/regime.png"], "--figure")
+    assert ".tmp" not in line
+
+
+def test_case9_messages_name_the_option_not_the_internal_argument(paths):
+    _one_line_exit_2(["figures", CHEAP_FIGURE, "--from", str(paths["missing"])], "--from")
+    _one_line_exit_2(["sweep", "status", str(paths["dir"])], "STORE")
+
+
+EDGE_INTS = st.sampled_from(["9223372036854775807", "9223372036854775808", "-9223372036854775809", "18446744073709551616",
+                             str(2**200), "0", "-1", "1"])
+EDGE_FLOATS = st.sampled_from(["1e80", "1.7976931348623157e308", "2e308", "-0.0", "4.9e-324", "1e-320", "nan", "inf", "0x10", "1_0"])
+ENCODINGS = st.sampled_from(["caf\xe9", "\u00e9\u00e8", "\x00", "\ufeffqv", "\u202eqv", "q\tv"])
+
+
+@COSTLY
+@given(data=st.data())
+def test_fuzz_every_command_at_the_number_edges(paths, edge_files, data):
+    """Every command and option with integers at the 64-bit edges, floats at the float64 edges and odd encodings
+    (issue 21): a documented exit status and no traceback (``_invoke``), and never exit 3 for one bad value."""
+    toml = _path({**paths, "latin1": edge_files / "latin1.toml", "empty_module": edge_files / "empty_module.toml"},
+                 ["toml", "bad_toml", "junk_toml", "latin1", "empty_module"])
+    args = data.draw(st.one_of(
+        _args(st.just(["grad", "--L", "8", "--d", "2", "--no-autograd"]), _opt("--seed", EDGE_INTS), _opt("--bound", EDGE_FLOATS),
+              _opt("--beta", EDGE_FLOATS), _opt("--eps", EDGE_FLOATS), _opt("--r", EDGE_INTS), _opt("--block-size", EDGE_INTS),
+              _opt("--adapt", ENCODINGS), _opt("--method", st.sampled_from(["exact", "approx", "auto", "\xe9"]))),
+        _args(st.just(["audit", "lora-ga"]), st.sampled_from([["--r", "0"], ["--r", "-3"], ["--r", str(2**64)], ["--batches", "0"],
+                                                               ["--alpha", "nan"], ["--alpha", "-1"], ["--batches", "9223372036854775808"]])),
+        _args(st.just(["regime", "--sequences", "1", "--no-figure"]),
+              st.sampled_from([["--L", "600"], ["--L", "2"], ["--L", str(2**64)], ["--eps", "inf"], ["--eps", "1e-320"], ["--dtype", "\xe9"],
+                               ["--model", str(edge_files / "notamodel")], ["--sequences", "0"], ["--text", str(edge_files / "missing.txt")]])),
+        _args(st.just(["sweep", "run"]), toml.map(lambda p: [p]), _opt("--jobs", EDGE_INTS), _opt("--max-retries", EDGE_INTS),
+              _opt("--point-timeout", EDGE_FLOATS), st.just(["--store", str(edge_files / "fuzz.sqlite"), "--executor", "inprocess"])),
+        _args(st.just(["sweep", "norms", "--L", "8"]), _opt("--gamma", EDGE_FLOATS), _opt("--seeds", EDGE_INTS), _opt("--d", EDGE_INTS),
+              _opt("--degree", EDGE_INTS), st.just(["--store", str(edge_files / "norms.sqlite")])),
+        _args(st.just(["check"]), st.sampled_from(CHEAP_CLAIMS).map(lambda c: ["--claim", c]), _opt("--jobs", EDGE_INTS)),
+    ))
+    res = _invoke(args)
+    assert res.exit_code != 3 or "--help" in args, f"lora-theory {' '.join(args)} -> exit 3\n{res.output[-2000:]}"
