@@ -164,6 +164,9 @@ def main() -> None:
     print(f"  speed-up vs exact blocked {s['speedup_vs_exact']:.1f}x, vs SDPA autograd {s['speedup_vs_sdpa']:.1f}x (target >= 20x: "
           f"{'met' if min(s['speedup_vs_exact'], s['speedup_vs_sdpa']) >= 20 else 'NOT met'}); max |grad auto - grad exact| "
           f"{s['grad_err_auto_vs_exact']:.2e} (certified backward bound {s['auto']['backward_bound']:.2e})")
+    if a.json:  # the step's numbers first: the trajectory may be interrupted
+        with open(a.json, "w") as fh:
+            json.dump(res, fh, indent=2, default=str)
     if not a.skip_trajectory:
         t = trajectory(2**a.traj_L, a.steps, a.device)
         res["trajectory"] = t
