@@ -19,7 +19,8 @@ from .._registry import LazyRegistry
 __all__ = ["FIGURE_MODULES", "FigureSpec", "all_figures", "get_figure", "lazy_plot", "register_figure", "render"]
 
 #: Modules that register figures; missing ones are skipped.
-FIGURE_MODULES = ("lora_theory.studies.limits", "lora_theory.studies.lora_ga", "lora_theory.studies.lora_plus", "lora_theory.studies.finetune")
+FIGURE_MODULES = ("lora_theory.studies.limits", "lora_theory.studies.lora_ga", "lora_theory.studies.lora_plus", "lora_theory.studies.finetune",
+                  "lora_theory.studies.poc")
 
 
 @dataclass(frozen=True)
