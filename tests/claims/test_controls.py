@@ -17,12 +17,12 @@ from lora_theory.claims import all_claims, get_claim, run_check
 #: claims allowed to lack a control (none: every claim has one)
 NOT_YET_CONTROLLED: set[str] = set()
 #: checks that take more than ~5 s in quick mode: all their controls run only with -m slow
-SLOW_CHECKS = {"limits.thm4.1_regime", "lora_plus.ratio", "audit.peft_lora_ga", "toolkit.certification",
+SLOW_CHECKS = {"limits.thm4.1_regime", "limits.thm3.1", "limits.thmA.1", "lora_plus.ratio", "audit.peft_lora_ga", "toolkit.certification",
                # the fine-tuning claims: a control re-runs the corrupted method's fine-tuning (tens of CPU minutes)
                "lora_ga.speedup", "lora_ga.gap_to_full", "lora_ga.ablation", "lora_ga.init_cost",
                "lora_plus.speedup", "lora_plus.accuracy_gain", "lora_plus.best_ratio"}
 #: single controls of fast checks that take more than ~5 s (a timing sweep or a dense memory probe)
-SLOW_CONTROLS = {("limits.thm3.1", "quadratic_range_check"), ("limits.thmA.1", "quadratic_range_check"),
+SLOW_CONTROLS = {("limits.thm3.1", "quadratic_range_check"), ("limits.thmA.1", "quadratic_range_check"), ("limits.thmF.1", "dense_diagonal_normalizer"),
                  ("toolkit.grad_blocked", "dense_default_block"), ("lora_plus.thm1", "unprocessed_updates"),
                  ("lora_plus.thm1_layer", "unprocessed_updates"),
                  ("limits.lemma1.1", "quadratic_scores")}  # issue 23: the quadratic forward at L = 2^14 (~1 min)

@@ -82,3 +82,55 @@ def test_interpolant_error_matches_the_toolkit_where_the_power_basis_is_exact():
     """The threshold check's reference evaluates in the Chebyshev basis; at small degree it agrees with the toolkit's power basis."""
     for R, g in ((0.5, 3), (2.0, 7), (4.0, 10)):
         assert cl._interpolant_rel_error(R, g) == pytest.approx(polynomial.exp_polynomial(R, degree=g).rel_error, rel=1e-3)
+
+
+def test_thm31_decomposition_parts():
+    """limits.thm3.1 / thmA.1: part (b) (the rank from the degree bracket to 2^512) holds on its own and tells the boundary apart;
+    part (c) measures the theorem's max-entry error (<= eps) on a small case; part (a)'s fit recovers the exponent of a synthetic
+    linear cost and flags a quadratic one."""
+    from lora_theory.limits import scaling
+
+    figs, margins, _ = cl._rank_evaluation()
+    assert all(m.ok for m in margins.values()), {k: str(m) for k, m in margins.items() if not m.ok}
+    assert margins["boundary_contrast_rises"].measured > 0
+    figs, margins, _ = cl._accuracy("qv", True)
+    assert margins["max_entry_err_over_eps"].ok and margins["refused_cases"].measured == 0
+    assert all(r["max_abs_err"] <= r["eps"] for r in figs["accuracy"])
+    L = np.repeat(2.0 ** np.arange(10, 15), 2)
+    k = np.tile([495.0, 1820.0], 5)
+    for e_true in (1.0, 2.0):
+        e, _ = scaling.fixed_rank_exponent(L, k, 2e-3 + 1e-12 * k * L**e_true)
+        assert (1 - cl.EXP_TOL <= e <= 1 + cl.EXP_TOL) == (e_true == 1.0)
+
+
+def test_lemma21_identity_and_kron():
+    """limits.lemma2.1: the check holds, and the column-major Kronecker order in approx._kron is caught."""
+    from lora_theory.claims import run_check
+
+    assert cl._lemma21(True).holds
+    assert run_check("limits.lemma2.1", quick=True, control="kron_swapped")["verdict"] == "fails"
+
+
+def test_thmF1_count_and_band():
+    """limits.thmF.1: torch's FlopCounterMode count of exact_gradients equals the symbolic count of the closed form's products
+    (proofs_checks.limits_lemma21) exactly, for partial and full adaptation."""
+    import sympy as sp
+
+    from proofs_checks import limits_lemma21 as pc
+
+    Ls, ds, rs = sp.symbols("L d r", positive=True)
+    for L, d, r, adapt in ((64, 4, 2, "qv"), (96, 6, 3, "qkv"), (128, 16, 4, "qkv")):
+        inst = instance.make_instance(L, d, r, adapt=adapt, seed=1)
+        counted = cl._matmul_count(lambda inst=inst: exact.exact_gradients(inst))
+        sym = float(sum(a * b * c for _, (a, b, c) in pc.closed_form_products(adapt)).subs({Ls: L, ds: d, rs: r}))
+        assert counted == sym, (L, d, r, adapt, counted, sym)
+
+
+def test_thm41_embedding_is_exact():
+    """limits.thm4.1_regime's embedding of a hard instance through a block of A_Q: norms = Gamma, Y = 0, r < d, same dL/dS."""
+    L = 256
+    e = cl._thm41_embedding(instance.hard_instance(L, 4, 2, kappa=1.5), L, 1.5)
+    assert e["Xk_WkStar_over_Gamma"] == pytest.approx(1.0) and e["lora_Q_over_Gamma"] == pytest.approx(1.0)
+    assert e["Y_nonzero"] == 0 and e["r_minus_d"] < 0 and e["dS_err"] < 1e-12
+    e = cl._thm41_embedding(instance.hard_instance(L, 4, 2, kappa=1.5, zero_target=False), L, 1.5)
+    assert e["Y_nonzero"] > 0

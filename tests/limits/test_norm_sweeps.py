@@ -77,11 +77,13 @@ def test_runtime_sweep_fits():
 
 @pytest.mark.parametrize("name", ["degree_vs_range", "phase_transition", "gradient_error_vs_bound", "runtime_scaling"])
 def test_figures_render_tiny(name, tmp_path):
+    from lora_theory.studies.limits import phase_transition_study, runtime_study
+
     small = {
         "degree_vs_range": lambda: phase.degree_sweep(Rs=(0.5, 2.0), epss=(1e-3,)),
-        "phase_transition": lambda: phase.phase_transition_sweep(Ls=(256, 1024), xs=(0.2, 0.8)),
+        "phase_transition": lambda: phase_transition_study(True, reach=(8,), far=(64,), xs=(0.3, 0.9), threshold_log2_Ls=(8, 12, 16, 24, 64, 128, 512)),
         "gradient_error_vs_bound": lambda: phase.gradient_error_sweep(Ls=(64,), gammas=(0.5, 2.0), peer=True, peer_seeds=2),
-        "runtime_scaling": lambda: phase.runtime_sweep(Ls=(128, 256, 512), repeats=1),
+        "runtime_scaling": lambda: runtime_study(True, grid=[(L, 4, 2) for L in (128, 256, 512)] + [(256, 2, 2)], rounds=1),
     }[name]()
     out = render(name, tmp_path, data=small)
     assert out["png"].stat().st_size > 1000

@@ -108,3 +108,16 @@ def test_slope_bound_is_a_lipschitz_constant_off_grid(R, eps, rho, seed):
 
     noise = 8 * (p.degree + 3) * 1.2e-16 * np.polynomial.polynomial.polyval(rho, np.abs(p.coef)) * math.exp(R * rho) + 1e-15
     assert np.all(np.abs(e(s) - e(t)) <= p.slope_bound(rho) * np.abs(s - t) + noise)
+
+
+def test_toolkit_degree_is_tight():
+    """limits.degree_tightness: the degree the toolkit plans with (measured, or degree_bound past float64's reach) is never below the
+    minimal degree's lower bound, <= 2x a sufficient degree and <= 2.5x the minimal degree where the Bessel bracket determines it;
+    a doubled degree rule breaks both."""
+    from lora_theory.claims import limits as cl
+    from lora_theory.claims import run_check
+
+    m = cl._degree_tightness(True)
+    assert m.holds, m.summary
+    row = run_check("limits.degree_tightness", quick=True, control="degree_doubled")
+    assert row["verdict"] == "fails"

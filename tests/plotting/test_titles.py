@@ -46,14 +46,16 @@ def test_finetune_steps_title_when_nothing_reaches_the_target():
     assert "never reached the target" in text
 
 
-def test_runtime_title_with_a_failed_measurement():
+def test_runtime_title_without_exact_rows():
+    """runtime_scaling (limits.thm3.1 (a)) with no exact-gradient rows (not measured): the titles still carry the claim's numbers, no nan."""
     from lora_theory.plotting.limits import plot_runtime_scaling
 
-    df = pd.DataFrame({"method": ["exact", "exact", "approx", "approx"], "L": [64, 128, 64, 128], "seconds": [1.0, 4.0, 2.0, 2.5],
-                       "R": [math.nan] * 4, "degree": [math.nan] * 4, "k": [math.nan] * 4})
+    df = pd.DataFrame({"method": ["approx"] * 4, "L": [64, 128, 64, 128], "d": [4] * 4, "degree": [2, 2, 4, 4], "k": [15, 15, 70, 70],
+                       "cpu_seconds": [1.0, 2.0, 2.0, 4.1], "fitted_seconds": [1.0, 2.0, 2.0, 4.0], "fixed_k_exponent": [1.0] * 4,
+                       "a": [0.0] * 4, "b": [0.0] * 4, "c": [1e-9] * 4})
     text = _titles(plot_runtime_scaling(df))
     _no_nan(text)
-    assert "R<=n/a" in text
+    assert "e = 1.000" in text and "[0.9, 1.1]" in text
 
 
 @pytest.mark.parametrize("all_diverged", [False, True])
