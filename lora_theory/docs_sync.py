@@ -374,6 +374,16 @@ def _thm41_rank_range(stored: Stored, arg: str | None) -> str:
     return f"k = {sci(min(ks))}..{sci(max(ks))}"
 
 
+@section("controls_cell")
+def _controls_cell(stored: Stored, arg: str | None) -> str:
+    """``controls_cell/ID``: each stored negative control of claim ID, whether its check caught it, and what the check measured under it."""
+    rows = stored.controls(arg or "")
+    if not rows:
+        raise SectionError(f"no stored controls of claim {arg!r} in {QUICK_RESULTS}")
+    return md_cell("; ".join(f"`{c['control']}` ({'caught' if c['caught'] else 'NOT caught'}, {c['verdict']}: {_shorten(c['summary'], 90)})"
+                             for c in sorted(rows, key=lambda c: c["control"])))
+
+
 @section("runtime_scaling")
 def _runtime_scaling(stored: Stored, arg: str | None) -> str:
     """Fitted CPU-time exponents and the crossover L* of the committed runtime_scaling figure, as its legend computes them."""
