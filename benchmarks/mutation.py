@@ -70,7 +70,10 @@ def _setup_cfg(source: str, tests: tuple[str, ...]) -> str:
     lines = ["[mutmut]", "source_paths = lora_theory", f"only_mutate = {source}", "also_copy =", "    proofs_checks/",
              "pytest_add_cli_args_test_selection ="] + [f"    {t}" for t in tests] + [
              "pytest_add_cli_args =", "    -p", "    no:cacheprovider", "    -q",
-             "process_isolation = forkserver"]
+             "process_isolation = forkserver",
+             # mutmut's wall timeout is (estimated seconds + constant) x multiplier: on a shared, loaded machine a 1-s test
+             # set can take > 20 s wall, and the default constant (1 s) turned such survivors into spurious "timeouts"
+             "timeout_constant = 30"]
     return "\n".join(lines) + "\n"
 
 
@@ -78,7 +81,7 @@ def run_module(name: str, mutmut: str, workdir: Path, max_children: int, rerun_s
     """Mutate one module in a fresh copy; returns counts, score, survivors (name and diff) and seconds.
 
     ``rerun_survivors``: reuse the copy of an earlier run in ``workdir`` (its mutants and results), refresh
-    the checkout's files in it (the new tests), and run again only the mutants that survived or had no tests.
+    the checkout's files in it (the new tests), and run again only the mutants that survived, timed out or had no tests.
     """
     source, tests = MODULES[name]
     work = workdir / name
@@ -86,7 +89,7 @@ def run_module(name: str, mutmut: str, workdir: Path, max_children: int, rerun_s
     if rerun_survivors and meta.exists():
         _copy_checkout(work)
         data = json.loads(meta.read_text())
-        data["exit_code_by_key"] = {k: (None if _STATUS.get(v) in ("survived", "no tests", "suspicious") else v)
+        data["exit_code_by_key"] = {k: (None if _STATUS.get(v) in ("survived", "no tests", "suspicious", "timeout") else v)
                                     for k, v in data["exit_code_by_key"].items()}
         meta.write_text(json.dumps(data))
         for rel in tests:  # mutmut runs the tests from its own copy under mutants/

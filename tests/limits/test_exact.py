@@ -354,3 +354,12 @@ def test_rounding_slack_bounds_the_actual_rounding():
     for k, s in slack.items():
         assert float((g[k] - ref[k]).abs().max()) <= 2 * s, k
         assert s < 1e-10 * float(ref[k].abs().max()) + 1e-12, k  # a bound at the level of float64 rounding, not a loose one
+
+
+def test_dense_terms_refuses_exactly_past_its_limit(monkeypatch):
+    """dense_terms accepts L = _DENSE_TERMS_MAX_L and refuses L + 1, naming the limit (the limit lowered to 8 to keep it cheap)."""
+    monkeypatch.setattr(lt.limits.exact, "_DENSE_TERMS_MAX_L", 8)
+    t = lt.limits.exact.dense_terms(lt.make_instance(8, 2, 1))
+    assert t["S"].shape == (8, 8)
+    with pytest.raises(lt.InvalidArgumentError, match="expected L <= 8, got L = 9"):
+        lt.limits.exact.dense_terms(lt.make_instance(9, 2, 1))
