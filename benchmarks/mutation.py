@@ -70,24 +70,41 @@ def _setup_cfg(source: str, tests: tuple[str, ...]) -> str:
     lines = ["[mutmut]", "source_paths = lora_theory", f"only_mutate = {source}", "also_copy =", "    proofs_checks/",
              "pytest_add_cli_args_test_selection ="] + [f"    {t}" for t in tests] + [
              "pytest_add_cli_args =", "    -p", "    no:cacheprovider", "    -q",
-             "process_isolation = forkserver"]
+             "process_isolation = forkserver",
+             # mutmut's wall timeout is (estimated seconds + constant) x multiplier: on a shared, loaded machine a 1-s test
+             # set can take > 20 s wall, and the default constant (1 s) turned such survivors into spurious "timeouts"
+             "timeout_constant = 30"]
     return "\n".join(lines) + "\n"
 
 
-def run_module(name: str, mutmut: str, workdir: Path, max_children: int) -> dict:
-    """Mutate one module in a fresh copy; returns counts, score, survivors (name and diff) and seconds."""
+def run_module(name: str, mutmut: str, workdir: Path, max_children: int, rerun_survivors: bool = False) -> dict:
+    """Mutate one module in a fresh copy; returns counts, score, survivors (name and diff) and seconds.
+
+    ``rerun_survivors``: reuse the copy of an earlier run in ``workdir`` (its mutants and results), refresh
+    the checkout's files in it (the new tests), and run again only the mutants that survived, timed out or had no tests.
+    """
     source, tests = MODULES[name]
     work = workdir / name
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    _copy_checkout(work)
+    meta = work / "mutants" / f"{source}.meta"
+    if rerun_survivors and meta.exists():
+        _copy_checkout(work)
+        data = json.loads(meta.read_text())
+        data["exit_code_by_key"] = {k: (None if _STATUS.get(v) in ("survived", "no tests", "suspicious", "timeout") else v)
+                                    for k, v in data["exit_code_by_key"].items()}
+        meta.write_text(json.dumps(data))
+        for rel in tests:  # mutmut runs the tests from its own copy under mutants/
+            src = ROOT / rel.split("::")[0]
+            shutil.copy2(src, work / "mutants" / rel.split("::")[0])
+    else:
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
+        _copy_checkout(work)
     (work / "setup.cfg").write_text(_setup_cfg(source, tests))
     env = {**os.environ, "LORA_THEORY_PROFILE": "ci", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(work)}
     t0 = time.perf_counter()
     run = subprocess.run([mutmut, "run", "--max-children", str(max_children)], cwd=work, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
-    meta = work / "mutants" / f"{source}.meta"
     if not meta.exists():
         return {"module": name, "error": (run.stdout + run.stderr)[-3000:], "seconds": seconds}
     codes = json.loads(meta.read_text())["exit_code_by_key"]
@@ -101,8 +118,11 @@ def run_module(name: str, mutmut: str, workdir: Path, max_children: int) -> dict
             survivors.append({"mutant": mutant, "status": status, "diff": diff})
     tested = len(codes) - counts.get("skipped", 0)
     score = (counts.get("killed", 0) + counts.get("timeout", 0)) / tested if tested else float("nan")
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    version = subprocess.run([mutmut, "--version"], cwd=work, env=env, capture_output=True, text=True).stdout.strip()
     return {"module": name, "source": source, "tests": list(tests), "counts": counts, "mutants": len(codes), "score": score,
-            "survivors": survivors, "seconds": seconds}
+            "survivors": survivors, "seconds": seconds, "commit": commit, "mutmut": version,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,13 +132,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-children", type=int, default=2, help="parallel mutant workers")
     ap.add_argument("--workdir", type=Path, default=None, help="where the throw-away copies go (default: a temp folder, removed)")
     ap.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
+    ap.add_argument("--rerun-survivors", action="store_true",
+                    help="with --workdir of an earlier run: copy the new tests in and run only its survivors again")
     args = ap.parse_args(argv)
     names = args.module or list(MODULES)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="lora-theory-mutation-"))
     results = []
     try:
         for name in names:
-            res = run_module(name, args.mutmut, workdir, args.max_children)
+            res = run_module(name, args.mutmut, workdir, args.max_children, args.rerun_survivors)
             results.append(res)
             if "error" in res:
                 print(f"{name}: mutmut failed after {res['seconds']:.0f} s:\n{res['error']}", flush=True)

@@ -196,7 +196,8 @@ def _diff(s: Span) -> str:
                                         f"{s.file}:{s.line} {s.name} (committed)", f"{s.name} (from the stored results)"))
 
 
-def store_reproduce(src: str | Path, root: str | Path = ROOT, *, command: str, machine: str, cpu_seconds: float | None = None) -> Path:
+def store_reproduce(src: str | Path, root: str | Path = ROOT, *, command: str, machine: str, cpu_seconds: float | None = None,
+                    commit: str | None = None) -> Path:
     """Copy ``SRC/results.json`` of a ``lora-theory reproduce --out SRC`` run to :data:`QUICK_RESULTS` and write :data:`QUICK_RUN`.
 
     RUN.json records what the generated text says about the run: the command, the commit of the
@@ -211,7 +212,7 @@ def store_reproduce(src: str | Path, root: str | Path = ROOT, *, command: str, m
     payload = json.loads(res.read_text())
     if payload.get("mode") != "quick":
         raise SectionError(f"{res} is a {payload.get('mode')!r} reproduce; the docs are generated from a quick one")
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", commit or "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
     dest = root / QUICK_RESULTS
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
@@ -231,11 +232,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--command", default="lora-theory reproduce --quick", help="with --store-reproduce: the command that made DIR")
     ap.add_argument("--machine", default="", help="with --store-reproduce: the machine (cores, load) in words")
     ap.add_argument("--cpu-seconds", type=float, default=None, help="with --store-reproduce: the run's CPU seconds (user + sys)")
+    ap.add_argument("--commit", default=None, help="with --store-reproduce: the commit the run's code came from (default: HEAD)")
     ap.add_argument("--root", type=Path, default=ROOT, help="the checkout (default: the one this module is in)")
     a = ap.parse_args(argv)
     try:
         if a.store_reproduce:
-            print(f"stored {store_reproduce(a.store_reproduce, a.root, command=a.command, machine=a.machine, cpu_seconds=a.cpu_seconds)}")
+            print(f"stored {store_reproduce(a.store_reproduce, a.root, command=a.command, machine=a.machine, cpu_seconds=a.cpu_seconds, commit=a.commit)}")
             a.write = True
         if a.list:
             print("sections:", ", ".join(sorted(SECTIONS)))
@@ -305,7 +307,7 @@ def _run_line(stored: Stored) -> str:
     caught = sum(bool(c["caught"]) for c in ctl)
     missed = [f"`{c['id']}/{c['control']}`" for c in ctl if not c["caught"]]
     other = {v: [c["id"] for c in claims if c["verdict"] == v] for v in ("fails", "inconclusive", "error")}
-    return (f"From `{run['command']}` at commit `{run['commit'][:10]}` ({run['date']}; {run['machine']}: "
+    return (f"From `{run['command']}` at commit `{run['commit'][:10]}` ({run['date']}; {run['machine'] or 'machine not recorded'}: "
             f"{run['wall_seconds'] / 60:.0f} min wall" + (f", {run['cpu_seconds'] / 60:.0f} min CPU" if run.get("cpu_seconds") else "") + "), stored in "
             f"[`{QUICK_RESULTS}`]({QUICK_RESULTS}): **{holds} of {len(claims)} claims hold**"
             + "".join(f"; {v}: {', '.join(f'`{i}`' for i in ids)}" for v, ids in other.items() if ids)
@@ -360,6 +362,26 @@ def _control_measured(stored: Stored, arg: str | None) -> str:
         raise SectionError(f"no stored control {name!r} of claim {cid!r} in {QUICK_RESULTS}")
     c = rows[0]
     return md_cell(f"{'caught' if c['caught'] else 'NOT caught'} ({c['verdict']}): {c['summary']}")
+
+
+@section("thm41_rank_range")
+def _thm41_rank_range(stored: Stored, arg: str | None) -> str:
+    """The rank k the polynomial method needs at kappa > 1 in the stored ``limits.thm4.1_regime`` check: "k = min..max"."""
+    pts = [p for p in stored.claim("limits.thm4.1_regime")["figures"].get("points", []) if p["kappa"] > 1]
+    if not pts:
+        raise SectionError("the stored limits.thm4.1_regime check has no points at kappa > 1")
+    ks = [int(p["k_needed"]) for p in pts]
+    return f"k = {sci(min(ks))}..{sci(max(ks))}"
+
+
+@section("controls_cell")
+def _controls_cell(stored: Stored, arg: str | None) -> str:
+    """``controls_cell/ID``: each stored negative control of claim ID, whether its check caught it, and what the check measured under it."""
+    rows = stored.controls(arg or "")
+    if not rows:
+        raise SectionError(f"no stored controls of claim {arg!r} in {QUICK_RESULTS}")
+    return md_cell("; ".join(f"`{c['control']}` ({'caught' if c['caught'] else 'NOT caught'}, {c['verdict']}: {_shorten(c['summary'], 90)})"
+                             for c in sorted(rows, key=lambda c: c["control"])))
 
 
 @section("runtime_scaling")
@@ -501,6 +523,28 @@ def _degree_examples(stored: Stored, arg: str | None) -> str:
     c_hi, c_lo, t_hi = deg("chebyshev", hi), deg("chebyshev", lo), deg("taylor", hi)
     return (f"Chebyshev interpolation needs degree {c_hi[0]} at R = 0.5, {c_hi[1]} at R = 2 and {c_hi[2]} at R = 8 for eps = {sci(hi, 0)}, "
             f"and {', '.join(map(str, c_lo))} for eps = {sci(lo, 0)} (Taylor needs more: {', '.join(map(str, t_hi))} at eps = {sci(hi, 0)})")
+
+
+@section("mutation_scores")
+def _mutation_scores(stored: Stored, arg: str | None) -> str:
+    """``mutation_scores/FILE``: the table of benchmarks/FILE.json, the ``--json`` of ``benchmarks/mutation.py`` (one record per module)."""
+    rel = f"benchmarks/{arg or 'mutation_limits'}.json"
+    rows = [r for r in stored.json(rel) if "error" not in r]
+    lines = ["| module | mutants | killed | survived | no tests | timeout | score | tests run per mutant | CPU-load wall time |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    tot = {"mutants": 0, "killed": 0, "survived": 0, "no tests": 0, "timeout": 0, "skipped": 0}
+    for r in rows:
+        c = r["counts"]
+        for k in ("killed", "survived", "no tests", "timeout", "skipped"):
+            tot[k] += c.get(k, 0)
+        tot["mutants"] += r["mutants"]
+        tests = ", ".join(f"`{t.removeprefix('tests/limits/')}`" for t in r["tests"])
+        lines.append(f"| `{r['source'].removeprefix('lora_theory/')}` | {r['mutants']} | {c.get('killed', 0)} | {c.get('survived', 0)} | "
+                     f"{c.get('no tests', 0)} | {c.get('timeout', 0)} | {r['score']:.1%} | {tests} | {r['seconds'] / 60:.0f} min |")
+    tested = tot["mutants"] - tot["skipped"]
+    lines.append(f"| total | {tot['mutants']} | {tot['killed']} | {tot['survived']} | {tot['no tests']} | {tot['timeout']} | "
+                 f"{(tot['killed'] + tot['timeout']) / tested:.1%} | | |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

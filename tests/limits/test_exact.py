@@ -4,6 +4,7 @@ Claims: limits.lemma3.1, limits.lemma3.2, limits.grad_closed_form, toolkit.grad_
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import example, given, note
@@ -296,3 +297,69 @@ def test_low_rank_methods_take_batched_and_causal():
         assert all(float((g[k] - ex[k]).abs().max()) <= info.error_bound[k] for k in ex)
         gr, _ = lt.random_feature_gradients(inst, m=8)
         assert set(gr) == set(ex) and all(gr[k].shape == ex[k].shape for k in ex)
+
+
+# -- rounding_slack: the reference's own rounding bound (mutation survivors, issue 20) -------------
+
+def _slack_reference(inst) -> dict[str, float]:
+    """Higham's gamma_n bound written from rounding_slack's docstring in numpy (independent code path):
+    gamma_n max| (alpha/r) |B|^T G~ | and max| (alpha/r) G~ |A|^T | with G~ the chain on absolute values."""
+    Q, K, V = (t.numpy() for t in inst.projections())
+    Xq, Xk, Xv, Y = (t.numpy() for t in (inst.Xq, inst.Xk, inst.Xv, inst.Y))
+    S = inst.beta * Q @ K.T
+    e = np.exp(S - S.max(axis=1, keepdims=True))
+    f = e / e.sum(axis=1, keepdims=True)
+    O = f @ V
+    c = O - Y
+    pabs = f * (np.abs(c) @ np.abs(V).T + np.abs((c * O).sum(axis=1, keepdims=True)))
+    G = {"q": inst.beta * np.abs(Xq).T @ (pabs @ np.abs(K)), "k": inst.beta * np.abs(Xk).T @ (pabs.T @ np.abs(Q)),
+         "v": np.abs(Xv).T @ (f.T @ np.abs(c))}
+    u = np.finfo(np.float64).eps / 2
+    n = inst.L + 3 * max(inst.d, Xq.shape[1]) + 8
+    gam = n * u / (1 - n * u)
+    out = {}
+    for mu in inst.adapt:
+        out[f"A_{mu}"] = gam * float((inst.scale * np.abs(inst.B[mu].numpy()).T @ G[mu]).max())
+        out[f"B_{mu}"] = gam * float((inst.scale * G[mu] @ np.abs(inst.A[mu].numpy()).T).max())
+    return out
+
+
+@pytest.mark.parametrize("adapt", ["qv", "qkv", "kv"])
+@pytest.mark.parametrize("L, n, d", [(7, 9, 4), (12, 3, 5)])
+def test_rounding_slack_is_the_documented_bound(adapt, L, n, d):
+    """rounding_slack = gamma_n times the chain on absolute values (n = L + 3 max(d, n_in) + 8), per LoRA gradient,
+    against an independent numpy evaluation; distinct X_Q, X_K, X_V and n_in != d so that each input, each
+    absolute value and the max(d, n_in) are seen."""
+    gen = torch.Generator().manual_seed(L + n)
+    r = 2
+
+    def g(*shape, std=1.0):
+        return torch.randn(shape, generator=gen, dtype=torch.float64) * std
+
+    names = lt.limits.instance.parse_adapt(adapt)
+    inst = lt.AttentionLoRAInstance(g(L, n), g(L, n, std=1.5), g(L, n, std=0.5), *(g(n, d, std=n**-0.5) for _ in "qkv"),
+                                    {mu: g(r, d) for mu in names}, {mu: g(n, r) for mu in names}, 3.0, r, 0.7, g(L, d), "general")
+    got = lt.limits.exact.rounding_slack(inst)
+    ref = _slack_reference(inst)
+    assert got.keys() == ref.keys() == {f"{w}_{mu}" for mu in names for w in "AB"}
+    for k in ref:
+        assert ref[k] > 0 and got[k] == pytest.approx(ref[k], rel=1e-13), k  # two summation orders: ~1e-15 apart
+
+
+def test_rounding_slack_bounds_the_actual_rounding():
+    """The float64 closed form differs from autograd (each with its own rounding) by at most twice the slack."""
+    inst = lt.make_instance(64, 8, 4, adapt="qkv", bound=2.0)
+    slack = lt.limits.exact.rounding_slack(inst)
+    g, ref = lt.exact_gradients(inst), lt.autograd_gradients(inst)
+    for k, s in slack.items():
+        assert float((g[k] - ref[k]).abs().max()) <= 2 * s, k
+        assert s < 1e-10 * float(ref[k].abs().max()) + 1e-12, k  # a bound at the level of float64 rounding, not a loose one
+
+
+def test_dense_terms_refuses_exactly_past_its_limit(monkeypatch):
+    """dense_terms accepts L = _DENSE_TERMS_MAX_L and refuses L + 1, naming the limit (the limit lowered to 8 to keep it cheap)."""
+    monkeypatch.setattr(lt.limits.exact, "_DENSE_TERMS_MAX_L", 8)
+    t = lt.limits.exact.dense_terms(lt.make_instance(8, 2, 1))
+    assert t["S"].shape == (8, 8)
+    with pytest.raises(lt.InvalidArgumentError, match="expected L <= 8, got L = 9"):
+        lt.limits.exact.dense_terms(lt.make_instance(9, 2, 1))

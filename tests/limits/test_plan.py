@@ -112,3 +112,107 @@ def test_bad_input():
                           ({"model": {}}, "model")]:  # found by the fuzz: '' reached a comparison (TypeError)
         with pytest.raises(ValueError, match=match):
             approx_plan(L=10, d=2, R=1.0, **kwargs)
+
+
+# -- the counts and byte models against their documented closed forms (mutation survivors, issue 20) ---------------
+
+
+@pytest.mark.parametrize("L, d, k, m, n_adapted", [(1024, 4, 210, None, 3), (300, 3, 35, 7, 2), (17, 5, 1, 2, 1), (4096, 8, 495, 16, 3)])
+def test_operation_counts_are_the_documented_closed_forms(L, d, k, m, n_adapted):
+    """exact ~ L^2 (4d + d min(n_adapted, 2) + 3); c = C(m + 2, 2) monomials of degree <= 2 in m inputs;
+    approx ~ 2 L k c + 2 L k + L m^2 (d + 4); CostModel's terms are the same counts."""
+    from lora_theory.limits.exact import default_block_size
+    from lora_theory.limits.plan import approx_flops, exact_flops, moment_columns
+
+    mm = d if m is None else m
+    c = math.comb(mm + 2, 2)
+    assert moment_columns(mm) == c
+    assert exact_flops(L, d, n_adapted) == L * L * (4 * d + d * min(n_adapted, 2) + 3)
+    assert approx_flops(L, d, k, n_adapted, m) == L * k * (2 * c + 2) + L * mm * mm * (d + 4)
+    g = 6
+    b = default_feature_block(k, L)
+    assert CostModel.approx_terms(L, d, k, g, m) == [1.0, g + 1, 2 * L * k, 2 * L * k * c, L, L * mm * mm * d, 2 * math.ceil(L / b) * d * g]
+    assert CostModel.approx_terms(L, d, k, 0, m)[-1] == 2 * math.ceil(L / b) * d  # degree 0 still pays one pass per block
+    assert CostModel.exact_terms(L, d, n_adapted) == [1.0, L * L * (4 * d + d * min(n_adapted, 2)), L * L, math.ceil(L / default_block_size(L))]
+    model = CostModel(a_const=1, a_fit=2, a_feat=3, a_mm=5, a_L=7, a_row=11, a_op=13, e_const=1, e_mm=2, e_elem=3, e_blk=5)
+    assert model.approx_seconds(L, d, k, g, m) == pytest.approx(sum(a * t for a, t in zip((1, 2, 3, 5, 7, 11, 13), CostModel.approx_terms(L, d, k, g, m))))
+    assert model.exact_seconds(L, d, n_adapted) == pytest.approx(sum(a * t for a, t in zip((1, 2, 3, 5), CostModel.exact_terms(L, d, n_adapted))))
+
+
+@pytest.mark.parametrize("k, L, itemsize, batch", [(210, 1 << 15, 8, 1), (1, 1 << 20, 8, 1), (10**7, 1 << 15, 8, 1), (495, 100, 4, 1),
+                                                   (495, 1 << 15, 8, 12), (495, 1 << 15, 8, 3), (8192, 1 << 16, 4, 2)])
+def test_feature_block_is_4_mib_between_64_and_8192_rows(k, L, itemsize, batch):
+    b = default_feature_block(k, L, itemsize, batch)
+    want = (1 << 22) * min(batch, 8) // (k * itemsize * batch)
+    assert b == max(1, min(L, max(64, min(8192, want))))
+    assert 1 <= b <= min(L, 8192) and (b >= 64 or b == L)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("L, d, k, m, n, itemsize, block, batch", [(4096, 4, 210, None, None, 8, None, 1), (1000, 3, 84, 6, 9, 4, 100, 2),
+                                                                   (1 << 14, 8, 495, 8, 32, 8, None, 12)])
+def test_approx_bytes_is_the_documented_sum(L, d, k, m, n, itemsize, block, batch, causal):
+    """itemsize E (k b + k c + b c + 16 b m^2 + 10 L (n + d)) + 4 k words + 8 k (d + 2) bytes of monomial tables,
+    plus E (k b + b^2) words when causal, with b the default feature block (at most CAUSAL_BLOCK when causal)."""
+    from lora_theory.limits.lowrank import CAUSAL_BLOCK
+
+    mm, nn = (d if m is None else m), (d if n is None else n)
+    c = math.comb(mm + 2, 2)
+    b = default_feature_block(k, L, itemsize, batch) if block is None else block
+    if causal and block is None:
+        b = min(b, CAUSAL_BLOCK)
+    words = batch * (k * b + k * c + b * c + 16 * b * mm * mm + 10 * L * (nn + d)) + 4 * k + (batch * (k * b + b * b) if causal else 0)
+    got = approx_bytes(L, d, k, m=m, n=n, itemsize=itemsize, block=block, batch=batch, causal=causal)
+    assert got == pytest.approx(itemsize * words + 8 * k * (d + 2), rel=1e-12)
+
+
+@pytest.mark.parametrize("L, d, itemsize, block", [(4096, 4, 8, None), (1 << 16, 8, 4, None), (100, 3, 8, 7)])
+def test_exact_bytes_is_three_block_pieces(L, d, itemsize, block):
+    from lora_theory.limits.exact import default_block_size
+    from lora_theory.limits.plan import exact_bytes
+
+    b = default_block_size(L) if block is None else block
+    assert exact_bytes(L, d, itemsize=itemsize, block=block) == itemsize * (3 * b * L + 10 * L * d)
+
+
+def test_memory_budget_without_psutil_reads_meminfo(monkeypatch):
+    """Half of MemAvailable (kB in /proc/meminfo, read independently here) when psutil cannot be imported."""
+    import sys
+
+    from lora_theory.limits.plan import available_memory_bytes
+
+    try:
+        with open("/proc/meminfo") as fh:
+            kb = next(float(line.split()[1]) for line in fh if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        pytest.skip("no /proc/meminfo MemAvailable on this system")
+    monkeypatch.setitem(sys.modules, "psutil", None)  # import psutil now raises ImportError
+    assert available_memory_bytes() == pytest.approx(kb * 1024, rel=0.2)  # memory moves between the two reads
+    assert memory_budget_bytes() == pytest.approx(0.5 * kb * 1024, rel=0.2)
+    assert memory_budget_bytes(123.0) == 123.0
+
+
+def test_fits_is_inclusive_at_both_limits():
+    from lora_theory.limits.plan import _fits
+
+    assert _fits(10, 100.0, 10, 100.0) and not _fits(11, 100.0, 10, 100.0) and not _fits(10, 100.5, 10, 100.0)
+
+
+def test_degree_groups_partition_the_elements_by_their_own_degree():
+    """Every element lands in the group of the degree its own range needs; groups in increasing degree, each with its largest R."""
+    import torch
+
+    from lora_theory.limits.plan import degree_groups
+    from lora_theory.limits.polynomial import exp_polynomial
+
+    R = torch.tensor([0.3, 5.0, 0.31, 2.0, 9.5, 0.05, 2.1, 5.2, 0.7, 12.0, 1.0])
+    groups = degree_groups(R, 1e-6, "chebyshev", 60)
+    seen = torch.cat([idx for idx, _ in groups]).sort().values
+    assert seen.tolist() == list(range(len(R)))
+    degs = []
+    for idx, rmax in groups:
+        own = {exp_polynomial(float(R[i]), 1e-6, method="chebyshev", max_degree=60).degree for i in idx.tolist()}
+        assert len(own) == 1, own
+        assert rmax == pytest.approx(float(R[idx].max()))
+        degs.append(own.pop())
+    assert degs == sorted(degs) and len(set(degs)) == len(degs) >= 3
