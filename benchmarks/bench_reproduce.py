@@ -11,6 +11,9 @@ Usage:
     python benchmarks/bench_reproduce.py --claim limits.thm3.1 --claim toolkit.grad_blocked
     python benchmarks/bench_reproduce.py --no-controls --json times.json
     python benchmarks/bench_reproduce.py --full              # paper scale (long)
+    python benchmarks/bench_reproduce.py --compare BEFORE/results.json AFTER/results.json
+                                                             # every claim's and control's verdict and margins, two reproduce runs
+    python benchmarks/bench_reproduce.py --default-malloc    # glibc's own malloc thresholds (the system time before issue 22)
 """
 from __future__ import annotations
 
@@ -41,6 +44,61 @@ def measure(claim: str, control: str | None, quick: bool) -> dict:
             "children_s": c1 - c0, "wall_s": wall, "minor_faults": f1 - f0}
 
 
+def _margin_numbers(text: str) -> tuple[float, str, float] | None:
+    """"1.2e-15 <= 1e-10 (slack +100%)" or "... (exact)" -> (1.2e-15, "<=", 1e-10)."""
+    import re
+
+    m = re.match(r"\s*(\S+) (<=|>=) (\S+)", str(text))
+    if not m:
+        return None
+    try:
+        return float(m.group(1)), m.group(2), float(m.group(3))
+    except ValueError:
+        return None
+
+
+def _work(payload: dict) -> float:
+    return payload.get("work_seconds") or sum(c.get("seconds") or 0 for part in ("claims", "controls") for c in payload.get(part, []))
+
+
+def compare(before: str, after: str, rel: float = 0.05) -> int:
+    """Print every claim and control whose verdict (or caught) differs between two results.json, and every margin whose
+    measured value moved by more than ``rel`` (relative); returns the number of verdict differences."""
+    a, b = (json.load(open(p)) for p in (before, after))
+    n_verdicts = 0
+    claims_a, claims_b = ({c["id"]: c for c in x["claims"]} for x in (a, b))
+    for cid in sorted(set(claims_a) | set(claims_b)):
+        ca, cb = claims_a.get(cid), claims_b.get(cid)
+        if ca is None or cb is None:
+            print(f"claim {cid}: only in {'after' if ca is None else 'before'}")
+            continue
+        if ca["verdict"] != cb["verdict"]:
+            n_verdicts += 1
+            print(f"claim {cid}: verdict {ca['verdict']} -> {cb['verdict']}")
+        ma, mb = ca.get("margins") or {}, cb.get("margins") or {}
+        for k in sorted(set(ma) | set(mb)):
+            xa, xb = _margin_numbers(ma.get(k, "")), _margin_numbers(mb.get(k, ""))
+            if xa is None or xb is None or xa[1:] != xb[1:]:
+                if ma.get(k) != mb.get(k):
+                    print(f"claim {cid}: margin {k}: {ma.get(k)} -> {mb.get(k)}")
+                continue
+            va, vb = xa[0], xb[0]
+            if abs(va - vb) > rel * max(abs(va), abs(vb), 1e-300):
+                print(f"claim {cid}: margin {k} measured {va:.3g} -> {vb:.3g} (threshold {xa[2]:.3g}; {ma[k]} -> {mb[k]})")
+    ctl_a, ctl_b = ({(c["id"], c["control"]): c for c in x["controls"]} for x in (a, b))
+    for key in sorted(set(ctl_a) | set(ctl_b)):
+        ca, cb = ctl_a.get(key), ctl_b.get(key)
+        if ca is None or cb is None:
+            print(f"control {key[0]}/{key[1]}: only in {'after' if ca is None else 'before'}")
+            continue
+        if (ca["verdict"], ca["caught"]) != (cb["verdict"], cb["caught"]):
+            n_verdicts += 1
+            print(f"control {key[0]}/{key[1]}: {ca['verdict']} (caught {ca['caught']}) -> {cb['verdict']} (caught {cb['caught']})")
+    print(f"{len(claims_b)} claims, {len(ctl_b)} controls compared; {n_verdicts} verdict difference(s); "
+          f"compute behind the reports (stored points' seconds summed): {_work(a):.0f} s -> {_work(b):.0f} s")
+    return n_verdicts
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--claim", action="append", help="claim id (repeatable; default: every claim reproduce --quick runs)")
@@ -49,7 +107,10 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="also write the rows as JSON")
     ap.add_argument("--default-malloc", action="store_true", help="leave glibc malloc's thresholds as they are (what reproduce ran "
                     "with before issue 22: compare the sys s and faults columns)")
+    ap.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"), help="compare two reproduce results.json instead of timing")
     args = ap.parse_args()
+    if args.compare:
+        raise SystemExit(1 if compare(*args.compare) else 0)
     from lora_theory._memory import reuse_freed_memory
 
     tuned = False if args.default_malloc else reuse_freed_memory()

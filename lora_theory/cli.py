@@ -696,8 +696,8 @@ def reproduce(
                                     executor="process" if jobs > 1 and executor == "inprocess" else executor, retry_failed=retry_failed,
                                     force=force, controls=controls, experiments=experiments, strict=strict, tracker=tracker, **opts)
     except KeyboardInterrupt:
-        typer.echo(f"interrupted: what finished is stored in {out}/store.sqlite; run `lora-theory reproduce --out {out}` "
-                   "(with the same options) to resume", err=True)
+        typer.echo(f"interrupted: what finished is stored in {out}/store.sqlite; run the same command again to resume "
+                   f"(with --out {out})", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     _print_checks(df, as_json=False)
     for name, e in df.attrs.get("figure_errors", {}).items():

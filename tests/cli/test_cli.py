@@ -245,7 +245,7 @@ def test_reproduce_retry_failed_reruns_failed_figure_points(tmp_path, monkeypatc
     def broken(figure, quick):
         raise RuntimeError("study crashed")
 
-    args = ["reproduce", "--out", str(tmp_path), "--claim", "limits.rank_count", "--figure", "degree_vs_range"]
+    args = ["reproduce", "--out", str(tmp_path), "--claim", "limits.rank_count", "--figure", "degree_vs_range", "--jobs", "1"]  # in process: the patch
     monkeypatch.setattr(report, "figure_point", broken)
     res = runner.invoke(app, args)
     assert res.exit_code == 3 and "study crashed" in (tmp_path / "report.md").read_text()

@@ -40,6 +40,12 @@ CHEAP_CLAIMS = ["limits.rank_count", "limits.degree_bound"]
 CHEAP_FIGURE = "degree_vs_range"
 
 
+@pytest.fixture(autouse=True)
+def _in_a_scratch_folder(tmp_path, monkeypatch):
+    """Commands drawn without --out write a fresh folder into the working folder: never the repository's."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="module")
 def paths():
     """A zoo of paths, made once per module (hypothesis calls the test many times)."""
