@@ -121,3 +121,46 @@ def test_best_ratio_rule(monkeypatch, best, expected):
     _fake(monkeypatch, arms)
     row = run_check("lora_plus.best_ratio")
     assert row["verdict"] == expected, row["summary"]
+
+
+from lora_theory.claims import get_claim  # noqa: E402
+
+
+def test_every_finetune_claim_has_a_control():
+    for cid in ("lora_ga.speedup", "lora_ga.gap_to_full", "lora_ga.table3", "lora_ga.ablation", "lora_ga.init_cost", "lora_plus.speedup",
+                "lora_plus.accuracy_gain", "lora_plus.best_ratio"):
+        assert get_claim(cid).controls, cid
+
+
+def test_controls_change_the_code_fingerprint_of_exactly_their_methods():
+    """A control must make its runs new sweep points (else the check reads the uncorrupted runs back and cannot catch it)."""
+    from lora_theory.finetune.protocol import METHODS, code_fingerprint
+
+    for cid, method in (("lora_ga.speedup", "lora_ga"), ("lora_ga.ablation", "lora_ga"), ("lora_ga.init_cost", "lora_ga"), ("lora_ga.table3", "lora_ga"),
+                        ("lora_plus.speedup", "lora_plus")):
+        before = {m: code_fingerprint(m) for m in METHODS}
+        with get_claim(cid).controls[0].apply():
+            during = {m: code_fingerprint(m) for m in METHODS}
+        assert {m for m in METHODS if before[m] != during[m]} == {method}, cid
+        assert {m: code_fingerprint(m) for m in METHODS} == before
+
+
+def test_controls_corrupt_what_they_claim():
+    """plain_init leaves the LoRA init (no change of A, B or W0); ratio_one gives B the rate of A."""
+    import torch
+    from torch import nn
+
+    from lora_theory.lora.layer import add_lora
+    from lora_theory.lora_ga import model as ga_model
+    from lora_theory.lora_plus import optim
+
+    net = nn.Sequential(nn.Linear(6, 5))
+    add_lora(net, ["0"], r=2, alpha=2.0)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with get_claim("lora_ga.speedup").controls[0].apply():
+        ga_model.apply_lora_ga(net, {"0": torch.randn(5, 6)})
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    with get_claim("lora_plus.speedup").controls[0].apply():
+        groups = optim.loraplus_param_groups(net, 1e-3, 16.0)
+    assert {g["lr"] for g in groups} == {1e-3, 1e-6}
+    assert np.isclose(optim.loraplus_param_groups(net, 1e-3, 16.0)[2]["lr"], 1.6e-2)
