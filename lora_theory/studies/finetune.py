@@ -49,8 +49,10 @@ def curves_table(quick: bool) -> pd.DataFrame:
         ratio = float(r.ratio) if r.ratio is not None and not (isinstance(r.ratio, float) and math.isnan(r.ratio)) else math.nan
         for s, v, w in zip(r.curve_step, r.curve_val, sm, strict=True):
             rows.append({"arm": r.arm, "lr": float(r.lr), "ratio": ratio, "seed": int(r.seed), "step": int(s), "val_loss": float(v),
-                         "smoothed": float(w), "budget": out["cfg"].name})
-    return pd.DataFrame(rows, columns=["arm", "lr", "ratio", "seed", "step", "val_loss", "smoothed", "budget"])
+                         "smoothed": float(w), "budget": out["cfg"].name, "step_cpu": float(r.step_cpu), "init_cpu": float(r.init_cpu),
+                         "train_cpu": float(r.curve_cpu[-1]), "test_loss": float(r.test_loss), "test_acc": float(r.test_metric)})
+    return pd.DataFrame(rows, columns=["arm", "lr", "ratio", "seed", "step", "val_loss", "smoothed", "budget", "step_cpu", "init_cpu", "train_cpu",
+                                       "test_loss", "test_acc"])
 
 
 def verdicts_table(quick: bool) -> pd.DataFrame:
@@ -150,7 +152,14 @@ def notes_tables(figures_dir: str | Path = "figures") -> dict[str, str]:
             f0 = first[(first.arm == arm) & np.isclose(first.lr, lr)].val_loss
             rows.append(f"| {_NAMES.get(arm, arm)} | {lr:g} | {'' if pd.isna(ratio) else f'{ratio:g}'} | {g.seed.nunique()} | {_f(f0.mean(), 4)} | "
                         f"{_f(g.smoothed.mean(), 4)} [{_f(g.smoothed.min(), 4)}, {_f(g.smoothed.max(), 4)}] |")
-        out["finetune_runs"] = "\n".join(rows) + f"\n\nBudget: `{c.budget.iloc[0]}`; steps per run: {int(c.step.max())}."
+        runs = last.drop_duplicates(["arm", "lr", "ratio", "seed"])
+        cost = ["| arm | runs | CPU s per step (median) | init CPU s (median) | training CPU s per run (median) | test loss mean | test accuracy mean |",
+                "|---|---|---|---|---|---|---|"]
+        for arm, g in runs.groupby("arm"):
+            cost.append(f"| {_NAMES.get(arm, arm)} | {len(g)} | {g.step_cpu.median():.3f} | {g.init_cpu.median():.2f} | {g.train_cpu.median():.1f} | "
+                        f"{g.test_loss.mean():.4f} | {g.test_acc.mean():.2%} |")
+        out["finetune_runs"] = ("\n".join(rows) + f"\n\nBudget: `{c.budget.iloc[0]}`; steps per run: {int(c.step.max())}; verdict-seed runs: {len(runs)}; "
+                                f"their training CPU: {runs.train_cpu.sum() / 60:.1f} CPU-minutes (+ evaluations, model loading).\n\n" + "\n".join(cost))
     else:
         out["finetune_runs"] = "No finished run in the store."
     return out
