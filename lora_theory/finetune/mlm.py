@@ -65,6 +65,7 @@ class MLMConfig:
     alpha: float = 16.0
     extend: int = 1
     lr_grid: tuple[tuple[str, tuple[float, ...]], ...] | None = None  # None: MLM_LR_GRID; a one-point grid is not tuned (no tuning run)
+    device: str = "cpu"  # "cuda": every run on the GPU (a different sweep point from its CPU twin)
 
     def grid(self, method: str) -> tuple[float, ...]:
         return dict(self.lr_grid)[method] if self.lr_grid is not None else MLM_LR_GRID[method]
@@ -105,6 +106,8 @@ def _point(cfg: MLMConfig, method: str, lr: float, seed: int, *, arm: str | None
     if method == "lora_plus":
         p |= {"ratio": 16.0}
     p |= extra
+    if cfg.device != "cpu":
+        p["device"] = cfg.device
     p["code"] = protocol.code_fingerprint(method)
     return p
 
