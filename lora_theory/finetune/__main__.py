@@ -52,7 +52,7 @@ def run(
         raise typer.BadParameter(str(e)) from None
     table = method_table(out["main"])
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_rows", 200):
-        typer.echo(premise_table(table).to_string(index=False))
+        typer.echo(premise_table(out["main"]).to_string(index=False))
         agg = table.groupby(["task", "protocol", "method"]).agg(lr=("lr", "first"), steps=("steps_charged", "median"),
                                                                  test=("test_metric", "median"), best_val=("best_val", "median"))
         typer.echo(agg.to_string())
