@@ -9,7 +9,7 @@ import pandas as pd
 
 from . import finish_axes
 
-__all__ = ["plot_ablation", "plot_curves", "plot_ratio_heatmap", "plot_steps"]
+__all__ = ["plot_ablation", "plot_curves", "plot_init_memory", "plot_ratio_heatmap", "plot_steps"]
 
 _STYLE = {"full": ("k", "full FT"), "lora": ("tab:blue", "LoRA r=8"), "lora_r2": ("tab:cyan", "LoRA r=2"), "lora_ga": ("tab:red", "LoRA-GA"),
           "lora_plus": ("tab:green", "LoRA+ (ratio 16)")}
@@ -96,5 +96,15 @@ def plot_ratio_heatmap(df: pd.DataFrame):
         ax.legend(fontsize=7)
     finish_axes(ax, xlabel="log2(eta_B / eta_A) (0 = LoRA)", ylabel="smoothed final validation loss",
                 title="finetune_ratio_heatmap (lora_plus.best_ratio)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_init_memory(df: pd.DataFrame):
+    """Two bars per panel: LoRA-GA's init vs one LoRA step, peak memory (MiB) and wall seconds."""
+    fig, axes = plt.subplots(1, 2, figsize=(6.4, 3.0))
+    for ax, col, scale, label in ((axes[0], "peak_bytes", 2 ** 20, "peak memory added (MiB)"), (axes[1], "seconds", 1, "wall seconds")):
+        ax.bar(df.what, df[col] / scale, color=["tab:red", "tab:blue"][: len(df)])
+        finish_axes(ax, xlabel="", ylabel=label, title="finetune_init_memory (lora_ga.init_cost)", legend=False)
     fig.tight_layout()
     return fig

@@ -115,6 +115,50 @@ def ratio_heatmap_table(quick: bool) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["ratio", "seed", "final_val", "eta_A"]).assign(budget=out["cfg"].name)
 
 
+_SETUP = """
+import copy
+from lora_theory.finetune import protocol as P
+from lora_theory.lora import layer as L
+base, tok, splits = P._base("cpython_mlm", 0)
+model = copy.deepcopy(base)
+L.add_lora(model.encoder, P.TARGETS, r={r}, alpha=16.0, rslora=True, init="lora", seed=0)
+model.eval()
+loss_fn = P.ft_tasks.SupervisedTask("mlm")
+bs = [P._batches(None, splits["train"], list(range(16 * k, 16 * (k + 1)))) for k in range({K})]
+from lora_theory.lora.peft_bridge import lora_factors
+A, B = lora_factors(model)
+opt = torch.optim.AdamW([*A, *B], lr=1e-3)
+"""
+_INIT = """
+from lora_theory.lora_ga import model as M
+G = M.estimate_gradients(model, bs, loss_fn.loss, P.TARGETS, mode="eval")
+M.apply_lora_ga(model, G, direction="ArB2r", scale="stable", gamma=16.0, svd="randomized", seed=0, compute_dtype=torch.float32)
+"""
+_STEP = """
+loss = loss_fn.loss(model, bs[0])
+opt.zero_grad(set_to_none=True)
+loss.backward()
+opt.step()
+"""
+
+
+def init_memory_table(quick: bool) -> pd.DataFrame:
+    """LoRA-GA's initialization (K = 4 gradient batches, SVDs, offset) vs one LoRA training step: peak memory added and wall seconds.
+
+    Each measured in a fresh process (``lora_theory._memory.peak_memory_bytes``, one thread) on the
+    ``cpython_mlm`` model with r = 8 adapters on every linear layer (both halves of the paper's
+    init-cost table: time and memory).
+    """
+    from .._memory import peak_memory_bytes
+
+    K = mlm.budget(quick).ga_batches
+    rows = []
+    for what, run in (("lora_ga_init", _INIT), ("lora_step", _STEP)):
+        m = peak_memory_bytes(_SETUP.format(r=8, K=K), run, threads=1)
+        rows.append({"what": what, "peak_bytes": m["peak_bytes"], "seconds": m["seconds"], "K": K, "r": 8})
+    return pd.DataFrame(rows)
+
+
 # ---- generated tables of paper_notes/finetune.md -------------------------------------------------------------------------
 
 _NAMES = {"full": "full FT", "lora": "LoRA r=8", "lora_r2": "LoRA r=2", "lora_ga": "LoRA-GA", "lora_plus": "LoRA+", "+SO": "+SO", "+GA": "+GA",
@@ -143,6 +187,13 @@ def notes_tables(figures_dir: str | Path = "figures") -> dict[str, str]:
         lines.append(f"| `{r.claim}` | {name} | {_f(r.estimate)} [{_f(r.low)}, {_f(r.high)}] | {r.sense} {r.threshold:g} | {r.part_verdict} | "
                      f"{r.claim_verdict} | {int(r.n_seeds)} | {r.false_holds:.1%} ({int(r.n_null)} relabellings) | {std} |")
     out["finetune_verdicts"] = "\n".join(lines)
+    mem = fig / "finetune_init_memory.csv"
+    if mem.exists():
+        m = pd.read_csv(mem).set_index("what")
+        out["finetune_init_memory"] = ("| measured (fresh process, 1 thread) | peak memory added | wall seconds |\n|---|---|---|\n" + "\n".join(
+            f"| {w} | {r.peak_bytes / 2**20:.0f} MiB | {r.seconds:.2f} |" for w, r in m.iterrows())
+            + f"\n\nLoRA-GA's init takes {m.peak_bytes['lora_ga_init'] / max(m.peak_bytes['lora_step'], 1):.1f}x the peak memory and "
+              f"{m.seconds['lora_ga_init'] / m.seconds['lora_step']:.1f}x the time of one LoRA training step.")
     c = pd.read_csv(fig / "finetune_curves.csv")
     if len(c):
         last = c[c.step == c.groupby(["arm", "lr", "ratio", "seed"], dropna=False).step.transform("max")]
@@ -192,6 +243,10 @@ register_figure("finetune_steps", claims=_CLAIMS,
 register_figure("finetune_ablation", claims=("lora_ga.table3", "lora_ga.ablation"),
                 description="LoRA-GA's Table 3 arms (LoRA, +SO, +GA, LoRA-GA) and directions (A2rBr, ArBr) on cpython_mlm: test loss per seed.",
                 compute=ablation_table, plot=lazy_plot("finetune", "plot_ablation"), experiment=True)
+register_figure("finetune_init_memory", claims=("lora_ga.init_cost",),
+                description="LoRA-GA's initialization (4 gradient batches, SVDs, offset) vs one LoRA training step on cpython_mlm: peak memory "
+                            "added and wall seconds, each in a fresh single-threaded process.",
+                compute=init_memory_table, plot=lazy_plot("finetune", "plot_init_memory"), experiment=True)
 register_figure("finetune_ratio_heatmap", claims=("lora_plus.best_ratio",),
                 description="LoRA+ on cpython_mlm at eta_A = LoRA's lr: smoothed final validation loss vs the ratio eta_B / eta_A (2^0 = LoRA) per seed.",
                 compute=ratio_heatmap_table, plot=lazy_plot("finetune", "plot_ratio_heatmap"), experiment=True)
