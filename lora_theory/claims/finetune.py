@@ -105,12 +105,13 @@ def _speedup(quick: bool, arm: str, threshold: float, label: str) -> Measurement
     out = _data(quick, ("core", "methods"))
     runs, lrs = out["runs"], out["lrs"]
     method = "lora_ga" if arm == "lora_ga" else "lora_plus"
-    if not len(runs) or method not in lrs:
+    if not len(runs) or "lora" not in lrs:
         return _not_run(label, cfg)
     prem_text, prem_fig, prem = _premise_line(runs, lrs)
-    p = _pair_steps(runs, arm, lrs[method], "lora", lrs["lora"])
-    if len(p) < 2:
-        return _not_run(label, cfg)
+    p = _pair_steps(runs, arm, lrs[method], "lora", lrs["lora"]) if method in lrs else pd.DataFrame()
+    if len(p) < 2:  # the premise is still reported: it needs only full FT and LoRA
+        m = _not_run(label, cfg)
+        return Measurement(None, {**m.figures, **prem_fig}, f"{m.summary}; {prem_text}", {})
     d = _speedup_decision(p, threshold, f"{label} (steps, charged)")
     cpu = geo_mean_ratio("ref", "x")({"ref": p.ref_cpu.to_numpy(), "x": p.x_cpu.to_numpy()})
     figs = {"tuned": _figures(d, {"lr": lrs[method], "lr_at_edge": bool(out["edge"].get(method)), "cpu_speedup_geo_mean": cpu,

@@ -258,11 +258,16 @@ def stored(cfg: MLMConfig, store: str | Path | None = None) -> pd.DataFrame:
 
 def by_seed(runs: pd.DataFrame, arm: str, *, lr: float | None = None, ratio: float | None = None) -> pd.DataFrame:
     """The verdict-seed runs (``tuning`` False) of one arm (at ``lr`` / ``ratio`` when given), one row per seed, indexed by seed."""
+    import numpy as np
+
+    if not len(runs):
+        return runs.assign(seed=[]).set_index("seed")
     r = runs[(runs.arm == arm) & ~runs.tuning]
     if lr is not None:
-        r = r[[math.isclose(x, lr) for x in r.lr]]
+        r = r.loc[np.array([math.isclose(x, lr) for x in r.lr], dtype=bool)]  # a bool array: an empty list would select columns
     if ratio is not None:
-        r = r[[x is not None and not (isinstance(x, float) and math.isnan(x)) and math.isclose(float(x), ratio) for x in r.ratio]]
+        r = r.loc[np.array([x is not None and not (isinstance(x, float) and math.isnan(x)) and math.isclose(float(x), ratio) for x in r.ratio],
+                           dtype=bool)]
     return r.drop_duplicates("seed").set_index("seed").sort_index()
 
 

@@ -103,7 +103,7 @@ def ratio_heatmap_table(quick: bool) -> pd.DataFrame:
     """LoRA+ at eta_A = LoRA's tuned lr: smoothed final validation loss per (ratio, seed); ratio 1 is LoRA."""
     out = _runs(quick, ("core", "ratio"))
     r = out["runs"]
-    if not len(r) or "lora" not in out["lrs"]:
+    if not len(r) or "lora" not in out["lrs"] or "ratio" not in r:
         return pd.DataFrame(columns=["ratio", "seed", "final_val", "eta_A"])
     lr = out["lrs"]["lora"]
     rows = []
