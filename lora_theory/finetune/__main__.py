@@ -21,6 +21,7 @@ def run(
     store: Path | None = typer.Option(None, "--store", help="Results store (default: $LORA_THEORY_FINETUNE_STORE or ~/.cache/lora-theory/finetune.sqlite)."),
     budget: str | None = typer.Option(None, "--budget", help="cpython_mlm only: mlm-quick, mlm-full or mlm-smoke (default: --quick/--full)."),
     executor: str | None = typer.Option(None, "--executor", help="Sweep executor (process pool by default; 'dask' for a Dask cluster)."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda (cpython_mlm only)."),
 ) -> None:
     """Run every missing point of the chosen parts, then print the premise and per-method tables."""
     import pandas as pd
@@ -30,7 +31,12 @@ def run(
 
         if budget is not None and budget not in BUDGETS:
             raise typer.BadParameter(f"expected one of {sorted(BUDGETS)}, got {budget!r}", param_hint="--budget")
+        import dataclasses
+
+        if device not in ("cpu", "cuda"):
+            raise typer.BadParameter(f"expected cpu or cuda, got {device!r}", param_hint="--device")
         cfg = BUDGETS[budget] if budget else (MLM_QUICK if quick else MLM_FULL)
+        cfg = dataclasses.replace(cfg, device=device) if device != "cpu" else cfg
         out = mlm_experiment(cfg, store=store, jobs=jobs, executor=executor, progress=True)
         runs = out["runs"]
         typer.echo(f"tuned lrs {out['lrs']}, at grid edge {out['edge']}")
@@ -46,7 +52,7 @@ def run(
         raise typer.BadParameter(str(e)) from None
     table = method_table(out["main"])
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_rows", 200):
-        typer.echo(premise_table(table).to_string(index=False))
+        typer.echo(premise_table(out["main"]).to_string(index=False))
         agg = table.groupby(["task", "protocol", "method"]).agg(lr=("lr", "first"), steps=("steps_charged", "median"),
                                                                  test=("test_metric", "median"), best_val=("best_val", "median"))
         typer.echo(agg.to_string())

@@ -39,7 +39,8 @@ from .._validate import check_choice
 from . import protocol
 from .stats import smoothed_final
 
-__all__ = ["MLM_FULL", "MLM_LR_GRID", "MLM_QUICK", "MLM_SMOKE", "STAGES", "TASK", "MLMConfig", "mlm_experiment", "runs_table", "tune"]
+__all__ = ["BUDGETS", "MLM_FULL", "MLM_LR_GRID", "MLM_QUICK", "MLM_SMOKE", "STAGES", "TASK", "MLMConfig", "budget", "by_seed", "cpu_to", "mlm_experiment",
+           "runs_table", "steps_to", "stored", "tune"]
 
 TASK = "cpython_mlm"
 #: learning-rate grids of the tuning seed (the issue's pilot: full FT 3e-4, LoRA 1e-3 at 140 steps)
@@ -64,6 +65,7 @@ class MLMConfig:
     alpha: float = 16.0
     extend: int = 1
     lr_grid: tuple[tuple[str, tuple[float, ...]], ...] | None = None  # None: MLM_LR_GRID; a one-point grid is not tuned (no tuning run)
+    device: str = "cpu"  # "cuda": every run on the GPU (a different sweep point from its CPU twin)
 
     def grid(self, method: str) -> tuple[float, ...]:
         return dict(self.lr_grid)[method] if self.lr_grid is not None else MLM_LR_GRID[method]
@@ -78,10 +80,21 @@ MLM_QUICK = MLMConfig("mlm-quick", steps=120, seeds=(0, 1, 2, 3, 4, 5), ratios=(
 #: the full budget: 200 steps, 8 verdict seeds, the ratio grid 2^0..2^8 in steps of 2^1
 MLM_FULL = MLMConfig("mlm-full", steps=200, seeds=tuple(range(9)), ratios=tuple(2.0 ** k for k in range(9)), extend=2)
 #: the reduced scale that ran on the shared, loaded 2-core machine of issue 19: 80 steps, 5 verdict seeds, the issue's pilot
-#: learning rates for full FT and LoRA (not re-tuned), LoRA-GA tuned on seed 0 over {3e-4, 1e-3}, LoRA+ at LoRA's lr (shared-lr protocol)
+#: learning rates for full FT (3e-4) and LoRA (1e-3), not re-tuned here; LoRA-GA and LoRA+ at LoRA's lr (the papers' shared-lr protocol)
 MLM_SMOKE = MLMConfig("mlm-smoke", steps=80, seeds=(0, 1, 2, 3, 4, 5), ratios=(1.0, 4.0, 16.0, 64.0, 256.0), warmup=8, extend=0,
-                      lr_grid=(("full", (3e-4,)), ("lora", (1e-3,)), ("lora_ga", (3e-4, 1e-3)), ("lora_plus", (1e-3,))))
+                      lr_grid=(("full", (3e-4,)), ("lora", (1e-3,)), ("lora_ga", (1e-3,)), ("lora_plus", (1e-3,))))
 BUDGETS = {c.name: c for c in (MLM_QUICK, MLM_FULL, MLM_SMOKE)}
+
+
+def budget(quick: bool) -> MLMConfig:
+    """The budget the claims read: ``$LORA_THEORY_FINETUNE_BUDGET`` (a key of :data:`BUDGETS`) if set, else MLM_QUICK / MLM_FULL."""
+    import os
+
+    name = os.environ.get("LORA_THEORY_FINETUNE_BUDGET")
+    if name:
+        check_choice("LORA_THEORY_FINETUNE_BUDGET", name, tuple(BUDGETS))
+        return BUDGETS[name]
+    return MLM_QUICK if quick else MLM_FULL
 
 
 def _point(cfg: MLMConfig, method: str, lr: float, seed: int, *, arm: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -93,6 +106,8 @@ def _point(cfg: MLMConfig, method: str, lr: float, seed: int, *, arm: str | None
     if method == "lora_plus":
         p |= {"ratio": 16.0}
     p |= extra
+    if cfg.device != "cpu":
+        p["device"] = cfg.device
     p["code"] = protocol.code_fingerprint(method)
     return p
 
@@ -123,8 +138,14 @@ def runs_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def tune(runs: pd.DataFrame, method: str, grid: tuple[float, ...]) -> tuple[float, bool]:
-    """(lr, at_edge): the grid lr with the lowest smoothed final validation loss on the tuning runs of ``method``."""
-    g = runs[runs.lr.isin(grid)]
+    """(lr, at_edge): the grid lr with the lowest smoothed final validation loss on the tuning runs of ``method``.
+
+    Raises:
+        IndexError: no run of the grid is in ``runs``.
+    """
+    if not len(runs):
+        raise IndexError(f"no finished tuning run of {method}")
+    g = runs[[any(math.isclose(x, y) for y in grid) for x in runs.lr]]
     best = g.sort_values(["final", "lr"]).iloc[0]
     lr = float(best.lr)
     return lr, (math.isclose(lr, min(grid)) or math.isclose(lr, max(grid)))
@@ -146,36 +167,52 @@ def _tuned(cfg: MLMConfig, method: str, run, tune_seed: int) -> tuple[float, boo
 
 
 def mlm_experiment(cfg: MLMConfig = MLM_QUICK, stages: tuple[str, ...] = STAGES, *, store: str | Path | None = None, jobs: int = 1,
-                   executor: str | None = None, progress: bool = False) -> dict[str, Any]:
+                   executor: str | None = None, progress: bool = False, stored_only: bool | None = None) -> dict[str, Any]:
     """Run (or read back) the stages; returns {"runs": every run's row (with ``arm``, ``final``), "lrs": {method: lr}, "edge": {...}, "cfg": cfg}.
 
     Stages later in :data:`STAGES` need the tuned learning rates of earlier ones, so asking for a
-    later stage runs (or reads back) the tuning it depends on.
+    later stage runs (or reads back) the tuning it depends on. ``stored_only`` (default:
+    ``$LORA_THEORY_FINETUNE_STORED_ONLY`` == "1") runs nothing: only the finished points of exactly
+    these parameters and code fingerprints are read (so a negative control's corrupted runs are
+    never replaced by uncorrupted ones); a tuning with no finished run leaves the later stages out.
     """
+    import os
+
+    from ..sweeps import point_hash
     from .experiment import _run, store_path
 
     for s in stages:
         check_choice("stages", s, STAGES)
     store = Path(store) if store is not None else store_path()
+    if stored_only is None:
+        stored_only = os.environ.get("LORA_THEORY_FINETUNE_STORED_ONLY") == "1"
+    have = stored(cfg, store) if stored_only else None
 
     def run(points):
-        return _run(points, cfg, store, jobs, executor, progress)
+        if not stored_only:
+            return _run(points, cfg, store, jobs, executor, progress)
+        want = {point_hash(f"finetune-{cfg.name}", p, 0) for p in points}
+        return have[have._hash.isin(want)] if len(have) else have
 
     t0, seeds = cfg.seeds[0], cfg.verdict_seeds
     want = set(stages)
     frames, lrs, edge = [], {}, {}
     need_core = want & {"tune_core", "core", "methods", "arms", "ratio"}
     need_methods = want & {"tune_methods", "methods", "arms"}
-    if need_core:
-        for m in ("full", "lora"):
+    def tuned(m):
+        try:
             lrs[m], edge[m], rows = _tuned(cfg, m, run, t0)
-            frames.append(rows)
+        except IndexError:  # stored_only and no finished tuning run
+            return False
+        frames.append(rows)
+        return True
+
+    if need_core and not all([tuned("full"), tuned("lora")]):
+        want = set()
     if want & {"core", "methods", "arms", "ratio"}:
         frames.append(run([_point(cfg, m, lrs[m], s) for s in seeds for m in ("full", "lora")]))
-    if need_methods:
-        for m in ("lora_ga", "lora_plus"):
-            lrs[m], edge[m], rows = _tuned(cfg, m, run, t0)
-            frames.append(rows)
+    if need_methods and not all([tuned("lora_ga"), tuned("lora_plus")]):
+        want -= {"methods", "arms"}
     if "methods" in want or "arms" in want:
         pts = []
         for s in seeds:
@@ -194,8 +231,64 @@ def mlm_experiment(cfg: MLMConfig = MLM_QUICK, stages: tuple[str, ...] = STAGES,
     if "ratio" in want:
         pts = [_point(cfg, "lora_plus", lrs["lora"], s, ratio=x) for s in seeds for x in cfg.ratios if x != 1.0]
         frames.append(run(pts))
+    frames = [f for f in frames if len(f)]
     runs = runs_table(pd.concat(frames, ignore_index=True)) if frames else runs_table(pd.DataFrame())
+    runs["tuning"] = False
     if len(runs):
         runs = runs.drop_duplicates("_hash").reset_index(drop=True)
         runs["tuning"] = runs.seed == t0
     return {"runs": runs, "lrs": lrs, "edge": edge, "cfg": cfg}
+
+
+def stored(cfg: MLMConfig, store: str | Path | None = None) -> pd.DataFrame:
+    """Every finished run of budget ``cfg`` in the store (read-only; nothing is run), as :func:`runs_table` rows."""
+    from ..sweeps import ResultStore
+    from .experiment import store_path
+
+    path = Path(store) if store is not None else store_path()
+    if not path.exists():
+        return runs_table(pd.DataFrame())
+    with ResultStore(path, readonly=True) as st:
+        df = st.load(f"finetune-{cfg.name}")
+    if df.empty:
+        return runs_table(df)
+    df = df[df._error.isna()] if "_error" in df else df
+    return runs_table(df.reset_index(drop=True))
+
+
+def by_seed(runs: pd.DataFrame, arm: str, *, lr: float | None = None, ratio: float | None = None) -> pd.DataFrame:
+    """The verdict-seed runs (``tuning`` False) of one arm (at ``lr`` / ``ratio`` when given), one row per seed, indexed by seed."""
+    import numpy as np
+
+    if not len(runs):
+        return runs.assign(seed=[]).set_index("seed")
+    r = runs[(runs.arm == arm) & ~runs.tuning]
+    if lr is not None:
+        r = r.loc[np.array([math.isclose(x, lr) for x in r.lr], dtype=bool)]  # a bool array: an empty list would select columns
+    if ratio is not None:
+        r = r.loc[np.array([x is not None and not (isinstance(x, float) and math.isnan(x)) and math.isclose(float(x), ratio) for x in r.ratio],
+                           dtype=bool)]
+    return r.drop_duplicates("seed").set_index("seed").sort_index()
+
+
+def steps_to(row: pd.Series, target: float, *, charged: bool = True, budget_censor: bool = True) -> float:
+    """Steps for a run's smoothed validation curve to reach ``target`` (plus its charged init steps).
+
+    Not reached within the budget: the budget (a lower bound on the steps, so the speed-up it
+    gives the other arm is an upper bound: never in the claim's favour when the claim is that this
+    arm is faster), or inf with ``budget_censor`` False.
+    """
+    from .stats import crossing, smoothed_curve
+
+    s = crossing(row.curve_step, smoothed_curve(row.curve_val), target)
+    if math.isinf(s) and budget_censor:
+        s = float(row.curve_step[-1])
+    return s + (float(row.init_steps) if charged else 0.0)
+
+
+def cpu_to(row: pd.Series, target: float) -> float:
+    """CPU seconds to reach ``target`` on the smoothed curve (interpolated), plus the init's CPU seconds; censored at the budget."""
+    import numpy as np
+
+    s = steps_to(row, target, charged=False)
+    return float(np.interp(s, row.curve_step, row.curve_cpu)) + float(row.init_cpu)

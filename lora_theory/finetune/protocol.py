@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 from .._threads import torch_threads
-from .._validate import check_choice, check_int, check_positive
+from .._validate import InvalidArgumentError, check_choice, check_int, check_positive
 from ..lora import layer as lora_layer
 from ..lora.peft_bridge import lora_factors
 from ..lora_ga import model as ga_model
@@ -147,15 +147,16 @@ def _eval_batches(task: str, split_seed: int, split: str, n: int | None, bs: int
 def _eval(model, task, key: tuple[str, int, str, int | None]) -> tuple[float, float]:
     """(loss, metric) of ``model`` on the cached evaluation batches ``key`` = (task, split_seed, split, n)."""
     batches, y = _eval_batches(*key)
+    dev = next(model.parameters()).device
     with torch.no_grad():
-        out = torch.cat([model(b) for b in batches])
+        out = torch.cat([model({k: v.to(dev) for k, v in b.items()}) for b in batches]).cpu()
     return float(task.loss_of(out, y)), task.metric(out, y)
 
 
 def run_point(*, task: str, method: str, lr: float, seed: int, steps: int, batch_size: int = 16, eval_every: int = 5, val_curve: int = 256,
               r: int = 8, alpha: float = 16.0, ratio: float = 16.0, direction: str = "ArB2r", scale: str = "stable", gamma: float = 16.0,
               ga_batches: int = 4, split_seed: int = 0, final_val: bool = False, warmup: int = 0, ga_source: str = "gradient",
-              code: str = "") -> dict[str, Any]:
+              device: str = "cpu", code: str = "") -> dict[str, Any]:
     """Train one (task, method, lr, seed) and measure it; a module-level sweep point.
 
     Args:
@@ -172,6 +173,8 @@ def run_point(*, task: str, method: str, lr: float, seed: int, steps: int, batch
         ga_source: "gradient" (LoRA-GA) or "random": the SVD is taken of a seeded Gaussian matrix
             of each gradient's shape instead of the gradient (LoRA-GA's Table 3 arm "+SO": the
             stable scale and offset without the gradient's directions; no gradient batch is charged).
+        device: "cpu" (single thread: CPU seconds comparable between methods) or "cuda" (the
+            "CPU seconds" then time the host process, not the GPU: compare steps, not seconds).
         split_seed: the data split (fixed across training seeds).
         final_val: also evaluate the whole validation split at the end (else ``val_loss`` is the
             last curve point, on the first ``val_curve`` validation entries, and ``val_metric`` nan).
@@ -190,17 +193,20 @@ def run_point(*, task: str, method: str, lr: float, seed: int, steps: int, batch
     eval_every = check_int("eval_every", eval_every, low=1)
     lr = check_positive("lr", lr)
     check_choice("ga_source", ga_source, ("gradient", "random"))
+    check_choice("device", device, ("cpu", "cuda"))
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InvalidArgumentError("device: expected a machine with a CUDA GPU for 'cuda', got none (torch.cuda.is_available() is False)")
     with torch_threads(1):  # CPU seconds of one thread: comparable between methods on a shared machine
         return _train(task, method, lr, seed, steps, batch_size, eval_every, val_curve, r, alpha, ratio, direction, scale, gamma, ga_batches,
-                      split_seed, final_val, warmup, ga_source)
+                      split_seed, final_val, warmup, ga_source, device)
 
 
 def _train(task, method, lr, seed, steps, batch_size, eval_every, val_curve, r, alpha, ratio, direction, scale, gamma, ga_batches, split_seed,
-           final_val, warmup, ga_source="gradient"):
+           final_val, warmup, ga_source="gradient", device="cpu"):
     base, tok, splits = _base(task, split_seed)
     info = splits["train"].info
     loss_fn = ft_tasks.SupervisedTask(info.kind)
-    model = copy.deepcopy(base)
+    model = copy.deepcopy(base).to(device)
     train = splits["train"]
     gen = torch.Generator().manual_seed(seed)
     order: list[int] = []
@@ -208,7 +214,7 @@ def _train(task, method, lr, seed, steps, batch_size, eval_every, val_curve, r, 
         order += torch.randperm(len(train), generator=gen).tolist()  # epochs of the training split, reshuffled
 
     def batch(k: int) -> dict[str, torch.Tensor]:
-        return _batches(tok, train, order[k * batch_size:(k + 1) * batch_size])
+        return {k_: v.to(device) for k_, v in _batches(tok, train, order[k * batch_size:(k + 1) * batch_size]).items()}
 
     init_cpu, init_steps = 0.0, 0
     if method == "full":

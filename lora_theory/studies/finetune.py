@@ -1,94 +1,252 @@
-"""Figures of the fine-tuning experiment (claims ``lora_ga.speedup``, ``lora_ga.gap_to_full``, ``lora_ga.ablation``,
-``lora_ga.init_cost``, ``lora_plus.speedup``, ``lora_plus.accuracy_gain``, ``lora_plus.best_ratio``).
+"""Figures of the fine-tuning experiment on ``cpython_mlm`` (claims ``lora_ga.speedup``, ``lora_ga.gap_to_full``,
+``lora_ga.table3``, ``lora_ga.ablation``, ``lora_ga.init_cost``, ``lora_plus.speedup``, ``lora_plus.accuracy_gain``,
+``lora_plus.best_ratio``), and the generated tables of ``paper_notes/finetune.md``.
 
-Each study reads (or runs) the sweep points of :mod:`lora_theory.finetune.experiment` and returns a tidy table:
+Each study reads (or runs) the sweep points of :mod:`lora_theory.finetune.mlm` (the budget of
+:func:`lora_theory.finetune.mlm.budget`) and returns a tidy table:
 
-- ``finetune_curves``: validation loss vs step, one row per (task, protocol, method, seed, step);
-- ``finetune_steps``: per (task, protocol, method) the steps to the target (median and bootstrap
-  interval over seeds, LoRA-GA charged), the test metric (median, min, max) and the premise;
-- ``finetune_ablation``: LoRA-GA's final validation loss per (direction, scale) and seed (``ABLATION_TASK``);
-- ``finetune_ratio_heatmap``: LoRA+ median final validation loss over (eta_A, ratio) on
-  ``vader_polarity`` (``panel`` "real"), beside the Fig. 2 toy model's test loss over the same
-  kind of grid (``panel`` "toy").
+- ``finetune_curves``: validation loss (raw and smoothed) vs step, one row per (arm, lr, seed, step);
+- ``finetune_steps``: every fine-tuning verdict, one row per (claim, part) with the effect, its
+  interval, the threshold, the verdict, the seeds, the false-"holds" rate and the seeds that would
+  decide it; the premise (full FT's speed-up over LoRA) is the first rows (the premise panel);
+- ``finetune_ablation``: LoRA-GA's Table 3 arms and directions: final and test loss per seed;
+- ``finetune_ratio_heatmap``: LoRA+'s smoothed final validation loss per ratio and seed.
+
+:func:`notes_tables` renders the markdown tables of ``paper_notes/finetune.md`` from the stored
+CSVs (``figures/finetune_*.csv``), and :func:`render_notes` rewrites the sections between
+``<!-- generated:finetune_NAME -->`` and ``<!-- /generated -->`` markers with them.
 """
 from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..finetune import experiment as ft
-from ..finetune.stats import bootstrap_ci
+from ..finetune import mlm
 from . import lazy_plot, register_figure
 
-_CLAIMS = ("lora_ga.speedup", "lora_ga.gap_to_full", "lora_ga.init_cost", "lora_plus.speedup", "lora_plus.accuracy_gain")
+_CLAIMS = ("lora_ga.speedup", "lora_ga.gap_to_full", "lora_ga.table3", "lora_ga.ablation", "lora_ga.init_cost", "lora_plus.speedup",
+           "lora_plus.accuracy_gain", "lora_plus.best_ratio")
+
+
+def _runs(quick: bool, stages=mlm.STAGES) -> dict:
+    return mlm.mlm_experiment(mlm.budget(quick), stages, jobs=1)
 
 
 def curves_table(quick: bool) -> pd.DataFrame:
-    """Validation-loss curves of each protocol's runs (tidy: task, protocol, method, lr, seed, step, val_loss, target)."""
-    main = ft.experiment(quick)["main"]
-    table = ft.method_table(main)
-    targets = table.groupby(["task", "protocol"]).target.first()
+    """Validation curves of the verdict seeds (tidy: arm, lr, ratio, seed, step, val_loss, smoothed, budget)."""
+    from ..finetune.stats import smoothed_curve
+
+    out = _runs(quick)
     rows = []
-    for r in ft.protocol_rows(main).itertuples():
-        for s, v in zip(r.curve_step, r.curve_val, strict=True):
-            rows.append({"task": r.task, "protocol": r.protocol, "method": r.method, "lr": r.lr, "seed": r.seed, "step": s, "val_loss": v,
-                         "target": targets[(r.task, r.protocol)]})
-    return pd.DataFrame(rows)
+    for r in out["runs"].itertuples():
+        if r.tuning:
+            continue
+        sm = smoothed_curve(r.curve_val)
+        ratio = float(r.ratio) if r.ratio is not None and not (isinstance(r.ratio, float) and math.isnan(r.ratio)) else math.nan
+        for s, v, w in zip(r.curve_step, r.curve_val, sm, strict=True):
+            rows.append({"arm": r.arm, "lr": float(r.lr), "ratio": ratio, "seed": int(r.seed), "step": int(s), "val_loss": float(v),
+                         "smoothed": float(w), "budget": out["cfg"].name, "step_cpu": float(r.step_cpu), "init_cpu": float(r.init_cpu),
+                         "train_cpu": float(r.curve_cpu[-1]), "test_loss": float(r.test_loss), "test_acc": float(r.test_metric)})
+    return pd.DataFrame(rows, columns=["arm", "lr", "ratio", "seed", "step", "val_loss", "smoothed", "budget", "step_cpu", "init_cpu", "train_cpu",
+                                       "test_loss", "test_acc"])
+
+
+def verdicts_table(quick: bool) -> pd.DataFrame:
+    """Every fine-tuning verdict (one row per claim part): effect, 95 % interval, threshold, verdict, seeds, false-holds rate."""
+    from ..claims import run_check
+
+    rows = []
+    for cid in _CLAIMS:
+        row = run_check(cid, quick=quick)
+        figs = row["figures"] or {}
+        decisions = [(k, v) for k, v in figs.items() if isinstance(v, dict) and "parts" in v]
+        if not decisions:
+            rows.append({"claim": cid, "block": "", "part": "", "verdict": row["verdict"], "claim_verdict": row["verdict"], "summary": row["summary"]})
+        for block, dec in decisions:
+            for name, p in dec["parts"].items():
+                rows.append({"claim": cid, "block": block, "part": name.strip(), "estimate": p["estimate"], "low": p["low"], "high": p["high"],
+                             "threshold": p["threshold"], "sense": p["sense"],
+                             "part_verdict": {True: "holds", False: "fails", None: "inconclusive"}[p["holds"]],
+                             "seeds_to_decide": p["seeds_to_decide"], "verdict": dec["verdict"], "claim_verdict": row["verdict"],
+                             "n_seeds": dec["n_seeds"], "false_holds": dec["false_holds"], "n_null": dec["n_null"], "summary": row["summary"]})
+    df = pd.DataFrame(rows)
+    df["budget"] = mlm.budget(quick).name
+    return df
 
 
 def steps_table(quick: bool) -> pd.DataFrame:
-    """Per (task, protocol, method): lr, steps to target (median, lo, hi; charged), test metric (median, min, max), premise."""
-    table = ft.method_table(ft.experiment(quick)["main"])
-    prem = ft.premise_table(table).set_index(["task", "protocol"])
-    rows = []
-    for (task, proto, method), g in table.groupby(["task", "protocol", "method"]):
-        med, lo, hi = bootstrap_ci(g.steps_charged)
-        cmed, clo, chi = bootstrap_ci(g.cpu_charged)
-        p = prem.loc[(task, proto)]
-        rows.append({"task": task, "protocol": proto, "method": method, "lr": float(g.lr.iloc[0]), "seeds": len(g), "target": float(g.target.iloc[0]),
-                     "steps_median": med, "steps_lo": lo, "steps_hi": hi, "cpu_median": cmed, "cpu_lo": clo, "cpu_hi": chi,
-                     "reached": int(np.isfinite(g.steps_charged).sum()), "best_val_median": float(g.best_val.median()),
-                     "test_median": float(g.test_metric.median()), "test_min": float(g.test_metric.min()), "test_max": float(g.test_metric.max()),
-                     "metric": g.metric.iloc[0], "init_cpu_median": float(g.init_cpu.median()), "step_cpu_median": float(g.step_cpu.median()),
-                     "premise": bool(p.premise), "full_speedup_over_lora": float(p.full_speedup_median)})
-    return pd.DataFrame(rows)
+    """The verdict table, the premise rows first (the premise panel)."""
+    df = verdicts_table(quick)
+    first = (df.block == "premise").astype(int)
+    return df.assign(_p=first).sort_values("_p", ascending=False, kind="stable").drop(columns="_p").drop_duplicates(
+        subset=["claim", "block", "part"]).reset_index(drop=True)
 
 
 def ablation_table(quick: bool) -> pd.DataFrame:
-    """LoRA-GA on the ablation task at its tuned lr: direction, scale, seed, final and best validation loss."""
-    abl = ft.experiment(quick, ("ablation",), tasks=(ft.ABLATION_TASK,))["ablation"]
-    return pd.DataFrame({"task": ft.ABLATION_TASK, "direction": abl.direction, "scale": abl.scale, "seed": abl.seed, "lr": abl.lr,
-                         "final_val": [v[-1] for v in abl.curve_val], "best_val": [min(v) for v in abl.curve_val], "test_loss": abl.test_loss})
+    """LoRA-GA's Table 3 arms (LoRA, +SO, +GA, LoRA-GA) and directions (A2rBr, ArBr): final (smoothed) and test loss per seed."""
+    out = _runs(quick, ("core", "methods", "arms"))
+    r = out["runs"]
+    if not len(r):
+        return pd.DataFrame(columns=["arm", "seed", "lr", "final_val", "test_loss"])
+    lrs = out["lrs"]
+    keep = r[~r.tuning & ((r.arm.isin(["+SO", "+GA", "dir_A2rBr", "dir_ArBr"])) | ((r.arm == "lora") & np.isclose(r.lr, lrs.get("lora", -1)))
+                          | ((r.arm == "lora_ga") & np.isclose(r.lr, lrs.get("lora_ga", -1))))]
+    return pd.DataFrame({"arm": keep.arm, "seed": keep.seed.astype(int), "lr": keep.lr, "final_val": keep.final, "test_loss": keep.test_loss,
+                         "budget": out["cfg"].name}).reset_index(drop=True)
 
 
 def ratio_heatmap_table(quick: bool) -> pd.DataFrame:
-    """Median final validation loss of LoRA+ over (eta_A, ratio) on vader_polarity, and the toy model's grid (panel "toy")."""
-    from ..lora_plus.ratio import ratio_grid
+    """LoRA+ at eta_A = LoRA's tuned lr: smoothed final validation loss per (ratio, seed); ratio 1 is LoRA."""
+    out = _runs(quick, ("core", "ratio"))
+    r = out["runs"]
+    if not len(r) or "lora" not in out["lrs"] or "ratio" not in r:
+        return pd.DataFrame(columns=["ratio", "seed", "final_val", "eta_A"])
+    lr = out["lrs"]["lora"]
+    rows = []
+    for x in r[~r.tuning & np.isclose(r.lr, lr)].itertuples():
+        if x.arm == "lora" and int(x.r) == 8:
+            rows.append({"ratio": 1.0, "seed": int(x.seed), "final_val": x.final, "eta_A": lr})
+        elif x.arm == "lora_plus":
+            rows.append({"ratio": float(x.ratio), "seed": int(x.seed), "final_val": x.final, "eta_A": lr})
+    return pd.DataFrame(rows, columns=["ratio", "seed", "final_val", "eta_A"]).assign(budget=out["cfg"].name)
 
-    runs = ft.experiment(quick, ("ratio",), tasks=(ft.RATIO_TASK,))["ratio"]
-    runs = runs.assign(final=[v[-1] if np.isfinite(v[-1]) else np.inf for v in runs.curve_val])
-    real = runs.groupby(["lr", "ratio"]).final.median().reset_index()
-    real = pd.DataFrame({"panel": "real", "eta_A": real.lr, "ratio": real.ratio, "eta_B": real.lr * real.ratio, "loss": real.final})
-    grid = tuple(np.logspace(-3, 1.5, 7 if quick else 10))
-    toy = ratio_grid(grid, grid, steps=100 if quick else 200)
-    toy = pd.DataFrame({"panel": "toy", "eta_A": toy.eta_A, "ratio": toy.eta_B / toy.eta_A, "eta_B": toy.eta_B, "loss": toy.test_loss})
-    return pd.concat([real, toy], ignore_index=True)
+
+_SETUP = """
+import copy
+from lora_theory.finetune import protocol as P
+from lora_theory.lora import layer as L
+base, tok, splits = P._base("cpython_mlm", 0)
+model = copy.deepcopy(base)
+L.add_lora(model.encoder, P.TARGETS, r={r}, alpha=16.0, rslora=True, init="lora", seed=0)
+model.eval()
+loss_fn = P.ft_tasks.SupervisedTask("mlm")
+bs = [P._batches(None, splits["train"], list(range(16 * k, 16 * (k + 1)))) for k in range({K})]
+from lora_theory.lora.peft_bridge import lora_factors
+A, B = lora_factors(model)
+opt = torch.optim.AdamW([*A, *B], lr=1e-3)
+"""
+_INIT = """
+from lora_theory.lora_ga import model as M
+G = M.estimate_gradients(model, bs, loss_fn.loss, P.TARGETS, mode="eval")
+M.apply_lora_ga(model, G, direction="ArB2r", scale="stable", gamma=16.0, svd="randomized", seed=0, compute_dtype=torch.float32)
+"""
+_STEP = """
+loss = loss_fn.loss(model, bs[0])
+opt.zero_grad(set_to_none=True)
+loss.backward()
+opt.step()
+"""
+
+
+def init_memory_table(quick: bool) -> pd.DataFrame:
+    """LoRA-GA's initialization (K = 4 gradient batches, SVDs, offset) vs one LoRA training step: peak memory added and wall seconds.
+
+    Each measured in a fresh process (``lora_theory._memory.peak_memory_bytes``, one thread) on the
+    ``cpython_mlm`` model with r = 8 adapters on every linear layer (both halves of the paper's
+    init-cost table: time and memory).
+    """
+    from .._memory import peak_memory_bytes
+
+    K = mlm.budget(quick).ga_batches
+    rows = []
+    for what, run in (("lora_ga_init", _INIT), ("lora_step", _STEP)):
+        m = peak_memory_bytes(_SETUP.format(r=8, K=K), run, threads=1)
+        rows.append({"what": what, "peak_bytes": m["peak_bytes"], "seconds": m["seconds"], "K": K, "r": 8})
+    return pd.DataFrame(rows)
+
+
+# ---- generated tables of paper_notes/finetune.md -------------------------------------------------------------------------
+
+_NAMES = {"full": "full FT", "lora": "LoRA r=8", "lora_r2": "LoRA r=2", "lora_ga": "LoRA-GA", "lora_plus": "LoRA+", "+SO": "+SO", "+GA": "+GA",
+          "dir_A2rBr": "LoRA-GA A2rBr", "dir_ArBr": "LoRA-GA ArBr"}
+
+
+def _f(x: float, d: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return "inf" if x == math.inf else f"{x:.{d}g}"
+
+
+def notes_tables(figures_dir: str | Path = "figures") -> dict[str, str]:
+    """{marker name: markdown} rendered from the stored CSVs ``finetune_steps.csv``, ``finetune_curves.csv``, ``finetune_ablation.csv``."""
+    fig = Path(figures_dir)
+    out = {}
+    v = pd.read_csv(fig / "finetune_steps.csv")
+    lines = ["| claim | part | effect [95 % interval] | threshold | part verdict | claim verdict | seeds | false-holds rate | seeds to decide |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in v.itertuples():
+        if not isinstance(r.part, str) or not r.part:
+            lines.append(f"| `{r.claim}` | (not run) | | | | {r.verdict} | | | |")
+            continue
+        name = "premise: " + r.part if r.block == "premise" else (f"{r.block}: {r.part}" if r.block not in ("tuned",) else r.part)
+        std = "" if pd.isna(r.seeds_to_decide) else _f(r.seeds_to_decide)
+        lines.append(f"| `{r.claim}` | {name} | {_f(r.estimate)} [{_f(r.low)}, {_f(r.high)}] | {r.sense} {r.threshold:g} | {r.part_verdict} | "
+                     f"{r.claim_verdict} | {int(r.n_seeds)} | {r.false_holds:.1%} ({int(r.n_null)} relabellings) | {std} |")
+    out["finetune_verdicts"] = "\n".join(lines)
+    mem = fig / "finetune_init_memory.csv"
+    if mem.exists():
+        m = pd.read_csv(mem).set_index("what")
+        out["finetune_init_memory"] = ("| measured (fresh process, 1 thread) | peak memory added | wall seconds |\n|---|---|---|\n" + "\n".join(
+            f"| {w} | {r.peak_bytes / 2**20:.0f} MiB | {r.seconds:.2f} |" for w, r in m.iterrows())
+            + f"\n\nLoRA-GA's init takes {m.peak_bytes['lora_ga_init'] / max(m.peak_bytes['lora_step'], 1):.1f}x the peak memory and "
+              f"{m.seconds['lora_ga_init'] / m.seconds['lora_step']:.1f}x the time of one LoRA training step.")
+    c = pd.read_csv(fig / "finetune_curves.csv")
+    if len(c):
+        last = c[c.step == c.groupby(["arm", "lr", "ratio", "seed"], dropna=False).step.transform("max")]
+        first = c[c.step == 0]
+        rows = ["| arm | lr | ratio | seeds | start loss | smoothed final val loss, mean [min, max] |", "|---|---|---|---|---|---|"]
+        for (arm, lr, ratio), g in last.groupby(["arm", "lr", "ratio"], dropna=False):
+            f0 = first[(first.arm == arm) & np.isclose(first.lr, lr)].val_loss
+            rows.append(f"| {_NAMES.get(arm, arm)} | {lr:g} | {'' if pd.isna(ratio) else f'{ratio:g}'} | {g.seed.nunique()} | {_f(f0.mean(), 4)} | "
+                        f"{_f(g.smoothed.mean(), 4)} [{_f(g.smoothed.min(), 4)}, {_f(g.smoothed.max(), 4)}] |")
+        runs = last.drop_duplicates(["arm", "lr", "ratio", "seed"])
+        cost = ["| arm | runs | CPU s per step (median) | init CPU s (median) | training CPU s per run (median) | test loss mean | test accuracy mean |",
+                "|---|---|---|---|---|---|---|"]
+        for arm, g in runs.groupby("arm"):
+            cost.append(f"| {_NAMES.get(arm, arm)} | {len(g)} | {g.step_cpu.median():.3f} | {g.init_cpu.median():.2f} | {g.train_cpu.median():.1f} | "
+                        f"{g.test_loss.mean():.4f} | {g.test_acc.mean():.2%} |")
+        out["finetune_runs"] = ("\n".join(rows) + f"\n\nBudget: `{c.budget.iloc[0]}`; steps per run: {int(c.step.max())}; verdict-seed runs: {len(runs)}; "
+                                f"their training CPU: {runs.train_cpu.sum() / 60:.1f} CPU-minutes (+ evaluations, model loading).\n\n" + "\n".join(cost))
+    else:
+        out["finetune_runs"] = "No finished run in the store."
+    return out
+
+
+def render_notes(path: str | Path = "paper_notes/finetune.md", figures_dir: str | Path = "figures") -> bool:
+    """Rewrite every ``<!-- generated:NAME -->`` ... ``<!-- /generated -->`` section of ``path`` whose NAME :func:`notes_tables` renders; True if changed."""
+    p = Path(path)
+    text = p.read_text(encoding="utf-8")
+    tables = notes_tables(figures_dir)
+
+    def sub(m: re.Match) -> str:
+        name = m.group(1)
+        return f"<!-- generated:{name} -->\n{tables[name]}\n<!-- /generated -->" if name in tables else m.group(0)
+
+    new = re.sub(r"<!-- generated:(finetune_\w+) -->.*?<!-- /generated -->", sub, text, flags=re.S)
+    if new != text:
+        p.write_text(new, encoding="utf-8")
+    return new != text
 
 
 register_figure("finetune_curves", claims=_CLAIMS,
-                description="Validation loss vs step on the real tasks (MiniLM-L6 under a frozen probe head; VADER valence and polarity): "
-                            "full FT, LoRA, LoRA-GA, LoRA+, median over seeds with the min-max band, at the papers' lr and at each method's tuned lr; "
-                            "dashed: the target (half of full FT's improvement).",
+                description="Validation loss vs step of continued pretraining (masked tokens, MiniLM-L6 on CPython's documentation prose, all linear "
+                            "layers adapted): full FT, LoRA r=8 and r=2, LoRA-GA, LoRA+, mean over the verdict seeds with a 95% bootstrap band.",
                 compute=curves_table, plot=lazy_plot("finetune", "plot_curves"), experiment=True)
 register_figure("finetune_steps", claims=_CLAIMS,
-                description="Steps to the target (median and 95% bootstrap interval over seeds; LoRA-GA charged its gradient batches) and "
-                            "test metric per method, task and protocol, with the premise check (full FT vs LoRA).",
+                description="Every fine-tuning verdict: effect with its 95% bootstrap interval over seeds against the claim's threshold (premise "
+                            "panel first: full FT's speed-up over LoRA), the verdict and the rule's measured false-holds rate.",
                 compute=steps_table, plot=lazy_plot("finetune", "plot_steps"), experiment=True)
-register_figure("finetune_ablation", claims=("lora_ga.ablation",),
-                description="LoRA-GA directions (ArB2r, A2rBr, ArBr, random) and scales (stable, gd, unit, weight_svd) on VADER polarity at "
-                            "LoRA-GA's tuned lr: final validation loss per seed.",
+register_figure("finetune_ablation", claims=("lora_ga.table3", "lora_ga.ablation"),
+                description="LoRA-GA's Table 3 arms (LoRA, +SO, +GA, LoRA-GA) and directions (A2rBr, ArBr) on cpython_mlm: test loss per seed.",
                 compute=ablation_table, plot=lazy_plot("finetune", "plot_ablation"), experiment=True)
+register_figure("finetune_init_memory", claims=("lora_ga.init_cost",),
+                description="LoRA-GA's initialization (4 gradient batches, SVDs, offset) vs one LoRA training step on cpython_mlm: peak memory "
+                            "added and wall seconds, each in a fresh single-threaded process.",
+                compute=init_memory_table, plot=lazy_plot("finetune", "plot_init_memory"), experiment=True)
 register_figure("finetune_ratio_heatmap", claims=("lora_plus.best_ratio",),
-                description="LoRA+ on VADER polarity: median final validation loss over (eta_A, ratio eta_B/eta_A), beside the Fig. 2 toy "
-                            "model's test loss over its (eta_A, eta_B) grid.",
+                description="LoRA+ on cpython_mlm at eta_A = LoRA's lr: smoothed final validation loss vs the ratio eta_B / eta_A (2^0 = LoRA) per seed.",
                 compute=ratio_heatmap_table, plot=lazy_plot("finetune", "plot_ratio_heatmap"), experiment=True)

@@ -78,3 +78,57 @@ def test_interval_verdict_truth_table(low, high, sense, expected):
 def test_interval_verdict_rejects_a_bad_sense():
     with pytest.raises(ValueError, match="sense"):
         interval_verdict(1, 2, 1.5, ">")
+
+
+# ---- decision rules (stats.decide) ----------------------------------------------------------------------------------------
+
+from lora_theory.finetune.stats import Component, decide, geo_mean_ratio, mean_diff, null_relabellings, smoothed_final  # noqa: E402
+
+
+def test_false_holds_rate_under_no_effect_is_at_most_5_percent():
+    """Many data sets with no effect (two arms from one distribution): the rule says "holds" in <= 5 % of them, and its own reported rate is <= 5 %."""
+    rng = np.random.default_rng(3)
+    holds = 0
+    for _ in range(20):
+        a, b = rng.lognormal(3, 0.2, 6), rng.lognormal(3, 0.2, 6)
+        d = decide({"a": a, "b": b}, [Component("speed-up", geo_mean_ratio("a", "b"), 1.0)], ["a", "b"], n_resamples=200, null_resamples=60)
+        holds += d.holds is True
+        assert d.false_holds <= 0.05
+    assert holds <= 1  # <= 5 % of 20
+
+
+def test_a_real_effect_holds_and_the_percentile_bootstrap_alone_would_be_too_liberal():
+    """A consistent 1.5x effect on 6 seeds holds; with 4 seeds the smallest relabelling p is 1/16 > 5 %: inconclusive, never holds."""
+    rng = np.random.default_rng(0)
+    a = 1.5 * np.exp(rng.normal(0, 0.05, 6))
+    comp = [Component("speed-up", geo_mean_ratio("a", "b"), 1.0)]
+    assert decide({"a": a, "b": np.ones(6)}, comp, ["a", "b"]).verdict == "holds"
+    d4 = decide({"a": a[:4], "b": np.ones(4)}, comp, ["a", "b"])
+    assert d4.verdict == "inconclusive" and "relabelling p" in d4.text()
+
+
+def test_inconclusive_names_the_seeds_that_would_decide():
+    rng = np.random.default_rng(1)
+    d = decide({"a": 1.0 + rng.normal(0.05, 0.1, 6), "b": np.ones(6)}, [Component("diff", mean_diff("a", "b"), 0.0)], ["a", "b"])
+    p = d.parts[0]
+    if d.verdict == "inconclusive" and p.holds is None:
+        assert p.seeds_to_decide is not None and p.seeds_to_decide > 6
+
+
+def test_wholly_below_the_threshold_fails():
+    d = decide({"a": np.full(6, 1.2) + np.arange(6) * 0.01, "b": np.ones(6)}, [Component("speed-up", geo_mean_ratio("a", "b"), 2.0)], ["a", "b"])
+    assert d.verdict == "fails"
+
+
+def test_null_relabellings_swap_within_seeds_only():
+    arms = {"a": np.array([1.0, 2.0, 3.0]), "b": np.array([10.0, 20.0, 30.0])}
+    rel = null_relabellings(arms, ["a", "b"], 64)
+    assert len(rel) == 8
+    for r in rel:
+        for i in range(3):
+            assert {r["a"][i], r["b"][i]} == {arms["a"][i], arms["b"][i]}
+
+
+def test_smoothed_final_is_the_mean_of_the_last_three_and_inf_when_diverged():
+    assert smoothed_final([9, 1, 2, 3]) == pytest.approx(2.0)
+    assert smoothed_final([1, 2, math.inf]) == math.inf

@@ -1,0 +1,90 @@
+"""The masked-token task (lora_theory.finetune.data ``cpython_mlm``, tasks.MLMModel) and its experiment helpers (finetune.mlm)."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from lora_theory.finetune import mlm
+from lora_theory.finetune.data import MLM_SEQ_LEN, SPLITS, load_task, mlm_windows
+
+
+@pytest.fixture(scope="module")
+def splits():
+    pytest.importorskip("transformers")
+    return {s: load_task("cpython_mlm", s) for s in SPLITS}
+
+
+def test_windows_are_fixed_disjoint_and_masked_at_15_percent(splits):
+    """cpython_mlm: 32-token windows, >= 600 masked validation tokens, ~15 % masked, no window in two splits, same masks on reload."""
+    val = splits["val"]
+    assert val.input_ids.shape[1] == MLM_SEQ_LEN and val.n_masked >= 600
+    total = sum(d.n_masked for d in splits.values())
+    body = sum(len(d) for d in splits.values()) * (MLM_SEQ_LEN - 2)
+    assert 0.13 < total / body < 0.17
+    rows = {s: {tuple(r) for r in torch.where(d.labels != -100, d.labels, d.input_ids).tolist()} for s, d in splits.items()}
+    assert not (rows["train"] & rows["val"]) and not (rows["train"] & rows["test"]) and not (rows["val"] & rows["test"])
+    again = load_task("cpython_mlm", "val")
+    assert torch.equal(again.input_ids, val.input_ids) and torch.equal(again.labels, val.labels)
+    assert (val.input_ids[val.labels != -100] == 103).all()  # every scored token is hidden behind [MASK]
+    assert ((val.labels != -100).sum(1) >= 1).all()
+
+
+def test_other_split_seed_gives_other_windows():
+    pytest.importorskip("transformers")
+    a, b = mlm_windows(0)["val"][0], mlm_windows(1)["val"][0]
+    assert not torch.equal(a, b)
+
+
+def test_mlm_model_scores_exactly_the_masked_positions():
+    """MLMModel returns one logit row per masked token, aligned with labels[labels != -100]; the decoder is frozen and tied."""
+    from torch import nn
+
+    from lora_theory.finetune.tasks import MLMDecoder, MLMModel
+
+    class Enc(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embeddings = nn.Module()
+            self.embeddings.word_embeddings = nn.Embedding(50, 8)
+
+        def forward(self, input_ids, attention_mask):
+            return type("O", (), {"last_hidden_state": self.embeddings.word_embeddings(input_ids)})()
+
+    enc = Enc()
+    m = MLMModel(enc, MLMDecoder(enc.embeddings.word_embeddings))
+    ids = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])
+    labels = torch.tensor([[-100, 9, -100, -100], [10, -100, -100, 11]])
+    out = m({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels})
+    assert out.shape == (3, 50)
+    assert m.decoder.E is enc.embeddings.word_embeddings
+    assert not any(p.requires_grad for p in m.decoder.norm.parameters()) and not m.decoder.bias.requires_grad
+
+
+def _row(vals, steps=(0, 10, 20, 30, 40), init=0):
+    return pd.Series({"curve_step": list(steps), "curve_val": list(vals), "curve_cpu": [0.5 * s for s in steps], "init_steps": init, "init_cpu": 1.0})
+
+
+def test_steps_to_uses_the_smoothed_curve_and_charges_init():
+    """A single noisy dip below the target is not a crossing: the trailing 3-point mean must reach it."""
+    r = _row([5.0, 3.9, 5.0, 4.0, 3.9], init=4)
+    assert mlm.steps_to(r, 4.0, charged=False) > 30  # the dip at step 10 does not count
+    assert mlm.steps_to(r, 4.0) == mlm.steps_to(r, 4.0, charged=False) + 4
+    assert mlm.steps_to(r, 1.0, charged=False) == 40  # never reached: censored at the budget
+    assert math.isinf(mlm.steps_to(r, 1.0, charged=False, budget_censor=False))
+
+
+def test_tune_picks_the_lowest_smoothed_final_and_flags_the_edge():
+    runs = pd.DataFrame({"lr": [1e-4, 3e-4, 1e-3], "final": [5.0, 4.5, 4.7]})
+    assert mlm.tune(runs, "full", (1e-4, 3e-4, 1e-3)) == (3e-4, False)
+    assert mlm.tune(runs.assign(final=[4.0, 4.5, 4.7]), "full", (1e-4, 3e-4, 1e-3)) == (1e-4, True)
+    with pytest.raises(IndexError):
+        mlm.tune(runs.iloc[:0], "full", (1e-4,))
+
+
+def test_budgets_hold_at_least_five_verdict_seeds_in_full():
+    assert len(mlm.MLM_FULL.verdict_seeds) >= 5 and mlm.MLM_FULL.steps >= 200
+    assert mlm.MLM_FULL.ratios == tuple(2.0 ** k for k in range(9))
+    assert len(mlm.MLM_QUICK.verdict_seeds) >= 5 and len(mlm.MLM_SMOKE.verdict_seeds) >= 5
