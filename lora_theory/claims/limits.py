@@ -17,7 +17,6 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .._threads import torch_threads
 from ..limits import approx, exact, features, instance, norm_sweeps, polynomial
 from ..limits.lowrank import ApproximationError
 from ..tolerances import max_rel_error, tolerance
