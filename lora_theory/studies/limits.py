@@ -67,7 +67,7 @@ register_figure(
 )
 register_figure(
     "degree_vs_range",
-    claims=("limits.degree_bound",),
+    claims=("limits.degree_bound", "limits.degree_tightness"),
     description="Minimal degree of a polynomial with sup relative error <= eps for e^s on [-R, R] (Chebyshev, Taylor), with the fitted Aggarwal-Alman bound.",
     compute=lambda quick: degree_sweep(Rs=(0.1, 0.5, 1, 2, 4, 8) if quick else (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16)),
     plot=lazy_plot("limits", "plot_degree_vs_range"),
