@@ -183,10 +183,11 @@ def reuse_freed_memory() -> bool:
     tensors come from malloc, so a check that allocates and frees (block, L) pieces thousands of
     times pays a page fault for every 4 KiB of every piece, again and again. Measured on
     ``lora_plus.ratio`` (quick): 5.8 million minor faults and 10.4 s of system time against 18 s
-    of user time; with the thresholds below 59 thousand faults and 0.1 s
-    (``benchmarks/bench_reproduce.py``). Sets the mmap threshold to its maximum, 32 MiB (larger
-    blocks still come from mmap), and the trim threshold to 1 GiB, with ``mallopt``; the price is
-    that the resident size stays near its peak. Only where glibc is the C library (Linux); elsewhere
+    of user time; ``limits.thm4.1_regime`` 5.0 million faults and 9.9 s (its blocks exceed 32 MiB);
+    with the thresholds below 59 thousand faults and 0.1 s each (``benchmarks/bench_reproduce.py``).
+    Sets, with ``mallopt``, the mmap threshold to 1 GiB (or, where glibc refuses that, its
+    documented maximum of 32 MiB; larger blocks still come from mmap) and the trim threshold to
+    2 GiB; the price is that the resident size stays near its peak. Only where glibc is the C library (Linux); elsewhere
     (and if ``mallopt`` refuses) nothing changes. Never called in the memory probe
     (:func:`peak_memory_bytes` starts a fresh interpreter), whose RSS must track live tensors.
 
@@ -204,5 +205,7 @@ def reuse_freed_memory() -> bool:
         mallopt = libc.mallopt  # glibc only (musl has none): AttributeError otherwise
     except (OSError, AttributeError):
         return False
-    _TUNED = bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+    # 1 GiB where this glibc accepts it (2.36 does), else its documented maximum, 32 MiB
+    mmap_ok = bool(mallopt(_M_MMAP_THRESHOLD, 1 << 30)) or bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20))
+    _TUNED = mmap_ok and bool(mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1))  # never trim below 2 GiB of free heap top
     return _TUNED

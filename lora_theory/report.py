@@ -245,6 +245,18 @@ def _sweep(kind: str, fn, points: list[dict], store: Path, sweep: str, tracker, 
         raise KeyboardInterrupt  # Ctrl-C / SIGTERM: finished points are stored, a re-run resumes
 
 
+def _preload() -> None:
+    """Import the heavy modules that checks and studies import lazily (transformers, peft) once, in the coordinator:
+    forked workers inherit them instead of each importing them again (seconds of CPU per worker and sweep)."""
+    import importlib
+
+    for name in ("lora_theory.limits.regime", "lora_theory.lora_ga.audit", "lora_theory.lora.pretrained"):
+        try:
+            importlib.import_module(name)
+        except ImportError:  # an optional dependency missing: the check that needs it reports it
+            pass
+
+
 def figure_point(figure: str, quick: bool) -> dict:
     """One figure's study as a sweep point: its tidy table, stored as JSON (redrawn without recomputing)."""
 
@@ -410,6 +422,8 @@ def reproduce(out: str | Path = "results", *, quick: bool = True, claims: list[s
     if point_timeout is not None and executor == "inprocess":
         executor = "process"  # only a worker process can be killed when a point hangs
     sweep_options = {"retry_failed": retry_failed, "max_retries": max_retries, "point_timeout": point_timeout}
+    if executor == "process":
+        _preload()
     store = out / "store.sqlite"
     sweep = f"claims-{mode}"
     _discard_errored(store, sweep)  # also refuses a foreign or read-only store, before any work
