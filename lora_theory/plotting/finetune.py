@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from . import finish_axes
+from . import finish_axes, fmt
 
 __all__ = ["plot_ablation", "plot_curves", "plot_init_memory", "plot_ratio_heatmap", "plot_steps"]
 
@@ -49,7 +49,7 @@ def plot_curves(df: pd.DataFrame):
 
 def plot_steps(df: pd.DataFrame):
     """Forest plot: each verdict's effect and 95 % interval against its threshold (premise panel on top), coloured by the part's verdict."""
-    d = df[df.part.notna() & (df.part != "")] if len(df) else df
+    d = df[df.part.notna() & (df.part != "")] if len(df) and "part" in df else df.iloc[:0]
     n = max(len(d), 1)
     fig, ax = plt.subplots(figsize=(8.0, 0.42 * n + 1.4))
     colors = {"holds": "tab:green", "fails": "tab:red", "inconclusive": "tab:orange"}
@@ -59,7 +59,8 @@ def plot_steps(df: pd.DataFrame):
         ax.plot([lo, hi], [y, y], color=colors.get(r.part_verdict, "grey"), lw=2.5)
         ax.plot([r.estimate], [y], "o", color=colors.get(r.part_verdict, "grey"))
         ax.plot([r.threshold], [y], "|", color="k", ms=14, mew=2)
-        label = ("PREMISE " if r.block == "premise" else "") + f"{r.claim}: {r.part} ({r.part_verdict}, n={int(r.n_seeds)}, FH {r.false_holds:.0%})"
+        fh = f"{r.false_holds:.0%}" if np.isfinite(r.false_holds) else fmt(r.false_holds)
+        label = ("PREMISE " if r.block == "premise" else "") + f"{r.claim}: {r.part} ({r.part_verdict}, n={int(r.n_seeds)}, FH {fh})"
         ax.text(1.02, y, label, transform=ax.get_yaxis_transform(), fontsize=6.5, va="center")
     ax.set_yticks([])
     finish_axes(ax, xlabel="effect (its own unit; black bar: the claim's threshold)", ylabel="",
