@@ -61,6 +61,7 @@ __all__ = [
 #: slower than the exact gradient for every L a CPU can hold (k d^2 > L d), and one (k, c) moment
 #: matrix alone is tens of MB.
 DEFAULT_MAX_FEATURES = 1 << 20
+_RSS_FLOOR = 8.0 * 2**20  # bytes every approx_gradients call adds to the peak RSS whatever its size (see approx_bytes)
 _FEATURE_BLOCK_BYTES = 1 << 22  # one (k, block) feature slice of ~4 MiB: at L = 2^15, d = 4 blocks of 1k-8k rows ran within 8% of each other, 256 rows 25% slower
 
 
@@ -117,14 +118,16 @@ def approx_bytes(L: int, d: int, k: int, *, m: int | None = None, n: int | None 
     """Predicted peak bytes of ``approx_gradients`` (features and rows streamed in blocks), per path.
 
     Per element (E of them in a batch, run at once): one (k, block) feature slice, the (k, c) moment matrix,
-    a (block, c) slice of key columns and ~16 (block, m, m) per-row temporaries of the moments and the bound,
+    a (block, c) slice of key columns and ~6 (block, m, m) per-row temporaries of the moments and the bound,
     the O(L (n + d)) inputs and projections (~10 copies) and the bound's per-row projection errors (4 L d);
     the error bound's own tensors (issue 21, case 6): the quadratic-form tables (m^2, P) with P = 2 d + 2 n
     columns (V, K, X_K, X_V) and (m^2, d (d + n)) (Cov(V, K), Cov(V, X_K)) twice (built, then joined), and their
     per-block products (block, P) and (block, d (d + n)) x 3. Plus the monomial tables (k d int64 + k float64).
     ``m`` (key-side inputs, n or 2 n) and ``n`` (input width) default to d. ``causal``: blocks of at most
     ``CAUSAL_BLOCK`` rows, a copy of the key features' slice, the (block, block) masked diagonal block and the
-    (k, c) update per element. Measured peaks: benchmarks/README.md (bench_plan.py, the plan table over paths).
+    (k, c) update per element. Plus a floor of 8 MiB that every first call adds to the process's peak whatever
+    the size (allocator arenas, the polynomial fit's tables: causal runs of under 4 MiB of tensors measured 10.4-10.8
+    MiB). Measured peaks: benchmarks/README.md (bench_plan.py, the plan table over paths).
     Returns inf when k is beyond float64.
     """
     m = d if m is None else m
@@ -140,10 +143,10 @@ def approx_bytes(L: int, d: int, k: int, *, m: int | None = None, n: int | None 
     P, Dn = 2.0 * (d + n), float(d) * (d + n)
     mm = float(m) * m
     bound_words = mm * P + 2.0 * mm * Dn + b * (2.0 * P + 3.0 * Dn) + 4.0 * L * d
-    words = E * (kf * b + kf * c + float(b) * c + 16.0 * b * mm + 10.0 * L * (n + d) + bound_words) + 4.0 * kf
+    words = E * (kf * b + kf * c + float(b) * c + 6.0 * b * mm + 10.0 * L * (n + d) + bound_words) + 4.0 * kf
     if causal:
         words += E * (kf * b + float(b) * b + kf * c)
-    return itemsize * words + 8.0 * kf * (d + 2)
+    return itemsize * words + 8.0 * kf * (d + 2) + _RSS_FLOOR
 
 
 def exact_bytes(L: int, d: int, *, itemsize: int = 8, block: int | None = None) -> float:
@@ -281,8 +284,9 @@ class CostModel:
     """Seconds = a linear model in operation counts, fitted by timing small runs on this machine.
 
     approx, for E elements run at once: ``a_const + a_fit (g + 1) + E (a_feat 2 L k + a_mm (2 L k c + causal L b (k + c))
-    + a_L L + a_row L m^2 (d + P + d (d + n))) + a_op (2 L / b) d g`` (the polynomial fit, the features, the moment
-    contractions and a causal instance's masked diagonal blocks, the per-row algebra and the bound's quadratic forms,
+    + a_L L (16 + m^2 + 2 (d + n)) + a_row L m^2 (d + P + d (d + n))) + a_op (2 L / b) d g`` (the polynomial fit, the
+    features, the moment contractions and a causal instance's masked diagonal blocks, the per-row elementwise work on
+    the (m, m) moments and the vectors of the bound, the per-row GEMMs of the bound's quadratic forms,
     P = 2 d + 2 n, and the per-block small operations, paid once per block for all E elements; b is the block,
     at most ``CAUSAL_BLOCK`` when causal); exact: ``e_const + e_mm L^2 d_mm + e_elem L^2 + e_blk L / block``
     with d_mm = 4 d + d min(n_adapted, 2) (the blocked closed form: GEMMs, exp and the other
@@ -294,17 +298,18 @@ class CostModel:
     :func:`lora_theory.limits.calibration.calibrate_cost_model` on this one).
     """
 
-    a_const: float = 6.8e-3
-    a_fit: float = 4.1e-4
-    a_feat: float = 1.06e-8
+    # calibrate_cost_model on the development machine (2 shared cores, loaded by other jobs, one thread), issue 21's terms
+    a_const: float = 2.15e-3
+    a_fit: float = 4.95e-4
+    a_feat: float = 0.0
     a_mm: float = 0.0
-    a_L: float = 1.85e-6
-    a_row: float = 1.06e-8
-    a_op: float = 0.0
-    e_const: float = 0.0
-    e_mm: float = 9.3e-11
-    e_elem: float = 2.0e-8
-    e_blk: float = 1.25e-4
+    a_L: float = 1.11e-7
+    a_row: float = 0.0
+    a_op: float = 1.36e-4
+    e_const: float = 1.37e-3
+    e_mm: float = 6.64e-11
+    e_elem: float = 1.33e-8
+    e_blk: float = 0.0
     threads: int = 1
     device: str = "cpu"
     source: str = "default"
@@ -323,7 +328,7 @@ class CostModel:
         kf, E = _fl(k), float(batch)
         c = moment_columns(m)
         mm = 2.0 * L * kf * c + (float(L) * b * (kf + c) if causal else 0.0)
-        return [1.0, degree + 1.0, E * 2.0 * L * kf, E * mm, E * L, E * L * m * m * (d + 2.0 * (d + n) + d * (d + n)),
+        return [1.0, degree + 1.0, E * 2.0 * L * kf, E * mm, E * L * (16.0 + m * m + 2.0 * (d + n)), E * L * m * m * (d + 2.0 * (d + n) + d * (d + n)),
                 2.0 * math.ceil(L / b) * d * max(degree, 1)]
 
     @staticmethod
