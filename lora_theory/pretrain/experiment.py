@@ -59,10 +59,10 @@ class Config:
     log_every: int = 50
     R_max: float = 2.0
     ft_Ls: tuple[int, ...] = (4096,)
-    ft_windows: int = 3
+    ft_windows: int = 2
     ft_epochs: int = 2
     ft_lr: float = 1e-2
-    val_windows: int = 2
+    val_windows: int = 1
     r: int = 2
     eps: float = 1e-3
 
