@@ -22,7 +22,8 @@ import time
 import torch
 
 import lora_theory as lt
-from lora_theory.limits.plan import _clear_fit_caches, approx_plan, calibrate_cost_model
+from lora_theory.limits.calibration import calibrate_cost_model, clear_fit_caches
+from lora_theory.limits.plan import approx_plan
 
 
 def main() -> None:
@@ -46,7 +47,7 @@ def main() -> None:
         out = math.inf
         for _ in range(repeats):
             if clear:
-                _clear_fit_caches()  # every approx call pays its polynomial fit, as a user's first call does
+                clear_fit_caches()  # every approx call pays its polynomial fit, as a user's first call does
             t0 = tick()
             fn()
             sync()

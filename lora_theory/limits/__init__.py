@@ -8,6 +8,8 @@ Read in dependency order:
 - ``features``: the polynomial feature maps phi, psi with phi(q) . psi(k) = P(q . k), k = C(g + d, d);
 - ``lowrank``: the LoRA gradient chain with exp(S) replaced by any positive factorization U V^T;
 - ``approx``: the polynomial method (features + the low-rank chain + a certified error bound);
+- ``plan``: degree, rank, bytes and seconds of both methods before they run (and ``check_resources``);
+- ``calibration``: the cost model's coefficients, fitted by timing both methods here;
 - ``random_features``: the FAVOR+ peer (random features + the same low-rank chain);
 - ``norm_sweeps``: sweeps over the norm bound Gamma, L and d (the phase transition);
 - ``regime``: real models' attention heads on the phase diagram (score range R per head on real

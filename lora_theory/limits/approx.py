@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -221,6 +222,8 @@ class _ErrorBound:
         # O = E~[X_V] W_V vs E~[V_comp]: the moments' error, the product's rounding (E~|X_V| <= |zbar| + s), the projection's
         errO = err_meanV @ Wv_abs + g_d * ((mom.zbar[..., sv].abs().unsqueeze(-2) + s[..., sv]) @ Wv_abs) + self.eV.unsqueeze(-2)  # (b, d)
         errc = errO + u * c.abs()
+        if inst.upstream:  # c = Y is the given upstream gradient dL/dO: exact, independent of O~ (nothing to carry)
+            errc = torch.zeros_like(c)
         cabs = c.abs() + errc  # >= |c~|, the exact-arithmetic residual of the approximation
 
         # -- the approximation (exact arithmetic on A~), row by row ---------------------------------------
@@ -234,10 +237,11 @@ class _ErrorBound:
         c_u = slope * (3 * u + (beta / R) * _dot(Q.abs(), self.eK)) + 8 * u * R * (1 + delta)
         eta1 = torch.minimum(eta, (slope * skap * var_t.clamp(min=0).sqrt() + c_u) / (1 - delta))  # (b,)
         bO = (eta1 * skap)[..., None] * sdV  # (b, d) |O~ - O|                                     (check_mean_shift)
+        bOc = torch.zeros_like(bO) if inst.upstream else bO  # |c~ - c|: O~ - O for the squared loss, 0 for an upstream gradient
         cZ = c @ AV.mT  # (b, m): c . V_j = (AV c) . Z_j
         var_cV = (_mv(cov, cZ) * cZ).sum(dim=-1) + tauC * (s * cZ.abs()).sum(dim=-1) ** 2
         sd_cV = var_cV.clamp(min=0).sqrt() + (errc * sdV).sum(dim=-1)  # >= sd~(c~ . V)
-        sd_h = skap * (sd_cV + (bO * sdV).sum(dim=-1))  # (b,) >= sd_f(c . V) with the exact c = c~ - (O~ - O)
+        sd_h = skap * (sd_cV + (bOc * sdV).sum(dim=-1))  # (b,) >= sd_f(c . V) with the exact c = c~ - (O~ - O)
 
         # (p~ x)_i - (p x)_i = Cov~((O~ - O) . V, x) [term A] + (Cov~ - Cov)(h, x) [term B], h = c . V; with
         # y = (h - E h)(x - E x): |term B| <= eta E_f|y - E_f y| + eta^2 sd sd and E_f|y - E_f y| <= sd_f(h) sd_f(x) + |Cov_f(h, x)|,
@@ -256,18 +260,18 @@ class _ErrorBound:
                        + g_d * _mv(Ckv, cV.abs()))  # (b, n) |pXK_comp - p~ X_K|
         if "q" in need:
             pK_abs = (pXK @ Wk).abs() + err_pXK @ Wk_abs + g_d * (pXK.abs() @ Wk_abs)  # (b, d) >= |p~ K|
-            bpK = shifted((bO[..., :, None] * covVK).sum(dim=-2), sdK, pK_abs)  # (b, d)
+            bpK = shifted((bOc[..., :, None] * covVK).sum(dim=-2), sdK, pK_abs)  # (b, d)
             # the rounding of pXK and of X_Q^T (pXK W_K); K and V as Z AK, Z AV vs the computed projections
             rnd = (err_pXK @ Wk_abs + self.g_L * (pXK.abs() @ Wk_abs) + sd_h[..., None] * self.eK.unsqueeze(-2)
                    + skap[..., None] * sdK * _dot(cabs, self.eV)[..., None])
             self._add("q", beta * (inst.Xq[..., rows, :].abs().mT @ (bpK + rnd)))  # (n, d)
         if "k" in need:
-            bpX = shifted((bO[..., :, None] * covVX).sum(dim=-2), sdXK, pXK.abs() + err_pXK)  # (b, n)
+            bpX = shifted((bOc[..., :, None] * covVX).sum(dim=-2), sdXK, pXK.abs() + err_pXK)  # (b, n)
             rnd = err_pXK + self.g_L * pXK.abs() + skap[..., None] * sdXK * _dot(cabs, self.eV)[..., None]  # as for q: V as Z AV
             self._add("k", beta * ((bpX + rnd).mT @ Q.abs()))  # (n, d)
         if "v" in need:
             bE = (eta1 * skap)[..., None] * sdXV  # (b, n) |E~[X_V] - E[X_V]|
-            self._add("v", bE.mT @ cabs + (meanV.abs() + err_meanV + bE).mT @ bO  # the approximation
+            self._add("v", bE.mT @ cabs + (meanV.abs() + err_meanV + bE).mT @ bOc  # the approximation
                       + err_meanV.mT @ c.abs() + meanV.abs().mT @ errc + self.g_L * (meanV.abs().mT @ c.abs()))  # the rounding
 
 def _chain_bounds(inst: AttentionLoRAInstance, bG: dict[str, torch.Tensor] | None, G: dict[str, torch.Tensor], target: AttentionLoRAInstance,
@@ -373,7 +377,9 @@ def approx_gradients(
 
     Args:
         inst: the instance (any dtype/device; the chain runs in ``compute_dtype`` and the
-            gradients come back in the instance's dtype).
+            gradients come back in the instance's dtype). Tensors that require grad (an
+            ``nn.Parameter`` factor) are detached first (:meth:`AttentionLoRAInstance.detach`): the
+            gradients are computed in closed form and no autograd graph is recorded.
         eps: target sup relative error of P(s) ~ e^s on the score range (the entrywise error of
             exp(S) ~ U V^T); ignored for the degree choice when ``degree`` is given.
         method: "chebyshev" or "taylor" (see :func:`lora_theory.exp_polynomial`).
@@ -416,6 +422,10 @@ def approx_gradients(
     row range rho_i bounds those scores, the key statistics over all keys bound the allowed ones),
     and the rounding allowance counts one more addition (prefix + diagonal block).
 
+    Stages (each a function of this module, readable and testable alone): :func:`_verified_range`
+    (range), :func:`_degree_plan` (degree), :func:`_check_group_resources` (resources),
+    :func:`_run_groups` (run), :func:`_finish` (chain, cast back, bound, checks).
+
     Returns:
         (grads, info): grads as :func:`lora_theory.exact_gradients`; info an :class:`ApproxInfo`.
 
@@ -425,7 +435,51 @@ def approx_gradients(
 
     Reference: Hu et al. (2024), Thm 3.1 (partial) and Thm A.1 (full); AS23, AS24.
     """
-    inst = _check_instance(inst)
+    inst = _check_instance(inst).detach()  # closed-form gradients: an autograd graph is never recorded (see Args)
+    opts = _check_options(eps=eps, method=method, degree=degree, max_degree=max_degree, on_invalid=on_invalid, max_features=max_features,
+                          memory_budget=memory_budget, block_size=block_size, compute_dtype=compute_dtype)
+    t0 = time.perf_counter()
+    R_used, R_elem = _verified_range(inst, R, opts)                       # range: every element's scores covered
+    groups = _degree_plan(inst, R_used, R_elem, caller_R=R, opts=opts)     # degree: one polynomial per group of elements
+    _check_group_resources(inst, groups, opts)                             # resources: before anything of size k exists
+    ic = inst if inst.dtype == compute_dtype else inst.to(dtype=compute_dtype)
+    runs = _run_groups(ic, groups, opts, inst.dtype, t0)                   # run: one streaming pass per group
+    return _finish(inst, ic, groups, runs, R_elem, R_used, opts, t0)       # bound: chain, cast, checks, info
+
+
+@dataclass(frozen=True)
+class _Options:
+    """The validated options of :func:`approx_gradients` (see its Args)."""
+
+    eps: float
+    method: str
+    degree: int | None
+    max_degree: int
+    on_invalid: str
+    max_features: int
+    memory_budget: float | None
+    block_size: int | None
+    compute_dtype: torch.dtype
+
+    @property
+    def u(self) -> float:
+        """Unit roundoff of the compute dtype."""
+        return torch.finfo(self.compute_dtype).eps / 2
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Elements run with one polynomial: their indices (None: every element), the range it covers, the polynomial, its k."""
+
+    idx: torch.Tensor | None
+    R: float
+    poly: ExpPolynomial
+    k: int
+
+
+def _check_options(*, eps: float, method: str, degree: int | None, max_degree: int, on_invalid: str, max_features: int,
+                   memory_budget: float | None, block_size: int | None, compute_dtype: torch.dtype) -> _Options:
+    """Validate :func:`approx_gradients`' options (InvalidArgumentError naming the argument)."""
     check_choice("method", method, ("chebyshev", "taylor"))
     check_choice("on_invalid", on_invalid, ("raise", "flag"))
     eps = check_positive("eps", eps)
@@ -437,10 +491,20 @@ def approx_gradients(
     max_features = check_int("max_features", max_features, low=1)
     if block_size is not None:
         block_size = check_int("block_size", block_size, low=1)
+    if memory_budget is not None:
+        memory_budget = check_positive("memory_budget", memory_budget)
     if compute_dtype not in _COMPUTE_DTYPES:
         raise InvalidArgumentError(f"compute_dtype: expected torch.float64 or torch.float32, got {compute_dtype!r}")
-    t0 = time.perf_counter()
-    bs = inst.batch_shape
+    return _Options(eps, method, degree, max_degree, on_invalid, max_features, memory_budget, block_size, compute_dtype)
+
+
+def _verified_range(inst: AttentionLoRAInstance, R: float | None, opts: _Options) -> tuple[float, torch.Tensor]:
+    """Stage 1 (range): the score range R the polynomial covers, verified against every element's Cauchy-Schwarz bound.
+
+    Returns (R_used, R_elem): R_used >= max_e R+_e (a caller's R, checked), R_elem the per-element R+_e
+    (float64, batch shape). Raises ApproximationError for an unverifiable R, a bound that overflows
+    float64, or (on_invalid="raise") a range past which no degree can certify eps in the compute dtype.
+    """
     R_cs = score_range_bound(inst)  # the largest per-element bound: the range the one polynomial covers
     if not math.isfinite(R_cs):
         raise ApproximationError(f"approx_gradients: the score range bound beta max||Q_i|| max||K_j|| overflows float64 (got {R_cs}); reduce the norms")
@@ -454,100 +518,133 @@ def approx_gradients(
                 f"(beta max_i ||Q_i|| max_j ||K_j||): the scores may exceed R, so nothing could be certified. "
                 f"Omit R, or pass R >= {R_cs:.6g}.")
     R_used = max(R_used, 1e-12)  # all scores are 0: any positive half-width works; avoids t = s / 0
-    u = torch.finfo(compute_dtype).eps / 2
+    u, eps = opts.u, opts.eps
     # sum_j |c_j| >= |P(1)| ~ e^R, so the rounding term of delta is >= (k + g) u e^{2R} (1 - eps): past
     # R = ln(eps / u) / 2 no degree can certify eps in this dtype (and e^{R t} overflows past ~700).
     R_cap = 0.5 * math.log(eps / (u * (1 - eps)))
-    if on_invalid == "raise" and R_used > R_cap:
+    if opts.on_invalid == "raise" and R_used > R_cap:
         raise ApproximationError(
-            f"approx_gradients: cannot certify eps = {eps:.1e} at score range R = {R_used:.4g} in {compute_dtype}: the rounding of the "
+            f"approx_gradients: cannot certify eps = {eps:.1e} at score range R = {R_used:.4g} in {opts.compute_dtype}: the rounding of the "
             f"monomial sums alone is at least u e^(2R) = {u * math.exp(min(2 * R_used, 700.0)):.2e}; R must be <= {R_cap:.3g}. "
             f"Reduce the norms (bound) or beta, or raise eps.")
-    n_elem = math.prod(bs)  # E elements (1 for a single head)
-    R_elem = score_range_bounds(inst)  # (*batch) float64: each element's verified range
-    # One polynomial per degree group: each element at the degree its own range needs (per-element R+_e),
-    # the group's polynomial covering the largest range in the group; a caller's R or degree: one group.
-    if bs and R is None and degree is None:
-        groups = degree_groups(R_elem.reshape(-1).clamp(min=1e-12).cpu(), eps, method, max_degree)
+    return R_used, score_range_bounds(inst)
+
+
+def _degree_plan(inst: AttentionLoRAInstance, R_used: float, R_elem: torch.Tensor, *, caller_R: float | None, opts: _Options) -> list[_Group]:
+    """Stage 2 (degree): the polynomials, one per group of elements needing the same degree.
+
+    A batched instance without a caller's R or degree groups its elements by the degree their own
+    range R+_e needs (:func:`degree_groups`), each group's polynomial certified on the group's largest
+    range; otherwise one polynomial on R_used serves every element.
+    """
+    if inst.batch_shape and caller_R is None and opts.degree is None:
+        parts = degree_groups(R_elem.reshape(-1).clamp(min=1e-12).cpu(), opts.eps, opts.method, opts.max_degree)
     else:
-        groups = [(None, R_used)]
+        parts = [(None, R_used)]
     d = inst.d  # head dimension: the width of Q = X_Q W_Q
-    m = key_inputs(inst)[0].shape[-1]
-    itemsize = torch.empty((), dtype=compute_dtype).element_size()
-    plans = []
-    for idx, R_g in groups:  # every polynomial and its resources before anything of size k is allocated
-        poly = exp_polynomial(R_g, eps, method=method, degree=degree, max_degree=max_degree)
+    out = []
+    for idx, R_g in parts:
+        poly = exp_polynomial(R_g, opts.eps, method=opts.method, degree=opts.degree, max_degree=opts.max_degree)
         if not poly.finite:
             raise ApproximationError(f"approx_gradients: the degree-{poly.degree} polynomial of e^s on [-R, R], R = {R_g:.4g}, overflows float64; "
                                      f"nothing can be computed. Reduce the norms (bound) or beta.")
-        k_rank = math.comb(poly.degree + d, d)
-        check_resources(L=inst.L, d=d, k=k_rank, degree=poly.degree, R=R_g, eps=eps, method=method, m=m, n=inst.n, itemsize=itemsize,
-                        max_features=max_features, budget=memory_budget, max_degree=max_degree, batch=n_elem if idx is None else len(idx),
-                        causal=inst.causal)
-        plans.append((idx, R_g, poly, k_rank))
-    ic = inst if inst.dtype == compute_dtype else inst.to(dtype=compute_dtype)
+        out.append(_Group(idx, R_g, poly, math.comb(poly.degree + d, d)))
+    return out
+
+
+def _check_group_resources(inst: AttentionLoRAInstance, groups: list[_Group], opts: _Options) -> None:
+    """Stage 3 (resources): refuse (ApproximationError) before allocating when a group's k or bytes exceed the limits."""
+    m = key_inputs(inst)[0].shape[-1]
+    itemsize = torch.empty((), dtype=opts.compute_dtype).element_size()
+    n_elem = math.prod(inst.batch_shape)
+    for g in groups:
+        check_resources(L=inst.L, d=inst.d, k=g.k, degree=g.poly.degree, R=g.R, eps=opts.eps, method=opts.method, m=m, n=inst.n,
+                        itemsize=itemsize, max_features=opts.max_features, budget=opts.memory_budget, max_degree=opts.max_degree,
+                        batch=n_elem if g.idx is None else len(g.idx), causal=inst.causal)
+
+
+def _run_groups(ic: AttentionLoRAInstance, groups: list[_Group], opts: _Options, out_dtype: torch.dtype, t0: float) -> list[tuple[LowRankRun, _ErrorBound]]:
+    """Stage 4 (run): one streaming pass of the polynomial method per group, on the compute-dtype instance ``ic``."""
     fi = flat_instance(ic)  # (E, ...) when batched: every tensor expanded to the full batch shape, flattened
+    runs = []
+    for g in groups:
+        sub = fi if g.idx is None else select_elements(fi, g.idx)
+        runs.append(_run_polynomial(sub, g.poly, g.R, g.k, opts.block_size, out_dtype, t0))
+    return runs
+
+
+def _group_delta(g: _Group, u: float) -> float:
+    """delta: the entrywise relative error of U V^T vs exp(S): the polynomial's own error plus the rounding of
+    summing k monomial products in this dtype (see ExpPolynomial.feature_rounding)."""
+    return g.poly.rel_error + g.poly.feature_rounding(g.k + g.poly.degree, 2 * u)
+
+
+def _finish(inst: AttentionLoRAInstance, ic: AttentionLoRAInstance, groups: list[_Group], runs: list[tuple[LowRankRun, _ErrorBound]],
+            R_elem: torch.Tensor, R_used: float, opts: _Options, t0: float) -> tuple[dict[str, torch.Tensor], ApproxInfo]:
+    """Stage 5 (bound): reassemble the groups, the chain (shared factors summed), the cast back, the bound, the checks, the info."""
+    bs, u, eps = inst.batch_shape, opts.u, opts.eps
+    n_elem = math.prod(bs)
     reasons: list[str] = []
-    deltas, runs = [], []
-    for idx, R_g, poly, k_rank in plans:
-        # delta: the entrywise relative error of U V^T vs exp(S): the polynomial's own error plus the
-        # rounding of summing k monomial products in this dtype (see ExpPolynomial.feature_rounding).
-        delta = poly.rel_error + poly.feature_rounding(k_rank + poly.degree, 2 * u)
-        deltas.append(delta)
+    deltas = [_group_delta(g, u) for g in groups]
+    for g, delta in zip(groups, deltas, strict=True):
         if not delta <= eps:
-            reasons.append(f"degree {poly.degree} reaches sup relative error {delta:.2e} > eps = {eps:.0e} on [-R, R], R = {R_g:.3g}"
-                           f" (fit {poly.rel_error:.1e}, rounding {delta - poly.rel_error:.1e})")
+            reasons.append(f"degree {g.poly.degree} reaches sup relative error {delta:.2e} > eps = {eps:.0e} on [-R, R], R = {g.R:.3g}"
+                           f" (fit {g.poly.rel_error:.1e}, rounding {delta - g.poly.rel_error:.1e})")
         if not delta < 1:
             reasons.append("P can be <= 0 on the score range (relative error >= 1)")
-        sub = fi if idx is None else select_elements(fi, idx)
-        run, acc = _run_polynomial(sub, poly, R_g, k_rank, block_size, inst.dtype, t0)
-        reasons += [r for r in run.reasons if r not in reasons]
-        runs.append((idx, run, acc))
-    names = [f"{p}_{mu}" for mu in inst.adapt for p in "AB"]
-    if len(runs) == 1 and runs[0][0] is None:  # one polynomial for every element (a single head, or a caller's R / degree)
-        _, run, acc = runs[0]
-        grads, G, D, bG = run.grads, run.G, run.aux["D"], (acc.bG if acc.ok else None)
-    else:  # reassemble the groups' per-element results in element order, then the chain on the whole instance
-        G = {mu: torch.empty(n_elem, *fi.weight(mu).shape[-2:], dtype=compute_dtype, device=fi.device) for mu in inst.adapt}
+    for run, _ in runs:
+        reasons += [r for r in run.reasons if r not in reasons and not r.startswith("non-finite gradients")]
+    # reassemble the groups' per-element results in element order (a group's indices are sorted by range, not by element)
+    fi = flat_instance(ic)
+    if len(runs) == 1 and groups[0].idx is None:  # one polynomial for every element, in element order
+        run, acc = runs[0]
+        G, D = run.G, run.aux["D"].reshape(*bs, inst.L)
+        bG = acc.bG if acc.ok and set(acc.bG) == set(inst.adapt) else None
+    else:
+        G = {mu: torch.empty(n_elem, *fi.weight(mu).shape[-2:], dtype=opts.compute_dtype, device=fi.device) for mu in inst.adapt}
         bG = {mu: torch.empty_like(G[mu]) for mu in inst.adapt}
-        D = torch.empty(n_elem, inst.L, dtype=compute_dtype, device=fi.device)
+        D = torch.empty(n_elem, inst.L, dtype=opts.compute_dtype, device=fi.device)
         ok = True
-        for idx, run, acc in runs:
-            D[idx] = run.aux["D"].reshape(len(idx), inst.L)
+        for g, (run, acc) in zip(groups, runs, strict=True):
+            D[g.idx] = run.aux["D"].reshape(len(g.idx), inst.L)
             ok = ok and acc.ok and set(acc.bG) == set(inst.adapt)
             for mu in inst.adapt:
-                G[mu][idx] = run.G[mu]
+                G[mu][g.idx] = run.G[mu]
                 if ok:
-                    bG[mu][idx] = acc.bG[mu]
+                    bG[mu][g.idx] = acc.bG[mu]
         bG = bG if ok else None
-        grads = lora_chain(ic, {mu: g.reshape(*bs, *g.shape[-2:]) for mu, g in G.items()})  # summed over shared dimensions
         D = D.reshape(*bs, inst.L)
-        bad = [k for k, v in grads.items() if not bool(torch.isfinite(v).all())]
-        if bad and not any("non-finite" in r for r in reasons):
-            reasons.append(f"non-finite gradients {bad}")
-    failed = any(run.reasons for _, run, _ in runs)
-    bound, elem_bound = _chain_bounds(fi, bG, G, ic, u, torch.finfo(inst.dtype).eps / 2 if inst.dtype != compute_dtype else 0.0) \
-        if not failed else ({nm: math.inf for nm in names}, {nm: np.full(bs, math.inf) for nm in names})
+    # the chain on the unflattened instance: a factor shared along batch dimensions gets the sum over them (issue 21, case 4)
+    grads = lora_chain(ic, {mu: g.reshape(*bs, *g.shape[-2:]) for mu, g in G.items()})
+    failed = any(run.reasons for run, _ in runs)
+    names = [f"{p}_{mu}" for mu in inst.adapt for p in "AB"]
+    u_out = torch.finfo(inst.dtype).eps / 2 if inst.dtype != opts.compute_dtype else 0.0
+    bound, elem_bound = _chain_bounds(fi, bG, G, ic, u, u_out) if not failed else \
+        ({nm: math.inf for nm in names}, {nm: np.full(bs, math.inf) for nm in names})
     if not failed and not all(math.isfinite(b) for b in bound.values()):
-        reasons.append(f"the error bound is not finite: the rounding of sums over L = {inst.L} keys and k = {max(p[3] for p in plans)} features in "
-                       f"{compute_dtype} cannot be bounded at R = {R_used:.3g}")
-    keys_t = sum(run.times["keys"] for _, run, _ in runs)
-    times = {"keys": keys_t, "queries": time.perf_counter() - t0 - keys_t, "total": time.perf_counter() - t0}
+        reasons.append(f"the error bound is not finite: the rounding of sums over L = {inst.L} keys and k = {max(g.k for g in groups)} features in "
+                       f"{opts.compute_dtype} cannot be bounded at R = {R_used:.3g}")
+    # the cast back to the instance's dtype, finiteness checked after it (a float16 result can overflow there; issue 21, case 2)
     grads = {k: v.to(dtype=inst.dtype) for k, v in grads.items()}
-    # per-element degree and covered range: the group's
-    e_deg, e_range = np.empty(n_elem, dtype=np.int64), np.empty(n_elem)
-    for (idx, R_g, poly, _), _r in zip(plans, runs, strict=True):
-        sel = slice(None) if idx is None else idx.numpy()
-        e_deg[sel], e_range[sel] = poly.degree, R_g
-    top = max(range(len(plans)), key=lambda i: plans[i][1])
+    bad = [k for k, v in grads.items() if not bool(torch.isfinite(v).all())]
+    if bad:
+        reasons.append(f"non-finite gradients {bad} in {inst.dtype} (min D~ = {float(D.min()):.2e})")
+    run_times = [run.times["keys"] for run, _ in runs]
+    keys_t = sum(run_times)
+    times = {"keys": keys_t, "queries": time.perf_counter() - t0 - keys_t, "total": time.perf_counter() - t0}
+    e_deg, e_range = np.empty(n_elem, dtype=np.int64), np.empty(n_elem)  # per element: the group's degree and covered range
+    for g in groups:
+        sel = slice(None) if g.idx is None else g.idx.numpy()
+        e_deg[sel], e_range[sel] = g.poly.degree, g.R
+    top = max(groups, key=lambda g: g.R)
     info = ApproxInfo(
-        valid=not reasons, reason="; ".join(reasons), degree=max(p[2].degree for p in plans), rank=max(p[3] for p in plans), R=plans[top][1],
-        poly_rel_error=max(deltas), min_normalizer=float(D.min()), error_bound=bound, times=times, method=method,
-        compute_dtype=str(compute_dtype).replace("torch.", ""), batch_shape=bs,
+        valid=not reasons, reason="; ".join(reasons), degree=max(g.poly.degree for g in groups), rank=max(g.k for g in groups), R=top.R,
+        poly_rel_error=max(deltas), min_normalizer=float(D.min()), error_bound=bound, times=times, method=opts.method,
+        compute_dtype=str(opts.compute_dtype).replace("torch.", ""), batch_shape=bs,
         element_R=R_elem.cpu().numpy(), element_min_normalizer=D.amin(dim=-1).double().cpu().numpy(),
         element_error_bound=elem_bound, element_degree=e_deg.reshape(bs), element_range=e_range.reshape(bs),
     )
-    if reasons and on_invalid == "raise":
+    if reasons and opts.on_invalid == "raise":
         raise ApproximationError("approx_gradients: cannot certify the approximation: " + "; ".join(reasons)
                                  + ". Raise max_degree or eps, reduce the norms (bound), or pass on_invalid='flag'.")
     return grads, info

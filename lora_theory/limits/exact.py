@@ -113,8 +113,12 @@ def _blocked_pass(inst: AttentionLoRAInstance, block: int, need: tuple[str, ...]
         f.exp_()
         f /= f.sum(dim=-1, keepdim=True)  # (*batch, b, L) f_I = row-softmax(S_I); each row sum >= 1 before dividing
         O = f @ V  # (*batch, b, d)
-        c = O - Y[..., sl, :]  # (*batch, b, d)
-        loss = loss + 0.5 * (c * c).sum()
+        if inst.upstream:  # Y is dL/dO of an arbitrary loss: the linear loss <O, Y> has c = dL/dO = Y
+            c = Y[..., sl, :]
+            loss = loss + (O * c).sum()
+        else:
+            c = O - Y[..., sl, :]  # (*batch, b, d)
+            loss = loss + 0.5 * (c * c).sum()
         if not grad:
             continue
         if dV is not None:
@@ -135,7 +139,7 @@ def _blocked_pass(inst: AttentionLoRAInstance, block: int, need: tuple[str, ...]
 
 
 def loss(inst: AttentionLoRAInstance, *, block_size: int | None = None) -> torch.Tensor:
-    """L = 1/2 || D^{-1} exp(beta Q K^T) V - Y ||_F^2, row-blocked (0-dim tensor).
+    """L = 1/2 || D^{-1} exp(beta Q K^T) V - Y ||_F^2, row-blocked (0-dim tensor); <D^{-1} exp(beta Q K^T) V, Y> when ``inst.upstream``.
 
     Reference: Hu et al. (2024), Def. 2.5.
     """
@@ -212,7 +216,7 @@ def dense_terms(inst: AttentionLoRAInstance) -> dict[str, torch.Tensor]:
     S = inst.beta * (Q @ K.mT)  # (*batch, L, L)
     f = torch.softmax(_mask(S) if inst.causal else S, dim=-1)  # (*batch, L, L)
     O = f @ V
-    c = O - inst.Y
+    c = inst.Y if inst.upstream else O - inst.Y  # upstream: Y is dL/dO itself
     q = c @ V.mT  # (*batch, L, L)
     rho = (f * q).sum(dim=-1)  # (*batch, L)
     p = f * q - rho[..., None] * f
@@ -257,7 +261,7 @@ def autograd_gradients(
         else:
             S = inst.beta * (Q @ K.mT)  # (*batch, L, L)
             O = torch.softmax(_mask(S) if inst.causal else S, dim=-1) @ V
-        value = 0.5 * ((O - inst.Y) ** 2).sum()
+        value = (O * inst.Y).sum() if inst.upstream else 0.5 * ((O - inst.Y) ** 2).sum()  # upstream: dL/dO = Y
         params = [t for mu in inst.adapt for t in (A[mu], B[mu])]
         grads = torch.autograd.grad(value, params)
     out: dict[str, torch.Tensor] = {}

@@ -17,7 +17,8 @@ against each other (torch broadcasting), e.g. ``Xq`` (batch, 1, L, n) shared by 
 sequence, ``Y`` (batch, heads, L, d). The loss is then the sum of the per-element losses over
 the broadcast batch shape, and the gradient of a broadcast tensor is summed over the dimensions
 it is broadcast along (exactly autograd's convention). ``causal=True`` restricts every query i
-to the keys j <= i (decoder attention; the paper's loss has no mask).
+to the keys j <= i (decoder attention; the paper's loss has no mask). ``upstream=True`` makes ``Y``
+the upstream gradient dL/dO of any loss (training through a model): L = <D^-1 exp(S) V, Y>.
 
 Reference: Hu, Su, Kuo, Song, Liu, "Computational Limits of Low-Rank Adaptation (LoRA)
 Fine-Tuning for Transformer Models", arXiv 2406.03136, Def. 1.1, 1.2, 2.5; Thm 3.1 and A.1
@@ -128,8 +129,10 @@ class AttentionLoRAInstance:
     Fields: ``Xq, Xk, Xv`` (L, n); ``Wq, Wk, Wv`` (n, d) pretrained; ``A[mu]`` (r, d) and
     ``B[mu]`` (n, r) for each adapted mu; ``alpha`` > 0; ``r`` in 1..max(n, d); ``beta`` > 0;
     ``Y`` (L, d); ``attention`` records how the inputs are tied ("self": Xq = Xk = Xv,
-    "cross": Xk = Xv, "general": no tie); ``causal``: query i attends to keys j <= i only.
-    Every tensor may have leading batch dimensions that broadcast together (see the module
+    "cross": Xk = Xv, "general": no tie); ``causal``: query i attends to keys j <= i only;
+    ``upstream``: ``Y`` is the upstream gradient dL/dO of an arbitrary loss instead of a target (the
+    loss is then the linear functional <D^-1 A V, Y>, whose LoRA gradients are those of any loss with
+    that dL/dO: the chain of Lemma 3.1 with c = O - Y replaced by Y). Every tensor may have leading batch dimensions that broadcast together (see the module
     docstring); 2-D tensors everywhere are the paper's single head. All tensors share one dtype
     and device. Construction validates everything and raises ``InvalidArgumentError`` (a
     ``ValueError``) naming the bad field.
@@ -149,6 +152,7 @@ class AttentionLoRAInstance:
     Y: torch.Tensor
     attention: Attention = "general"
     causal: bool = False
+    upstream: bool = False
 
     def __post_init__(self) -> None:
         batches: dict[str, tuple[int, ...]] = {"Xq": _stack("Xq", self.Xq, (None, None), True)}
@@ -164,6 +168,8 @@ class AttentionLoRAInstance:
         check_choice("attention", self.attention, ("self", "cross", "general"))
         if not isinstance(self.causal, bool):
             raise InvalidArgumentError(f"causal: expected a bool, got {self.causal!r}")
+        if not isinstance(self.upstream, bool):
+            raise InvalidArgumentError(f"upstream: expected a bool, got {self.upstream!r}")
         tensors: dict[str, torch.Tensor] = {}
         for name, tail in (("Xq", (L, n)), ("Xk", (L, n)), ("Xv", (L, n)), ("Y", (L, d)), ("Wq", (n, d)), ("Wk", (n, d)), ("Wv", (n, d))):
             batches[name] = _stack(name, getattr(self, name), tail, True)
@@ -287,9 +293,29 @@ class AttentionLoRAInstance:
             A={k: mv(v) for k, v in self.A.items()}, B={k: mv(v) for k, v in self.B.items()}, Y=mv(self.Y),
         )
 
+    def detach(self) -> AttentionLoRAInstance:
+        """The same instance with every tensor detached from autograd (views, no copy; ties preserved).
+
+        The closed-form and low-rank gradients never record an autograd graph; an ``nn.Parameter`` or a
+        tensor that requires grad is read through this (``approx_gradients``, ``random_feature_gradients``).
+        """
+        tensors = [self.Xq, self.Xk, self.Xv, self.Wq, self.Wk, self.Wv, self.Y, *self.A.values(), *self.B.values()]
+        if not any(t.requires_grad for t in tensors):
+            return self
+
+        def dt(t: torch.Tensor) -> torch.Tensor:
+            return t.detach()
+
+        Xq = dt(self.Xq)
+        Xk = Xq if self.Xk is self.Xq else dt(self.Xk)
+        Xv = Xk if self.Xv is self.Xk else (Xq if self.Xv is self.Xq else dt(self.Xv))
+        return dataclasses.replace(self, Xq=Xq, Xk=Xk, Xv=Xv, Wq=dt(self.Wq), Wk=dt(self.Wk), Wv=dt(self.Wv),
+                                   A={k: dt(v) for k, v in self.A.items()}, B={k: dt(v) for k, v in self.B.items()}, Y=dt(self.Y))
+
     def __repr__(self) -> str:
         extra = (f", n={self.n}" if self.n != self.d else "") + (f", batch_shape={self.batch_shape}" if self.batch_shape else "")
         extra += ", causal=True" if self.causal else ""
+        extra += ", upstream=True" if self.upstream else ""
         return (
             f"AttentionLoRAInstance(L={self.L}, d={self.d}, r={self.r}, adapt={''.join(self.adapt)!r}, "
             f"attention={self.attention!r}, alpha={self.alpha:g}, beta={self.beta:g}{extra}, dtype={self.dtype}, device={self.device})"

@@ -371,7 +371,7 @@ def block_gradients(inst: AttentionLoRAInstance, mom: KeyMoments, sk: slice, sv:
     Wv = inst.weight("v")  # (*lead, n, d)
     meanV = mom.mean[..., sv]  # (*lead, b, n) E~[X_V]
     O = meanV @ Wv  # (*lead, b, d) O~ = E~[V]
-    c = O - inst.Y[..., rows, :]  # (*lead, b, d)
+    c = inst.Y[..., rows, :] if inst.upstream else O - inst.Y[..., rows, :]  # (*lead, b, d); upstream: Y is dL/dO, exact as given
     need = set(inst.adapt)
     G: dict[str, torch.Tensor] = {}
     aux = {"O": O, "c": c}

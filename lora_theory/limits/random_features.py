@@ -93,7 +93,7 @@ def random_feature_gradients(
     """LoRA gradients with exp(beta Q K^T) ~ phi(Q') phi(K')^T (FAVOR+, m features), O(L m d^2).
 
     Args:
-        inst: the instance (any dtype/device).
+        inst: the instance (any dtype/device); tensors that require grad are detached first.
         m: number of random features (compare with the polynomial method at m = its rank k).
         seed: seed of the random directions (results are reproducible per seed).
         orthogonal: orthogonal blocks of directions (Performer's default) or i.i.d. Gaussian.
@@ -115,7 +115,7 @@ def random_feature_gradients(
     Reference: Choromanski et al. (2021), Lemma 1; Hu et al. (2024), Thm 3.1 (the peer it is
     compared against); claims ``limits.thm3.1``, ``limits.thmA.1``.
     """
-    inst = _check_instance(inst)
+    inst = _check_instance(inst).detach()  # closed-form gradients: tensors that require grad are read, never differentiated
     m = check_int("m", m, low=1)
     seed = check_int("seed", seed, low=0)
     check_choice("on_invalid", on_invalid, ("raise", "flag"))

@@ -8,11 +8,11 @@ import pytest
 
 import lora_theory as lt
 from lora_theory.limits.approx import ApproximationError, approx_gradients
+from lora_theory.limits.calibration import calibrate_cost_model
 from lora_theory.limits.plan import (
     CostModel,
     approx_bytes,
     approx_plan,
-    calibrate_cost_model,
     check_resources,
     cost_model,
     default_feature_block,
