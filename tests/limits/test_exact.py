@@ -384,3 +384,13 @@ def test_rounding_slack_of_a_float32_instance_is_computed_in_float64():
     got = lt.limits.exact.rounding_slack(inst)
     ref = lt.limits.exact.rounding_slack(inst.to(dtype=torch.float64))
     assert got == ref
+
+
+def test_dense_terms_masks_a_batched_multihead_causal_instance():
+    """(batch, heads, L, L) scores: f is 0 above the diagonal of every head and sequence, and each row sums to 1."""
+    inst = _general_instance(5, 4, 3, 2, batch=(2,), heads=3, causal=True)
+    f = lt.limits.exact.dense_terms(inst)["f"]
+    assert f.shape == (2, 3, 5, 5)
+    lower = torch.ones(5, 5, dtype=torch.bool).tril()
+    assert (f[..., ~lower] == 0).all() and (f[..., lower] > 0).all()
+    torch.testing.assert_close(f.sum(-1), torch.ones(2, 3, 5, dtype=f.dtype))
