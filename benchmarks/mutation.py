@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -71,13 +72,17 @@ def _setup_cfg(source: str, tests: tuple[str, ...]) -> str:
              "pytest_add_cli_args_test_selection ="] + [f"    {t}" for t in tests] + [
              "pytest_add_cli_args =", "    -p", "    no:cacheprovider", "    -q",
              "process_isolation = forkserver",
+             # warmup "collect" imports the test modules in the server, whose decorators run torch ops (make_instance in
+             # @example): the forked workers then hung in every mutant whose tests all pass (survivors became "timeouts")
+             "forkserver_warmup = none",
              # mutmut's wall timeout is (estimated seconds + constant) x multiplier: on a shared, loaded machine a 1-s test
              # set can take > 20 s wall, and the default constant (1 s) turned such survivors into spurious "timeouts"
              "timeout_constant = 30"]
     return "\n".join(lines) + "\n"
 
 
-def run_module(name: str, mutmut: str, workdir: Path, max_children: int, rerun_survivors: bool = False) -> dict:
+def run_module(name: str, mutmut: str, workdir: Path, max_children: int, rerun_survivors: bool = False, sample: int | None = None,
+               seed: int = 0) -> dict:
     """Mutate one module in a fresh copy; returns counts, score, survivors (name and diff) and seconds.
 
     ``rerun_survivors``: reuse the copy of an earlier run in ``workdir`` (its mutants and results), refresh
@@ -103,11 +108,20 @@ def run_module(name: str, mutmut: str, workdir: Path, max_children: int, rerun_s
     (work / "setup.cfg").write_text(_setup_cfg(source, tests))
     env = {**os.environ, "LORA_THEORY_PROFILE": "ci", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(work)}
     t0 = time.perf_counter()
-    run = subprocess.run([mutmut, "run", "--max-children", str(max_children)], cwd=work, env=env, capture_output=True, text=True)
+    chosen = None
+    if sample:  # generate the mutants and the test stats (a filter that matches nothing stops there), then run a seeded sample
+        subprocess.run([mutmut, "run", "--max-children", str(max_children), "no-such-mutant-*"], cwd=work, env=env, capture_output=True, text=True)
+        if meta.exists():
+            names = sorted(json.loads(meta.read_text())["exit_code_by_key"])
+            chosen = sorted(random.Random(seed).sample(names, min(sample, len(names))))
+    run = subprocess.run([mutmut, "run", "--max-children", str(max_children), *(chosen or [])], cwd=work, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
     if not meta.exists():
         return {"module": name, "error": (run.stdout + run.stderr)[-3000:], "seconds": seconds}
     codes = json.loads(meta.read_text())["exit_code_by_key"]
+    population = len(codes)
+    if chosen is not None:
+        codes = {k: codes[k] for k in chosen}
     counts: dict[str, int] = {}
     survivors = []
     for mutant, code in sorted(codes.items()):
@@ -121,7 +135,8 @@ def run_module(name: str, mutmut: str, workdir: Path, max_children: int, rerun_s
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     version = subprocess.run([mutmut, "--version"], cwd=work, env=env, capture_output=True, text=True).stdout.strip()
     return {"module": name, "source": source, "tests": list(tests), "counts": counts, "mutants": len(codes), "score": score,
-            "survivors": survivors, "seconds": seconds, "commit": commit, "mutmut": version,
+            "survivors": survivors, "seconds": seconds, "commit": commit, "mutmut": version, "population": population,
+            "sampled": chosen is not None, "seed": seed,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
@@ -131,7 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mutmut", default=shutil.which("mutmut") or "mutmut", help="the mutmut executable (>= 3.3)")
     ap.add_argument("--max-children", type=int, default=2, help="parallel mutant workers")
     ap.add_argument("--workdir", type=Path, default=None, help="where the throw-away copies go (default: a temp folder, removed)")
-    ap.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
+    ap.add_argument("--json", type=Path, default=None, help="also write the results as JSON (merged into the file if it exists; "
+                    "benchmarks/mutation_limits.json is what benchmarks/README.md's table is generated from)")
+    ap.add_argument("--sample", type=int, default=None, help="run only a seeded random sample of this many mutants per module "
+                    "(the score is then an estimate: report its interval)")
+    ap.add_argument("--seed", type=int, default=0, help="the sample's seed")
     ap.add_argument("--rerun-survivors", action="store_true",
                     help="with --workdir of an earlier run: copy the new tests in and run only its survivors again")
     args = ap.parse_args(argv)
@@ -140,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     try:
         for name in names:
-            res = run_module(name, args.mutmut, workdir, args.max_children, args.rerun_survivors)
+            res = run_module(name, args.mutmut, workdir, args.max_children, args.rerun_survivors, args.sample, args.seed)
             results.append(res)
             if "error" in res:
                 print(f"{name}: mutmut failed after {res['seconds']:.0f} s:\n{res['error']}", flush=True)
@@ -159,8 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     for r in ok:
         for s in r["survivors"]:
             print(f"\n--- {r['module']}: {s['mutant']} ({s['status']})\n{s['diff'].strip()}")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+    if args.json:  # merged into an existing file: the modules run now replace their earlier records
+        kept = [r for r in (json.loads(args.json.read_text()) if args.json.exists() else []) if r["module"] not in {x["module"] for x in results}]
+        args.json.write_text(json.dumps(kept + results, indent=1) + "\n")
     return 0 if len(ok) == len(results) else 1
 
 

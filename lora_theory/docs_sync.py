@@ -527,10 +527,16 @@ def _degree_examples(stored: Stored, arg: str | None) -> str:
 
 @section("mutation_scores")
 def _mutation_scores(stored: Stored, arg: str | None) -> str:
-    """``mutation_scores/FILE``: the table of benchmarks/FILE.json, the ``--json`` of ``benchmarks/mutation.py`` (one record per module)."""
+    """``mutation_scores/FILE``: the table of benchmarks/FILE.json, the ``--json`` of ``benchmarks/mutation.py`` (one record per module).
+
+    A sampled run (``--sample N``) shows the killed share of its N mutants with a 95% Wilson interval
+    (scipy.stats.binomtest) for the whole module's score.
+    """
+    from scipy.stats import binomtest
+
     rel = f"benchmarks/{arg or 'mutation_limits'}.json"
     rows = [r for r in stored.json(rel) if "error" not in r]
-    lines = ["| module | mutants | killed | survived | no tests | timeout | score | tests run per mutant | CPU-load wall time |",
+    lines = ["| module | mutants run (of all) | killed | survived | no tests | timeout | score [95% interval] | tests run per mutant | wall time |",
              "|---|---|---|---|---|---|---|---|---|"]
     tot = {"mutants": 0, "killed": 0, "survived": 0, "no tests": 0, "timeout": 0, "skipped": 0}
     for r in rows:
@@ -538,12 +544,18 @@ def _mutation_scores(stored: Stored, arg: str | None) -> str:
         for k in ("killed", "survived", "no tests", "timeout", "skipped"):
             tot[k] += c.get(k, 0)
         tot["mutants"] += r["mutants"]
+        n = r["mutants"] - c.get("skipped", 0)
+        k = c.get("killed", 0) + c.get("timeout", 0)
+        ci = binomtest(k, n).proportion_ci(method="wilson")
+        score = f"{k / n:.0%} [{ci.low:.0%}, {ci.high:.0%}]" if r.get("sampled") else f"{k / n:.1%}"
         tests = ", ".join(f"`{t.removeprefix('tests/limits/')}`" for t in r["tests"])
-        lines.append(f"| `{r['source'].removeprefix('lora_theory/')}` | {r['mutants']} | {c.get('killed', 0)} | {c.get('survived', 0)} | "
-                     f"{c.get('no tests', 0)} | {c.get('timeout', 0)} | {r['score']:.1%} | {tests} | {r['seconds'] / 60:.0f} min |")
-    tested = tot["mutants"] - tot["skipped"]
+        lines.append(f"| `{r['source'].removeprefix('lora_theory/')}` | {r['mutants']} ({r.get('population', r['mutants'])}) | {c.get('killed', 0)} | "
+                     f"{c.get('survived', 0)} | {c.get('no tests', 0)} | {c.get('timeout', 0)} | {score} | {tests} | {r['seconds'] / 60:.0f} min |")
+    n = tot["mutants"] - tot["skipped"]
+    k = tot["killed"] + tot["timeout"]
+    ci = binomtest(k, n).proportion_ci(method="wilson")
     lines.append(f"| total | {tot['mutants']} | {tot['killed']} | {tot['survived']} | {tot['no tests']} | {tot['timeout']} | "
-                 f"{(tot['killed'] + tot['timeout']) / tested:.1%} | | |")
+                 f"{k / n:.0%} [{ci.low:.0%}, {ci.high:.0%}] | | |")
     return "\n".join(lines)
 
 

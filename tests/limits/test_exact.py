@@ -363,3 +363,34 @@ def test_dense_terms_refuses_exactly_past_its_limit(monkeypatch):
     assert t["S"].shape == (8, 8)
     with pytest.raises(lt.InvalidArgumentError, match="expected L <= 8, got L = 9"):
         lt.limits.exact.dense_terms(lt.make_instance(9, 2, 1))
+
+
+def test_dense_terms_returns_every_documented_quantity():
+    """The keys the docstring names, with q = c V^T, rho = rowsum(f o q), p = f o q - diag(rho) f, O = f V, c = O - Y."""
+    inst = lt.make_instance(12, 3, 2, adapt="qkv", seed=4)
+    t = lt.limits.exact.dense_terms(inst)
+    assert set(t) == {"S", "f", "O", "c", "q", "rho", "p"}
+    _, _, V = inst.projections()
+    torch.testing.assert_close(t["O"], t["f"] @ V)
+    torch.testing.assert_close(t["c"], t["O"] - inst.Y)
+    torch.testing.assert_close(t["q"], t["c"] @ V.T)
+    torch.testing.assert_close(t["rho"], (t["f"] * t["q"]).sum(-1))
+    torch.testing.assert_close(t["p"], t["f"] * t["q"] - t["rho"][:, None] * t["f"])
+
+
+def test_rounding_slack_of_a_float32_instance_is_computed_in_float64():
+    """The slack bounds the float64 reference, so a float32 instance gets the slack of its float64 copy."""
+    inst = lt.make_instance(10, 3, 2, adapt="qkv", seed=2, dtype=torch.float32)
+    got = lt.limits.exact.rounding_slack(inst)
+    ref = lt.limits.exact.rounding_slack(inst.to(dtype=torch.float64))
+    assert got == ref
+
+
+def test_dense_terms_masks_a_batched_multihead_causal_instance():
+    """(batch, heads, L, L) scores: f is 0 above the diagonal of every head and sequence, and each row sums to 1."""
+    inst = _general_instance(5, 4, 3, 2, batch=(2,), heads=3, causal=True)
+    f = lt.limits.exact.dense_terms(inst)["f"]
+    assert f.shape == (2, 3, 5, 5)
+    lower = torch.ones(5, 5, dtype=torch.bool).tril()
+    assert (f[..., ~lower] == 0).all() and (f[..., lower] > 0).all()
+    torch.testing.assert_close(f.sum(-1), torch.ones(2, 3, 5, dtype=f.dtype))
