@@ -42,8 +42,8 @@ def _data(quick: bool, stages: tuple[str, ...]) -> dict:
 
 
 def _not_run(what: str, cfg) -> Measurement:
-    return Measurement(None, {"runs": 0, "budget": cfg.name}, f"{what}: no finished runs of budget {cfg.name} (run `python -m lora_theory.finetune "
-                       f"--task cpython_mlm --budget {cfg.name}`)", {})
+    return Measurement(None, {"runs": 0, "budget": cfg.name}, f"{what}: no finished runs of the arms it compares in budget {cfg.name} (the budget "
+                       f"leaves them out, or `python -m lora_theory.finetune --task cpython_mlm --budget {cfg.name}` has not finished them)", {})
 
 
 def _pair_steps(runs: pd.DataFrame, x_arm: str, x_lr: float, ref_arm: str = "lora", ref_lr: float | None = None, *,
