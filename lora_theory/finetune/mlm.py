@@ -39,7 +39,7 @@ from .._validate import check_choice
 from . import protocol
 from .stats import smoothed_final
 
-__all__ = ["BUDGETS", "MLM_FULL", "MLM_LR_GRID", "MLM_QUICK", "MLM_SMOKE", "STAGES", "TASK", "MLMConfig", "budget", "by_seed", "cpu_to", "mlm_experiment",
+__all__ = ["BUDGETS", "MLM_FULL", "MLM_LR_GRID", "MLM_QUICK", "MLM_SMOKE", "MLM_TINY", "STAGES", "TASK", "MLMConfig", "budget", "by_seed", "cpu_to", "mlm_experiment",
            "runs_table", "steps_to", "stored", "tune"]
 
 TASK = "cpython_mlm"
@@ -86,7 +86,11 @@ MLM_FULL = MLMConfig("mlm-full", steps=200, seeds=tuple(range(9)), ratios=tuple(
 #: learning rates for full FT (3e-4) and LoRA (1e-3), not re-tuned here; LoRA-GA and LoRA+ at LoRA's lr (the papers' shared-lr protocol)
 MLM_SMOKE = MLMConfig("mlm-smoke", steps=80, seeds=(0, 1, 2, 3, 4, 5), ratios=(1.0, 4.0, 16.0, 64.0, 256.0), warmup=8, extend=0,
                       lr_grid=(("full", (3e-4,)), ("lora", (1e-3,)), ("lora_ga", (1e-3,)), ("lora_plus", (1e-3,))))
-BUDGETS = {c.name: c for c in (MLM_QUICK, MLM_FULL, MLM_SMOKE)}
+#: the negative controls' scale in the test suite (tests/claims/test_controls.py, slow): 10 steps, 5 verdict seeds, fixed lrs.
+#: Every control makes the corrupted arm identical to another arm (or its init 8x), which the rules call "fails" at any scale.
+MLM_TINY = MLMConfig("mlm-tiny", steps=10, seeds=(0, 1, 2, 3, 4, 5), ratios=(1.0, 16.0, 256.0), warmup=2, eval_every=5, extend=0,
+                     lr_grid=(("full", (3e-4,)), ("lora", (1e-3,)), ("lora_ga", (1e-3,)), ("lora_plus", (1e-3,))))
+BUDGETS = {c.name: c for c in (MLM_QUICK, MLM_FULL, MLM_SMOKE, MLM_TINY)}
 
 
 def budget(quick: bool) -> MLMConfig:
