@@ -42,8 +42,8 @@ def _data(quick: bool, stages: tuple[str, ...]) -> dict:
 
 
 def _not_run(what: str, cfg) -> Measurement:
-    return Measurement(None, {"runs": 0, "budget": cfg.name}, f"{what}: no finished runs of budget {cfg.name} (run `python -m lora_theory.finetune "
-                       f"--task cpython_mlm --budget {cfg.name}`)", {})
+    return Measurement(None, {"runs": 0, "budget": cfg.name}, f"{what}: no finished runs of the arms it compares in budget {cfg.name} (the budget "
+                       f"leaves them out, or `python -m lora_theory.finetune --task cpython_mlm --budget {cfg.name}` has not finished them)", {})
 
 
 def _pair_steps(runs: pd.DataFrame, x_arm: str, x_lr: float, ref_arm: str = "lora", ref_lr: float | None = None, *,
@@ -108,7 +108,8 @@ def _speedup(quick: bool, arm: str, threshold: float, label: str) -> Measurement
     if not len(runs) or "lora" not in lrs:
         return _not_run(label, cfg)
     prem_text, prem_fig, prem = _premise_line(runs, lrs)
-    p = _pair_steps(runs, arm, lrs[method], "lora", lrs["lora"]) if method in lrs else pd.DataFrame()
+    paper_ratio = 16.0 if arm == "lora_plus" else None  # the ratio grid's other LoRA+ runs share eta_A: select 2^4
+    p = _pair_steps(runs, arm, lrs[method], "lora", lrs["lora"], x_ratio=paper_ratio) if method in lrs else pd.DataFrame()
     if len(p) < 2:  # the premise is still reported: it needs only full FT and LoRA
         m = _not_run(label, cfg)
         return Measurement(None, {**m.figures, **prem_fig}, f"{m.summary}; {prem_text}", {})
@@ -118,7 +119,7 @@ def _speedup(quick: bool, arm: str, threshold: float, label: str) -> Measurement
                                   "per_seed_steps": p[["seed", "ref_steps", "x_steps"]].to_dict("records")}), **prem_fig}
     text = f"{label} at its tuned lr {lrs[method]:g}{' (at its grid edge / not tuned)' if out['edge'].get(method) else ''}: {d.text()}; CPU-seconds speed-up (init charged) {cpu:.2f}x"
     if arm == "lora_plus" and not math.isclose(lrs["lora_plus"], lrs["lora"]):  # the paper's shared-lr protocol beside the tuned one
-        q = _pair_steps(runs, "lora_plus", lrs["lora"], "lora", lrs["lora"])
+        q = _pair_steps(runs, "lora_plus", lrs["lora"], "lora", lrs["lora"], x_ratio=16.0)
         if len(q) >= 2:
             ds = _speedup_decision(q, threshold, "shared-lr speed-up")
             figs["shared_lr"] = ds.as_dict()
@@ -292,7 +293,8 @@ def _plus_accuracy(quick: bool) -> Measurement:
     runs, lrs = out["runs"], out["lrs"]
     if "lora_plus" not in lrs:
         return _not_run("LoRA+ accuracy gain", cfg)
-    a, b = mlm.by_seed(runs, "lora_plus", lr=lrs["lora_plus"]).test_metric, mlm.by_seed(runs, "lora", lr=lrs["lora"]).test_metric
+    a = mlm.by_seed(runs, "lora_plus", lr=lrs["lora_plus"], ratio=16.0).test_metric
+    b = mlm.by_seed(runs, "lora", lr=lrs["lora"]).test_metric
     j = pd.concat([a.rename("plus"), b.rename("lora")], axis=1).dropna()
     if len(j) < 2:
         return _not_run("LoRA+ accuracy gain", cfg)
