@@ -596,7 +596,7 @@ def _verified_range(inst: AttentionLoRAInstance, R: float | None, opts: _Options
             f"monomial sums alone is at least u e^(2R) = {u * math.exp(min(2 * R_used, 700.0)):.2e}; R must be <= {R_cap:.3g}. "
             f"Reduce the norms (bound) or beta, or raise eps.")
     # the computed scores (projections rounded in the compute dtype) may exceed the exact bound by the rounding of the norms
-    R_used = R_used * (1 + _gamma(2 * (inst.n + inst.d) + 8, u))
+    R_used = max(R_used, R_cs * (1 + _gamma(2 * (inst.n + inst.d) + 8, u)))  # a caller's R above that is kept as given
     return R_used, score_range_bounds(ref)
 
 
