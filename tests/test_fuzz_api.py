@@ -206,3 +206,31 @@ def test_random_feature_gradients_bad_m(m):
     inst = lt.make_instance(8, 3, 1, bound=1.0)
     with pytest.raises(ValueError, match="m"):
         lt.random_feature_gradients(inst, m)
+
+
+@FUZZ
+@given(n=junk, causal=junk, L=junk, d=junk)
+def test_plan_paths_fuzz(n, causal, L, d):
+    """approx_plan's path arguments (issue 21): n and causal of a shape plan, junk included: a finite plan or a ValueError."""
+    _call(lt.approx_plan, None, 1e-3, L=L if isinstance(L, int) and 0 < L < 10**6 else L, d=d, R=1.0, n=n, causal=causal, check_finite=False)
+
+
+@FUZZ
+@given(which=st.sampled_from(["B", "A", "X", "Y", "Wq"]), dtype=st.sampled_from([torch.float64, torch.float32, torch.float16, torch.bfloat16]),
+       method=st.sampled_from(["approx", "random_features"]))
+def test_requires_grad_inputs_fuzz(which, dtype, method):
+    """Tensors that require grad (issue 21, case 5), any float dtype: detached (documented), a result or a ValueError."""
+    from lora_theory.strategies import edge_instance
+
+    inst = edge_instance(L=6, n=3, d=2, dtype=dtype)
+    if which in ("A", "B"):
+        inst = inst.replace(**{which: {k: v.clone().requires_grad_(True) for k, v in getattr(inst, which).items()}})
+    elif which == "X":
+        X = inst.Xq.clone().requires_grad_(True)
+        inst = inst.replace(Xq=X, Xk=X, Xv=X)
+    else:
+        inst = inst.replace(**{which: getattr(inst, which).clone().requires_grad_(True)})
+    fn = (lambda i: lt.approx_gradients(i, eps=1e-2, on_invalid="flag")) if method == "approx" else (lambda i: lt.random_feature_gradients(i, 16, on_invalid="flag"))
+    out = _call(fn, inst, check_finite=False)
+    if out is not None:
+        assert not any(v.requires_grad for v in out[0].values())

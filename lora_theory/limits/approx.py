@@ -177,6 +177,7 @@ class _ErrorBound:
         self.need = set(inst.adapt)
         self.bG: dict[str, torch.Tensor] = {}
         self.ok = True
+        self.why = ""  # why the bound could not be established (when ok turns False)
         self.g_d = _gamma(2 * m + 2, self.u)  # the per-row matrix-vector products (length <= m) and a subtraction
         self.g_L = _gamma(inst.L + 2 * m + Q.shape[-1] + 8, self.u)  # reductions over rows, the per-row products before them, the casts of X, Y
 
@@ -205,7 +206,7 @@ class _ErrorBound:
         # -- row-wise range of the entrywise relative error delta_ij = eps(t_ij) -----------------------
         rho = row_score_ranges(Q, None, beta, stats=self.stats) / R  # (b,) |t_ij| <= rho_i
         if float(rho.max()) > 1 + 8 * u:  # the computed scores leave [-R, R], where P's error is certified: refuse, never extrapolate
-            self.ok = False
+            self.ok, self.why = False, "the computed scores leave [-R, R] (the projections' rounding, W's formation included, moves them past the certified range)"
             return
         rho_np = (rho * (1 + 8 * u)).clamp(max=1.0).cpu().numpy()  # + the rounding of the scaled q', k' (|dt| <= 3u for |t| <= 1)
         lo_np, hi_np = poly.error_range(rho_np)
@@ -219,11 +220,11 @@ class _ErrorBound:
         hi = (1 + torch.as_tensor(hi_np, dtype=dt, device=dev)) * torch.exp(wid) - 1
         delta = torch.maximum(lo.abs(), hi.abs())
         if not bool(torch.isfinite(delta).all()) or float(delta.max()) >= 1:
-            self.ok = False
+            self.ok, self.why = False, "the entrywise relative error of U V^T reaches 1 on some row (delta_i >= 1, the projections' errors included)"
             return
         eta = (hi - lo) / 2 / (1 - delta)  # (b,) only the spread of delta_ij within a row moves f~ (see check_mean_shift)
         if float(eta.max()) >= 1:
-            self.ok = False
+            self.ok, self.why = False, "the spread of the relative error within a row reaches 1 (eta_i >= 1)"
             return
         skap = ((1 + hi) / (1 + lo)).sqrt()  # (b,) sqrt(kappa_i): f / f~ and f~ / f are within [1 / kappa, kappa]
 
@@ -233,7 +234,7 @@ class _ErrorBound:
         kF = abs_sum * torch.exp(R * rho_t) / (1 + lo)  # ... <= kF_i A~_ij, since A~_ij >= (1 + lo_i) e^{-R rho_i}
         rho_r = _gamma(mom.n_sum + 2 * poly.degree + 6, u) * kF  # sums over keys and features, monomial products, weights, Z products
         if not bool(torch.isfinite(rho_r).all()) or float(rho_r.max()) >= 0.5:
-            self.ok = False
+            self.ok, self.why = False, "the rounding of the moment sums is not bounded below 1/2 in this dtype"
             return
         tau = (2 * rho_r + 2 * u) / (1 - rho_r)  # (b,) relative-to-magnitude error of a normalized moment
         tauC = 3 * tau + tau * tau + 4 * u  # |Cov_comp - Cov~| <= tauC_i s_i s_i^T (rank one: never formed)
@@ -245,7 +246,7 @@ class _ErrorBound:
         e_N = (mom.n_sum + 2 * poly.degree + 8) * self.tu * (1 + fa)
         e_mom = 3 * e_N * (1 + (mean - mom.zbar[..., None, :]).abs().amax(dim=-1)) / (mom.D.abs() * (1 - tau))  # (b,) absolute, every entry
         if not bool(torch.isfinite(e_mom).all()):
-            self.ok = False
+            self.ok, self.why = False, "the underflow allowance of the moments is not finite"
             return
         # s >= sqrt(E~ (Z - zbar)^2) with the underflow allowance folded into the rank-one error bar: tauC s_a s_b >= tauC s0_a s0_b + e_mom
         s = ((mom.second.clamp(min=0) + e_mom[..., None]) / (1 - tau[..., None])).sqrt() + (e_mom / tauC).sqrt()[..., None]  # (b, m)
@@ -598,7 +599,7 @@ def _verified_range(inst: AttentionLoRAInstance, R: float | None, opts: _Options
             f"monomial sums alone is at least u e^(2R) = {u * math.exp(min(2 * R_used, 700.0)):.2e}; R must be <= {R_cap:.3g}. "
             f"Reduce the norms (bound) or beta, or raise eps.")
     # the computed scores (projections rounded in the compute dtype) may exceed the exact bound by the rounding of the norms
-    R_used = R_used * (1 + _gamma(2 * (inst.n + inst.d) + 8, u))
+    R_used = max(R_used, R_cs * (1 + _gamma(2 * (inst.n + inst.d) + 8, u)))  # a caller's R above that is kept as given
     return R_used, score_range_bounds(ref)
 
 
@@ -694,8 +695,10 @@ def _finish(inst: AttentionLoRAInstance, ic: AttentionLoRAInstance, groups: list
     bound, elem_bound = _chain_bounds(fi, bG, G, ic, u, u_out, inst.dtype) if not failed else \
         ({nm: math.inf for nm in names}, {nm: np.full(bs, math.inf) for nm in names})
     if not failed and not all(math.isfinite(b) for b in bound.values()):
-        reasons.append(f"the error bound is not finite: the rounding of sums over L = {inst.L} keys and k = {max(g.k for g in groups)} features in "
-                       f"{opts.compute_dtype} cannot be bounded at R = {R_used:.3g}")
+        whys = sorted({acc.why for _, acc in runs if acc.why})
+        reasons.append(f"the error bound is not finite: " + ("; ".join(whys) if whys else
+                       f"the rounding of sums over L = {inst.L} keys and k = {max(g.k for g in groups)} features in {opts.compute_dtype} "
+                       f"cannot be bounded at R = {R_used:.3g}"))
     # the cast back to the instance's dtype, finiteness checked after it (a float16 result can overflow there; issue 21, case 2)
     grads = {k: v.to(dtype=inst.dtype) for k, v in grads.items()}
     bad = [k for k, v in grads.items() if not bool(torch.isfinite(v).all())]

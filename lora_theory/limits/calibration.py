@@ -101,7 +101,8 @@ def calibrate_cost_model(*, threads: int = 1, device: str = "cpu", save: bool = 
         for L, d, bound, n, heads, causal in ((16384, 2, 1.0, None, 0, False), (8192, 4, 1.0, None, 0, False), (2048, 2, 2.0, None, 0, False),
                                               (4096, 8, 1.5, None, 0, False), (1024, 8, 2.5, None, 0, False), (2048, 6, 1.5, None, 0, False),
                                               (512, 4, 3.0, None, 0, False), (4096, 3, 2.0, None, 0, False), (4096, 2, 1.0, None, 0, True),
-                                              (2048, 4, 1.0, None, 0, True), (256, 4, 0.5, 32, 0, False), (128, 2, 0.5, 24, 0, True),
+                                              (2048, 4, 1.0, None, 0, True), (256, 4, 0.5, 32, 0, False), (128, 2, 0.5, 24, 0, True), (64, 16, 0.05, 64, 0, False),
+                                              (128, 8, 0.1, 48, 0, False),
                                               (2048, 4, 1.0, None, 6, False), (1024, 2, 1.0, None, 4, True)):
             inst = shaped_instance(L, d, n=n, heads=heads, causal=causal, bound=bound, device=device)
             _, info = approx_gradients(inst, eps=1e-3, on_invalid="flag")

@@ -288,7 +288,8 @@ class CostModel:
     features, the moment contractions and a causal instance's masked diagonal blocks, the per-row elementwise work on
     the (m, m) moments and the vectors of the bound, the per-row GEMMs of the bound's quadratic forms,
     P = 2 d + 2 n, and the per-block small operations, paid once per block for all E elements; b is the block,
-    at most ``CAUSAL_BLOCK`` when causal); exact: ``e_const + e_mm L^2 d_mm + e_elem L^2 + e_blk L / block``
+    at most ``CAUSAL_BLOCK`` when causal) + ``a_tab E m^2 (P + 2 d (d + n))`` (building the bound's quadratic-form
+    tables once per run, elementwise); exact: ``e_const + e_mm L^2 d_mm + e_elem L^2 + e_blk L / block``
     with d_mm = 4 d + d min(n_adapted, 2) (the blocked closed form: GEMMs, exp and the other
     elementwise passes, per-block overhead).
 
@@ -306,6 +307,7 @@ class CostModel:
     a_L: float = 1.11e-7
     a_row: float = 0.0
     a_op: float = 1.36e-4
+    a_tab: float = 9.0e-9
     e_const: float = 1.37e-3
     e_mm: float = 6.64e-11
     e_elem: float = 1.33e-8
@@ -329,7 +331,7 @@ class CostModel:
         c = moment_columns(m)
         mm = 2.0 * L * kf * c + (float(L) * b * (kf + c) if causal else 0.0)
         return [1.0, degree + 1.0, E * 2.0 * L * kf, E * mm, E * L * (16.0 + m * m + 2.0 * (d + n)), E * L * m * m * (d + 2.0 * (d + n) + d * (d + n)),
-                2.0 * math.ceil(L / b) * d * max(degree, 1)]
+                2.0 * math.ceil(L / b) * d * max(degree, 1), E * m * m * (2.0 * (d + n) + 2.0 * d * (d + n))]
 
     @staticmethod
     def exact_terms(L: int, d: int, n_adapted: int = 3) -> list[float]:
@@ -339,7 +341,7 @@ class CostModel:
 
     def approx_seconds(self, L: int, d: int, k: int, degree: int, m: int | None = None, *, n: int | None = None, causal: bool = False,
                        batch: int = 1) -> float:
-        coef = (self.a_const, self.a_fit, self.a_feat, self.a_mm, self.a_L, self.a_row, self.a_op)
+        coef = (self.a_const, self.a_fit, self.a_feat, self.a_mm, self.a_L, self.a_row, self.a_op, self.a_tab)
         terms = self.approx_terms(L, d, k, degree, m, n=n, causal=causal, batch=batch)
         return float(sum(c * x for c, x in zip(coef, terms, strict=True) if x and c))  # a zero count or rate costs nothing (0 x inf is not nan)
 

@@ -293,7 +293,8 @@ ENCODINGS = st.sampled_from(["caf\xe9", "\u00e9\u00e8", "\x00", "\ufeffqv", "\u2
 @given(data=st.data())
 def test_fuzz_every_command_at_the_number_edges(paths, edge_files, data):
     """Every command and option with integers at the 64-bit edges, floats at the float64 edges and odd encodings
-    (issue 21): a documented exit status and no traceback (``_invoke``), and never exit 3 for one bad value."""
+    (issue 21): a documented exit status and no traceback (``_invoke``), and never an "unexpected error" (exit 3) for a
+    bad value. Examples: the profile's max_examples (ci: 15, derandomized; dev: 30; thorough: 300)."""
     toml = _path({**paths, "latin1": edge_files / "latin1.toml", "empty_module": edge_files / "empty_module.toml"},
                  ["toml", "bad_toml", "junk_toml", "latin1", "empty_module"])
     args = data.draw(st.one_of(
@@ -312,4 +313,5 @@ def test_fuzz_every_command_at_the_number_edges(paths, edge_files, data):
         _args(st.just(["check"]), st.sampled_from(CHEAP_CLAIMS).map(lambda c: ["--claim", c]), _opt("--jobs", EDGE_INTS)),
     ))
     res = _invoke(args)
-    assert res.exit_code != 3 or "--help" in args, f"lora-theory {' '.join(args)} -> exit 3\n{res.output[-2000:]}"
+    # exit 3 only for what is documented as 3 (a sweep point stored as failed), never an "unexpected error"
+    assert "unexpected error" not in res.output, f"lora-theory {' '.join(args)} -> exit {res.exit_code}\n{res.output[-2000:]}"
