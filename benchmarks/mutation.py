@@ -52,6 +52,10 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "exponents": ("lora_theory/lora_plus/exponents.py", ("tests/lora_plus/test_exponents.py", "tests/proofs_checks/test_lora_plus.py")),
 }
 
+#: tests that measure memory in a child interpreter (lora_theory._memory): that child imports the mutated copy without
+#: mutmut's configuration and fails, so mutmut's stats run fails and nothing is checked; they test peak bytes, not the math
+DESELECT = ("tests/limits/test_plan.py::test_predicted_bytes_track_measured_peak", "tests/limits/test_approx.py::test_never_forms_L_by_L")
+
 #: mutmut's exit codes (mutmut.stats.status_by_exit_code)
 _STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", 35: "suspicious", 36: "timeout",
            -24: "timeout", 24: "timeout", 152: "timeout", 255: "timeout", None: "not checked", -11: "segfault", -9: "segfault", 37: "killed"}
@@ -70,7 +74,7 @@ def _copy_checkout(dest: Path) -> None:
 def _setup_cfg(source: str, tests: tuple[str, ...]) -> str:
     lines = ["[mutmut]", "source_paths = lora_theory", f"only_mutate = {source}", "also_copy =", "    proofs_checks/",
              "pytest_add_cli_args_test_selection ="] + [f"    {t}" for t in tests] + [
-             "pytest_add_cli_args =", "    -p", "    no:cacheprovider", "    -q",
+             "pytest_add_cli_args =", "    -p", "    no:cacheprovider", "    -q"] + [f"    --deselect={t}" for t in DESELECT] + [
              "process_isolation = forkserver",
              # warmup "collect" imports the test modules in the server, whose decorators run torch ops (make_instance in
              # @example): the forked workers then hung in every mutant whose tests all pass (survivors became "timeouts")
@@ -120,6 +124,8 @@ def run_module(name: str, mutmut: str, workdir: Path, max_children: int, rerun_s
         return {"module": name, "error": (run.stdout + run.stderr)[-3000:], "seconds": seconds}
     codes = json.loads(meta.read_text())["exit_code_by_key"]
     population = len(codes)
+    if all(v is None for v in codes.values()):  # mutmut's stats or clean-test run failed: it checked nothing
+        return {"module": name, "error": "mutmut checked no mutant:\n" + (run.stdout + run.stderr)[-3000:], "seconds": time.perf_counter() - t0}
     if chosen is not None:
         codes = {k: codes[k] for k in chosen}
     counts: dict[str, int] = {}
