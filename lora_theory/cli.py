@@ -2,15 +2,25 @@
 
 Every command says what happened through its exit status, the same everywhere:
 
-- 0: done, and every claim checked holds (an "inconclusive" verdict is not a failure: the check
-  ran and could not decide; the table and report say why);
-- 1: done, and some claim fails;
+- 0: done, and the toolkit's own promises held: for ``reproduce`` (and ``check`` without
+  ``--claim``) every ``toolkit.*`` claim holds, every negative control was caught and nothing
+  errored, while a claim of a paper or an audit that fails is a *finding* shown in the report and
+  the summary (``--strict``: exit 1 for it too); for ``check --claim ID`` every claim asked about
+  holds. An "inconclusive" paper claim is not a failure: the check ran and could not decide;
+- 1: done, and a promise is broken: a ``toolkit.*`` claim does not hold, a control was not caught,
+  or a claim asked about with ``check --claim`` fails (with ``--strict``: any claim fails);
 - 2: bad usage or input: an unknown option or value, an argument out of range, a size that cannot
   fit in memory, a path that cannot be read or written, a foreign or read-only store, an output
   file the toolkit did not write (pass ``--force``). Nothing is computed;
 - 3: something errored: a check crashed, sweep points failed (raised, worker died, timeout), a
   figure could not be made, or an unexpected error;
-- 130: interrupted (Ctrl-C, SIGTERM); what finished is stored, the same command resumes.
+- 130: interrupted (Ctrl-C, SIGTERM); ``reproduce`` and ``sweep`` store what finished and the same
+  command resumes; ``grad`` and ``check`` store nothing (the message says which).
+
+Long runs show their progress on stderr (:class:`JobProgress`, :class:`RowProgress`): a live
+display on a terminal, plain lines otherwise. Commands write only where told (``--out``,
+``--csv``, ``--figure``, ``--store``); ``reproduce`` and ``figures`` without ``--out`` write into a
+fresh folder of the working folder.
 
 Errors are one line on stderr that names the argument, the expected and the actual value; the
 traceback is printed only with ``lora-theory --debug COMMAND`` (or ``LORA_THEORY_DEBUG=1``).
@@ -194,14 +204,15 @@ class _App(typer.Typer):
 
 
 app = _App(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-           help="LoRA theory as executable, measured checks.\n\nExit status, the same for every command: 0 done (every claim holds; "
-                "inconclusive is not a failure), 1 done and some claim fails, 2 bad usage or input (nothing computed), 3 something "
-                "errored (a check crashed, points or figures failed), 130 interrupted (resume by running it again).")
+           help="LoRA theory as executable, measured checks.\n\nExit status: 0 done and the toolkit's own promises held (a paper or "
+                "audit claim that fails is a finding in the report; check --claim: the claims asked about hold), 1 a promise broken "
+                "(a toolkit.* claim, an uncaught control, a claim asked about; --strict: any claim fails), 2 bad usage or input "
+                "(nothing computed), 3 something errored (a check crashed, points or figures failed), 130 interrupted.")
 
 
 @app.callback()
 def _main(debug: bool = typer.Option(False, "--debug", help="Print the full traceback of an error (also: LORA_THEORY_DEBUG=1).")) -> None:
-    """LoRA theory as executable, measured checks. Exit status: 0 done (claims hold), 1 a claim fails, 2 bad usage or input, 3 errored."""
+    """LoRA theory as executable, measured checks. Exit status: 0 done, 1 a promise broken (see --help), 2 bad usage or input, 3 errored."""
     _STATE["debug"] = debug
 
 
@@ -616,7 +627,10 @@ def _check_controls(claim: Optional[list[str]], full: bool, as_json: bool) -> No
     """``check --controls``: every negative control of the selected claims; exit 1 unless all are caught."""
     from .claims import all_claims, get_claim, run_controls
 
+    from ._memory import reuse_freed_memory
+
     ids = None if not claim else [get_claim(c).id for c in claim]
+    reuse_freed_memory()  # see check
     with console.status("running controls...") as status:
         df = run_controls(ids, quick=not full, progress=lambda what: status.update(f"control {what}"))
     if as_json:

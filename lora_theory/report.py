@@ -162,8 +162,8 @@ def write_report(results: pd.DataFrame, figures: dict[str, dict], out: Path, *, 
         f"lora-theory {__version__}, torch {torch.__version__}, Python {platform.python_version()}, "
         f"{platform.machine()}, {torch.get_num_threads()} threads; mode `{mode}`.",
         "",
-        f"Time: the work behind this report {_fmt_seconds(work)} of compute (summed over its stored points: {work_what or 'none'}; "
-        f"earlier invocations that this one resumed included); this invocation {_fmt_seconds(seconds)} wall.",
+        f"Time: the work behind this report {_fmt_seconds(work)} (each stored point's own seconds, summed over {work_what or 'no points'}; "
+        f"points that ran in parallel and earlier invocations that this one resumed included); this invocation {_fmt_seconds(seconds)} wall.",
         "",
         summary,
         "",

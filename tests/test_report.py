@@ -110,7 +110,7 @@ def test_report_header_totals_the_work_behind_it(tmp_path):
     figures = {"f": {"png": "f.png", "description": "F", "claims": ("limits.x",), "seconds": 30.0}}
     text = write_report(results, figures, tmp_path, mode="quick", seconds=10.0, controls=controls).read_text()
     line = next(ln for ln in text.splitlines() if ln.startswith("Time: "))
-    assert "the work behind this report 3 min 00 s of compute" in line and "1 claim checks, 1 controls, 1 figure tables" in line
+    assert "the work behind this report 3 min 00 s (each stored point's own seconds" in line and "1 claim checks, 1 controls, 1 figure tables" in line
     assert "this invocation 10 s wall" in line
     payload = json.loads((tmp_path / "results.json").read_text())
     assert payload["work_seconds"] == 180.0 and payload["seconds"] == 10.0 and payload["exit_status"] == 0
