@@ -251,14 +251,11 @@ def null_relabellings(arms: dict[str, np.ndarray], exchangeable: Sequence[str], 
     return out
 
 
-def _pvalues(stats_null: np.ndarray, sense: str) -> np.ndarray:
-    """One-sided relabelling p-value of every entry of ``stats_null`` within the whole set (the set of relabellings is a group: the
-    relabellings of a relabelled data set are the same set, so each entry's p-value is its rank among all of them)."""
+def _pvalues(stats_null: np.ndarray, sense: str, observed: float) -> float:
+    """One-sided relabelling p-value: the fraction of the relabellings' statistics (the observed labelling among them) at least as extreme as ``observed``."""
     x = np.where(np.isnan(stats_null), -np.inf if sense == ">=" else np.inf, stats_null)
-    tol = 1e-12 * np.maximum(1.0, np.abs(x[np.isfinite(x)]).max(initial=1.0))  # ties (e.g. swapped identical arms) count as as-extreme
-    if sense == ">=":
-        return np.array([(x >= v - tol).mean() for v in x])
-    return np.array([(x <= v + tol).mean() for v in x])
+    tol = 1e-12 * max(1.0, float(np.abs(x[np.isfinite(x)]).max(initial=1.0)))  # ties (e.g. swapped identical arms) count as as-extreme
+    return float((x >= observed - tol).mean()) if sense == ">=" else float((x <= observed + tol).mean())
 
 
 def decide(arms: dict[str, Sequence[float]], components: Sequence[Component], exchangeable: Sequence[str], *, level: float = 0.95,
@@ -298,9 +295,11 @@ def decide(arms: dict[str, Sequence[float]], components: Sequence[Component], ex
     nulls = null_relabellings(A, exchangeable, n_null, seed) if n >= 2 else []
     def pvalue(c: Component, data: dict[str, np.ndarray]) -> float:
         rel = null_relabellings(data, c.pair or exchangeable, n_null, seed)
+        if not any(all(np.array_equal(B[k], data[k]) for k in data) for B in rel):
+            rel.append(data)  # random relabellings: the data's own labelling belongs to the set (exhaustive ones hold it already)
         with np.errstate(all="ignore"):
-            t = np.array([c.statistic(B) for B in rel] + [c.statistic(data)], dtype=float)  # the data's own labelling included
-        return float(_pvalues(t, c.sense)[-1])
+            t = np.array([c.statistic(B) for B in rel] + [c.statistic(data)], dtype=float)
+        return float(_pvalues(t[:-1], c.sense, t[-1]))
 
     def verdict(parts: list[Part], data: dict[str, np.ndarray]) -> tuple[bool | None, list[str]]:
         out, why = [], []
