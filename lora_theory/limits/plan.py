@@ -73,12 +73,12 @@ def _fl(k: int | float) -> float:
         return math.inf
 
 
-def _fmt_int(k: int) -> str:
-    """k with 4 significant digits, also beyond float64 (an exact C(g + d, d) can have hundreds of digits)."""
+def _fmt_int(k: int, digits: int = 4) -> str:
+    """k with ``digits`` significant digits, also beyond float64 (an exact C(g + d, d) can have hundreds of digits)."""
     if _fl(k) < math.inf:
-        return f"{k:.4g}"
-    digits = str(k)
-    return f"{digits[0]}.{digits[1:4]}e+{len(digits) - 1}"
+        return f"{k:.{digits}g}"
+    s = str(k)
+    return f"{s[0]}.{s[1:digits]}e+{len(s) - 1}"
 
 
 def exact_flops(L: int, d: int, n_adapted: int = 3) -> float:
@@ -252,7 +252,7 @@ def check_resources(*, L: int, d: int, k: int, degree: int, R: float, eps: float
     nbytes = approx_bytes(L, d, k, m=m, n=n, itemsize=itemsize, batch=batch, causal=causal)
     if _fits(k, nbytes, max_features, limit):
         return nbytes
-    over = (f"k = {_fmt_int(k)} > max_features = {max_features}" if k > max_features else
+    over = (f"k = {_fmt_int(k, 3)} > max_features = {max_features}" if k > max_features else
             f"the predicted peak of {nbytes:.3g} bytes > the memory budget of {limit:.3g} bytes"
             + (" (half of the available RAM)" if budget is None else ""))
     advice = []
@@ -269,7 +269,7 @@ def check_resources(*, L: int, d: int, k: int, degree: int, R: float, eps: float
     d_ok = [dd for dd in range(d - 1, 0, -1) if _fits(math.comb(degree + dd, dd), approx_bytes(L, dd, math.comb(degree + dd, dd), itemsize=itemsize, batch=batch), max_features, limit)]
     advice.append(f"d <= {d_ok[0]} fits at degree {degree}" if d_ok else f"no d fits at degree {degree}")
     raise ApproximationError(
-        f"{what}: degree {degree} in d = {d} needs k = C({degree + d}, {d}) = {_fmt_int(k)} features per row and about {nbytes:.3g} bytes at L = {L}: "
+        f"{what}: degree {degree} in d = {d} needs k = C({degree + d}, {d}) = {_fmt_int(k, 3)} features per row and about {nbytes:.3g} bytes at L = {L}: "
         f"{over}{f' (for {batch} batch elements at once)' if batch > 1 else ''}. To fit: {'; '.join(advice)}. (Or raise max_features / memory_budget, or use exact_gradients.)")
 
 
@@ -299,18 +299,19 @@ class CostModel:
     :func:`lora_theory.limits.calibration.calibrate_cost_model` on this one).
     """
 
-    # calibrate_cost_model on the development machine (2 shared cores, loaded by other jobs, one thread), issue 21's terms
-    a_const: float = 2.15e-3
-    a_fit: float = 4.95e-4
+    # calibrate_cost_model on the development machine (2 shared cores, loaded by other jobs, one thread), issue 21's
+    # terms (the run of benchmarks/results_plan_paths.json)
+    a_const: float = 1.26e-3
+    a_fit: float = 6.37e-4
     a_feat: float = 0.0
     a_mm: float = 0.0
-    a_L: float = 1.11e-7
+    a_L: float = 5.86e-8
     a_row: float = 0.0
-    a_op: float = 1.36e-4
-    a_tab: float = 9.0e-9
-    e_const: float = 1.37e-3
-    e_mm: float = 6.64e-11
-    e_elem: float = 1.33e-8
+    a_op: float = 1.01e-4
+    a_tab: float = 3.39e-9
+    e_const: float = 6.21e-4
+    e_mm: float = 6.84e-11
+    e_elem: float = 1.24e-8
     e_blk: float = 0.0
     threads: int = 1
     device: str = "cpu"
