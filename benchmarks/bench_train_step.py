@@ -116,7 +116,7 @@ def trajectory(L: int, steps: int, device: str, lr: float = 0.5) -> dict:
             O = m(x)
             loss = 0.5 * ((O.double() - Y.double()) ** 2).mean()
             loss.backward()
-            losses.append(float(loss))
+            losses.append(loss.item())
             if mode == "auto":
                 fwd = m.log[-2]
                 with torch.no_grad():  # the exact loss at the same parameters: dense float64 attention, the check's own reference
