@@ -131,3 +131,11 @@ def test_causal_moment_sums_are_one_addition_longer():
     sums = [causal.moments(i0, i1).n_sum for i0, i1 in ((0, 4), (4, 8), (8, 10))]
     assert plain.moments(0, 4).n_sum == 10 + 3
     assert sums == [10 + 3 + 1] * 3
+
+
+@pytest.mark.parametrize("V", [torch.ones(10, 4, dtype=torch.float64), torch.ones(9, 3, dtype=torch.float64), "not a tensor"])
+def test_run_lowrank_refuses_mismatched_factors(V):
+    """run_lowrank with tensor factors: V must be a tensor of U's shape ((*lead, L, k)); a wrong k or L is refused, naming U, V."""
+    inst = lt.make_instance(10, 2, 1)
+    with pytest.raises(lt.InvalidArgumentError, match="U, V"):
+        run_lowrank(inst, torch.ones(10, 3, dtype=torch.float64), V, 0.0)
