@@ -74,3 +74,68 @@ def test_bad_factors():
     inst = lt.make_instance(10, 2, 1)
     with pytest.raises(ValueError, match="U, V"):
         lowrank_gradients(inst, torch.ones(10, 3, dtype=torch.float64), torch.ones(9, 3, dtype=torch.float64))
+
+
+# -- helpers of the batched driver (mutation survivors, issue 20) ------------------------------------------------
+
+
+def test_key_range_stats_are_the_largest_row_norm_and_coordinate():
+    from lora_theory.limits.lowrank import key_range_stats
+
+    K = torch.randn(2, 7, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    norm, coord = key_range_stats(K)
+    for b in range(2):
+        assert float(norm[b]) == pytest.approx(max(float(K[b, j].pow(2).sum().sqrt()) for j in range(7)), rel=1e-15)
+        for a in range(3):
+            assert float(coord[b, a]) == max(abs(float(K[b, j, a])) for j in range(7))
+
+
+@pytest.mark.parametrize("attention", ["self", "cross", "general"])
+def test_select_elements_picks_every_field_and_keeps_ties(attention):
+    """select_elements(flat, idx) is flat with every per-element tensor indexed by idx; X_Q = X_K = X_V (self) and
+    X_K = X_V (cross) stay the same object, general attention's three inputs are picked separately."""
+    from lora_theory.limits.lowrank import flat_instance, select_elements
+
+    gen = torch.Generator().manual_seed(3)
+
+    def g(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64)
+
+    E, L, n, d, r = 4, 5, 3, 2, 1
+    Xq = g(E, L, n)
+    Xk = Xq if attention == "self" else g(E, L, n)
+    Xv = Xk if attention in ("self", "cross") else g(E, L, n)
+    inst = lt.AttentionLoRAInstance(Xq, Xk, Xv, g(E, n, d), g(E, n, d), g(E, n, d), {"q": g(E, r, d), "v": g(E, r, d)},
+                                    {"q": g(E, n, r), "v": g(E, n, r)}, 2.0, r, 0.5, g(E, L, d), attention)
+    flat = flat_instance(inst)
+    idx = torch.tensor([2, 0, 3])
+    sel = select_elements(flat, idx)
+    for name in ("Xq", "Xk", "Xv", "Wq", "Wk", "Wv", "Y"):
+        torch.testing.assert_close(getattr(sel, name), getattr(flat, name)[idx], rtol=0, atol=0, msg=name)
+    for mu in ("q", "v"):
+        torch.testing.assert_close(sel.A[mu], flat.A[mu][idx], rtol=0, atol=0)
+        torch.testing.assert_close(sel.B[mu], flat.B[mu][idx], rtol=0, atol=0)
+    assert (sel.Xk is sel.Xq) == (attention == "self") and (sel.Xv is sel.Xk) == (attention in ("self", "cross"))
+
+
+def test_causal_moment_sums_are_one_addition_longer():
+    """n_sum (the longest float sum behind a moment, for the rounding allowance) is L_key + k, one more when causal
+    (prefix part + diagonal-block part), whatever the blocks."""
+    from lora_theory.limits.lowrank import MomentSource
+
+    gen = torch.Generator().manual_seed(0)
+    Z = torch.randn(10, 2, dtype=torch.float64, generator=gen)
+    M = torch.rand(3, 10, dtype=torch.float64, generator=gen) + 0.1
+    causal = MomentSource(Z, lambda a, b: M[:, a:b], lambda a, b: M[:, a:b], block=4, causal=True)
+    plain = MomentSource(Z, lambda a, b: M[:, a:b], lambda a, b: M[:, a:b], block=4)
+    sums = [causal.moments(i0, i1).n_sum for i0, i1 in ((0, 4), (4, 8), (8, 10))]
+    assert plain.moments(0, 4).n_sum == 10 + 3
+    assert sums == [10 + 3 + 1] * 3
+
+
+@pytest.mark.parametrize("V", [torch.ones(10, 4, dtype=torch.float64), torch.ones(9, 3, dtype=torch.float64), "not a tensor"])
+def test_run_lowrank_refuses_mismatched_factors(V):
+    """run_lowrank with tensor factors: V must be a tensor of U's shape ((*lead, L, k)); a wrong k or L is refused, naming U, V."""
+    inst = lt.make_instance(10, 2, 1)
+    with pytest.raises(lt.InvalidArgumentError, match="U, V"):
+        run_lowrank(inst, torch.ones(10, 3, dtype=torch.float64), V, 0.0)

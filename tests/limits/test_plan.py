@@ -5,6 +5,7 @@ import json
 import math
 
 import pytest
+import torch
 
 import lora_theory as lt
 from lora_theory.limits.approx import ApproximationError, approx_gradients
@@ -216,3 +217,33 @@ def test_degree_groups_partition_the_elements_by_their_own_degree():
         assert rmax == pytest.approx(float(R[idx].max()))
         degs.append(own.pop())
     assert degs == sorted(degs) and len(set(degs)) == len(degs) >= 3
+
+
+def test_batched_plan_sums_the_elements_at_their_own_degrees():
+    """A (batch, heads) instance whose heads have 1x, 2x, 4x score ranges: the plan's flops are the sum over elements of
+    each element's own single-instance plan (its degree group), its degree and k the worst element's."""
+    from lora_theory.limits.plan import approx_flops
+
+    gen = torch.Generator().manual_seed(5)
+    L, n, d, r = 40, 4, 3, 2
+
+    def g(*shape, std=1.0):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64) * std
+
+    X = g(2, 1, L, n, std=0.4)
+    Wq = g(3, n, d, std=0.4) * torch.tensor([1.0, 2.0, 4.0], dtype=torch.float64)[:, None, None]
+    inst = lt.AttentionLoRAInstance(X, X, X, Wq, g(3, n, d, std=0.5), g(3, n, d, std=0.5), {mu: g(3, r, d) for mu in "qv"},
+                                    {mu: g(n, r) for mu in "qv"}, 2.0, r, 0.5, g(2, 3, L, d), "self")
+    plan = approx_plan(inst, 1e-6)
+    singles = [approx_plan(inst.element(b, h), 1e-6) for b in range(2) for h in range(3)]
+    assert all(p.degree_source == "measured" for p in singles), [p.R for p in singles]
+    assert plan.batch == 6 and len({p.k for p in singles}) >= 3
+    assert (plan.degree, plan.k) == max((p.degree, p.k) for p in singles)
+    assert plan.approx_flops == pytest.approx(sum(approx_flops(L, d, p.k, 2, m=n) for p in singles), rel=1e-12)  # m = n key-side inputs
+
+
+@pytest.mark.parametrize("kw, name", [({"L": 100, "R": 1.0}, "d=None"), ({"d": 4, "R": 1.0}, "L=None"), ({"L": 100, "d": 4}, "R=None"),
+                                      ({"L": 100, "d": 0, "R": 1.0}, "d"), ({"L": 0, "d": 4, "R": 1.0}, "L")])
+def test_shape_plan_needs_L_d_and_R(kw, name):
+    with pytest.raises(lt.InvalidArgumentError, match=name):
+        approx_plan(eps=1e-3, **kw)
