@@ -454,15 +454,15 @@ def grad(
     sync = torch.cuda.synchronize if inst.device.type == "cuda" else (lambda: None)
     plan = approx_plan(inst, eps)  # degree, k, bytes and predicted seconds of both methods, nothing allocated
     chosen = plan.faster if method == "auto" else method
+    long_run = max(plan.approx_seconds if chosen == "approx" else plan.exact_seconds, 0) > 2.0
+    if not as_json and (method == "auto" or long_run):
+        console.print(f"plan: {plan.summary()} -> {chosen}")  # before a long run (and before the O(L^2 d) norms), say what it will cost
     out: dict = {"instance": repr(inst), "norms": norm_bounds(inst), "method": chosen, "plan": {
         "degree": plan.degree, "k": plan.k, "certifiable": plan.certifiable, "approx_bytes": plan.approx_bytes, "exact_bytes": plan.exact_bytes,
         "approx_seconds_predicted": plan.approx_seconds, "exact_seconds_predicted": plan.exact_seconds, "cost_model": plan.model}}
-    if not as_json and (method == "auto" or max(plan.approx_seconds if chosen == "approx" else plan.exact_seconds, 0) > 2.0):
-        console.print(f"plan: {plan.summary()} -> {chosen}")  # before a long run, say what it will cost
     from ._progress import listen
 
     t0 = time.perf_counter()
-    long_run = max(plan.approx_seconds if chosen == "approx" else plan.exact_seconds, 0) > 2.0
     with RowProgress(enabled=long_run) as rows, listen(rows.update):
         if chosen == "approx":
             g, info = approx_gradients(inst, eps=eps)  # ApproximationError (exit 2) when eps cannot be certified
