@@ -186,6 +186,8 @@ def notes_tables(figures_dir: str | Path = "figures") -> dict[str, str]:
         std = "" if pd.isna(r.seeds_to_decide) else _f(r.seeds_to_decide)
         lines.append(f"| `{r.claim}` | {name} | {_f(r.estimate)} [{_f(r.low)}, {_f(r.high)}] | {r.sense} {r.threshold:g} | {r.part_verdict} | "
                      f"{r.claim_verdict} | {int(r.n_seeds)} | {r.false_holds:.1%} ({int(r.n_null)} relabellings) | {std} |")
+    if "summary" not in v:
+        v = v.assign(summary="")
     prem = v[v.block == "premise"]
     if len(prem) and isinstance(prem.summary.iloc[0], str) and "premise (" in prem.summary.iloc[0]:
         lines += ["", "Premise, as the checks state it: " + prem.summary.iloc[0][prem.summary.iloc[0].index("premise ("):]]
