@@ -105,7 +105,7 @@ def load_toml(path: str | Path) -> SweepSpec:
     try:
         spec = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:  # TOML is UTF-8: other bytes are bad input (issue 21)
-        raise InvalidArgumentError(f"{path}: expected a readable UTF-8 TOML sweep file ({e})") from None
+        raise InvalidArgumentError(f"{path}: expected a readable TOML sweep file in UTF-8 ({e})") from None
     for key in ("name", "function", "grid"):
         if key not in spec:
             raise InvalidArgumentError(f"{path}: expected a '{key}' entry")
