@@ -247,3 +247,14 @@ def test_batched_plan_sums_the_elements_at_their_own_degrees():
 def test_shape_plan_needs_L_d_and_R(kw, name):
     with pytest.raises(lt.InvalidArgumentError, match=name):
         approx_plan(eps=1e-3, **kw)
+
+
+@pytest.mark.parametrize("adapt, n_adapted", [("q", 1), ("kv", 2), ("qkv", 3)])
+def test_shape_plan_reports_the_documented_totals(adapt, n_adapted):
+    """Feature bytes = the two (L, k) factors; flops = approx_flops / exact_flops of the plan's k and n_adapted."""
+    from lora_theory.limits.plan import approx_flops, exact_flops
+
+    p = approx_plan(eps=1e-3, L=256, d=4, R=1.0, adapt=adapt)
+    assert (p.n_adapted, p.batch) == (n_adapted, 1)
+    assert p.feature_bytes == 2 * 256 * p.k * 8
+    assert p.approx_flops == approx_flops(256, 4, p.k, n_adapted) and p.exact_flops == exact_flops(256, 4, n_adapted)
