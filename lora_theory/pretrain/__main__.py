@@ -25,8 +25,8 @@ def main(argv: list[str] | None = None) -> int:
         Rs = [r for c in p["curve"] if c["R_over_sqrt_lnL"] for r in c["R_over_sqrt_lnL"]]
         losses = [c["loss"] for c in p["curve"] if c["loss"] == c["loss"]]
         print(f"- pretrain {p['kind']}: {p['pre_steps']} steps, {p['cpu_seconds']:.1f} CPU s, final training loss {losses[-1]:.3f}, "
-              f"validation loss {p['val_loss']:.3f} nats/char; last-layer heads' R / sqrt(ln {p['ft_L']}) from {Rs[0]:.2f}.. to "
-              f"{min(Rs):.2f}-{max(Rs):.2f} over training (final {', '.join(f'{r:.2f}' for r in p['curve'][-1]['R_over_sqrt_lnL'])})")
+              f"validation loss {p['val_loss']:.3f} nats/char; last-layer heads' R / sqrt(ln {p['ft_L']}) at the start {Rs[0]:.2f}, over training "
+              f"{min(Rs):.2f}-{max(Rs):.2f} (final {', '.join(f'{r:.2f}' for r in p['curve'][-1]['R_over_sqrt_lnL'])})")
     return 0
 
 

@@ -7,7 +7,6 @@ and its LoRA gradients within the certified bound (polynomial path) or equal to 
 """
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
