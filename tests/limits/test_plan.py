@@ -81,6 +81,7 @@ def test_cost_model_calibration_round_trip(tmp_path, monkeypatch):
     monkeypatch.setenv("LORA_THEORY_CACHE", str(tmp_path))
     assert cost_model().source == "default"
     m = calibrate_cost_model(repeats=1)
+    assert (m.threads, m.device) == (1, "cpu")
     assert m.source == "calibrated" and all(v >= 0 for v in (m.a_const, m.a_fit, m.a_feat, m.a_mm, m.a_L, m.a_row, m.a_op, m.e_const, m.e_mm, m.e_elem, m.e_blk))
     assert cost_model() == m
     data = json.loads((tmp_path / "cost_model.json").read_text())
@@ -258,3 +259,10 @@ def test_shape_plan_reports_the_documented_totals(adapt, n_adapted):
     assert (p.n_adapted, p.batch) == (n_adapted, 1)
     assert p.feature_bytes == 2 * 256 * p.k * 8
     assert p.approx_flops == approx_flops(256, 4, p.k, n_adapted) and p.exact_flops == exact_flops(256, 4, n_adapted)
+
+
+def test_check_resources_names_the_caller_by_default():
+    """The refusal starts with what was asked for: approx_gradients unless the caller says otherwise."""
+    with pytest.raises(ApproximationError, match=r"^approx_gradients: degree 28 in d = 16"):
+        check_resources(L=1024, d=16, k=math.comb(44, 16), degree=28, R=11.0, eps=1e-3)
+
