@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from lora_theory import docs_sync
 from lora_theory.cli import app
-from lora_theory.docs_sync import SectionError, Stored, check, render, section, spans, sync
+from lora_theory.docs_sync import SectionError, Stored, check, render, section, spans
 
 ROOT = Path(__file__).resolve().parents[1]
 

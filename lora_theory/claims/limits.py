@@ -19,6 +19,7 @@ import torch
 
 from ..limits import approx, exact, features, instance, norm_sweeps, polynomial
 from ..limits.lowrank import ApproximationError
+from .._threads import torch_threads
 from ..tolerances import max_rel_error, tolerance
 from . import Margin, Measurement, claim, control, patch
 
@@ -1150,6 +1151,26 @@ def _():
 @control("limits.upstream", "exact_squared_loss", "the exact blocked pass uses c = O - Y instead of the upstream gradient")
 def _():
     return _as_squared_loss("lora_theory.limits.exact", "_blocked_pass")
+
+
+#: Lemma 1.1's timing rule: "holds" at a local exponent <= 1 + LINEAR_TOL per octave at fixed rank,
+#: "fails" at >= FAILS_AT (quadratic-like); between them "inconclusive"
+LINEAR_TOL, FAILS_AT = 0.15, 1.5
+
+
+def _cpu_seconds(fn: Callable[[], object], repeats: int) -> float:
+    """Best of ``repeats`` CPU-seconds of this process after one warm-up (time.process_time, one torch thread).
+
+    CPU time, not wall time: the exponent is a property of the algorithm and must not move when other
+    work shares the cores.
+    """
+    fn()
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.process_time()
+        fn()
+        best = min(best, time.process_time() - t0)
+    return best
 
 
 def _forward_qkv(L: int, R: float, seed: int, d: int = 4, batch: tuple[int, ...] = (2,)):

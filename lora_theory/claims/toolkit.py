@@ -241,9 +241,23 @@ def _certification(quick: bool) -> Measurement:
                        {"error_over_bound": Margin(worst, 1.0)})
 
 
-@control("toolkit.certification", "range_unverified", "the verified score-range bound replaced by 0: the caller's R (or none) is trusted")
+@contextlib.contextmanager
+def _range_trusted():
+    # Two layers guard the range since issue 21: the verified Cauchy-Schwarz bound (stage 1) and the
+    # check that the computed scores stay inside [-R, R] (the bound's row ranges). Issue 11's bug, the
+    # caller's R trusted, needs both removed; with only the first removed the second refuses every case
+    # (measured: 0 certified, 80 refused), so the control would corrupt nothing observable.
+    def no_rows(Q, K, beta, *, stats=None):
+        return torch.zeros(Q.shape[:-1], dtype=Q.dtype, device=Q.device)
+
+    with patch("lora_theory.limits.approx", "score_range_bound", lambda inst: 0.0), \
+            patch("lora_theory.limits.approx", "row_score_ranges", no_rows):
+        yield
+
+
+@control("toolkit.certification", "range_unverified", "the score range trusted: the verified bound replaced by 0 and the computed scores' row ranges by 0 (issue 11's bug: the caller's R, or none, is believed)")
 def _():
-    return patch("lora_theory.limits.approx", "score_range_bound", lambda inst: 0.0)
+    return _range_trusted()
 
 
 # -- real heads: the closed form on a Hugging Face layer ------------------------------------------

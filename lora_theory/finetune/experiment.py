@@ -43,7 +43,7 @@ from .._validate import InvalidArgumentError, check_choice
 from ..sweeps import ResultStore, point_hash, run_sweep
 from . import protocol
 from .data import TASKS
-from .stats import bootstrap_ci, crossing, ratio
+from .stats import crossing, ratio
 
 __all__ = ["ABLATIONS", "ABLATION_TASK", "FULL", "LR_GRID", "PAPER", "QUICK", "RATIO_TASK", "TARGET_FRACTION", "Config", "experiment",
            "method_table", "paired", "premise_table", "protocol_rows", "store_path", "tuned_lrs"]

@@ -696,7 +696,7 @@ def _finish(inst: AttentionLoRAInstance, ic: AttentionLoRAInstance, groups: list
         ({nm: math.inf for nm in names}, {nm: np.full(bs, math.inf) for nm in names})
     if not failed and not all(math.isfinite(b) for b in bound.values()):
         whys = sorted({acc.why for _, acc in runs if acc.why})
-        reasons.append(f"the error bound is not finite: " + ("; ".join(whys) if whys else
+        reasons.append("the error bound is not finite: " + ("; ".join(whys) if whys else
                        f"the rounding of sums over L = {inst.L} keys and k = {max(g.k for g in groups)} features in {opts.compute_dtype} "
                        f"cannot be bounded at R = {R_used:.3g}"))
     # the cast back to the instance's dtype, finiteness checked after it (a float16 result can overflow there; issue 21, case 2)

@@ -28,7 +28,6 @@ import json
 import math
 import os
 import platform
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
