@@ -320,6 +320,25 @@ def _claims_run(stored: Stored, arg: str | None) -> str:
     return _run_line(stored)
 
 
+@section("quick_cost")
+def _quick_cost(stored: Stored, arg: str | None) -> str:
+    """The stored quick run's cost: CPU seconds (user + system, children included) and wall seconds."""
+    run = stored.json(QUICK_RUN)
+    cpu = run.get("cpu_seconds")
+    return (f"{cpu:.0f} CPU-seconds, " if cpu else "") + f"{run['wall_seconds']:.0f} s wall ({run['machine'] or 'machine not recorded'})"
+
+
+@section("finetune")
+def _finetune(stored: Stored, arg: str | None) -> str:
+    """The fine-tuning tables of paper_notes/finetune.md (``finetune/NAME``), rendered from ``figures/finetune_*.csv``."""
+    from .studies.finetune import notes_tables  # pandas only; the studies module registers figures lazily
+
+    tables = notes_tables(stored.root / "figures")
+    if arg not in tables:
+        raise SectionError(f"finetune/{arg}: no such table (known: {', '.join(sorted(tables))})")
+    return tables[arg]
+
+
 @section("claims_table")
 def _claims_table(stored: Stored, arg: str | None) -> str:
     """The README's claims table: one row per claim of the stored quick reproduce, then the claims it skipped."""

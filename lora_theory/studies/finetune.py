@@ -13,13 +13,12 @@ Each study reads (or runs) the sweep points of :mod:`lora_theory.finetune.mlm` (
 - ``finetune_ratio_heatmap``: LoRA+'s smoothed final validation loss per ratio and seed.
 
 :func:`notes_tables` renders the markdown tables of ``paper_notes/finetune.md`` from the stored
-CSVs (``figures/finetune_*.csv``), and :func:`render_notes` rewrites the sections between
-``<!-- generated:finetune_NAME -->`` and ``<!-- /generated -->`` markers with them.
+CSVs (``figures/finetune_*.csv``); the spans ``<!-- generated:finetune/NAME -->`` are rewritten by
+:mod:`lora_theory.docs_sync` (``lora-theory notes --write``), the one home of generated numbers.
 """
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
 import numpy as np
@@ -202,6 +201,8 @@ def notes_tables(figures_dir: str | Path = "figures") -> dict[str, str]:
             f"| {w} | {r.peak_bytes / 2**20:.0f} MiB | {r.seconds:.2f} |" for w, r in m.iterrows())
             + f"\n\nLoRA-GA's init takes {m.peak_bytes['lora_ga_init'] / max(m.peak_bytes['lora_step'], 1):.1f}x the peak memory and "
               f"{m.seconds['lora_ga_init'] / m.seconds['lora_step']:.1f}x the time of one LoRA training step.")
+    else:  # no stored measurement: say so rather than leave an old number standing
+        out["finetune_init_memory"] = "(not measured: `figures/finetune_init_memory.csv` is not stored; `lora-theory figures finetune_init_memory` makes it)"
     c = pd.read_csv(fig / "finetune_curves.csv")
     if len(c):
         last = c[c.step == c.groupby(["arm", "lr", "ratio", "seed"], dropna=False).step.transform("max")]
@@ -222,22 +223,6 @@ def notes_tables(figures_dir: str | Path = "figures") -> dict[str, str]:
     else:
         out["finetune_runs"] = "No finished run in the store."
     return out
-
-
-def render_notes(path: str | Path = "paper_notes/finetune.md", figures_dir: str | Path = "figures") -> bool:
-    """Rewrite every ``<!-- generated:NAME -->`` ... ``<!-- /generated -->`` section of ``path`` whose NAME :func:`notes_tables` renders; True if changed."""
-    p = Path(path)
-    text = p.read_text(encoding="utf-8")
-    tables = notes_tables(figures_dir)
-
-    def sub(m: re.Match) -> str:
-        name = m.group(1)
-        return f"<!-- generated:{name} -->\n{tables[name]}\n<!-- /generated -->" if name in tables else m.group(0)
-
-    new = re.sub(r"<!-- generated:(finetune_\w+) -->.*?<!-- /generated -->", sub, text, flags=re.S)
-    if new != text:
-        p.write_text(new, encoding="utf-8")
-    return new != text
 
 
 register_figure("finetune_curves", claims=_CLAIMS,

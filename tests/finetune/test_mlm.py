@@ -97,18 +97,22 @@ def test_stored_only_runs_nothing_on_an_empty_store(tmp_path):
 
 
 def test_notes_sections_are_rendered_from_the_stored_csvs(tmp_path):
-    """render_notes rewrites only the generated:finetune_* sections, from figures/finetune_*.csv (one source for every number)."""
-    from lora_theory.studies.finetune import render_notes
+    """docs_sync rewrites the generated:finetune/* spans from figures/finetune_*.csv (one source for every number)."""
+    from lora_theory import docs_sync
+
+    (tmp_path / "figures").mkdir()
 
     pd.DataFrame([{"claim": "lora_ga.speedup", "block": "premise", "part": "full FT speed-up over LoRA r=8", "estimate": 1.61, "low": 1.4,
                    "high": 1.8, "threshold": 1.0, "sense": ">=", "part_verdict": "holds", "seeds_to_decide": None, "verdict": "holds",
-                   "claim_verdict": "inconclusive", "n_seeds": 5, "false_holds": 0.031, "n_null": 32}]).to_csv(tmp_path / "finetune_steps.csv", index=False)
+                   "claim_verdict": "inconclusive", "n_seeds": 5, "false_holds": 0.031, "n_null": 32}]).to_csv(tmp_path / "figures" / "finetune_steps.csv", index=False)
     pd.DataFrame([{"arm": "full", "lr": 3e-4, "ratio": math.nan, "seed": 1, "step": s, "val_loss": 6.0, "smoothed": 6.0, "budget": "mlm-smoke",
                    "step_cpu": 0.5, "init_cpu": 0.0, "train_cpu": 40.0, "test_loss": 5.7, "test_acc": 0.17} for s in (0, 10)]).to_csv(
-        tmp_path / "finetune_curves.csv", index=False)
+        tmp_path / "figures" / "finetune_curves.csv", index=False)
     notes = tmp_path / "n.md"
-    notes.write_text("head\n<!-- generated:finetune_verdicts -->\nold\n<!-- /generated -->\nmiddle\n<!-- generated:finetune_runs -->\nx\n<!-- /generated -->\n")
-    assert render_notes(notes, tmp_path)
-    text = notes.read_text()
+    notes.write_text("head\n<!-- generated:finetune/finetune_verdicts -->\nold\n<!-- /generated:finetune/finetune_verdicts -->\nmiddle\n"
+                     "<!-- generated:finetune/finetune_runs -->\nx\n<!-- /generated:finetune/finetune_runs -->\n")
+    text, found = docs_sync.spans(notes.read_text(), "n.md", docs_sync.Stored(tmp_path))
+    assert any(s.old != s.new for s in found)
     assert "1.61 [1.4, 1.8]" in text and "3.1%" in text and "\nold\n" not in text and text.startswith("head\n") and "middle" in text
-    assert not render_notes(notes, tmp_path)  # idempotent
+    again, found = docs_sync.spans(text, "n.md", docs_sync.Stored(tmp_path))
+    assert again == text and all(s.old == s.new for s in found)  # idempotent
