@@ -814,14 +814,14 @@ def regime(
 
     dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
     if dtype not in dtypes:
-        raise typer.BadParameter(f"expected one of {', '.join(dtypes)}, got {dtype!r}", param_hint="--dtype")
+        raise InvalidArgumentError(f"--dtype: expected one of {', '.join(dtypes)}, got {dtype!r}")
     for name, value, low in (("--L", L, 3), ("--sequences", sequences, 1)):
         if value < low:
-            raise typer.BadParameter(f"expected an integer >= {low}, got {value}", param_hint=name)
+            raise InvalidArgumentError(f"{name}: expected an integer >= {low}, got {value}")
     if not 0 < eps < 1:
-        raise typer.BadParameter(f"expected a number in (0, 1), got {eps}", param_hint="--eps")
+        raise InvalidArgumentError(f"--eps: expected a number in (0, 1), got {eps}")
     if model != "minilm" and not Path(model).is_dir():
-        raise typer.BadParameter(f"expected 'minilm' or a local model folder, got {model!r}", param_hint="--model")
+        raise InvalidArgumentError(f"--model: expected 'minilm' or a local model folder, got {model!r}")
     if model != "minilm" and not (Path(model) / "config.json").is_file():  # before loading anything (issue 21, case 8)
         raise InvalidArgumentError(f"--model: expected a Hugging Face model folder (with a config.json), got {model!r}")
     from ._outputs import check_output, write_output

@@ -54,8 +54,11 @@ def test_regime_local_model_folder(tmp_path):
     (["--model", "/nonexistent/model"], "--model"),
 ])
 def test_regime_bad_options(args, hint):
+    """Issue 21 (9): exit 2 and ONE line naming the option as typed (no click box)."""
     res = runner.invoke(app, ["regime", "--no-figure", *args])
     assert res.exit_code == 2 and hint in res.output, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {hint}:"), res.output
 
 
 def test_regime_bad_text(tmp_path):
