@@ -15,10 +15,10 @@ function ``(stored, arg) -> markdown``; it reads only committed files through :c
 (``stored/quick/results.json``, the quick ``lora-theory reproduce`` report; ``figures/*.csv``;
 ``benchmarks/*.json``) and formats their numbers. Adding a section is one decorated function::
 
-    @section("runtime_scaling")
-    def _runtime_scaling(stored: Stored, arg: str | None) -> str:
-        df = stored.csv("figures/runtime_scaling.csv")
-        return f"slope {fit_loglog(df, 'exact'):.2f}"
+    @section("init_ratio")
+    def _init_ratio(stored: Stored, arg: str | None) -> str:
+        df = stored.csv("figures/finetune_init_memory.csv").set_index("what")
+        return f"{df.seconds['lora_ga_init'] / df.seconds['lora_step']:.1f}x"
 
 ``python -m lora_theory.docs_sync --check`` (``lora-theory notes --check``) exits 1 and prints the
 diff when a committed span differs from what the committed results produce (the test
@@ -289,15 +289,6 @@ def _shorten(s: str, width: int) -> str:
     return s[:cut if cut > 0 else width].rstrip(",;: ") + " ..."
 
 
-def _octave(L: int) -> str:
-    e = math.log2(L)
-    return f"2^{int(e)}" if e == int(e) else str(L)
-
-
-# ----------------------------------------------------------------------------------------------
-# sections
-
-
 def _run_line(stored: Stored) -> str:
     run = stored.json(QUICK_RUN)
     res = stored.json(QUICK_RESULTS)
@@ -372,27 +363,6 @@ def _claim_verdict(stored: Stored, arg: str | None) -> str:
     return stored.claim(arg)["verdict"]
 
 
-@section("control_measured")
-def _control_measured(stored: Stored, arg: str | None) -> str:
-    """``control_measured/ID/CONTROL``: verdict under the control and its summary (quick reproduce)."""
-    cid, _, name = (arg or "").rpartition("/")
-    rows = [c for c in stored.controls(cid) if c["control"] == name]
-    if not rows:
-        raise SectionError(f"no stored control {name!r} of claim {cid!r} in {QUICK_RESULTS}")
-    c = rows[0]
-    return md_cell(f"{'caught' if c['caught'] else 'NOT caught'} ({c['verdict']}): {c['summary']}")
-
-
-@section("thm41_rank_range")
-def _thm41_rank_range(stored: Stored, arg: str | None) -> str:
-    """The rank k the polynomial method needs at kappa > 1 in the stored ``limits.thm4.1_regime`` check: "k = min..max"."""
-    pts = [p for p in stored.claim("limits.thm4.1_regime")["figures"].get("points", []) if p["kappa"] > 1]
-    if not pts:
-        raise SectionError("the stored limits.thm4.1_regime check has no points at kappa > 1")
-    ks = [int(p["k_needed"]) for p in pts]
-    return f"k = {sci(min(ks))}..{sci(max(ks))}"
-
-
 @section("controls_cell")
 def _controls_cell(stored: Stored, arg: str | None) -> str:
     """``controls_cell/ID``: each stored negative control of claim ID, whether its check caught it, and what the check measured under it."""
@@ -401,79 +371,6 @@ def _controls_cell(stored: Stored, arg: str | None) -> str:
         raise SectionError(f"no stored controls of claim {arg!r} in {QUICK_RESULTS}")
     return md_cell("; ".join(f"`{c['control']}` ({'caught' if c['caught'] else 'NOT caught'}, {c['verdict']}: {_shorten(c['summary'], 90)})"
                              for c in sorted(rows, key=lambda c: c["control"])))
-
-
-@section("runtime_scaling")
-def _runtime_scaling(stored: Stored, arg: str | None) -> str:
-    """Fitted CPU-time exponents and the crossover L* of the committed runtime_scaling figure, as its legend computes them."""
-    from .limits.norm_sweeps import crossover, fit_loglog
-    from .plotting.limits import FIT_L_MIN
-
-    df = stored.csv("figures/runtime_scaling.csv")
-    slopes = {m: fit_loglog(df, m, L_min=FIT_L_MIN) for m in ("approx", "exact")}
-    Ls = crossover(df)
-    grid = sorted(df.L.unique())
-    below = [L for L in grid if L <= Ls]
-    above = [L for L in grid if L > Ls]
-    where = (f"crossover L* = {Ls:.0f} (log-log interpolation between L = {below[-1]} and {above[0]})" if below and above
-             else "approx faster at every L measured" if not below else "approx slower at the largest L")
-    clock = "CPU time" if "clock" in df and (df["clock"] == "cpu").all() else "wall time"
-    return (f"{clock} slopes {slopes['approx']:.2f} (approx) and {slopes['exact']:.2f} (exact) over L = "
-            f"{_octave(FIT_L_MIN)}..{_octave(int(df.L.max()))}, {where}")
-
-
-@section("phase_transition_table")
-def _phase_transition_table(stored: Stored, arg: str | None) -> str:
-    """x* per L and regime of the committed phase_transition figure (``threshold_table``, the figure's own rule)."""
-    from .limits.norm_sweeps import threshold_table
-
-    df = stored.csv("figures/phase_transition.csv")
-    t = threshold_table(df)
-    Ls = sorted(t.L.unique())
-    if arg == "even":  # every other octave, to keep the table narrow
-        Ls = [L for L in Ls if int(math.log2(L)) % 2 == 0]
-    xmax = float(df.x.max())
-    label = {"fixed": "fixed d = {d}: x*", "log": "d = max(2, round(log2 L / 4)): d, x*"}
-    lines = ["| L | " + " | ".join(_octave(L) for L in Ls) + " |", "|---|" + "---|" * len(Ls)]
-    for regime in sorted(t.regime.unique(), key=lambda r: (r != "fixed", r)):
-        g = t[t.regime == regime].set_index("L")
-        ds = sorted(g.d.unique())
-        head = label.get(regime, f"{regime}: d, x*").format(d=ds[0])
-        cells = []
-        for L in Ls:
-            x = g.loc[L, "x_star"]
-            xs = f"> {xmax:g}" if math.isnan(x) else f"{x:.2f}"
-            cells.append(xs if regime == "fixed" and len(ds) == 1 else f"{int(g.loc[L, 'd'])}, {xs}")
-        lines.append(f"| {head} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-@section("phase_transition_x")
-def _phase_transition_x(stored: Stored, arg: str | None) -> str:
-    """``phase_transition_x/fixed``: "x*(first L) -> x*(last L) over L = ..";  ``/log``: the range "min-max" of x* (committed figure)."""
-    from .limits.norm_sweeps import threshold_table
-
-    t = threshold_table(stored.csv("figures/phase_transition.csv"))
-    g = t[t.regime == arg].sort_values("L").dropna(subset=["x_star"])
-    if not len(g):
-        raise SectionError(f"phase_transition_x: no regime {arg!r} with a threshold in figures/phase_transition.csv")
-    if arg == "fixed":
-        return f"{g.x_star.iloc[0]:.2f} -> {g.x_star.iloc[-1]:.2f} over L = {_octave(int(g.L.iloc[0]))} .. {_octave(int(g.L.iloc[-1]))}"
-    return f"{g.x_star.min():.2f}-{g.x_star.max():.2f}"
-
-
-@section("phase_transition_exponent")
-def _phase_transition_exponent(stored: Stored, arg: str | None) -> str:
-    """``phase_transition_exponent/approx``: range of the approximate cost exponent at the smallest x, d = Theta(log L);
-    ``/exact``: range of the exact algorithm's exponent log_L(L^2 (6d + 3)) (committed figure)."""
-    df = stored.csv("figures/phase_transition.csv")
-    if arg == "approx":
-        v = df[(df.regime == "log") & (df.x == df.x.min())].approx_exponent
-    elif arg == "exact":
-        v = df.exact_exponent
-    else:
-        raise SectionError(f"phase_transition_exponent: argument must be 'approx' or 'exact', got {arg!r}")
-    return f"{v.min():.1f}-{v.max():.1f}"
 
 
 def _real_heads(stored: Stored) -> pd.DataFrame:

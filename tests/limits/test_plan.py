@@ -133,11 +133,15 @@ def test_operation_counts_are_the_documented_closed_forms(L, d, k, m, n_adapted)
     assert approx_flops(L, d, k, n_adapted, m) == L * k * (2 * c + 2) + L * mm * mm * (d + 4)
     g = 6
     b = default_feature_block(k, L)
-    assert CostModel.approx_terms(L, d, k, g, m) == [1.0, g + 1, 2 * L * k, 2 * L * k * c, L, L * mm * mm * d, 2 * math.ceil(L / b) * d * g]
-    assert CostModel.approx_terms(L, d, k, 0, m)[-1] == 2 * math.ceil(L / b) * d  # degree 0 still pays one pass per block
+    nn = d  # the input width defaults to d; P = 2 d + 2 n columns of the bound's tables, d (d + n) covariances
+    assert CostModel.approx_terms(L, d, k, g, m) == [1.0, g + 1, 2 * L * k, 2 * L * k * c, L * (16 + mm * mm + 2 * (d + nn)),
+                                                     L * mm * mm * (d + 2 * (d + nn) + d * (d + nn)), 2 * math.ceil(L / b) * d * g,
+                                                     mm * mm * (2 * (d + nn) + 2 * d * (d + nn))]
+    assert CostModel.approx_terms(L, d, k, 0, m)[-2] == 2 * math.ceil(L / b) * d  # degree 0 still pays one pass per block
     assert CostModel.exact_terms(L, d, n_adapted) == [1.0, L * L * (4 * d + d * min(n_adapted, 2)), L * L, math.ceil(L / default_block_size(L))]
-    model = CostModel(a_const=1, a_fit=2, a_feat=3, a_mm=5, a_L=7, a_row=11, a_op=13, e_const=1, e_mm=2, e_elem=3, e_blk=5)
-    assert model.approx_seconds(L, d, k, g, m) == pytest.approx(sum(a * t for a, t in zip((1, 2, 3, 5, 7, 11, 13), CostModel.approx_terms(L, d, k, g, m))))
+    model = CostModel(a_const=1, a_fit=2, a_feat=3, a_mm=5, a_L=7, a_row=11, a_op=13, a_tab=17, e_const=1, e_mm=2, e_elem=3, e_blk=5)
+    assert model.approx_seconds(L, d, k, g, m) == pytest.approx(sum(a * t for a, t in zip((1, 2, 3, 5, 7, 11, 13, 17), CostModel.approx_terms(L, d, k, g, m),
+                                                                                          strict=True)))
     assert model.exact_seconds(L, d, n_adapted) == pytest.approx(sum(a * t for a, t in zip((1, 2, 3, 5), CostModel.exact_terms(L, d, n_adapted))))
 
 
@@ -154,8 +158,9 @@ def test_feature_block_is_4_mib_between_64_and_8192_rows(k, L, itemsize, batch):
 @pytest.mark.parametrize("L, d, k, m, n, itemsize, block, batch", [(4096, 4, 210, None, None, 8, None, 1), (1000, 3, 84, 6, 9, 4, 100, 2),
                                                                    (1 << 14, 8, 495, 8, 32, 8, None, 12)])
 def test_approx_bytes_is_the_documented_sum(L, d, k, m, n, itemsize, block, batch, causal):
-    """itemsize E (k b + k c + b c + 16 b m^2 + 10 L (n + d)) + 4 k words + 8 k (d + 2) bytes of monomial tables,
-    plus E (k b + b^2) words when causal, with b the default feature block (at most CAUSAL_BLOCK when causal)."""
+    """itemsize (E (k b + k c + b c + 6 b m^2 + 10 L (n + d) + the bound's words) + 4 k) + 8 k (d + 2) bytes of monomial
+    tables + the 8 MiB floor, the bound's words m^2 P + 2 m^2 d (d + n) + b (2 P + 3 d (d + n)) + 4 L d (P = 2 d + 2 n);
+    plus E (k b + b^2 + k c) words when causal, with b the default feature block (at most CAUSAL_BLOCK when causal)."""
     from lora_theory.limits.lowrank import CAUSAL_BLOCK
 
     mm, nn = (d if m is None else m), (d if n is None else n)
@@ -163,9 +168,11 @@ def test_approx_bytes_is_the_documented_sum(L, d, k, m, n, itemsize, block, batc
     b = default_feature_block(k, L, itemsize, batch) if block is None else block
     if causal and block is None:
         b = min(b, CAUSAL_BLOCK)
-    words = batch * (k * b + k * c + b * c + 16 * b * mm * mm + 10 * L * (nn + d)) + 4 * k + (batch * (k * b + b * b) if causal else 0)
+    P, Dn = 2 * (d + nn), d * (d + nn)
+    bound = mm * mm * P + 2 * mm * mm * Dn + b * (2 * P + 3 * Dn) + 4 * L * d
+    words = batch * (k * b + k * c + b * c + 6 * b * mm * mm + 10 * L * (nn + d) + bound) + 4 * k + (batch * (k * b + b * b + k * c) if causal else 0)
     got = approx_bytes(L, d, k, m=m, n=n, itemsize=itemsize, block=block, batch=batch, causal=causal)
-    assert got == pytest.approx(itemsize * words + 8 * k * (d + 2), rel=1e-12)
+    assert got == pytest.approx(itemsize * words + 8 * k * (d + 2) + 8 * 2**20, rel=1e-12)
 
 
 @pytest.mark.parametrize("L, d, itemsize, block", [(4096, 4, 8, None), (1 << 16, 8, 4, None), (100, 3, 8, 7)])
