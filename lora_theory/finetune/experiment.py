@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from .._validate import InvalidArgumentError, check_choice
-from ..sweeps import ResultStore, point_hash, run_sweep
+from ..sweeps import run_points
 from . import protocol
 from .data import TASKS
 from .stats import crossing, ratio
@@ -104,20 +104,8 @@ def _point(cfg: Config, task: str, method: str, lr: float, seed: int, **extra: A
 
 def _run(points: list[dict], cfg: Config, store: Path, jobs: int, executor: str | None, progress: bool) -> pd.DataFrame:
     """Run the missing points; return the stored rows of exactly these points (one per point)."""
-    name = f"finetune-{cfg.name}"
-    store.parent.mkdir(parents=True, exist_ok=True)
-    counts = run_sweep(protocol.run_point, points, store, name=name, jobs=jobs, executor=executor, seed=0, progress=progress)
-    if counts.get("interrupted"):
-        raise KeyboardInterrupt  # finished points are stored; a re-run resumes
-    want = {point_hash(name, p, 0) for p in points}
-    with ResultStore(store, readonly=True) as st:
-        df = st.load(name)
-    df = df[df._hash.isin(want)]
-    failed = df[df._error.notna()]
-    if len(failed):
-        raise RuntimeError(f"{len(failed)} fine-tuning runs failed, e.g. {failed.iloc[0][['task', 'method', 'lr', 'seed']].to_dict()}: "
-                           f"{str(failed.iloc[0]._error).strip().splitlines()[-1]}")
-    return df.reset_index(drop=True)
+    return run_points(protocol.run_point, points, store, name=f"finetune-{cfg.name}", what="fine-tuning runs", jobs=jobs, executor=executor,
+                      progress=progress, describe=lambda row: str(row[["task", "method", "lr", "seed"]].to_dict()))
 
 
 def _steps(row, target: float) -> float:

@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 
 from ..lora.text import reference_text
-from ..sweeps import ResultStore, point_hash, run_sweep
+from ..sweeps import point_hash, run_points
 from .model import TinyLM, char_vocab, encode_text
 
 __all__ = ["FULL", "QUICK", "Config", "cache_dir", "experiment", "finetune_point", "pretrain_point", "split_text", "store_path"]
@@ -226,18 +226,7 @@ def _pre_params(cfg: Config, L: int) -> dict[str, Any]:
 
 
 def _run(fn, points: list[dict], name: str, store: Path, progress: bool) -> pd.DataFrame:
-    store.parent.mkdir(parents=True, exist_ok=True)
-    counts = run_sweep(fn, points, store, name=name, seed=0, progress=progress)
-    if counts.get("interrupted"):
-        raise KeyboardInterrupt  # finished points are stored; a re-run resumes
-    want = {point_hash(name, p, 0) for p in points}
-    with ResultStore(store, readonly=True) as st:
-        df = st.load(name)
-    df = df[df._hash.isin(want)]
-    failed = df[df._error.notna()]
-    if len(failed):
-        raise RuntimeError(f"{len(failed)} proof-of-concept runs failed: {str(failed.iloc[0]._error).strip().splitlines()[-1]}")
-    return df.reset_index(drop=True)
+    return run_points(fn, points, store, name=name, what="proof-of-concept runs", progress=progress)
 
 
 def experiment(quick: bool = True, *, store: str | Path | None = None, progress: bool = False) -> dict[str, pd.DataFrame]:

@@ -25,7 +25,7 @@ from .executors import check_executor, make_executor
 from .grid import check_point, point_hash
 from .store import Holder, ResultStore, StoreError
 
-__all__ = ["SweepInterrupted", "run_sweep"]
+__all__ = ["SweepInterrupted", "run_points", "run_sweep"]
 
 
 class SweepInterrupted(BaseException):
@@ -242,3 +242,30 @@ def _wait_for_others(st: ResultStore, name: str, busy: dict[str, dict[str, Any]]
         if ours or not busy:
             return ours
         time.sleep(poll)
+
+
+def run_points(fn: Callable[..., dict], points: Sequence[dict[str, Any]], store: str | Path, *, name: str, what: str = "points",
+               describe: Callable[[Any], str] | None = None, jobs: int = 1, executor: str | None = None, seed: int | None = 0,
+               progress: bool = False) -> Any:
+    """Run the missing points of sweep ``name`` (:func:`run_sweep`) and return the stored rows of exactly these points.
+
+    One row per point (a pandas DataFrame with the store's columns, index reset). A Ctrl-C or SIGTERM that
+    interrupted the sweep re-raises KeyboardInterrupt (the finished points are stored; a re-run resumes); a point
+    that failed raises RuntimeError naming how many ``what`` failed, ``describe(row)`` of the first (when given)
+    and the last line of its error. The experiments' shared way of asking "run these, then give me their results".
+    """
+    store = Path(store)
+    store.parent.mkdir(parents=True, exist_ok=True)
+    counts = run_sweep(fn, points, store, name=name, jobs=jobs, executor=executor, seed=seed, progress=progress)
+    if counts.get("interrupted"):
+        raise KeyboardInterrupt  # finished points are stored; a re-run resumes
+    want = {point_hash(name, p, seed) for p in points}
+    with ResultStore(store, readonly=True) as st:
+        df = st.load(name)
+    df = df[df._hash.isin(want)]
+    failed = df[df._error.notna()]
+    if len(failed):
+        first = failed.iloc[0]
+        example = f", e.g. {describe(first)}" if describe else ""
+        raise RuntimeError(f"{len(failed)} {what} failed{example}: {str(first._error).strip().splitlines()[-1]}")
+    return df.reset_index(drop=True)

@@ -281,3 +281,19 @@ def test_a_live_holders_lease_is_respected_then_an_expired_one_taken_over(tmp_pa
     assert counts == {"total": 3, "skipped": 0, "done": 3, "failed": 0} and 2.5 <= waited < 30
     with ResultStore(store) as st:
         assert sorted(st.load("sq").x) == [1.0, 2.0, 3.0] and st.leases().empty
+
+
+def test_run_points_returns_exactly_these_points_and_names_a_failure(tmp_path):
+    """run_points (the experiments' one home for 'run these, give me their rows'): other points in the same
+    sweep are not returned; a failed point raises RuntimeError with the count, describe(row) and the error."""
+    from lora_theory.sweeps import run_points
+    from tests.sweeps.probes import chaos_point
+
+    store = tmp_path / "s.sqlite"
+    ok = [{"i": i, "delay": 0.0} for i in range(3)]
+    run_points(chaos_point, ok + [{"i": 9, "delay": 0.0}], store, name="rp")
+    df = run_points(chaos_point, ok, store, name="rp")
+    assert sorted(df.i) == [0, 1, 2] and list(df.index) == [0, 1, 2] and sorted(df.y) == [0, 1, 4]
+    with pytest.raises(RuntimeError, match=r"1 probe runs failed, e\.g\. i=7: .*fate 'raise'"):
+        run_points(chaos_point, ok + [{"i": 7, "delay": 0.0, "fate": "raise"}], store, name="rp", what="probe runs",
+                   describe=lambda row: f"i={row.i}")
