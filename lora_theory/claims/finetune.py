@@ -189,6 +189,25 @@ def _ga_gap(quick: bool) -> Measurement:
                        + ("" if prem is True or d.holds is not True else " (premise not decided: not 'holds')") + "; " + prem_text, _margins(d))
 
 
+def _arms_claim(quick: bool, what: str, key: str, winner: str, arms_of, prefix: str) -> Measurement:
+    """Shared body of the arm comparisons: every other arm's test loss minus ``winner``'s must be > 0 (stats.decide)."""
+    cfg = mlm.budget(quick)
+    out = _data(quick, ("core", "methods", "arms"))
+    runs, lrs = out["runs"], out["lrs"]
+    if "lora_ga" not in lrs:
+        return _not_run(what, cfg)
+    arms = arms_of(runs, lrs)
+    j = pd.concat([v.test_loss.rename(k) for k, v in arms.items()], axis=1).dropna()
+    if len(j) < 2:
+        return _not_run(what, cfg)
+    comps = [Component(f"test loss {k} - {winner}", mean_diff(k, winner), 0.0, pair=(k, winner)) for k in arms if k != winner]
+    d = decide({k: j[k].to_numpy() for k in j}, comps, list(j))
+    med = {k: float(j[k].median()) for k in j}
+    return Measurement(d.holds, {key: d.as_dict(), "test_loss_median": med},
+                       f"{prefix} (test cross-entropy medians " + ", ".join(f"{k} {v:.4g}" for k, v in med.items()) + f"): {d.text()}",
+                       _margins(d))
+
+
 @claim(
     "lora_ga.table3",
     statement="LoRA-GA's Table 3: both components help; LoRA-GA (gradient directions + stable scale) ends with a lower test loss than plain LoRA, than +SO (stable scale and offset on random directions) and than +GA (gradient directions, unit scale).",
@@ -198,23 +217,9 @@ def _ga_gap(quick: bool) -> Measurement:
     experiment=True,
 )
 def _ga_table3(quick: bool) -> Measurement:
-    cfg = mlm.budget(quick)
-    out = _data(quick, ("core", "methods", "arms"))
-    runs, lrs = out["runs"], out["lrs"]
-    if "lora_ga" not in lrs:
-        return _not_run("Table 3 arms", cfg)
-    arms = {"lora": mlm.by_seed(runs, "lora", lr=lrs.get("lora")), "+SO": mlm.by_seed(runs, "+SO"), "+GA": mlm.by_seed(runs, "+GA"),
-            "lora_ga": mlm.by_seed(runs, "lora_ga", lr=lrs["lora_ga"])}
-    j = pd.concat([v.test_loss.rename(k) for k, v in arms.items()], axis=1).dropna()
-    if len(j) < 2:
-        return _not_run("Table 3 arms", cfg)
-    comps = [Component(f"test loss {k} - LoRA-GA", mean_diff(k, "lora_ga"), 0.0, pair=(k, "lora_ga")) for k in ("lora", "+SO", "+GA")]
-    d = decide({k: j[k].to_numpy() for k in j}, comps, list(j))
-    med = {k: float(j[k].median()) for k in j}
-    return Measurement(d.holds, {"arms": d.as_dict(), "test_loss_median": med},
-                       "Table 3 arms at LoRA-GA's tuned lr (test cross-entropy medians " + ", ".join(f"{k} {v:.4g}" for k, v in med.items()) + f"): {d.text()}",
-                       _margins(d))
-
+    return _arms_claim(quick, "Table 3 arms", "arms", "lora_ga", lambda runs, lrs: {
+        "lora": mlm.by_seed(runs, "lora", lr=lrs.get("lora")), "+SO": mlm.by_seed(runs, "+SO"), "+GA": mlm.by_seed(runs, "+GA"),
+        "lora_ga": mlm.by_seed(runs, "lora_ga", lr=lrs["lora_ga"])}, "Table 3 arms at LoRA-GA's tuned lr")
 
 @claim(
     "lora_ga.ablation",
@@ -225,21 +230,9 @@ def _ga_table3(quick: bool) -> Measurement:
     experiment=True,
 )
 def _ga_ablation(quick: bool) -> Measurement:
-    cfg = mlm.budget(quick)
-    out = _data(quick, ("core", "methods", "arms"))
-    runs, lrs = out["runs"], out["lrs"]
-    if "lora_ga" not in lrs:
-        return _not_run("direction ablation", cfg)
-    arms = {"ArB2r": mlm.by_seed(runs, "lora_ga", lr=lrs["lora_ga"]), "A2rBr": mlm.by_seed(runs, "dir_A2rBr"), "ArBr": mlm.by_seed(runs, "dir_ArBr")}
-    j = pd.concat([v.test_loss.rename(k) for k, v in arms.items()], axis=1).dropna()
-    if len(j) < 2:
-        return _not_run("direction ablation", cfg)
-    d = decide({k: j[k].to_numpy() for k in j}, [Component(f"test loss {k} - ArB2r", mean_diff(k, "ArB2r"), 0.0, pair=(k, "ArB2r"))
-                                                   for k in ("A2rBr", "ArBr")], list(j))
-    med = {k: float(j[k].median()) for k in j}
-    return Measurement(d.holds, {"ablation": d.as_dict(), "test_loss_median": med},
-                       "directions at LoRA-GA's tuned lr, stable scale (test cross-entropy medians " + ", ".join(f"{k} {v:.4g}" for k, v in med.items())
-                       + f"): {d.text()}", _margins(d))
+    return _arms_claim(quick, "direction ablation", "ablation", "ArB2r", lambda runs, lrs: {
+        "ArB2r": mlm.by_seed(runs, "lora_ga", lr=lrs["lora_ga"]), "A2rBr": mlm.by_seed(runs, "dir_A2rBr"), "ArBr": mlm.by_seed(runs, "dir_ArBr")},
+        "directions at LoRA-GA's tuned lr, stable scale")
 
 
 #: the init may cost at most this fraction of one epoch of training steps (the papers train >= 1 epoch)
