@@ -318,18 +318,21 @@ def vertex_log2(log2_ratios: np.ndarray, losses: np.ndarray) -> float:
     experiment=True,
 )
 def _plus_best_ratio(quick: bool) -> Measurement:
-    cfg = mlm.budget(quick)
     out = _data(quick, ("core", "ratio"))
-    runs, lrs = out["runs"], out["lrs"]
+    runs, lrs, cfg = out["runs"], out["lrs"], out["cfg"]
     if "lora" not in lrs:
         return _not_run("best ratio", cfg)
     cols = {1.0: mlm.by_seed(runs, "lora", lr=lrs["lora"]).final}
     for x in cfg.ratios:
         if x != 1.0:
             cols[x] = mlm.by_seed(runs, "lora_plus", lr=lrs["lora"], ratio=x).final
-    j = pd.concat([v.rename(f"r{k:g}") for k, v in cols.items()], axis=1).dropna()
-    if len(j) < 2 or len(cols) < 3:
+    # the ratios finished on every seed LoRA finished (an interrupted budget runs the grid coarse-first: mlm.ratio_order)
+    seeds = set(cols[1.0].index)
+    cols = {k: v for k, v in cols.items() if seeds and seeds <= set(v.dropna().index)}
+    if not {16.0, max(cfg.ratios)} <= set(cols) or len(cols) < 3 or len(seeds) < 2:  # 2^4 against both grid ends
         return _not_run("best ratio", cfg)
+    j = pd.concat([v.rename(f"r{k:g}") for k, v in cols.items()], axis=1).dropna()
+    missing = [x for x in cfg.ratios if x not in cols]
     logs = np.log2([float(c[1:]) for c in j.columns])
     keys = list(j.columns)
 
@@ -342,8 +345,11 @@ def _plus_best_ratio(quick: bool) -> Measurement:
              Component(f"loss {hi_end} - loss r16", mean_diff(hi_end, "r16"), 0.0, pair=(hi_end, "r16"))]
     d = decide({k: j[k].to_numpy() for k in keys}, comps, keys, n_null=64, tested=[False, False, True, True])
     per_seed = [vertex_log2(logs, j.iloc[i].to_numpy()) for i in range(len(j))]
-    return Measurement(d.holds, {"best_ratio": d.as_dict(), "per_seed_log2": per_seed, "ratios": [2 ** float(x) for x in logs]},
-                       f"smoothed final validation loss over ratios {[f'2^{x:g}' for x in logs]} at eta_A = {lrs['lora']:g}: best log2 ratio per seed "
+    return Measurement(d.holds, {"best_ratio": d.as_dict(), "per_seed_log2": per_seed, "ratios": [2 ** float(x) for x in logs],
+                                 "ratios_missing": missing},
+                       f"smoothed final validation loss over ratios {[f'2^{x:g}' for x in logs]}"
+                       + (f" ({len(missing)} of the budget's {len(cfg.ratios)} ratios not finished: {[f'2^{math.log2(x):g}' for x in missing]})" if missing else "")
+                       + f" at eta_A = {lrs['lora']:g}: best log2 ratio per seed "
                        f"{[round(x, 2) for x in per_seed]}; {d.text()}", _margins(d))
 
 

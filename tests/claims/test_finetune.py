@@ -164,3 +164,29 @@ def test_controls_corrupt_what_they_claim():
         groups = optim.loraplus_param_groups(net, 1e-3, 16.0)
     assert {g["lr"] for g in groups} == {1e-3, 1e-6}
     assert np.isclose(optim.loraplus_param_groups(net, 1e-3, 16.0)[2]["lr"], 1.6e-2)
+
+
+def _ratio_arms(drop=()):
+    arms = {"lora_plus": {"tau": 15, "end": 4.9}, "lora": {"tau": 15, "end": 4.8 + 0.01 * 16}}
+    for k in (2, 4, 6, 8):
+        if k not in drop:
+            arms[f"r{k}"] = {"method": "lora_plus", "lr": 1e-3, "tau": 15, "end": 4.8 + 0.01 * (k - 4) ** 2, "ratio": float(2 ** k)}
+    return arms
+
+
+def test_best_ratio_needs_the_grid_end_finished(monkeypatch):
+    """An interrupted ratio grid without 2^8 on every seed is not decided (the rule compares 2^4 with both ends)."""
+    _fake(monkeypatch, _ratio_arms(drop=(8,)))
+    row = run_check("lora_plus.best_ratio")
+    assert row["verdict"] == "inconclusive" and "no finished runs" in row["summary"], row["summary"]
+
+
+@pytest.mark.slow  # the vertex statistic is re-fitted per bootstrap resample and relabelling
+def test_best_ratio_reads_the_ratios_finished_on_every_seed(monkeypatch):
+    """A ratio missing on some seeds is left out (named in the summary); the others still decide (minimum at 2^4: holds)."""
+    out = experiment({**BASE, **_ratio_arms()})
+    runs = out["runs"]
+    out["runs"] = runs[~((runs.ratio.astype(float) == 4.0) & (runs.seed > 3))].reset_index(drop=True)  # 2^2 on seeds 1-3 only
+    monkeypatch.setattr(mlm, "mlm_experiment", lambda cfg, stages=(), **kw: out)
+    row = run_check("lora_plus.best_ratio")
+    assert "not finished: ['2^2']" in row["summary"] and row["verdict"] == "holds", row["summary"]

@@ -116,3 +116,9 @@ def test_notes_sections_are_rendered_from_the_stored_csvs(tmp_path):
     assert "1.61 [1.4, 1.8]" in text and "3.1%" in text and "\nold\n" not in text and text.startswith("head\n") and "middle" in text
     again, found = docs_sync.spans(text, "n.md", docs_sync.Stored(tmp_path))
     assert again == text and all(s.old == s.new for s in found)  # idempotent
+
+
+def test_ratio_grid_runs_coarse_first():
+    """An interrupted ratio stage leaves a coarse grid over the whole range (2^0, 2^2, ..., 2^8), then fills in between."""
+    assert mlm.ratio_order(mlm.MLM_FULL.ratios) == [2.0 ** k for k in (0, 2, 4, 6, 8, 1, 3, 5, 7)]
+    assert sorted(mlm.ratio_order((16.0, 1.0, 256.0))) == [1.0, 16.0, 256.0]
