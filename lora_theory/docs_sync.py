@@ -341,10 +341,26 @@ def _claims_table(stored: Stored, arg: str | None) -> str:
         mine = [x for x in ctl if x["id"] == c["id"]]
         caught = f"{sum(bool(x['caught']) for x in mine)} of {len(mine)}" if mine else "none registered"
         lines.append(f"| `{c['id']}` | {c['verdict']} | {caught} | {md_cell(_shorten(c['summary'], width))} |")
+    ft = stored.csv("figures/finetune_steps.csv") if (stored.root / "figures/finetune_steps.csv").is_file() else None
     for cid in sorted((res.get("skipped") or {}).get("claims", [])):
-        lines.append(f"| `{cid}` | not run in the quick reproduce (`--experiments`) | | the fine-tuning experiment: see "
-                     f"[paper_notes/finetune.md](paper_notes/finetune.md) |")
+        rows = ft[(ft.claim == cid) & (ft.block != "premise")] if ft is not None else ()
+        if not len(rows):
+            lines.append(f"| `{cid}` | not run in the quick reproduce (`--experiments`) | | the fine-tuning experiment: see "
+                         f"[paper_notes/finetune.md](paper_notes/finetune.md) |")
+            continue
+        parts = "; ".join(_ft_part(r) for r in rows.itertuples())
+        r0 = rows.iloc[0]
+        lines.append(f"| `{cid}` | {r0.claim_verdict} (fine-tuning experiment, budget `{r0.budget}`) | slow tests (`mlm-tiny`) | "
+                     f"{md_cell(parts)}; [paper_notes/finetune.md](paper_notes/finetune.md) |")
     return "\n".join(lines)
+
+
+def _ft_part(r) -> str:
+    """One part of a stored fine-tuning verdict: effect [interval] vs threshold, seeds, false-holds rate (figures/finetune_steps.csv)."""
+    if not isinstance(r.part, str) or not r.part:
+        return "no finished runs"
+    return (f"{r.part}: {r.estimate:.3g} [{r.low:.3g}, {r.high:.3g}] ({r.sense} {r.threshold:g}: {r.part_verdict}), "
+            f"{int(r.n_seeds)} seeds, false holds {r.false_holds:.1%}")
 
 
 @section("claim_measured")

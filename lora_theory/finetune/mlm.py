@@ -40,7 +40,7 @@ from . import protocol
 from .stats import smoothed_final
 
 __all__ = ["BUDGETS", "MLM_FULL", "MLM_LR_GRID", "MLM_QUICK", "MLM_SMOKE", "MLM_TINY", "STAGES", "TASK", "MLMConfig", "budget", "by_seed", "cpu_to", "mlm_experiment",
-           "ratio_order", "runs_table", "steps_to", "stored", "tune"]
+           "planned_runs", "ratio_order", "runs_table", "steps_to", "stored", "tune"]
 
 TASK = "cpython_mlm"
 #: learning-rate grids of the tuning seed (the issue's pilot: full FT 3e-4, LoRA 1e-3 at 140 steps)
@@ -108,6 +108,20 @@ def budget(quick: bool) -> MLMConfig:
         check_choice("LORA_THEORY_FINETUNE_BUDGET", name, tuple(BUDGETS))
         return BUDGETS[name]
     return MLM_QUICK if quick else MLM_FULL
+
+
+def planned_runs(cfg: MLMConfig) -> dict[str, int]:
+    """How many runs the budget makes: {"tuning": runs of the tuning seed (before any grid extension), "verdict": the other seeds' runs}.
+
+    Verdict runs per seed: full FT and LoRA r = 8; LoRA-GA, LoRA+ and LoRA+ at LoRA's lr (the shared-lr
+    protocol, counted as a separate run unless both lrs are fixed and equal: tuned lrs are not known in advance); LoRA r = 2, +SO, +GA and
+    the directions; the ratio grid except 2^0 (LoRA) and 2^4 (the shared-lr LoRA+ run).
+    """
+    tuning = sum(len(cfg.grid(m)) for m in MLM_LR_GRID if len(cfg.grid(m)) > 1)
+    ratios = [x for x in cfg.ratios if x not in (1.0, 16.0)]
+    fixed_same = len(cfg.grid("lora")) == len(cfg.grid("lora_plus")) == 1 and math.isclose(cfg.grid("lora")[0], cfg.grid("lora_plus")[0])
+    per_seed = 2 + (2 if fixed_same else 3) + 3 + len(cfg.directions) + len(ratios)  # fixed_same: the shared-lr run is the tuned one
+    return {"tuning": tuning, "verdict": per_seed * len(cfg.verdict_seeds)}
 
 
 def ratio_order(ratios: tuple[float, ...]) -> list[float]:

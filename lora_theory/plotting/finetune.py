@@ -27,6 +27,8 @@ def plot_curves(df: pd.DataFrame):
     """Mean smoothed validation loss over seeds per arm with a 95 % bootstrap band (LoRA+ at ratio 16 only)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     rng = np.random.default_rng(0)
+    if len(df) and "tuning" in df:
+        df = df[~df.tuning.astype(bool)]  # the tuning seed chose the lrs: the curves show the verdict seeds
     d = df[(df.arm != "lora_plus") | (df.ratio == 16.0)] if len(df) else df
     for arm, (color, label) in _STYLE.items():
         g = d[d.arm == arm] if len(d) else d

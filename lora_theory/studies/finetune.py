@@ -36,22 +36,25 @@ def _runs(quick: bool, stages=mlm.STAGES) -> dict:
 
 
 def curves_table(quick: bool) -> pd.DataFrame:
-    """Validation curves of the verdict seeds (tidy: arm, lr, ratio, seed, step, val_loss, smoothed, budget)."""
+    """Validation curves of every run (tidy: arm, lr, ratio, seed, step, val_loss, smoothed, budget, costs; ``tuning`` marks the tuning seed's runs).
+
+    ``run_seconds``: the run's wall seconds in its worker (one torch thread, one process per core: about its CPU seconds,
+    evaluations and model loading included).
+    """
     from ..finetune.stats import smoothed_curve
 
     out = _runs(quick)
     rows = []
     for r in out["runs"].itertuples():
-        if r.tuning:
-            continue
         sm = smoothed_curve(r.curve_val)
         ratio = float(r.ratio) if r.ratio is not None and not (isinstance(r.ratio, float) and math.isnan(r.ratio)) else math.nan
         for s, v, w in zip(r.curve_step, r.curve_val, sm, strict=True):
             rows.append({"arm": r.arm, "lr": float(r.lr), "ratio": ratio, "seed": int(r.seed), "step": int(s), "val_loss": float(v),
                          "smoothed": float(w), "budget": out["cfg"].name, "step_cpu": float(r.step_cpu), "init_cpu": float(r.init_cpu),
-                         "train_cpu": float(r.curve_cpu[-1]), "test_loss": float(r.test_loss), "test_acc": float(r.test_metric)})
+                         "train_cpu": float(r.curve_cpu[-1]), "test_loss": float(r.test_loss), "test_acc": float(r.test_metric),
+                         "tuning": bool(r.tuning), "run_seconds": float(getattr(r, "_seconds", math.nan))})
     return pd.DataFrame(rows, columns=["arm", "lr", "ratio", "seed", "step", "val_loss", "smoothed", "budget", "step_cpu", "init_cpu", "train_cpu",
-                                       "test_loss", "test_acc"])
+                                       "test_loss", "test_acc", "tuning", "run_seconds"])
 
 
 def verdicts_table(quick: bool) -> pd.DataFrame:
@@ -194,6 +197,8 @@ def notes_tables(figures_dir: str | Path = "figures") -> dict[str, str]:
         if r.block != "premise" and isinstance(r.summary, str):
             lines += ["", f"`{r.claim}`: {r.summary}"]
     out["finetune_verdicts"] = "\n".join(lines)
+    cm = pd.read_csv(fig / "finetune_curves.csv")
+    out["finetune_budgets"] = budgets_table(cm)
     mem = fig / "finetune_init_memory.csv"
     if mem.exists():
         m = pd.read_csv(mem).set_index("what")
@@ -204,6 +209,11 @@ def notes_tables(figures_dir: str | Path = "figures") -> dict[str, str]:
     else:  # no stored measurement: say so rather than leave an old number standing
         out["finetune_init_memory"] = "(not measured: `figures/finetune_init_memory.csv` is not stored; `lora-theory figures finetune_init_memory` makes it)"
     c = pd.read_csv(fig / "finetune_curves.csv")
+    if "tuning" not in c:
+        c = c.assign(tuning=False, run_seconds=math.nan)
+    tune = c[c.tuning.astype(bool)]
+    c = c[~c.tuning.astype(bool)]
+    out["finetune_tuning"] = _tuning_table(tune) if len(tune) else "No tuning run in the store (the budget's learning rates are fixed)."
     if len(c):
         last = c[c.step == c.groupby(["arm", "lr", "ratio", "seed"], dropna=False).step.transform("max")]
         first = c[c.step == 0]
@@ -218,11 +228,67 @@ def notes_tables(figures_dir: str | Path = "figures") -> dict[str, str]:
         for arm, g in runs.groupby("arm"):
             cost.append(f"| {_NAMES.get(arm, arm)} | {len(g)} | {g.step_cpu.median():.3f} | {g.init_cpu.median():.2f} | {g.train_cpu.median():.1f} | "
                         f"{g.test_loss.mean():.4f} | {g.test_acc.mean():.2%} |")
+        allruns = pd.concat([runs, tune.drop_duplicates(["arm", "lr", "ratio", "seed"])], ignore_index=True)
+        wall = allruns.run_seconds.sum()
         out["finetune_runs"] = ("\n".join(rows) + f"\n\nBudget: `{c.budget.iloc[0]}`; steps per run: {int(c.step.max())}; verdict-seed runs: {len(runs)}; "
-                                f"their training CPU: {runs.train_cpu.sum() / 60:.1f} CPU-minutes (+ evaluations, model loading).\n\n" + "\n".join(cost))
+                                f"their training CPU: {runs.train_cpu.sum() / 60:.1f} CPU-minutes (+ evaluations, model loading)"
+                                + (f"; all {len(allruns)} runs (tuning included), whole runs: {wall / 60:.0f} CPU-minutes "
+                                   f"({wall / len(allruns):.0f} s per run, evaluations and model loading included; one thread per run)"
+                                   if np.isfinite(wall) and wall > 0 else "") + ".\n\n" + "\n".join(cost))
     else:
         out["finetune_runs"] = "No finished run in the store."
     return out
+
+
+def budgets_table(measured: pd.DataFrame | None = None) -> str:
+    """The budgets of :data:`lora_theory.finetune.mlm.BUDGETS` as a markdown table (from the code: one source for the settings).
+
+    ``measured``: the stored curves (``finetune_curves.csv``, every run); when it has whole-run seconds,
+    each budget's cost is estimated from them: per run, (steps x the median CPU seconds of a step) +
+    (evaluations x the median seconds of one evaluation), the latter being what a measured run spent
+    besides its steps and init, per evaluation (model loading counted in it).
+    """
+    est = None
+    if measured is not None and len(measured) and "run_seconds" in measured and measured.run_seconds.notna().any():
+        runs = measured.groupby(["arm", "lr", "ratio", "seed"], dropna=False).agg(
+            n=("step", "size"), sec=("run_seconds", "first"), train=("train_cpu", "first"), init=("init_cpu", "first"), step=("step_cpu", "first"))
+        per_eval = float(((runs.sec - runs.train - runs.init) / (runs.n + 2)).median())  # + the final validation and the test evaluation
+        est = (float(runs.step.median()), per_eval, measured.budget.iloc[0])
+    lines = ["| budget | steps | tuning seed + verdict seeds | lr grids (tuning seed) | Table 3 arms, directions | LoRA+ ratios | curve evaluations | runs"
+             + (" | CPU estimate" if est else "") + " |", "|---|---|---|---|---|---|---|---|" + ("---|" if est else "")]
+    for c in mlm.BUDGETS.values():
+        grids = "; ".join(f"{m} {', '.join(f'{x:g}' for x in c.grid(m))}" for m in mlm.MLM_LR_GRID)
+        grids += f" (an edge extends x sqrt(10), up to {c.extend}x)" if c.extend else " (fixed: not tuned)"
+        val = "the whole validation split" if c.val_curve >= 100_000 else f"the first {c.val_curve} validation windows"
+        lines.append(f"| `{c.name}` | {c.steps} (warm-up {c.warmup}) | 1 + {len(c.verdict_seeds)} | {grids} | +SO, +GA"
+                     f"{', ' + ', '.join(c.directions) if c.directions else ' (no direction ablation)'} | "
+                     f"{', '.join(f'2^{math.log2(x):g}' for x in c.ratios)} | every {c.eval_every} steps, {val} | "
+                     + "{tuning} + {verdict}".format(**mlm.planned_runs(c)) + (f" | {_cost(c, est):.0f} CPU-min |" if est else " |"))
+    if est:
+        lines += ["", f"CPU estimate: per run, steps x {est[0]:.3f} CPU-s (the median step) + evaluations x {est[1]:.2f} s (the median "
+                  f"evaluation, model loading included), both measured on the stored `{est[2]}` runs; grid extensions not counted."]
+    return "\n".join(lines)
+
+
+def _cost(c: mlm.MLMConfig, est: tuple[float, float, str]) -> float:
+    """Estimated CPU minutes of budget ``c`` from (seconds per step, seconds per evaluation)."""
+    n = mlm.planned_runs(c)
+    evals = c.steps // c.eval_every + 1 + (1 if c.steps % c.eval_every else 0) + 1 + int(c.final_val)  # the curve, the test, the final val
+    return (n["tuning"] + n["verdict"]) * (c.steps * est[0] + evals * est[1]) / 60
+
+
+def _tuning_table(tune: pd.DataFrame) -> str:
+    """The tuning seed's runs: smoothed final validation loss per (method, lr), the chosen lr marked, an lr at its grid's edge said."""
+    last = tune[tune.step == tune.groupby(["arm", "lr", "ratio", "seed"], dropna=False).step.transform("max")]
+    lines = ["| method | lr: smoothed final validation loss (tuning seed) | tuned lr |", "|---|---|---|"]
+    for arm, g in last.groupby("arm", sort=False):
+        g = g.sort_values("lr")
+        best = g.loc[g.smoothed.idxmin()]
+        edge = math.isclose(best.lr, g.lr.min()) or math.isclose(best.lr, g.lr.max())
+        cells = ", ".join(("**" if math.isclose(x.lr, best.lr) else "") + f"{x.lr:g}: {x.smoothed:.3f}" + ("**" if math.isclose(x.lr, best.lr) else "")
+                          for x in g.itertuples())
+        lines.append(f"| {_NAMES.get(arm, arm)} | {cells} | {best.lr:g}{' (at the edge of its grid)' if edge else ''} |")
+    return "\n".join(lines)
 
 
 register_figure("finetune_curves", claims=_CLAIMS,

@@ -122,3 +122,22 @@ def test_ratio_grid_runs_coarse_first():
     """An interrupted ratio stage leaves a coarse grid over the whole range (2^0, 2^2, ..., 2^8), then fills in between."""
     assert mlm.ratio_order(mlm.MLM_FULL.ratios) == [2.0 ** k for k in (0, 2, 4, 6, 8, 1, 3, 5, 7)]
     assert sorted(mlm.ratio_order((16.0, 1.0, 256.0))) == [1.0, 16.0, 256.0]
+
+
+def test_planned_runs_counts_the_points_the_budget_builds(monkeypatch, tmp_path):
+    """planned_runs (the cost table's run count) equals the distinct points mlm_experiment asks for (fixed-lr budgets: no tuning runs)."""
+    import pandas as pd
+
+    from lora_theory.finetune import experiment as ex
+    from lora_theory.sweeps import point_hash
+
+    for cfg in (mlm.MLM_TINY, mlm.MLM_SMOKE):
+        asked = set()
+
+        def fake_run(points, cfg_, store, jobs, executor, progress, asked=asked):
+            asked.update(point_hash(f"finetune-{cfg_.name}", p, 0) for p in points)
+            return pd.DataFrame()
+
+        monkeypatch.setattr(ex, "_run", fake_run)
+        mlm.mlm_experiment(cfg, store=tmp_path / "s.sqlite", stored_only=False)
+        assert len(asked) == mlm.planned_runs(cfg)["verdict"] and mlm.planned_runs(cfg)["tuning"] == 0, cfg.name
