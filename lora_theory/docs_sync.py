@@ -330,6 +330,15 @@ def _finetune(stored: Stored, arg: str | None) -> str:
     return tables[arg]
 
 
+@section("finetune_controls")
+def _finetune_controls(stored: Stored, arg: str | None) -> str:
+    """``finetune_controls/BUDGET``: the fine-tuning claims' negative controls stored in ``stored/finetune/controls_BUDGET.json``."""
+    from .studies.finetune import controls_table
+
+    name = (arg or "mlm-tiny").replace("-", "_")
+    return controls_table(stored.json(f"stored/finetune/controls_{name}.json"))
+
+
 @section("claims_table")
 def _claims_table(stored: Stored, arg: str | None) -> str:
     """The README's claims table: one row per claim of the stored quick reproduce, then the claims it skipped."""

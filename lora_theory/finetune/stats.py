@@ -329,10 +329,16 @@ def decide(arms: dict[str, Sequence[float]], components: Sequence[Component], ex
 
 
 def geo_mean_ratio(num: str, den: str) -> Callable[[dict[str, np.ndarray]], float]:
-    """Statistic: exp(mean over seeds of log(num / den)), the geometric-mean ratio (e.g. steps_LoRA / steps_X = X's speed-up)."""
+    """Statistic: exp(mean over seeds of log(num / den)), the geometric-mean ratio (e.g. steps_LoRA / steps_X = X's speed-up).
+
+    A seed whose two values are equal counts as ratio 1 even when both are 0 or inf (both runs at the
+    target from the start, or neither reaching it: equal steps are no speed-up), where log(0) - log(0) is undefined.
+    """
     def stat(a: dict[str, np.ndarray]) -> float:
+        x, y = np.asarray(a[num], dtype=float), np.asarray(a[den], dtype=float)
         with np.errstate(divide="ignore", invalid="ignore"):
-            return float(np.exp(np.mean(np.log(a[num]) - np.log(a[den]))))
+            d = np.where(x == y, 0.0, np.log(x) - np.log(y))
+            return float(np.exp(np.mean(d)))
     return stat
 
 

@@ -277,6 +277,23 @@ def _cost(c: mlm.MLMConfig, est: tuple[float, float, str]) -> float:
     return (n["tuning"] + n["verdict"]) * (c.steps * est[0] + evals * est[1]) / 60
 
 
+def controls_table(rows: list[dict]) -> str:
+    """The stored negative controls of the fine-tuning claims (``lora-theory check --controls --json`` rows) as a markdown table.
+
+    Each row: the claim, the control, the verdict under it, caught or not, and the check's first decided
+    part under the corruption (its effect, interval and threshold, cut from the summary).
+    """
+    import re
+
+    lines = ["| claim | control | verdict under the control | caught | measured under the control |", "|---|---|---|---|---|"]
+    for r in rows:
+        m = re.search(r"([^:;]*= \S+ \[[^\]]*\] \(claim [^)]*\))", r.get("summary") or "")
+        what = m.group(1).strip() if m else (r.get("summary") or "")[:160]
+        lines.append(f"| `{r['id']}` | `{r['control']}` | {r['verdict']} | {'yes' if r['caught'] else '**no**'} | {what.replace('|', '/')} |")
+    n = sum(bool(r["caught"]) for r in rows)
+    return "\n".join(lines) + f"\n\n{n} of {len(rows)} controls caught."
+
+
 def _tuning_table(tune: pd.DataFrame) -> str:
     """The tuning seed's runs: smoothed final validation loss per (method, lr), the chosen lr marked, an lr at its grid's edge said."""
     last = tune[tune.step == tune.groupby(["arm", "lr", "ratio", "seed"], dropna=False).step.transform("max")]

@@ -132,3 +132,13 @@ def test_null_relabellings_swap_within_seeds_only():
 def test_smoothed_final_is_the_mean_of_the_last_three_and_inf_when_diverged():
     assert smoothed_final([9, 1, 2, 3]) == pytest.approx(2.0)
     assert smoothed_final([1, 2, math.inf]) == math.inf
+
+
+def test_geo_mean_ratio_counts_equal_steps_as_no_speedup():
+    """Two runs at the target from the start (0 and 0 steps) or both censored (inf, inf): ratio 1, not nan (a control's identical arms)."""
+    from lora_theory.finetune.stats import geo_mean_ratio
+
+    f = geo_mean_ratio("ref", "x")
+    assert f({"ref": np.array([0.0, 0.0]), "x": np.array([0.0, 0.0])}) == 1.0
+    assert f({"ref": np.array([np.inf, 10.0]), "x": np.array([np.inf, 5.0])}) == pytest.approx(2 ** 0.5)
+    assert f({"ref": np.array([0.0, 8.0]), "x": np.array([4.0, 8.0])}) == 0.0  # charged init steps against none: no speed-up at all
