@@ -34,12 +34,12 @@ def plot_curves(df: pd.DataFrame):
         g = d[d.arm == arm] if len(d) else d
         if not len(g):
             continue
-        for lr, h in g.groupby("lr"):
+        for i, (lr, h) in enumerate(g.groupby("lr")):  # one arm at two lrs (LoRA+ tuned and shared-lr): dashed, dotted
             agg = h.groupby("step").smoothed
             steps = np.array(sorted(h.step.unique()))
             mean = agg.mean().reindex(steps).to_numpy()
             lo_hi = np.array([_band(h[h.step == s].smoothed.to_numpy(), rng) for s in steps])
-            ax.plot(steps, mean, color=color, lw=1.6, label=f"{label}, lr {lr:g} ({h.seed.nunique()} seeds)")
+            ax.plot(steps, mean, color=color, lw=1.6, ls=("-", "--", ":")[i % 3], label=f"{label}, lr {lr:g} ({h.seed.nunique()} seeds)")
             ax.fill_between(steps, lo_hi[:, 0], lo_hi[:, 1], color=color, alpha=0.18, lw=0)
     finish_axes(ax, xlabel="step (AdamW, batch 16 windows of 32 tokens)", ylabel="masked-token validation loss (smoothed, 3 evals)",
                 title="finetune_curves: cpython_mlm, MiniLM-L6, all linear layers")
