@@ -178,16 +178,24 @@ def notes_tables(figures_dir: str | Path = "figures") -> dict[str, str]:
     fig = Path(figures_dir)
     out = {}
     v = pd.read_csv(fig / "finetune_steps.csv")
-    lines = ["| claim | part | effect [95 % interval] | threshold | part verdict | claim verdict | seeds | false-holds rate | seeds to decide |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| claim | part | effect [95 % interval] | interval half-width | threshold | part verdict | claim verdict | seeds | false-holds rate | "
+             "seeds to decide |", "|---|---|---|---|---|---|---|---|---|---|"]
+    gated = ", ".join(f"`{c}`" for c in v[v.block == "premise"].claim.unique())
+    seen_premise = False
     for r in v.itertuples():
+        if r.block == "premise":  # one premise, shared by the claims it gates: one row
+            if seen_premise:
+                continue
+            seen_premise = True
         if not isinstance(r.part, str) or not r.part:
-            lines.append(f"| `{r.claim}` | (not run) | | | | {r.verdict} | | | |")
+            lines.append(f"| `{r.claim}` | (not run) | | | | | {r.verdict} | | | |")
             continue
+        half = _f((r.high - r.low) / 2)
         name = "premise: " + r.part if r.block == "premise" else (f"{r.block}: {r.part}" if r.block not in ("tuned",) else r.part)
         std = "" if pd.isna(r.seeds_to_decide) else _f(r.seeds_to_decide)
-        lines.append(f"| `{r.claim}` | {name} | {_f(r.estimate)} [{_f(r.low)}, {_f(r.high)}] | {r.sense} {r.threshold:g} | {r.part_verdict} | "
-                     f"{r.claim_verdict} | {int(r.n_seeds)} | {r.false_holds:.1%} ({int(r.n_null)} relabellings) | {std} |")
+        who = f"premise of {gated}" if r.block == "premise" else f"`{r.claim}`"
+        lines.append(f"| {who} | {name} | {_f(r.estimate)} [{_f(r.low)}, {_f(r.high)}] | {half} | {r.sense} {r.threshold:g} | {r.part_verdict} | "
+                     f"{r.claim_verdict if r.block != 'premise' else '(the premise)'} | {int(r.n_seeds)} | {r.false_holds:.1%} ({int(r.n_null)} relabellings) | {std} |")
     if "summary" not in v:
         v = v.assign(summary="")
     prem = v[v.block == "premise"]
