@@ -40,7 +40,7 @@ from . import protocol
 from .stats import smoothed_final
 
 __all__ = ["BUDGETS", "MLM_FULL", "MLM_LR_GRID", "MLM_QUICK", "MLM_SMOKE", "MLM_TINY", "STAGES", "TASK", "MLMConfig", "budget", "by_seed", "cpu_to", "mlm_experiment",
-           "planned_runs", "ratio_order", "runs_table", "steps_to", "stored", "tune"]
+           "planned_runs", "ratio_order", "runs_table", "speedup_pair", "steps_to", "stored", "tune"]
 
 TASK = "cpython_mlm"
 #: learning-rate grids of the tuning seed (the issue's pilot: full FT 3e-4, LoRA 1e-3 at 140 steps)
@@ -339,3 +339,23 @@ def cpu_to(row: pd.Series, target: float) -> float:
 
     s = steps_to(row, target, charged=False)
     return float(np.interp(s, row.curve_step, row.curve_cpu)) + float(row.init_cpu)
+
+
+def speedup_pair(ref: pd.Series, x: pd.Series) -> tuple[float, float, float, float]:
+    """(steps of ``ref`` to its own final loss T, steps of ``x`` to T, the speed-up steps_ref / steps_x, its CPU-seconds twin).
+
+    T = ref's smoothed final validation loss (the papers' "steps to LoRA's final loss"); ``x`` is charged
+    its init steps and, when it never reaches T within the budget, gets inf steps (speed-up 0: never
+    in the claim's favour, where censoring at the budget would give it an upper bound). Equal step
+    counts (e.g. both at T from step 0) are speed-up 1. A reference that diverged (T not finite): nan.
+    """
+    from .stats import ratio
+
+    T = float(ref.final)
+    if not math.isfinite(T):
+        return math.nan, math.nan, math.nan, math.nan
+    a = steps_to(ref, T)  # reaches its own smoothed final at the last evaluation at the latest
+    b = steps_to(x, T, budget_censor=False)
+    sp = 1.0 if a == b else ratio(a, b)
+    cpu = cpu_to(ref, T) / cpu_to(x, T) if math.isfinite(b) else 0.0
+    return a, b, sp, cpu

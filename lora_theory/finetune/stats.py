@@ -21,7 +21,7 @@ import numpy as np
 
 from .._validate import InvalidArgumentError, check_int
 
-__all__ = ["MAX_FALSE_HOLDS", "Component", "Decision", "Part", "bootstrap_ci", "crossing", "curve_noise", "decide", "geo_mean_ratio", "interval_verdict",
+__all__ = ["MAX_FALSE_HOLDS", "Component", "Decision", "Part", "bootstrap_ci", "crossing", "curve_noise", "decide", "geo_mean", "geo_mean_ratio", "interval_verdict",
            "mean_diff", "null_relabellings", "ratio", "smoothed_curve", "smoothed_final"]
 
 #: evaluations averaged by :func:`smoothed_final` (never the minimum over a noisy curve: that records the luckiest dip)
@@ -339,6 +339,14 @@ def geo_mean_ratio(num: str, den: str) -> Callable[[dict[str, np.ndarray]], floa
         with np.errstate(divide="ignore", invalid="ignore"):
             d = np.where(x == y, 0.0, np.log(x) - np.log(y))
             return float(np.exp(np.mean(d)))
+    return stat
+
+
+def geo_mean(name: str) -> Callable[[dict[str, np.ndarray]], float]:
+    """Statistic: exp(mean over seeds of log(values of ``name``)), the geometric mean of per-seed ratios (0 if any is 0, inf if any is inf)."""
+    def stat(a: dict[str, np.ndarray]) -> float:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return float(np.exp(np.mean(np.log(np.asarray(a[name], dtype=float)))))
     return stat
 
 

@@ -190,3 +190,23 @@ def test_best_ratio_reads_the_ratios_finished_on_every_seed(monkeypatch):
     monkeypatch.setattr(mlm, "mlm_experiment", lambda cfg, stages=(), **kw: out)
     row = run_check("lora_plus.best_ratio")
     assert "not finished: ['2^2']" in row["summary"] and row["verdict"] == "holds", row["summary"]
+
+
+def test_a_method_that_plateaus_worse_is_not_faster(monkeypatch):
+    """LoRA-GA drops fast but levels off above LoRA's final loss: it never reaches LoRA's final loss, so the speed-up fails.
+
+    The earlier target (the higher of the two final losses) read this as a large speed-up (adversarial review).
+    """
+    _fake(monkeypatch, {"lora_ga": {"tau": 3.0, "end": 5.15, "init_steps": 4}, "lora_plus": {"tau": 10, "end": 5.0}})
+    row = run_check("lora_ga.speedup")
+    assert row["verdict"] == "fails", row["summary"]
+    assert row["figures"]["tuned"]["parts"]["LoRA-GA speed-up over LoRA (steps, charged)"]["estimate"] == 0.0
+
+
+def test_gap_cannot_hold_when_full_ft_is_worse(monkeypatch):
+    """Full FT ends above LoRA and LoRA-GA between them: the 'share closed' is positive (both differences negative), yet no gap exists."""
+    out = experiment({"full": {"tau": 10, "end": 4.5, "test_loss": 3.20}, "lora": {"tau": 20, "end": 5.0, "test_loss": 3.00},
+                      "lora_ga": {"tau": 10, "end": 4.9, "test_loss": 3.15, "init_steps": 4}, "lora_plus": {"tau": 10, "end": 5.0}})
+    monkeypatch.setattr(mlm, "mlm_experiment", lambda cfg, stages=(), **kw: out)
+    row = run_check("lora_ga.gap_to_full")
+    assert row["verdict"] == "fails", row["summary"]
