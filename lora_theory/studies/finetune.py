@@ -236,13 +236,15 @@ def notes_tables(figures_dir: str | Path = "figures") -> dict[str, str]:
         for arm, g in runs.groupby("arm"):
             cost.append(f"| {_NAMES.get(arm, arm)} | {len(g)} | {g.step_cpu.median():.3f} | {g.init_cpu.median():.2f} | {g.train_cpu.median():.1f} | "
                         f"{g.test_loss.mean():.4f} | {g.test_acc.mean():.2%} |")
-        allruns = pd.concat([runs, tune.drop_duplicates(["arm", "lr", "ratio", "seed"])], ignore_index=True)
+        tlast = tune[tune.step == tune.groupby(["arm", "lr", "ratio", "seed"], dropna=False).step.transform("max")] if len(tune) else tune
+        allruns = pd.concat([runs, tlast.drop_duplicates(["arm", "lr", "ratio", "seed"])], ignore_index=True)
+        diverged = int((~np.isfinite(allruns.smoothed.astype(float))).sum())
         wall = allruns.run_seconds.sum()
         out["finetune_runs"] = ("\n".join(rows) + f"\n\nBudget: `{c.budget.iloc[0]}`; steps per run: {int(c.step.max())}; verdict-seed runs: {len(runs)}; "
                                 f"their training CPU: {runs.train_cpu.sum() / 60:.1f} CPU-minutes (+ evaluations, model loading)"
                                 + (f"; all {len(allruns)} runs (tuning included), whole runs: {wall / 60:.0f} CPU-minutes "
                                    f"({wall / len(allruns):.0f} s per run, evaluations and model loading included; one thread per run)"
-                                   if np.isfinite(wall) and wall > 0 else "") + ".\n\n" + "\n".join(cost))
+                                   if np.isfinite(wall) and wall > 0 else "") + f"; diverged runs: {diverged}.\n\n" + "\n".join(cost))
     else:
         out["finetune_runs"] = "No finished run in the store."
     return out
