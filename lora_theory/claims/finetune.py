@@ -126,7 +126,9 @@ def _speedup(quick: bool, arm: str, threshold: float, label: str) -> Measurement
     cpu = geo_mean("cpu")({"cpu": p.cpu_speedup.to_numpy()})
     figs = {"tuned": _figures(d, {"lr": lrs[method], "lr_at_edge": bool(out["edge"].get(method)), "cpu_speedup_geo_mean": cpu,
                                   "per_seed_steps": p[["seed", "ref_steps", "x_steps", "speedup", "swapped"]].to_dict("records")}), **prem_fig}
-    text = f"{label} at its tuned lr {lrs[method]:g}{' (at its grid edge / not tuned)' if out['edge'].get(method) else ''}: {d.text()}; CPU-seconds speed-up (init charged) {cpu:.2f}x"
+    reached = int(np.isfinite(p.x_steps.astype(float)).sum())
+    text = (f"{label} at its tuned lr {lrs[method]:g}{' (at its grid edge / not tuned)' if out['edge'].get(method) else ''}: {d.text()}; "
+            f"it reached LoRA's final loss within the budget on {reached} of {len(p)} seeds; CPU-seconds speed-up (init charged) {cpu:.2f}x")
     if arm == "lora_plus" and not math.isclose(lrs["lora_plus"], lrs["lora"]):  # the paper's shared-lr protocol beside the tuned one
         q = _pair_steps(runs, "lora_plus", lrs["lora"], "lora", lrs["lora"], x_ratio=16.0)
         if len(q) >= 2:

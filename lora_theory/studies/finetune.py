@@ -45,14 +45,16 @@ def curves_table(quick: bool) -> pd.DataFrame:
 
     out = _runs(quick)
     rows = []
-    for r in out["runs"].itertuples():
+    runs = out["runs"]
+    secs = runs["_seconds"] if "_seconds" in runs else pd.Series(math.nan, index=runs.index)  # itertuples renames "_" columns
+    for r, sec in zip(runs.itertuples(), secs, strict=True):
         sm = smoothed_curve(r.curve_val)
         ratio = float(r.ratio) if r.ratio is not None and not (isinstance(r.ratio, float) and math.isnan(r.ratio)) else math.nan
         for s, v, w in zip(r.curve_step, r.curve_val, sm, strict=True):
             rows.append({"arm": r.arm, "lr": float(r.lr), "ratio": ratio, "seed": int(r.seed), "step": int(s), "val_loss": float(v),
                          "smoothed": float(w), "budget": out["cfg"].name, "step_cpu": float(r.step_cpu), "init_cpu": float(r.init_cpu),
                          "train_cpu": float(r.curve_cpu[-1]), "test_loss": float(r.test_loss), "test_acc": float(r.test_metric),
-                         "tuning": bool(r.tuning), "run_seconds": float(getattr(r, "_seconds", math.nan))})
+                         "tuning": bool(r.tuning), "run_seconds": float(sec)})
     return pd.DataFrame(rows, columns=["arm", "lr", "ratio", "seed", "step", "val_loss", "smoothed", "budget", "step_cpu", "init_cpu", "train_cpu",
                                        "test_loss", "test_acc", "tuning", "run_seconds"])
 
@@ -202,8 +204,9 @@ def notes_tables(figures_dir: str | Path = "figures") -> dict[str, str]:
     if len(prem) and isinstance(prem.summary.iloc[0], str) and "premise (" in prem.summary.iloc[0]:
         lines += ["", "Premise, as the checks state it: " + prem.summary.iloc[0][prem.summary.iloc[0].index("premise ("):]]
     for r in v.drop_duplicates("claim").itertuples():
-        if r.block != "premise" and isinstance(r.summary, str):
-            lines += ["", f"`{r.claim}`: {r.summary}"]
+        if isinstance(r.summary, str):
+            text = r.summary.split("; premise (")[0] if "; premise (" in r.summary else r.summary  # the premise is stated once, above
+            lines += ["", f"`{r.claim}`: {text}"]
     out["finetune_verdicts"] = "\n".join(lines)
     cm = pd.read_csv(fig / "finetune_curves.csv")
     out["finetune_budgets"] = budgets_table(cm)
