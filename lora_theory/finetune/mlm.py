@@ -357,5 +357,6 @@ def speedup_pair(ref: pd.Series, x: pd.Series) -> tuple[float, float, float, flo
     a = steps_to(ref, T)  # reaches its own smoothed final at the last evaluation at the latest
     b = steps_to(x, T, budget_censor=False)
     sp = 1.0 if a == b else ratio(a, b)
-    cpu = cpu_to(ref, T) / cpu_to(x, T) if math.isfinite(b) else 0.0
+    ca, cb = (cpu_to(ref, T), cpu_to(x, T)) if math.isfinite(b) else (1.0, math.inf)
+    cpu = 1.0 if ca == cb else ratio(ca, cb)  # as the steps: equal (e.g. 0 and 0 at the target from step 0) is no speed-up
     return a, b, sp, cpu

@@ -141,3 +141,15 @@ def test_planned_runs_counts_the_points_the_budget_builds(monkeypatch, tmp_path)
         monkeypatch.setattr(ex, "_run", fake_run)
         mlm.mlm_experiment(cfg, store=tmp_path / "s.sqlite", stored_only=False)
         assert len(asked) == mlm.planned_runs(cfg)["verdict"] and mlm.planned_runs(cfg)["tuning"] == 0, cfg.name
+
+
+def test_speedup_pair_at_the_target_from_step_zero():
+    """Both runs at the reference's final loss from step 0 (a curve that does not move): speed-up 1 in steps and CPU, no division by zero."""
+    import pandas as pd
+
+    flat = pd.Series({"curve_step": [0, 5, 10], "curve_val": [6.0, 6.1, 6.2], "curve_cpu": [0.0, 2.0, 4.0], "init_steps": 0, "init_cpu": 0.0,
+                      "final": 6.1})
+    assert mlm.speedup_pair(flat, flat)[2:] == (1.0, 1.0)
+    never = flat.copy()
+    never["curve_val"] = [7.0, 7.0, 7.0]
+    assert mlm.speedup_pair(flat, never)[1:] == (math.inf, 0.0, 0.0)
